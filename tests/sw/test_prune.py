@@ -1,0 +1,99 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from mamfpga.sw import data, prune
+from mamfpga.sw.mam import MAMLinear
+from mamfpga.sw.train import TrainConfig, build_mlp, finetune, fit
+
+
+def small_model(mode="mam"):
+    model = build_mlp(64, 10, (24, 16), mode=mode, seed=1)
+    for m in model:
+        if isinstance(m, MAMLinear):
+            m.beta = 0.0
+    return model
+
+
+def pruning_set(n=64):
+    ds = data.load()
+    return list(data.loader(ds.x_train[:n], ds.y_train[:n], 32, shuffle=False))
+
+
+@pytest.mark.parametrize("method", list(prune.METHODS))
+def test_every_method_reaches_the_sparsity(method):
+    model = small_model()
+    info = prune.prune_model(model, method, 0.9, data=pruning_set())
+    targets = prune.prunable_layers(model)
+    assert [n for n, _ in targets] == ["0", "2"]            # the MAM layers, not the classifier
+    total = sum(m.weight_orig.numel() for _, m in targets)
+    assert info["sparsity"] == pytest.approx(1 - round(0.1 * total) / total)
+    if prune.METHODS[method][1] == "local":
+        for name, m in targets:
+            assert prune.layer_sparsity(m) == pytest.approx(0.9, abs=1 / m.weight_orig.numel())
+    assert not hasattr(model[4], "weight_mask")
+
+
+def test_global_magnitude_keeps_the_largest():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.1, -5.0], [0.2, 0.3]]))
+    prune.prune_model(model, "gmp", 0.5, layers=["0", "2"])
+    w0 = prune.effective_weight(model[0])
+    assert w0[0, 1] == -5.0 and w0[0, 0] == 0 and w0[1, 0] == 0
+
+
+def test_pruning_is_cumulative_and_pruned_stay_zero_through_finetuning():
+    ds = data.load()
+    model = small_model()
+    prune.prune_model(model, "rp", 0.5, seed=3)
+    first = model[0].weight_mask.clone()
+    prune.prune_model(model, "lmp", 0.8)
+    assert torch.all(model[0].weight_mask <= first)       # nothing revived
+    finetune(model, ds, epochs=2, progress=False)
+    w = prune.effective_weight(model[0]).detach()
+    assert torch.all(w[model[0].weight_mask == 0] == 0)
+    assert prune.sparsity(model) == pytest.approx(0.8, abs=0.01)
+    torch_prune.remove(model[0], "weight")
+    assert float((model[0].weight == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
+
+
+def test_selection_pruning_refuses_mac_layers():
+    with pytest.raises(ValueError, match="needs MAM layers.*layer '0' is MAC"):
+        prune.prune_model(small_model("mac"), "gpsp", 0.5, data=pruning_set())
+
+
+def test_methods_needing_data_say_so():
+    with pytest.raises(ValueError, match="ggp pruning needs a pruning set"):
+        prune.prune_model(small_model(), "ggp", 0.5)
+
+
+def test_bad_sparsity_and_method():
+    with pytest.raises(ValueError, match="sparsity must be between 0 and 1, got 1.5"):
+        prune.prune_model(small_model(), "gmp", 1.5)
+    with pytest.raises(ValueError, match="unknown pruning method 'obd'"):
+        prune.prune_model(small_model(), "obd", 0.5)
+
+
+def test_iterative_pruning_with_patience():
+    ds = data.load()
+    model = build_mlp(64, 10, (32,), mode="mam", seed=0)
+    fit(model, ds, TrainConfig(epochs=4, vc_epochs=2, weight_decay=1e-4), progress=False)
+    hist = prune.iterative_prune(model, "lmp", 0.9, rounds=3,
+                                 finetune=lambda r: finetune(model, ds, epochs=3, patience=1, progress=False),
+                                 log=lambda s: None)
+    assert [h["round"] for h in hist] == [1, 2, 3]
+    assert hist[0]["sparsity"] < hist[1]["sparsity"] < hist[2]["sparsity"] == pytest.approx(0.9, abs=0.01)
+
+
+def test_pruning_before_convergence():
+    ds = data.load()
+    model = build_mlp(64, 10, (32,), mode="mam", seed=0)
+    fit(model, ds, TrainConfig(epochs=5, vc_epochs=2), progress=False, prune_at=3,
+        prune_fn=lambda m: prune.prune_model(m, "gmp", 0.9))
+    assert prune.sparsity(model) == pytest.approx(0.9, abs=0.01)
+    w = prune.effective_weight(model[0]).detach()
+    assert torch.all(w[model[0].weight_mask == 0] == 0)
