@@ -115,6 +115,226 @@ def cmd_demo(args) -> int:
     return 0 if res.ok and not issues else 1
 
 
+# --------------------------------------------------------------------------- software verbs
+
+def _check_output_file(path: Path, force: bool) -> Path:
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; refusing to overwrite it (pass --force to replace it)")
+    if path.exists() and path.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name")
+    return path
+
+
+def _load_dataset(name: str):
+    from mamfpga.sw import data
+
+    try:
+        return data.load(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _load_model(path: Path):
+    from mamfpga.sw.modelio import ModelFileError, load_model
+
+    try:
+        return load_model(path)
+    except ModelFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _parse_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"--hidden takes sizes like 1024,1024, not {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"--hidden takes positive sizes, not {text!r}")
+    return sizes
+
+
+def _layer_report(model, targets=None) -> list[dict]:
+    from torch import nn
+
+    from mamfpga.sw.mam import MAMLinear
+    from mamfpga.sw.prune import layer_sparsity
+
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            mode = "mam" if isinstance(m, MAMLinear) and m.beta == 0.0 else (
+                "mac" if not isinstance(m, MAMLinear) else f"blend(beta={m.beta:g})")
+            out.append({"name": name, "mode": mode, "sparsity": layer_sparsity(m),
+                        "pruned": targets is None or name in targets})
+    return out
+
+
+def _targets(model, meta):
+    from mamfpga.sw.prune import prunable_layers
+
+    names = meta.get("pruned_layers")
+    return [n for n, _ in prunable_layers(model, names)]
+
+
+def cmd_train(args) -> int:
+    from mamfpga.sw.modelio import save_model
+    from mamfpga.sw.prune import METHODS, prune_model
+    from mamfpga.sw.train import TrainConfig, accuracy, build_mlp, fit
+
+    out = _check_output_file(args.output, args.force)
+    ds = _load_dataset(args.dataset)
+    hidden = _parse_sizes(args.hidden)
+    if args.prune_at is not None and args.method not in METHODS:
+        raise UsageError(f"unknown pruning method {args.method!r}; choose one of {', '.join(METHODS)}")
+    cfg = TrainConfig(epochs=args.epochs, vc_epochs=args.vc_epochs, schedule=args.schedule, per=args.per,
+                      lr=args.lr, batch=args.batch, weight_decay=args.weight_decay, seed=args.seed)
+    model = build_mlp(ds.features, ds.classes, hidden, mode=args.mode, seed=args.seed)
+    targets = [n for n, m in model.named_modules() if type(m).__name__ == "MAMLinear"] or None
+    prune_fn = None
+    if args.prune_at is not None:
+        from mamfpga.sw.experiments import pruning_batches
+
+        pset = pruning_batches(ds)
+        prune_fn = lambda m: prune_model(m, args.method, args.sparsity, data=pset, seed=args.seed)  # noqa: E731
+    print(f"training a {args.mode.upper()} MLP {ds.features}-{'-'.join(map(str, hidden))}-{ds.classes} on "
+          f"{ds.name} ({len(ds.y_train)} train / {len(ds.y_test)} test), {args.epochs} epochs"
+          + (f", beta {args.schedule} over {args.vc_epochs} epochs" if args.mode == "mam" else ""))
+    fit(model, ds, cfg, progress=not args.quiet, prune_at=args.prune_at, prune_fn=prune_fn)
+    acc = accuracy(model, ds.x_test, ds.y_test)
+    meta = {"dataset": ds.name, "mode": args.mode, "hidden": list(hidden), "train": vars(cfg),
+            "accuracy": acc}
+    if targets:
+        meta["pruned_layers"] = targets
+    if args.prune_at is not None:
+        meta["pruning"] = {"method": args.method, "sparsity": args.sparsity, "at_epoch": args.prune_at}
+    save_model(model, out, meta)
+    print(f"test accuracy {acc:.4f}; saved {out}")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from mamfpga.sw.experiments import pruning_batches
+    from mamfpga.sw.mam import to_mac
+    from mamfpga.sw.modelio import save_model
+    from mamfpga.sw.network import from_torch, to_torch
+    from mamfpga.sw.prune import METHODS, iterative_prune, prune_model, sparsity
+    from mamfpga.sw.simplify import simplify
+    from mamfpga.sw.train import accuracy, finetune
+
+    if args.method not in METHODS:
+        raise UsageError(f"unknown pruning method {args.method!r}; choose one of {', '.join(METHODS)}")
+    if not 0.0 <= args.sparsity < 1.0:
+        raise UsageError(f"--sparsity is the fraction of weights removed, in [0, 1), not {args.sparsity}")
+    out = _check_output_file(args.output, args.force)
+    model, meta = _load_model(args.model)
+    ds = _load_dataset(args.dataset or meta.get("dataset", "digits"))
+    layers = args.layers.split(",") if args.layers else meta.get("pruned_layers")
+    try:
+        targets = _targets(model, {"pruned_layers": layers})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    pset = pruning_batches(ds)
+    before = accuracy(model, ds.x_test, ds.y_test)
+    try:
+        if args.rounds > 1:
+            iterative_prune(model, args.method, args.sparsity, rounds=args.rounds, layers=targets, data=pset,
+                            seed=args.seed, finetune=lambda r: finetune(
+                                model, ds, epochs=max(args.finetune, 1), patience=args.patience,
+                                progress=not args.quiet))
+        else:
+            prune_model(model, args.method, args.sparsity, layers=targets, data=pset, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    one_shot = accuracy(model, ds.x_test, ds.y_test)
+    print(f"{args.method}: sparsity {sparsity(model, targets):.4f} over {', '.join(targets)}; "
+          f"accuracy {before:.4f} -> {one_shot:.4f}")
+    if args.to_mac:
+        to_mac(model)
+        print("reverted MAM layers to MAC (MAM -> MAC), keeping the sparse weights")
+    if args.finetune and args.rounds <= 1:
+        acc = finetune(model, ds, epochs=args.finetune, patience=args.patience, progress=not args.quiet)
+        print(f"fine-tuned {args.finetune} epochs: accuracy {acc:.4f}")
+    acc = accuracy(model, ds.x_test, ds.y_test)
+    if args.simplify:
+        net, report = simplify(from_torch(model))
+        model = to_torch(net)
+        print(f"simplified: {report.summary()}")
+        targets = None
+    meta = {**meta, "accuracy": acc, "pruned_layers": targets,
+            "pruning": {"method": args.method, "sparsity": args.sparsity, "finetune": args.finetune,
+                        "rounds": args.rounds, "to_mac": args.to_mac, "simplified": args.simplify}}
+    if targets is None:
+        meta.pop("pruned_layers")
+    save_model(model, out, meta)
+    print(f"test accuracy {acc:.4f}; saved {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from mamfpga.sw.prune import sparsity
+    from mamfpga.sw.train import accuracy
+
+    model, meta = _load_model(args.model)
+    ds = _load_dataset(args.dataset)
+    try:
+        acc = accuracy(model, ds.x_test, ds.y_test)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"{args.model} does not fit the {ds.name} data ({ds.features} features): {exc}") from None
+    targets = _targets(model, meta) if "pruned_layers" in meta or meta.get("mode") else _targets(model, {})
+    layers = _layer_report(model, set(targets))
+    result = {"accuracy": acc, "sparsity": sparsity(model, targets),
+              "layers": [{"name": l["name"], "mode": l["mode"], "sparsity": l["sparsity"]} for l in layers]}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.model}: accuracy {acc:.4f} on the {ds.name} test set ({len(ds.y_test)} samples)")
+    print(f"sparsity {result['sparsity']:.4f} over the pruned layers ({', '.join(targets)})")
+    for l in layers:
+        print(f"  layer {l['name']:<6} {l['mode']:<5} sparsity {l['sparsity']:.4f}"
+              + ("" if l["pruned"] else "  (not pruned)"))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from mamfpga.sw import prune as prune_mod
+    from mamfpga.sw.experiments import plot, sweep, write_csv
+    from mamfpga.sw.train import TrainConfig
+
+    out = claim_dir(args.out, what="sweep output folder")
+    ds = _load_dataset(args.dataset)
+    methods = args.methods.split(",") if args.methods else list(prune_mod.METHODS)
+    bad = [m for m in methods if m not in prune_mod.METHODS]
+    if bad:
+        raise UsageError(f"unknown pruning method {bad[0]!r}; choose from {', '.join(prune_mod.METHODS)}")
+    try:
+        kept = [float(k) for k in args.kept.split(",")]
+    except ValueError:
+        raise UsageError(f"--kept takes fractions like 0.01,0.001, not {args.kept!r}") from None
+    if any(not 0 < k <= 1 for k in kept):
+        raise UsageError(f"--kept fractions must be in (0, 1], got {args.kept}")
+    models = {}
+    for mode, path in (("mac", args.mac_model), ("mam", args.mam_model)):
+        if path is not None:
+            models[mode] = _load_model(path)[0]
+    cfg = TrainConfig(epochs=args.epochs, vc_epochs=args.vc_epochs, weight_decay=args.weight_decay)
+    rows = sweep(ds, models=models, methods=methods, kept=kept, finetune_epochs=args.finetune,
+                 train_cfg=cfg, hidden=_parse_sizes(args.hidden), progress=not args.quiet)
+    csv_path = write_csv(rows, out / "sweep.csv")
+    png_path = plot(rows, out / "sweep.png", title=ds.name)
+    print(f"\n{'network':<8}{'method':<10}{'kept':>8}  {'one-shot':>9}{'fine-tuned':>11}{'mam->mac':>10}")
+    by = {}
+    for r in rows:
+        by.setdefault((r.network, r.method, r.kept), {})[r.stage] = r.accuracy
+    for (net, method, k), st in by.items():
+        cells = "".join(f"{st[s]:>{w}.4f}" if s in st else " " * w
+                        for s, w in (("one-shot", 9), ("fine-tuned", 11), ("mam->mac", 10)))
+        print(f"{net:<8}{method:<10}{k:>8g}  {cells}")
+    print(f"\nwrote {csv_path} and {png_path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +348,70 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="build/demo", type=Path, help="output folder (default build/demo)")
     d.add_argument("--board", default="icebreaker", help="target board (default icebreaker)")
     d.set_defaults(func=cmd_demo)
+
+    from mamfpga.sw.train import DEFAULT_HIDDEN, TrainConfig
+
+    tc = TrainConfig()
+    hidden = ",".join(map(str, DEFAULT_HIDDEN))
+
+    d = sub.add_parser("train", help="train an MLP (MAM hidden layers with vanishing contributions, or MAC)")
+    d.add_argument("--dataset", default="digits", help="built-in data set (default digits)")
+    d.add_argument("--mode", choices=["mac", "mam"], default="mam")
+    d.add_argument("--hidden", default=hidden, help=f"hidden layer sizes (default {hidden})")
+    d.add_argument("--schedule", choices=["linear", "parabolic", "exponential"], default=tc.schedule)
+    d.add_argument("--per", choices=["epoch", "step"], default=tc.per, help="step beta per epoch or per batch")
+    d.add_argument("--vc-epochs", type=int, default=tc.vc_epochs, help="Q: epochs for beta to reach 0")
+    d.add_argument("--epochs", type=int, default=tc.epochs)
+    d.add_argument("--lr", type=float, default=tc.lr)
+    d.add_argument("--batch", type=int, default=tc.batch)
+    d.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="L2 weight decay (default 1e-4: unselected MAM weights decay, so magnitude pruning works)")
+    d.add_argument("--prune-at", type=int, help="prune before convergence, after this epoch")
+    d.add_argument("--method", default="gmp", help="pruning method for --prune-at")
+    d.add_argument("--sparsity", type=float, default=0.99, help="sparsity for --prune-at")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("-o", "--output", type=Path, required=True)
+    d.add_argument("--force", action="store_true", help="overwrite the output file")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("prune", help="prune a model (one-shot or iterative), optionally MAM -> MAC and fine-tune")
+    d.add_argument("model", type=Path)
+    d.add_argument("--method", required=True, help="gmp lmp ggp lgp rp gpsp lpsp lmp-lpsp")
+    d.add_argument("--sparsity", type=float, required=True, help="fraction of the targeted weights removed")
+    d.add_argument("--layers", help="comma-separated layer names (default: the MAM layers)")
+    d.add_argument("--finetune", type=int, default=0, help="fine-tuning epochs after pruning")
+    d.add_argument("--patience", type=int, help="stop fine-tuning after this many epochs without progress")
+    d.add_argument("--rounds", type=int, default=1, help="iterative pruning: prune/fine-tune rounds")
+    d.add_argument("--to-mac", action="store_true", help="revert MAM layers to MAC before fine-tuning")
+    d.add_argument("--simplify", action="store_true", help="remove dead neurons and unread inputs")
+    d.add_argument("--dataset", help="data set for scores and fine-tuning (default: the model's)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("-o", "--output", type=Path, required=True)
+    d.add_argument("--force", action="store_true", help="overwrite the output file")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_prune)
+
+    d = sub.add_parser("eval", help="accuracy and sparsity of a float model")
+    d.add_argument("model", type=Path)
+    d.add_argument("--dataset", default="digits")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("sweep", help="accuracy against kept fraction: MAC vs MAM, every method, MAM -> MAC")
+    d.add_argument("--dataset", default="digits")
+    d.add_argument("--out", type=Path, default=Path("build/sweep"))
+    d.add_argument("--methods", help="comma-separated (default: all eight)")
+    d.add_argument("--kept", default="0.1,0.03,0.01,0.003,0.001", help="kept fractions")
+    d.add_argument("--finetune", type=int, default=10, help="fine-tuning epochs per point")
+    d.add_argument("--mam-model", type=Path, help="use this trained MAM model instead of training one")
+    d.add_argument("--mac-model", type=Path, help="use this trained MAC model instead of training one")
+    d.add_argument("--hidden", default=hidden)
+    d.add_argument("--epochs", type=int, default=tc.epochs)
+    d.add_argument("--vc-epochs", type=int, default=tc.vc_epochs)
+    d.add_argument("--weight-decay", type=float, default=1e-4)
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_sweep)
     return p
 
 

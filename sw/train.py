@@ -17,7 +17,7 @@ from mamfpga.sw.schedules import BetaScheduler
 __all__ = ["build_mlp", "TrainConfig", "fit", "accuracy", "finetune", "DEFAULT_HIDDEN"]
 
 #: Hidden layer sizes of the default digits network.
-DEFAULT_HIDDEN = (256, 256)
+DEFAULT_HIDDEN = (1024, 1024)
 
 
 def build_mlp(inputs: int, classes: int, hidden=DEFAULT_HIDDEN, mode: str = "mam",
@@ -46,7 +46,7 @@ class TrainConfig:
     per: str = "epoch"             # beta stepped per "epoch" or per optimizer "step"
     lr: float = 2e-3
     batch: int = 64
-    weight_decay: float = 0.0
+    weight_decay: float = 1e-4      # L2: unselected MAM weights decay to 0, so magnitude pruning works
     seed: int = 0
 
 

@@ -1,0 +1,77 @@
+"""MAM layer against nn.Linear on the CPU: time and peak memory, forward and forward+backward.
+
+Each case runs in a fresh process (peak RSS is per process), timings are the
+median of several runs after warm-up, and the figures that matter are the
+ratios, measured in the same run. Usage: .venv/bin/python scripts/bench_mam.py
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CASES = [  # (label, B, N, M)
+    ("1024x1024", 256, 1024, 1024),
+    ("ViT-B fc1 768->3072", 256, 768, 3072),
+    ("ViT-B fc2 3072->768", 256, 3072, 768),
+]
+
+WORKER = r"""
+import json, resource, statistics, sys, time
+import torch
+from torch import nn
+from mamfpga.sw import mam
+kind, B, N, M, mode, impl = sys.argv[1], *map(int, sys.argv[2:5]), sys.argv[5], sys.argv[6]
+if impl == "torch":
+    mam._fused_ok = lambda x, w: False
+torch.manual_seed(0)
+layer = nn.Linear(N, M) if kind == "linear" else mam.MAMLinear(N, M)
+x = torch.randn(B, N, requires_grad=(mode == "fwd+bwd"))
+def step():
+    if mode == "fwd":
+        with torch.no_grad():
+            layer(x)
+    else:
+        layer(x).sum().backward()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+step()
+reps = 3 if impl == "torch" else 10
+times = []
+for _ in range(reps):
+    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+print(json.dumps({"ms": statistics.median(times) * 1e3, "peak_mib": peak}))
+"""
+
+
+def run(kind, b, n, m, mode, impl="fused"):
+    res = subprocess.run([sys.executable, "-c", WORKER, kind, str(b), str(n), str(m), mode, impl],
+                         capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        raise SystemExit(f"benchmark worker failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main():
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; B x M x N float32 products "
+          f"would take {256 * 1024 * 1024 * 4 / 2**20:.0f} MiB at 1024x1024\n")
+    head = (f"{'shape (B=256)':<22}{'pass':<9}{'Linear ms':>10}{'MAM ms':>9}{'ratio':>7}"
+            f"{'MAM torch ms':>13}{'Linear MiB':>11}{'MAM MiB':>9}")
+    print(head)
+    print("-" * len(head))
+    for label, b, n, m in CASES:
+        for mode in ("fwd", "fwd+bwd"):
+            lin = run("linear", b, n, m, mode)
+            fused = run("mam", b, n, m, mode)
+            chunked = run("mam", b, n, m, mode, impl="torch")
+            print(f"{label:<22}{mode:<9}{lin['ms']:>10.2f}{fused['ms']:>9.2f}{fused['ms'] / lin['ms']:>6.1f}x"
+                  f"{chunked['ms']:>13.1f}{lin['peak_mib']:>11.0f}{fused['peak_mib']:>9.0f}", flush=True)
+    print("\nMAM = MAMLinear (beta = 0) with the fused kernel; 'MAM torch' = the chunked PyTorch fallback;")
+    print("MiB = growth of peak RSS over the timed runs (the layer's own activations and gradients).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The prunability experiment: accuracy against kept fraction, MAC vs MAM, every method.
+
+``sweep`` trains (or takes) a MAC and a MAM network on a data set, prunes
+copies of them with each method at each kept fraction, one-shot and
+fine-tuned, and also reverts the pruned MAM networks to MAC and fine-tunes
+them (MAM -> MAC). Rows go to a CSV; a PNG plots accuracy against kept
+fraction on a log axis.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torch import nn
+
+from mamfpga.outputs import atomic_write_bytes, atomic_write_text
+from mamfpga.sw import data as data_mod
+from mamfpga.sw import prune as prune_mod
+from mamfpga.sw.mam import to_mac
+from mamfpga.sw.train import TrainConfig, accuracy, build_mlp, finetune, fit
+
+__all__ = ["SweepRow", "sweep", "write_csv", "plot", "DEFAULT_KEPT", "pruning_batches"]
+
+DEFAULT_KEPT = (0.1, 0.03, 0.01, 0.003, 0.001)
+
+
+@dataclass
+class SweepRow:
+    network: str        # "mac" | "mam"
+    method: str
+    kept: float         # fraction of the targeted weights kept
+    stage: str          # "one-shot" | "fine-tuned" | "mam->mac"
+    accuracy: float
+    dense_accuracy: float
+
+
+def pruning_batches(ds: data_mod.Dataset, batch: int = 256):
+    """The pruning set (scores that need data): the training set, in fixed batches."""
+    return list(data_mod.loader(ds.x_train, ds.y_train, batch, shuffle=False))
+
+
+def sweep(ds: data_mod.Dataset, *, models: dict[str, nn.Module] | None = None,
+          methods=tuple(prune_mod.METHODS), kept=DEFAULT_KEPT, finetune_epochs: int = 10,
+          train_cfg: TrainConfig | None = None, hidden=None, log: Callable[[str], None] = print,
+          progress: bool = True) -> list[SweepRow]:
+    from tqdm.auto import tqdm
+
+    models = dict(models or {})
+    cfg = train_cfg or TrainConfig()
+    for mode in ("mac", "mam"):
+        if mode not in models:
+            log(f"training the {mode.upper()} network ...")
+            kwargs = {} if hidden is None else {"hidden": hidden}
+            m = build_mlp(ds.features, ds.classes, mode=mode, seed=cfg.seed, **kwargs)
+            fit(m, ds, cfg, progress=progress)
+            models[mode] = m
+    pset = pruning_batches(ds)
+    rows: list[SweepRow] = []
+    jobs = [(net, method, k) for net in ("mac", "mam") for method in methods for k in kept
+            if not (net == "mac" and prune_mod.METHODS[method][0] in ("selection", "magnitude*selection"))]
+    dense = {net: accuracy(models[net], ds.x_test, ds.y_test) for net in models}
+    for net, method, k in tqdm(jobs, desc="sweep", disable=not progress):
+        model = copy.deepcopy(models[net])
+        prune_mod.prune_model(model, method, 1.0 - k, data=pset)
+        rows.append(SweepRow(net, method, k, "one-shot", accuracy(model, ds.x_test, ds.y_test), dense[net]))
+        if net == "mam":
+            reverted = to_mac(copy.deepcopy(model))
+            acc = finetune(reverted, ds, epochs=finetune_epochs, progress=False)
+            rows.append(SweepRow(net, method, k, "mam->mac", acc, dense[net]))
+        acc = finetune(model, ds, epochs=finetune_epochs, progress=False)
+        rows.append(SweepRow(net, method, k, "fine-tuned", acc, dense[net]))
+    return rows
+
+
+def write_csv(rows: list[SweepRow], path) -> Path:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(asdict(rows[0]).keys()) if rows else ["network"])
+    w.writeheader()
+    for r in rows:
+        w.writerow(asdict(r))
+    return atomic_write_text(path, buf.getvalue())
+
+
+def plot(rows: list[SweepRow], path, title: str = "digits") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = ["one-shot", "fine-tuned", "mam->mac"]
+    fig, axes = plt.subplots(1, len(stages), figsize=(15, 4.5), sharey=True)
+    for ax, stage in zip(axes, stages):
+        for net, style in (("mam", "-"), ("mac", "--")):
+            for method in dict.fromkeys(r.method for r in rows):
+                pts = sorted((r.kept, r.accuracy) for r in rows
+                             if r.network == net and r.method == method and r.stage == stage)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3,
+                            label=f"{net.upper()} {method}")
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("fraction of targeted weights kept")
+        ax.set_title(f"{title}: {stage}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[-1].legend(fontsize=6, ncol=2, loc="lower left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

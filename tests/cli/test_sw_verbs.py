@@ -1,0 +1,88 @@
+"""train / prune / eval / sweep through the CLI, on small networks."""
+
+import csv
+import json
+
+import pytest
+
+from mamfpga import cli
+
+SMALL = ["--hidden", "64,64", "--epochs", "15", "--vc-epochs", "4", "-q"]
+
+
+@pytest.fixture(scope="module")
+def mam_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "mam.pt"
+    assert cli.main(["train", "--mode", "mam", *SMALL, "-o", str(path)]) == 0
+    return path
+
+
+def test_train_eval_json(mam_model, capsys):
+    assert cli.main(["eval", str(mam_model), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"accuracy", "sparsity", "layers"}
+    assert out["accuracy"] > 0.85 and out["sparsity"] == 0.0
+    assert [l["mode"] for l in out["layers"]] == ["mam", "mam", "mac"]
+
+
+def test_prune_to_mac_finetune_simplify(mam_model, tmp_path, capsys):
+    out = tmp_path / "p.pt"
+    assert cli.main(["prune", str(mam_model), "--method", "lmp", "--sparsity", "0.9", "--to-mac",
+                     "--finetune", "2", "--simplify", "-q", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert all(l["mode"] == "mac" for l in res["layers"])
+    assert res["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("method", ["gpsp", "lgp", "lmp-lpsp"])
+def test_prune_keeps_mam_and_reports_sparsity(mam_model, tmp_path, capsys, method):
+    out = tmp_path / f"{method}.pt"
+    assert cli.main(["prune", str(mam_model), "--method", method, "--sparsity", "0.95", "-q",
+                     "-o", str(out)]) == 0
+    capsys.readouterr()
+    cli.main(["eval", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert res["sparsity"] == pytest.approx(0.95, abs=0.001)
+    assert [l["mode"] for l in res["layers"]] == ["mam", "mam", "mac"]
+
+
+def test_iterative_and_before_convergence(tmp_path):
+    a = tmp_path / "a.pt"
+    assert cli.main(["train", "--mode", "mam", *SMALL, "--prune-at", "4", "--method", "gmp",
+                     "--sparsity", "0.9", "-o", str(a)]) == 0
+    b = tmp_path / "b.pt"
+    assert cli.main(["prune", str(a), "--method", "gmp", "--sparsity", "0.97", "--rounds", "2",
+                     "--finetune", "2", "--patience", "1", "-q", "-o", str(b)]) == 0
+
+
+def test_errors_are_one_line_with_exit_2(mam_model, tmp_path, capsys):
+    assert cli.main(["prune", str(mam_model), "--method", "obd", "--sparsity", "0.5", "-o",
+                     str(tmp_path / "x.pt")]) == 2
+    assert "unknown pruning method 'obd'" in capsys.readouterr().err
+    assert cli.main(["prune", str(mam_model), "--method", "gmp", "--sparsity", "0.5", "-o",
+                     str(mam_model)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    assert cli.main(["eval", str(junk)]) == 2
+    assert "not a mamfpga model file" in capsys.readouterr().err
+    assert cli.main(["train", "--dataset", "mnist", "-o", str(tmp_path / "m.pt")]) == 2
+    assert "unknown dataset 'mnist'" in capsys.readouterr().err
+    assert cli.main(["prune", str(mam_model), "--method", "gmp", "--sparsity", "0.5", "--layers", "7",
+                     "-o", str(tmp_path / "y.pt")]) == 2
+    assert "no Linear layer named '7'" in capsys.readouterr().err
+
+
+def test_sweep_writes_csv_and_plot(mam_model, tmp_path, capsys):
+    mac = tmp_path / "mac.pt"
+    assert cli.main(["train", "--mode", "mac", *SMALL, "-o", str(mac)]) == 0
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", "--mam-model", str(mam_model), "--mac-model", str(mac), "--methods", "gmp,lpsp",
+                     "--kept", "0.1,0.01", "--finetune", "1", "-q", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    # MAM: 2 methods x 2 kept x 3 stages; MAC: gmp only (no selection scores) x 2 kept x 2 stages
+    assert len(rows) == 12 + 4
+    assert {r["stage"] for r in rows} == {"one-shot", "fine-tuned", "mam->mac"}
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
