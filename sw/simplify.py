@@ -22,13 +22,14 @@ layer keeps at least one neuron.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from mamfpga.sw.network import Layer, Network
 
-__all__ = ["simplify", "SimplifyReport"]
+__all__ = ["simplify", "eliminate_dead", "SimplifyReport"]
 
 
 @dataclass
@@ -42,10 +43,6 @@ class SimplifyReport:
         before = " -> ".join(map(str, self.sizes_before))
         after = " -> ".join(map(str, self.sizes_after))
         return f"{before}  simplified to  {after}"
-
-
-def _act(layer: Layer, z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0.0) if layer.relu else z
 
 
 def _removable_zero_columns(nxt: Layer, candidates: list[int], zero_product: np.ndarray) -> list[int]:
@@ -67,11 +64,16 @@ def _removable_zero_columns(nxt: Layer, candidates: list[int], zero_product: np.
     return removed
 
 
-def simplify(net: Network) -> tuple[Network, SimplifyReport]:
-    """A smaller network computing the same function (float64-exact up to rounding of folded biases)."""
-    layers = [Layer(l.weight.copy(), l.bias.copy(), l.mode, l.relu, l.name) for l in net.layers]
-    input_index = (np.arange(net.input_size) if net.input_index is None else np.array(net.input_index))
-    sizes_before = [len(input_index)] + [l.rows for l in layers]
+def eliminate_dead(layers: list, input_size: int, input_index: np.ndarray | None,
+                   const_out: Callable, fold: Callable) -> tuple[list, np.ndarray, SimplifyReport]:
+    """The elimination itself, for any layers with ``weight``, ``bias``, ``mode`` (modified in place).
+
+    ``const_out(layer)`` gives every row's output when all its weights are zero;
+    ``fold(nxt, cols, values)`` returns nxt's bias with those constant inputs folded
+    in, or None when that is not possible (then the neurons stay).
+    """
+    input_index = np.arange(input_size) if input_index is None else np.array(input_index)
+    sizes_before = [len(input_index)] + [l.weight.shape[0] for l in layers]
     removed_neurons = [0] * len(layers)
     removed_inputs = 0
     changed = True
@@ -80,45 +82,58 @@ def simplify(net: Network) -> tuple[Network, SimplifyReport]:
         # hidden layers: neurons of layer k, columns of layer k+1
         for k in range(len(layers) - 1):
             cur, nxt = layers[k], layers[k + 1]
+            rows = cur.weight.shape[0]
             dead = np.all(cur.weight == 0, axis=1)
             unread = np.all(nxt.weight == 0, axis=0)
-            const = _act(cur, cur.bias)                    # output of a dead neuron
-            remove: list[int] = []
+            const = const_out(cur)                         # output of a dead neuron
             if nxt.mode == "mac":
-                remove = [i for i in range(cur.rows) if dead[i] or unread[i]]
+                remove = [i for i in range(rows) if dead[i] or unread[i]]
             else:
                 zero_product = unread | (dead & (const == 0))
                 remove = _removable_zero_columns(nxt, list(np.flatnonzero(zero_product)), zero_product)
-            if len(remove) >= cur.rows:                    # keep at least one neuron
-                remove = remove[:cur.rows - 1]
+            remove = sorted(remove)[:rows - 1]             # keep at least one neuron
             if not remove:
                 continue
-            remove_arr = np.array(sorted(remove))
-            if nxt.mode == "mac":
-                folded = [i for i in remove_arr if dead[i] and not unread[i]]
-                if folded:
-                    nxt.bias = nxt.bias + nxt.weight[:, folded] @ const[folded]
-            keep = np.setdiff1d(np.arange(cur.rows), remove_arr)
+            folded = [i for i in remove if dead[i] and not unread[i]] if nxt.mode == "mac" else []
+            if folded:
+                bias = fold(nxt, folded, const[folded])
+                if bias is None:                           # cannot fold: keep the dead neurons
+                    remove = [i for i in remove if i not in set(folded)]
+                    if not remove:
+                        continue
+                else:
+                    nxt.bias = bias
+            keep = np.setdiff1d(np.arange(rows), np.array(remove))
             cur.weight, cur.bias = cur.weight[keep], cur.bias[keep]
             nxt.weight = nxt.weight[:, keep]
-            removed_neurons[k] += len(remove_arr)
+            removed_neurons[k] += len(remove)
             changed = True
         # inputs of layer 0
         first = layers[0]
         unread = np.flatnonzero(np.all(first.weight == 0, axis=0))
         if len(unread):
-            gone = _removable_zero_columns(first, list(unread), None)
-            if len(gone) >= first.cols:
-                gone = gone[:first.cols - 1]
+            gone = _removable_zero_columns(first, list(unread), None)[:first.weight.shape[1] - 1]
             if gone:
-                keep = np.setdiff1d(np.arange(first.cols), np.array(gone))
+                keep = np.setdiff1d(np.arange(first.weight.shape[1]), np.array(gone))
                 first.weight = first.weight[:, keep]
                 input_index = input_index[keep]
                 removed_inputs += len(gone)
                 changed = True
-    out_index = None if len(input_index) == net.input_size and np.array_equal(
-        input_index, np.arange(net.input_size)) else input_index
-    simplified = Network(layers, net.input_size, out_index, dict(net.meta))
     report = SimplifyReport(removed_neurons[:-1], removed_inputs, sizes_before,
-                            [len(input_index)] + [l.rows for l in layers])
-    return simplified, report
+                            [len(input_index)] + [l.weight.shape[0] for l in layers])
+    return layers, input_index, report
+
+
+def simplify(net: Network) -> tuple[Network, SimplifyReport]:
+    """A smaller float network computing the same function (exact up to float rounding of folded biases)."""
+    layers = [Layer(l.weight.copy(), l.bias.copy(), l.mode, l.relu, l.name) for l in net.layers]
+
+    def const_out(layer):
+        return np.maximum(layer.bias, 0.0) if layer.relu else layer.bias
+
+    def fold(nxt, cols, values):
+        return nxt.bias + nxt.weight[:, cols] @ values
+
+    layers, input_index, report = eliminate_dead(layers, net.input_size, net.input_index, const_out, fold)
+    out_index = None if np.array_equal(input_index, np.arange(net.input_size)) else input_index
+    return Network(layers, net.input_size, out_index, dict(net.meta)), report

@@ -1,0 +1,105 @@
+"""The accelerator's architecture in numbers: what the compiler plans for and the RTL builds.
+
+One place for the facts both sides must agree on: the word formats of the
+memories, the pipeline depth, and the cycle model.
+
+Dataflow (per layer, all P processing elements in parallel):
+
+- Each PE owns ``R = ceil(M / P)`` rows of the layer (the compiler balances
+  their work and pads with empty rows so every PE has exactly R). It reads
+  its weight memory sequentially, one word per cycle: a word holds L entries
+  (delta-coded column, int8 weight) of one row and an end-of-row bit. Its L
+  lanes fetch their activations from the PE's own copy of the activation
+  buffer, multiply, and reduce (adder tree for MAC, max/min comparator trees
+  for MAM) into a running sum or max/min; at the end of a row it adds the
+  bias, requantizes and clamps. Zero-weight entries (gap fillers, padding)
+  add 0 in MAC and are ignored in MAM, where the running max and min start at
+  0 when the row's zero-candidate bit says it has a pruned weight, else at
+  the first product (DESIGN.md's zero-candidate rule). A row costs one cycle per word, no bubbles
+  between rows.
+- The t-th result of PE p goes to activation address ``t * P + p``: the P
+  results of step t form one P-activation word, written to every copy of the
+  next layer's buffer at once. The compiler renumbers the next layer's
+  columns to these addresses, and the output is read through a table that
+  restores the original row order.
+- A layer with fewer rows than PEs, or whose rows balance badly, runs
+  *column-split* instead: PE p takes the columns of one contiguous address
+  range (the compiler balances the ranges by nonzeros) for every row; the P
+  partial results of a row (sums, or max and min) meet in a cross-PE tree,
+  which adds the bias, requantizes and writes the row's activation at
+  address r. Its cost: :func:`split_overhead` more cycles.
+- Layers run back to back; layer k+1 starts once layer k's last word is
+  written (a fixed pipeline cost, :func:`layer_overhead`).
+
+Cycle model of one inference (inputs streamed one activation per cycle,
+outputs read one per cycle, the environment never stalling):
+
+    cycles = N_0 + sum_k (max_p words_{k,p} + layer_overhead [+ split_overhead]) + M_{K-1}
+
+where ``words_{k,p}`` is the number of weight words PE p reads in layer k.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
+           "LAYER_HANDOFF", "bound_cycles"]
+
+#: Cycles between a layer's last result written and the next layer's first read
+#: (buffer swap and restart of the sequencer).
+LAYER_HANDOFF = 2
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    pes: int = 4                 # P
+    lanes: int = 2               # L
+    weight_bits: int = 8
+    act_bits: int = 8
+    acc_bits: int = 32           # accumulator width (the compiler proves it suffices)
+    delta_bits: int = 4          # width of a delta-coded column index
+
+    def __post_init__(self):
+        for name, lo, hi in (("pes", 1, 64), ("lanes", 1, 32), ("acc_bits", 8, 48), ("delta_bits", 1, 16)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer between {lo} and {hi}, not {v!r}")
+        if self.weight_bits != 8 or self.act_bits != 8:
+            raise ValueError("contract v1 has 8-bit weights and activations")
+
+    @property
+    def max_delta(self) -> int:
+        return (1 << self.delta_bits) - 1
+
+
+def entry_bits(cfg: ArchConfig) -> int:
+    return cfg.delta_bits + cfg.weight_bits
+
+
+def word_bits(cfg: ArchConfig) -> int:
+    """A weight-memory word: L entries and the end-of-row bit."""
+    return cfg.lanes * entry_bits(cfg) + 1
+
+
+def pipeline_depth(lanes: int) -> int:
+    """Cycles from reading a row's last weight word to writing its result:
+    weight read, column adder, activation read, multiply, ceil(log2 L) tree levels,
+    accumulate, bias + requantize, clamp and write."""
+    return 7 + max(0, math.ceil(math.log2(lanes)))
+
+
+def layer_overhead(cfg: ArchConfig) -> int:
+    return pipeline_depth(cfg.lanes) + LAYER_HANDOFF
+
+
+def split_overhead(cfg: ArchConfig) -> int:
+    """Extra cycles of a column-split layer: the cross-PE combining tree."""
+    return max(0, math.ceil(math.log2(cfg.pes))) + 1
+
+
+def bound_cycles(nnz: int, rows: int, cfg: ArchConfig) -> int:
+    """DESIGN.md's lower bound for a layer: multiply at full rate, or move its
+    activations at the write port's width (P activations a cycle), whichever is slower."""
+    return max(math.ceil(nnz / (cfg.pes * cfg.lanes)), math.ceil(rows / cfg.pes))

@@ -1,0 +1,472 @@
+"""The compiler: QuantNetwork -> Program (CSR per PE, memory images, cycle model).
+
+Small passes over one plan, each a function you can call and test alone:
+
+1. :func:`prove_accumulators` — no accumulator can overflow ``acc_bits``
+   (|b| + sum |W| * 128 for MAC, |b| + 2 * max |W| * 128 for MAM);
+2. :func:`eliminate` — integer-exact dead-row and dead-column elimination
+   (a dead neuron's constant output folds into the next MAC layer's bias);
+3. :func:`choose_delta_bits` — the width of the delta-coded column index that
+   makes the weight memory smallest;
+4. :func:`assign_rows` — rows to PEs, the same count on each (padding rows
+   fill up), balancing the words each PE reads (longest first, to the least
+   loaded PE with room);
+5. :func:`encode_layer` — weight words and bias entries per PE;
+6. :func:`memory_use` / :func:`check_capacity` — block RAMs against the board.
+
+The word formats and the cycle model are those of :mod:`mamfpga.hw.arch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mamfpga.hw.arch import ArchConfig, bound_cycles, entry_bits, layer_overhead, split_overhead, word_bits
+from mamfpga.outputs import atomic_write_json, atomic_write_text, claim_dir
+from mamfpga.sw.qnet import QuantLayer, QuantNetwork, save_qnet
+from mamfpga.sw.simplify import eliminate_dead
+
+__all__ = ["CompileError", "LayerPlan", "Program", "compile_network", "prove_accumulators", "eliminate",
+           "choose_delta_bits", "assign_rows", "encode_layer", "memory_use", "check_capacity", "write_build",
+           "required_acc_bits"]
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+class CompileError(ValueError):
+    """The network cannot be compiled for this configuration (the message has the numbers)."""
+
+
+@dataclass
+class LayerPlan:
+    index: int
+    mode: str
+    rows: int
+    cols: int
+    nnz: int
+    mult: int
+    shift: int
+    relu: bool
+    rows_per_pe: int
+    assignment: list[list[int]]      # per PE: original row indices in order, -1 = padding row
+    words: list[list[int]]           # per PE: weight words
+    bias: list[list[int]]            # per PE: (bias, zero-candidate) packed, one per row
+    row_words: list[list[int]]       # per PE: words of each row
+    out_address: np.ndarray          # original row -> activation address t*P + p
+    cycles: int
+    bound: int
+    pe_nnz: list[int] = field(default_factory=list)   # per PE: nonzero weights
+    split: bool = False              # column-split layer (all PEs on every row)
+    col_ranges: list[int] = field(default_factory=list)  # split: address range starts per PE, and the end
+
+    @property
+    def pe_words(self) -> list[int]:
+        return [len(w) for w in self.words]
+
+    def manifest(self) -> dict:
+        return {"mode": self.mode, "rows": self.rows, "cols": self.cols, "nnz": self.nnz,
+                "mult": self.mult, "shift": self.shift, "relu": self.relu, "rows_per_pe": self.rows_per_pe,
+                "pe_words": self.pe_words, "pe_nnz": self.pe_nnz, "cycle_model": self.cycles,
+                "cycle_bound": self.bound, "kind": "column-split" if self.split else "row-parallel",
+                "col_ranges": self.col_ranges}
+
+
+@dataclass
+class Program:
+    config: ArchConfig
+    net: QuantNetwork                 # after elimination: what the hardware computes
+    source: QuantNetwork              # the network given to the compiler
+    input_index: np.ndarray           # source input columns the hardware reads, in order
+    layers: list[LayerPlan]
+    output_address: np.ndarray        # output row r lives at this address of the last buffer
+    eliminated: dict
+    memory: dict = field(default_factory=dict)
+
+    @property
+    def cycles_per_inference(self) -> int:
+        return self.net.input_size + sum(l.cycles for l in self.layers) + self.net.output_size
+
+    @property
+    def cycle_bound(self) -> int:
+        return self.net.input_size + sum(l.bound for l in self.layers) + self.net.output_size
+
+
+# ---------------------------------------------------------------------------- passes
+
+def required_acc_bits(layer: QuantLayer) -> int:
+    """Signed accumulator width that holds every value the layer can reach."""
+    w = np.abs(layer.weight.astype(np.int64))
+    b = np.abs(layer.bias.astype(np.int64))
+    if layer.mode == "mac":
+        reach = b + w.sum(axis=1) * 128
+    else:
+        reach = b + 2 * w.max(axis=1) * 128
+    return int(reach.max()).bit_length() + 1
+
+
+def prove_accumulators(net: QuantNetwork, acc_bits: int) -> list[int]:
+    need = [required_acc_bits(l) for l in net.layers]
+    for k, bits in enumerate(need):
+        if bits > acc_bits:
+            raise CompileError(f"layer {k} needs a {bits}-bit accumulator to rule out overflow "
+                               f"(|b| + {'sum' if net.layers[k].mode == 'mac' else '2 max'} |W| * 128); "
+                               f"the accelerator has {acc_bits} (use --acc-bits {bits})")
+    return need
+
+
+def _requant_const(layer: QuantLayer) -> np.ndarray:
+    import torch
+
+    from mamfpga.sw.golden import requantize
+
+    return requantize(layer, torch.from_numpy(layer.bias.astype(np.int64))).numpy()
+
+
+def eliminate(net: QuantNetwork) -> tuple[QuantNetwork, np.ndarray, dict]:
+    """Integer-exact removal of dead neurons and unread inputs (see :mod:`mamfpga.sw.simplify`)."""
+    layers = [QuantLayer(l.weight.copy(), l.bias.copy(), l.mode, l.mult, l.shift, l.relu) for l in net.layers]
+
+    def fold(nxt, cols, values):
+        bias = nxt.bias.astype(np.int64) + nxt.weight[:, cols].astype(np.int64) @ values.astype(np.int64)
+        if bias.min() < INT32_MIN or bias.max() > INT32_MAX:
+            return None
+        return bias.astype(np.int32)
+
+    layers, index, report = eliminate_dead(layers, net.input_size, None, _requant_const, fold)
+    for l in layers:
+        l.weight = np.ascontiguousarray(l.weight, dtype=np.int8)
+        l.bias = np.ascontiguousarray(l.bias, dtype=np.int32)
+    extra = {k: v for k, v in net.extra.items() if k not in ("input_index", "input_size")}
+    out = QuantNetwork(layers, net.input_scale, net.output_scale, extra)
+    info = {"removed_neurons": report.removed_neurons, "removed_inputs": report.removed_inputs,
+            "sizes_before": report.sizes_before, "sizes_after": report.sizes_after}
+    return out, index, info
+
+
+def _row_entries(cols_sorted: np.ndarray, max_delta: int) -> int:
+    """Entries a row needs with delta coding: its nonzeros plus gap fillers."""
+    if len(cols_sorted) == 0:
+        return 0
+    deltas = np.diff(np.concatenate([[0], cols_sorted]))
+    fillers = np.maximum(0, -(-deltas // max_delta) - 1)
+    return int(len(cols_sorted) + fillers.sum())
+
+
+def _layer_row_cols(layer: QuantLayer, col_address: np.ndarray) -> list[np.ndarray]:
+    rows = []
+    for r in range(layer.rows):
+        cols = np.flatnonzero(layer.weight[r])
+        rows.append(np.sort(col_address[cols]))
+    return rows
+
+
+def _row_words(entries: int, lanes: int) -> int:
+    return max(1, -(-entries // lanes))
+
+
+def choose_delta_bits(row_cols: list[list[np.ndarray]], cfg: ArchConfig, max_bits: int = 16) -> int:
+    """The delta width giving the smallest weight memory (fewest words on ties)."""
+    best = None
+    for d in range(1, max_bits + 1):
+        c = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, cfg.acc_bits, d)
+        words = sum(_row_words(_row_entries(rc, c.max_delta), c.lanes) for layer in row_cols for rc in layer)
+        key = (words * word_bits(c), words)
+        if best is None or key < best[0]:
+            best = (key, d)
+    return best[1]
+
+
+def assign_rows(costs: list[int], pes: int) -> list[list[int]]:
+    """Rows to PEs: ceil(M/P) per PE (padding rows, cost 1, fill up), work balanced.
+
+    Longest rows first, each to the least loaded PE that still has room; each
+    PE then processes its rows in ascending order.
+    """
+    rows = len(costs)
+    per_pe = -(-rows // pes)
+    load = [0] * pes
+    count = [0] * pes
+    owner = [[] for _ in range(pes)]
+    for r in sorted(range(rows), key=lambda r: (-costs[r], r)):
+        p = min((p for p in range(pes) if count[p] < per_pe), key=lambda p: (load[p], count[p], p))
+        owner[p].append(r)
+        load[p] += costs[r]
+        count[p] += 1
+    return [sorted(o) + [-1] * (per_pe - len(o)) for o in owner]
+
+
+def _pack_word(entries: list[tuple[int, int]], eor: bool, cfg: ArchConfig) -> int:
+    eb = entry_bits(cfg)
+    word = 0
+    for k, (delta, weight) in enumerate(entries):
+        word |= ((delta & cfg.max_delta) | ((weight & 0xFF) << cfg.delta_bits)) << (k * eb)
+    return word | (int(eor) << (cfg.lanes * eb))
+
+
+def _encode_row(cols: np.ndarray, weights: np.ndarray, cfg: ArchConfig) -> list[int]:
+    """Words of one row: delta-coded entries, gap fillers, end-of-row bit on the last word.
+
+    Gap fillers and the padding of the last word are zero-weight entries: a MAC
+    lane adds their product 0, a MAM lane ignores them (the row's zero-candidate
+    bit, not the entries, says whether 0 is a max/min candidate). An empty row
+    is one word of zero entries: its bias alone.
+    """
+    entries: list[tuple[int, int]] = []
+    prev = 0
+    for c, w in zip(cols, weights):
+        delta = int(c) - prev
+        while delta > cfg.max_delta:
+            entries.append((cfg.max_delta, 0))
+            delta -= cfg.max_delta
+        entries.append((delta, int(w)))
+        prev = int(c)
+    n_words = _row_words(len(entries), cfg.lanes)
+    entries += [(0, 0)] * (n_words * cfg.lanes - len(entries))
+    return [_pack_word(entries[i * cfg.lanes:(i + 1) * cfg.lanes], i == n_words - 1, cfg)
+            for i in range(n_words)]
+
+
+def encode_layer(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig) -> LayerPlan:
+    row_cols = _layer_row_cols(layer, col_address)
+    order = [np.argsort(col_address[np.flatnonzero(layer.weight[r])]) for r in range(layer.rows)]
+    costs = [_row_words(_row_entries(rc, cfg.max_delta), cfg.lanes) for rc in row_cols]
+    assignment = assign_rows(costs, cfg.pes)
+    per_pe = len(assignment[0])
+    words, bias, row_words, pe_nnz = [], [], [], []
+    out_address = np.zeros(layer.rows, dtype=np.int64)
+    zc_bit = 1 << cfg.acc_bits
+    acc_mask = zc_bit - 1
+    for p, rows in enumerate(assignment):
+        w_p, b_p, rw_p, nnz_p = [], [], [], 0
+        for t, r in enumerate(rows):
+            if r < 0:          # padding row: bias 0 and a zero candidate; its output is never read
+                row = [_pack_word([(0, 0)] * cfg.lanes, True, cfg)]
+                b_p.append(zc_bit)
+            else:
+                nz = np.flatnonzero(layer.weight[r])[order[r]]
+                row = _encode_row(row_cols[r], layer.weight[r, nz], cfg)
+                zero_candidate = bool((layer.weight[r] == 0).any())
+                b_p.append((int(layer.bias[r]) & acc_mask) | (zc_bit if zero_candidate else 0))
+                out_address[r] = t * cfg.pes + p
+                nnz_p += len(nz)
+            w_p += row
+            rw_p.append(len(row))
+        words.append(w_p)
+        bias.append(b_p)
+        row_words.append(rw_p)
+        pe_nnz.append(nnz_p)
+    plan = LayerPlan(k, layer.mode, layer.rows, layer.cols, layer.nnz, layer.mult, layer.shift, layer.relu,
+                     per_pe, assignment, words, bias, row_words, out_address,
+                     cycles=max(len(w) for w in words) + layer_overhead(cfg),
+                     bound=bound_cycles(layer.nnz, layer.rows, cfg), pe_nnz=pe_nnz)
+    return plan
+
+
+def _split_ranges(layer: QuantLayer, col_address: np.ndarray, pes: int) -> list[int]:
+    """P contiguous address ranges, each with at least one real column, balancing nonzeros."""
+    order = np.argsort(col_address)
+    addr = col_address[order]
+    col_nnz = np.count_nonzero(layer.weight, axis=0)[order].astype(float) + 1e-3   # ties: by columns
+    cum = np.cumsum(col_nnz)
+    cuts = [0]
+    for p in range(1, pes):
+        i = int(np.searchsorted(cum, cum[-1] * p / pes))
+        i = min(max(i, cuts[-1] + 1), len(addr) - (pes - p))
+        cuts.append(i)
+    starts = [int(addr[c]) if c > 0 else 0 for c in cuts]
+    return starts + [int(addr[-1]) + 1]
+
+
+def encode_layer_split(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig) -> LayerPlan:
+    """Column-split plan: PE p encodes, for every row, the entries in its address range
+    (deltas from the range start); its bias entry holds the row's bias (PE 0 only) and
+    whether the row has a zero weight among the range's real columns."""
+    ranges = _split_ranges(layer, col_address, cfg.pes)
+    zc_bit = 1 << cfg.acc_bits
+    acc_mask = zc_bit - 1
+    words, bias, row_words, pe_nnz = [], [], [], []
+    for p in range(cfg.pes):
+        lo, hi = ranges[p], ranges[p + 1]
+        cols = np.flatnonzero((col_address >= lo) & (col_address < hi))
+        w_p, b_p, rw_p, nnz_p = [], [], [], 0
+        for r in range(layer.rows):
+            nz = cols[layer.weight[r, cols] != 0]
+            nz = nz[np.argsort(col_address[nz])]
+            row = _encode_row(col_address[nz] - lo, layer.weight[r, nz], cfg)
+            zero_candidate = bool((layer.weight[r, cols] == 0).any())
+            b = int(layer.bias[r]) if p == 0 else 0
+            b_p.append((b & acc_mask) | (zc_bit if zero_candidate else 0))
+            w_p += row
+            rw_p.append(len(row))
+            nnz_p += len(nz)
+        words.append(w_p)
+        bias.append(b_p)
+        row_words.append(rw_p)
+        pe_nnz.append(nnz_p)
+    assignment = [list(range(layer.rows)) for _ in range(cfg.pes)]
+    return LayerPlan(k, layer.mode, layer.rows, layer.cols, layer.nnz, layer.mult, layer.shift, layer.relu,
+                     layer.rows, assignment, words, bias, row_words, np.arange(layer.rows),
+                     cycles=max(len(w) for w in words) + layer_overhead(cfg) + split_overhead(cfg),
+                     bound=bound_cycles(layer.nnz, layer.rows, cfg), pe_nnz=pe_nnz, split=True,
+                     col_ranges=ranges)
+
+
+def memory_use(program: Program, family: str | None) -> dict:
+    """Bits and block RAMs of each memory (per PE memories summed over the PEs)."""
+    from mamfpga.boards.targets import bram_blocks
+
+    cfg = program.config
+    depth_w = max(sum(l.pe_words[p] for l in program.layers) for p in range(cfg.pes))
+    depth_b = sum(l.rows_per_pe for l in program.layers)
+    widest = max([program.net.input_size] + [l.rows_per_pe * cfg.pes for l in program.layers])
+    act_depth = -(-widest // cfg.pes)
+    mems = {
+        "weights": {"copies": cfg.pes, "width": word_bits(cfg), "depth": depth_w},
+        "bias": {"copies": cfg.pes, "width": cfg.acc_bits + 1, "depth": depth_b},
+        # every lane of every PE reads its own copy; ping-pong doubles it
+        "activations": {"copies": 2 * cfg.pes * cfg.lanes, "width": 8 * cfg.pes, "depth": act_depth},
+    }
+    total_bits = total_blocks = 0
+    for m in mems.values():
+        m["bits"] = m["copies"] * m["width"] * m["depth"]
+        total_bits += m["bits"]
+        if family is not None:
+            m["bram"] = m["copies"] * bram_blocks(m["width"], m["depth"], family)
+            total_blocks += m["bram"]
+    nnz = sum(l.nnz for l in program.layers)
+    return {"memories": mems, "total_bits": total_bits, "bram": total_blocks if family else None,
+            "weight_bits_per_nnz": (mems["weights"]["bits"] / nnz) if nnz else None}
+
+
+def check_capacity(program: Program, board: str) -> dict:
+    from mamfpga.boards.targets import board_device
+
+    dev = board_device(board)
+    use = memory_use(program, dev.family)
+    if use["bram"] > dev.bram:
+        parts = ", ".join(f"{name} {m['bram']}" for name, m in use["memories"].items())
+        raise CompileError(f"the program needs {use['bram']} block RAMs ({parts}); the {dev.name} on "
+                           f"{board} has {dev.bram} (fewer PEs or lanes, or more pruning, would fit)")
+    return use
+
+
+# ---------------------------------------------------------------------------- driver
+
+def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, board: str | None = None,
+                    delta_bits: int | None = None, acc_bits: int | None = None,
+                    split: str = "auto") -> Program:
+    cfg = cfg or ArchConfig()
+    source = net
+    net, index, info = eliminate(net)
+    need = [required_acc_bits(l) for l in net.layers]
+    if acc_bits is None:
+        acc_bits = max(need)
+    if acc_bits > 48:
+        raise CompileError(f"the network needs a {max(need)}-bit accumulator; the accelerator supports "
+                           "at most 48")
+    cfg = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, acc_bits, cfg.delta_bits)
+    prove_accumulators(net, cfg.acc_bits)
+    if delta_bits is None:
+        # the delta width depends on the addresses, which depend on the row assignment,
+        # which depends on costs (hence on the width): plan with a provisional width, then refine
+        delta_bits = _settle_delta_bits(net, cfg, split)
+    cfg = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, cfg.acc_bits, delta_bits)
+    plans = _plan(net, cfg, split)
+    src_index = np.asarray(source.extra["input_index"]) if "input_index" in source.extra else None
+    input_index = src_index[index] if src_index is not None else index
+    program = Program(cfg, net, source, input_index, plans, plans[-1].out_address, info)
+    program.memory = memory_use(program, None)
+    if board is not None:
+        program.memory = check_capacity(program, board)
+    return program
+
+
+def _plan(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> list[LayerPlan]:
+    """Plan every layer: row-parallel, or column-split where that takes fewer cycles
+    (``split``: "auto", "never", "always" where the layer has at least P columns)."""
+    plans = []
+    col_address = np.arange(net.input_size)
+    for k, layer in enumerate(net.layers):
+        plan = encode_layer(k, layer, col_address, cfg) if split != "always" else None
+        if split != "never" and cfg.pes > 1 and layer.cols >= cfg.pes:
+            alt = encode_layer_split(k, layer, col_address, cfg)
+            if plan is None or alt.cycles < plan.cycles:
+                plan = alt
+        if plan is None:
+            plan = encode_layer(k, layer, col_address, cfg)
+        plans.append(plan)
+        col_address = plan.out_address
+    return plans
+
+
+def _settle_delta_bits(net: QuantNetwork, cfg: ArchConfig, split: str) -> int:
+    d = cfg.delta_bits
+    for _ in range(4):
+        trial = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, cfg.acc_bits, d)
+        plans = _plan(net, trial, split)
+        addresses = [np.arange(net.input_size)] + [p.out_address for p in plans[:-1]]
+        row_cols = []
+        for layer, a, plan in zip(net.layers, addresses, plans):
+            if plan.split:          # deltas restart at each PE's range
+                starts = np.array(plan.col_ranges[:-1])
+                a = a - starts[np.searchsorted(starts, a, side="right") - 1]
+            row_cols.append(_layer_row_cols(layer, a))
+        nd = choose_delta_bits(row_cols, trial)
+        if nd == d:
+            break
+        d = nd
+    return d
+
+
+def write_build(program: Program, build: str | Path, *, board: str | None = None) -> Path:
+    """BUILD/: manifest.json, net.npz (the source network), per-PE memory images (.hex)."""
+    build = claim_dir(build, what="build folder")
+    cfg = program.config
+    save_qnet(program.source, build / "net.npz")
+    ww = -(-(cfg.lanes * entry_bits(cfg) + 1) // 4)
+    bw = -(-(cfg.acc_bits + 1) // 4)
+    for p in range(cfg.pes):
+        words = [w for l in program.layers for w in l.words[p]]
+        atomic_write_text(build / f"pe{p}_weights.hex", "".join(f"{w:0{ww}x}\n" for w in words))
+        bias = [b for l in program.layers for b in l.bias[p]]
+        atomic_write_text(build / f"pe{p}_bias.hex", "".join(f"{b:0{bw}x}\n" for b in bias))
+    manifest = {
+        "format": "mamfpga.build/1",
+        "board": board,
+        "config": {"pes": cfg.pes, "lanes": cfg.lanes, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
+                   "acc_bits": cfg.acc_bits, "delta_bits": cfg.delta_bits},
+        "input_index": [int(i) for i in program.input_index],
+        "output_address": [int(a) for a in program.output_address],
+        "eliminated": program.eliminated,
+        "layers": [l.manifest() for l in program.layers],
+        "cycles_per_inference": program.cycles_per_inference,
+        "cycle_bound": program.cycle_bound,
+        "cycle_model": "N_0 + sum_k (max_p words_{k,p} + layer_overhead) + M_last (mamfpga.hw.arch)",
+        "memory": program.memory,
+        "balance": balance(program),
+    }
+    atomic_write_json(build / "manifest.json", manifest)
+    return build
+
+
+def balance(program: Program) -> dict:
+    """max / mean nonzeros and words per PE, per layer and over the network."""
+    out = {"layers": []}
+    tot_nnz = np.zeros(program.config.pes)
+    tot_words = np.zeros(program.config.pes)
+    for l in program.layers:
+        nnz = np.array(l.pe_nnz, dtype=float)
+        words = np.array(l.pe_words, dtype=float)
+        tot_nnz += nnz
+        tot_words += words
+        out["layers"].append({"nnz": _ratio(nnz), "words": _ratio(words)})
+    out["nnz"] = _ratio(tot_nnz)
+    out["words"] = _ratio(tot_words)
+    return out
+
+
+def _ratio(v: np.ndarray) -> float:
+    return float(v.max() / v.mean()) if v.mean() > 0 else 1.0

@@ -1,0 +1,83 @@
+"""Post-training quantization of a float Network into a QuantNetwork (contract v1).
+
+- weights: symmetric int8 per layer, s_w = max|W| / 127 (the contract has one
+  mult/shift per layer, so one scale per layer);
+- activations: int8, one scale per layer output, calibrated on data: the
+  largest float activation over the calibration set maps to 127 (ReLU
+  outputs use 0..127; the logits of the last layer use -127..127);
+- bias: int32, b / (s_w * s_in);
+- requantization: y = acc * (s_w * s_in / s_out) as mult / 2**shift, with the
+  largest shift that keeps mult < 2**16 (most precision).
+
+A network simplified beforehand may read only some input columns; the
+QuantNetwork then carries ``input_index`` and ``input_size`` (optional keys)
+and :func:`mamfpga.sw.golden.prepare_inputs` selects those columns from a
+full-width input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mamfpga.sw.network import Network
+from mamfpga.sw.qnet import MULT_MAX, SHIFT_MAX, QNetError, QuantLayer, QuantNetwork
+
+__all__ = ["quantize", "mult_shift", "round_half_away"]
+
+INT32_MAX = (1 << 31) - 1
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def mult_shift(scale: float) -> tuple[int, int]:
+    """(mult, shift) with mult / 2**shift ~= scale, 1 <= mult < 2**16, 0 <= shift <= 62."""
+    if not math.isfinite(scale) or scale <= 0:
+        raise QNetError(f"requantization scale must be positive and finite, not {scale}")
+    if scale >= MULT_MAX:
+        raise QNetError(f"requantization scale {scale:g} needs mult >= 2**16; the contract allows less")
+    shift = min(SHIFT_MAX, max(0, math.floor(math.log2((MULT_MAX - 1) / scale))))
+    mult = int(round(scale * (1 << shift)))
+    while mult >= MULT_MAX and shift > 0:
+        shift -= 1
+        mult = int(round(scale * (1 << shift)))
+    return max(1, mult), shift
+
+
+def _scale(max_abs: float) -> float:
+    return max_abs / 127.0 if max_abs > 0 else 1.0
+
+
+def quantize(net: Network, calib: np.ndarray) -> QuantNetwork:
+    """Quantize ``net`` with activation ranges measured on ``calib`` (float [B, input_size])."""
+    calib = np.asarray(calib, dtype=np.float64).reshape(len(calib), -1)
+    if calib.shape[1] != net.input_size:
+        raise QNetError(f"calibration data has {calib.shape[1]} features per sample, the network takes "
+                        f"{net.input_size}")
+    if len(calib) == 0:
+        raise QNetError("calibration data is empty")
+    x = calib[:, net.input_index] if net.input_index is not None else calib
+    s_in = _scale(float(np.abs(x).max()))
+    input_scale = s_in
+    layers = []
+    for k, layer in enumerate(net.layers):
+        w = layer.weight
+        s_w = _scale(float(np.abs(w).max()))
+        wq = np.clip(round_half_away(w / s_w), -127, 127).astype(np.int8)
+        bq = round_half_away(layer.bias / (s_w * s_in))
+        if np.abs(bq).max(initial=0) > INT32_MAX:
+            raise QNetError(f"layer{k}.bias: a bias of {np.abs(layer.bias).max():g} does not fit int32 "
+                            f"at scale {s_w * s_in:g}")
+        z = layer.forward(x)
+        s_out = _scale(float(np.abs(z).max()))
+        mult, shift = mult_shift(s_w * s_in / s_out)
+        layers.append(QuantLayer(wq, bq.astype(np.int32), layer.mode, mult, shift, bool(layer.relu)))
+        x, s_in = z, s_out
+    extra = {}
+    if net.input_index is not None:
+        extra = {"input_index": np.asarray(net.input_index, dtype=np.int64),
+                 "input_size": np.array(net.input_size, dtype=np.int64)}
+    return QuantNetwork(layers, input_scale=input_scale, output_scale=s_in, extra=extra)
