@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from mamfpga import toolchain
+from mamfpga.boards.targets import BOARDS
 from mamfpga.outputs import OutputError, atomic_write_json, claim_dir
 
 __all__ = ["main"]
 
-BOARDS_FAMILY = {"icebreaker": "ice40", "ulx3s-85f": "ecp5", "ulx3s-45f": "ecp5",
-                 "ulx3s-25f": "ecp5", "ulx3s-12f": "ecp5"}
 
 
 class UsageError(Exception):
@@ -48,71 +46,16 @@ def cmd_doctor(args) -> int:
 
 # --------------------------------------------------------------------------- demo
 
-class Steps:
-    """Numbered progress lines with the time each step took."""
-
-    def __init__(self, total: int):
-        self.total, self.n, self.t0 = total, 0, time.monotonic()
-
-    def start(self, what: str):
-        self.n += 1
-        self._t = time.monotonic()
-        print(f"[{self.n}/{self.total}] {what} ...", flush=True)
-
-    def done(self, result: str):
-        print(f"      {result} ({time.monotonic() - self._t:.1f} s)", flush=True)
-
-
 def cmd_demo(args) -> int:
-    from mamfpga.boards.resources import synth_resources
-    from mamfpga.hw.maxmin_tree import MaxMinTree
-    from mamfpga.hw.verilog import lint, write_verilog
-    from mamfpga.sim.runner import run_cocotb
+    from mamfpga.boards.targets import BOARDS, board_device
+    from mamfpga.demo import run_demo
 
-    board = args.board
-    if board not in BOARDS_FAMILY:
-        raise UsageError(f"unknown board {board!r}; known: {', '.join(BOARDS_FAMILY)}")
+    if args.board not in BOARDS:
+        raise UsageError(f"unknown board {args.board!r}; known: {', '.join(BOARDS)}")
     out = claim_dir(args.out, what="demo output folder")
-    width, lanes, vectors = 8, 4, 1000
-    steps = Steps(4)
-    print(f"mamfpga demo: the pipelined max/min comparator tree of a MAM processing element "
-          f"(W={width}, L={lanes}), through the whole open toolchain, into {out}/")
-
-    steps.start("generating Verilog with Amaranth")
-    tree = MaxMinTree(width=width, lanes=lanes)
-    src = write_verilog(tree, "maxmin_tree", out / "maxmin_tree.v")
-    steps.done(f"{src} (latency {tree.latency} cycles)")
-
-    steps.start("linting with verilator -Wall")
-    issues = lint(src)
-    steps.done("clean" if not issues else f"{len(issues)} warning(s): {issues[0]}")
-
-    steps.start(f"co-simulating {vectors} random vectors on Verilator against the Python reference")
-    res = run_cocotb(verilog_sources=[src], toplevel="maxmin_tree",
-                     test_module="mamfpga.sim.tb_maxmin_tree", build_dir=out / "sim_verilator",
-                     config={"width": width, "lanes": lanes, "vectors": vectors, "seed": 1})
-    steps.done("0 mismatches" if res.ok else f"FAILED: {'; '.join(res.failures)}")
-
-    steps.start("synthesizing with yosys for iCE40 and ECP5")
-    resources = {fam: synth_resources(src, "maxmin_tree", fam) for fam in ("ice40", "ecp5")}
-    steps.done(", ".join(f"{f}: {r.lut} LUT / {r.ff} FF" for f, r in resources.items()))
-
-    report = {
-        "board": board, "device": None,
-        "config": {"pes": 1, "lanes": lanes, "weight_bits": width, "act_bits": width},
-        "sim": {"simulator": "verilator", "samples": vectors, "mismatches": 0 if res.ok else None},
-        "resources_by_family": {f: r.as_dict() for f, r in resources.items()},
-        "lint_warnings": issues,
-    }
-    atomic_write_json(out / "report.json", report)
-    print(f"\n{'block':<24}{'sim':<14}{'iCE40 LUT/FF':<16}{'ECP5 LUT/FF':<16}")
-    ice, ecp = resources["ice40"], resources["ecp5"]
-    print(f"{f'MaxMinTree W{width} L{lanes}':<24}{('pass' if res.ok else 'FAIL'):<14}"
-          f"{f'{ice.lut}/{ice.ff}':<16}{f'{ecp.lut}/{ecp.ff}':<16}")
-    print(f"\nreport: {out / 'report.json'}")
-    print("Not yet part of the demo (open issues): training, pruning, quantization, "
-          "the compiler, the accelerator, board bitstreams.")
-    return 0 if res.ok and not issues else 1
+    print(f"mamfpga demo: digits -> MAM training -> pruning -> int8 -> compiled for {args.board}, into {out}/")
+    _, ok = run_demo(out, args.board, board_device(args.board).family, quiet=args.quiet)
+    return 0 if ok else 1
 
 
 # --------------------------------------------------------------------------- software verbs
@@ -335,6 +278,146 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- quantize / golden / compile
+
+def _load_npy(path: Path, what: str):
+    import numpy as np
+
+    if not path.is_file():
+        raise UsageError(f"{what} {path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"{what} {path}: not a readable .npy array ({exc})") from None
+
+
+def _load_qnet(path: Path):
+    from mamfpga.sw.qnet import QNetError, load_qnet
+
+    try:
+        return load_qnet(path)
+    except QNetError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _float_network(path: Path, log=print):
+    """The float Network IR of a .pt (mamfpga model) or .onnx file."""
+    from mamfpga.sw.network import ModelFormatError, from_torch
+    from mamfpga.sw.onnx_io import import_onnx
+
+    try:
+        if path.suffix.lower() == ".onnx":
+            return import_onnx(path, log=log), None
+        model, meta = _load_model(path)
+        return from_torch(model), meta
+    except ModelFormatError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_quantize(args) -> int:
+    import numpy as np
+
+    from mamfpga.sw import golden
+    from mamfpga.sw.qnet import QNetError, save_qnet
+    from mamfpga.sw.quantize import quantize
+    from mamfpga.sw.simplify import simplify
+
+    out = _check_output_file(args.output, args.force)
+    net, meta = _float_network(args.model)
+    test = None
+    if args.calib == "digits":
+        ds = _load_dataset("digits")
+        calib, test = ds.x_train, (ds.x_test, ds.y_test)
+    else:
+        calib = _load_npy(Path(args.calib), "calibration data")
+    if args.test is not None:
+        test = (_load_npy(args.test, "test inputs"), _load_npy(args.labels, "test labels") if args.labels else None)
+    if not args.no_simplify:
+        net, report = simplify(net)
+        print(f"simplified: {report.summary()}")
+    try:
+        qnet = quantize(net, calib)
+    except QNetError as exc:
+        raise UsageError(str(exc)) from None
+    save_qnet(qnet, out)
+    nnz = sum(l.nnz for l in qnet.layers)
+    print(f"quantized {len(qnet.layers)} layers ({', '.join(l.mode for l in qnet.layers)}), {nnz} nonzero "
+          f"int8 weights; input_scale {qnet.input_scale:.6g}; saved {out}")
+    if test is not None and test[1] is not None:
+        x, y = test
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        f_acc = float((net.forward(x).argmax(1) == y).mean())
+        q_acc = float((golden.classify(golden.run(qnet, x)) == y).mean())
+        print(f"accuracy on {len(y)} test samples: float {f_acc:.4f}, quantized {q_acc:.4f} "
+              f"({(q_acc - f_acc) * 100:+.2f} points)")
+    return 0
+
+
+def cmd_golden(args) -> int:
+    import numpy as np
+
+    from mamfpga.outputs import atomic_write_bytes
+    from mamfpga.sw import golden
+    from mamfpga.sw.qnet import QNetError
+
+    out = _check_output_file(args.outputs, args.force)
+    net = _load_qnet(args.net)
+    x = _load_npy(args.inputs, "inputs")
+    try:
+        y = golden.run(net, x)
+    except QNetError as exc:
+        raise UsageError(str(exc)) from None
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, y)
+    atomic_write_bytes(out, buf.getvalue())
+    print(f"{len(y)} samples -> {out} (int8 [{len(y)}, {y.shape[1]}])")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from mamfpga.hw.arch import ArchConfig
+    from mamfpga.sw.compiler import CompileError, compile_network, write_build
+
+    net = _load_qnet(args.net)
+    try:
+        cfg = ArchConfig(pes=args.pes, lanes=args.lanes, acc_bits=args.acc_bits or 32)
+        if args.board is not None:
+            from mamfpga.boards.targets import board_device
+
+            board_device(args.board)
+        program = compile_network(net, cfg, board=args.board, delta_bits=args.delta_bits,
+                                  acc_bits=args.acc_bits, split=args.split)
+    except (CompileError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    build = write_build(program, args.output, board=args.board)
+    cfg = program.config
+    print(f"compiled for P={cfg.pes} PEs x L={cfg.lanes} lanes, {cfg.acc_bits}-bit accumulators, "
+          f"{cfg.delta_bits}-bit column deltas" + (f", board {args.board}" if args.board else ""))
+    e = program.eliminated
+    if e["sizes_before"] != e["sizes_after"]:
+        print(f"dead rows/columns eliminated: {' -> '.join(map(str, e['sizes_before']))}  to  "
+              f"{' -> '.join(map(str, e['sizes_after']))}")
+    print(f"{'layer':<6}{'mode':<5}{'kind':<14}{'rows':>6}{'cols':>6}{'nnz':>7}{'cycles':>8}{'bound':>7}"
+          f"{'balance':>9}")
+    from mamfpga.sw.compiler import balance
+
+    bal = balance(program)
+    for k, l in enumerate(program.layers):
+        kind = "column-split" if l.split else "row-parallel"
+        print(f"{k:<6}{l.mode:<5}{kind:<14}{l.rows:>6}{l.cols:>6}{l.nnz:>7}{l.cycles:>8}{l.bound:>7}"
+              f"{bal['layers'][k]['nnz']:>9.3f}")
+    mem = program.memory
+    per_nnz = mem["weight_bits_per_nnz"]
+    print(f"cycles per inference {program.cycles_per_inference} (bound {program.cycle_bound}, "
+          f"ratio {program.cycles_per_inference / program.cycle_bound:.3f}); PE balance max/mean nnz "
+          f"{bal['nnz']:.3f}; weight memory {per_nnz:.1f} bits per nonzero"
+          + (f"; {mem['bram']} block RAMs" if mem.get("bram") is not None else ""))
+    print(f"wrote {build}/manifest.json and the memory images")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole flow on the built-in default")
     d.add_argument("--out", default="build/demo", type=Path, help="output folder (default build/demo)")
     d.add_argument("--board", default="icebreaker", help="target board (default icebreaker)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
     from mamfpga.sw.train import DEFAULT_HIDDEN, TrainConfig
@@ -412,6 +496,35 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--weight-decay", type=float, default=1e-4)
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_sweep)
+
+    d = sub.add_parser("quantize", help="int8 QuantNetwork (.npz) from a float model (.pt or .onnx)")
+    d.add_argument("model", type=Path)
+    d.add_argument("--calib", required=True, help="calibration inputs: X.npy, or 'digits'")
+    d.add_argument("--test", type=Path, help="test inputs (.npy) for the accuracy comparison")
+    d.add_argument("--labels", type=Path, help="labels (.npy) of --test")
+    d.add_argument("--no-simplify", action="store_true", help="keep dead neurons and unread inputs")
+    d.add_argument("-o", "--output", type=Path, required=True)
+    d.add_argument("--force", action="store_true")
+    d.set_defaults(func=cmd_quantize)
+
+    d = sub.add_parser("golden", help="run the bit-exact golden model")
+    d.add_argument("net", type=Path)
+    d.add_argument("--inputs", type=Path, required=True, help="int8 [B, N] (or float, through input_scale)")
+    d.add_argument("--outputs", type=Path, required=True)
+    d.add_argument("--force", action="store_true")
+    d.set_defaults(func=cmd_golden)
+
+    d = sub.add_parser("compile", help="CSR per PE, memory images, cycle model -> BUILD/")
+    d.add_argument("net", type=Path)
+    d.add_argument("--pes", type=int, default=4, help="processing elements P (default 4)")
+    d.add_argument("--lanes", type=int, default=2, help="multiplier lanes per PE L (default 2)")
+    d.add_argument("--board", help="check capacity against this board: " + ", ".join(BOARDS))
+    d.add_argument("--acc-bits", type=int, help="accumulator width (default: what the network needs)")
+    d.add_argument("--delta-bits", type=int, help="column delta width (default: smallest memory)")
+    d.add_argument("--split", choices=["auto", "never", "always"], default="auto",
+                   help="column-split layers (default: where faster)")
+    d.add_argument("-o", "--output", type=Path, required=True)
+    d.set_defaults(func=cmd_compile)
     return p
 
 

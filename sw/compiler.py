@@ -79,7 +79,9 @@ class Program:
     config: ArchConfig
     net: QuantNetwork                 # after elimination: what the hardware computes
     source: QuantNetwork              # the network given to the compiler
-    input_index: np.ndarray           # source input columns the hardware reads, in order
+    input_index: np.ndarray           # columns of the original input (before any quantize-time
+                                      # selection) that the hardware reads, in order
+    columns: np.ndarray               # the same, as columns of the source QuantNetwork's inputs
     layers: list[LayerPlan]
     output_address: np.ndarray        # output row r lives at this address of the last buffer
     eliminated: dict
@@ -314,7 +316,7 @@ def encode_layer_split(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: 
                      col_ranges=ranges)
 
 
-def memory_use(program: Program, family: str | None) -> dict:
+def memory_use(program: Program, family: str | None, spram: int = 0) -> dict:
     """Bits and block RAMs of each memory (per PE memories summed over the PEs)."""
     from mamfpga.boards.targets import bram_blocks
 
@@ -330,24 +332,31 @@ def memory_use(program: Program, family: str | None) -> dict:
         "activations": {"copies": 2 * cfg.pes * cfg.lanes, "width": 8 * cfg.pes, "depth": act_depth},
     }
     total_bits = total_blocks = 0
+    spram_used = 0
+    w = mems["weights"]
+    if spram and family == "ice40":
+        # iCE40UP: 256 Kbit single-port RAMs (16 bits x 16384) hold the weights when they fit
+        need = w["copies"] * -(-w["width"] // 16) * -(-w["depth"] // 16384)
+        if need <= spram:
+            w["spram"] = spram_used = need
     for m in mems.values():
         m["bits"] = m["copies"] * m["width"] * m["depth"]
         total_bits += m["bits"]
         if family is not None:
-            m["bram"] = m["copies"] * bram_blocks(m["width"], m["depth"], family)
+            m["bram"] = 0 if m.get("spram") else m["copies"] * bram_blocks(m["width"], m["depth"], family)
             total_blocks += m["bram"]
     nnz = sum(l.nnz for l in program.layers)
     return {"memories": mems, "total_bits": total_bits, "bram": total_blocks if family else None,
-            "weight_bits_per_nnz": (mems["weights"]["bits"] / nnz) if nnz else None}
+            "spram": spram_used, "weight_bits_per_nnz": (mems["weights"]["bits"] / nnz) if nnz else None}
 
 
 def check_capacity(program: Program, board: str) -> dict:
     from mamfpga.boards.targets import board_device
 
     dev = board_device(board)
-    use = memory_use(program, dev.family)
+    use = memory_use(program, dev.family, dev.spram)
     if use["bram"] > dev.bram:
-        parts = ", ".join(f"{name} {m['bram']}" for name, m in use["memories"].items())
+        parts = ", ".join(f"{name} {m['bram']}" for name, m in use["memories"].items() if m["bram"])
         raise CompileError(f"the program needs {use['bram']} block RAMs ({parts}); the {dev.name} on "
                            f"{board} has {dev.bram} (fewer PEs or lanes, or more pruning, would fit)")
     return use
@@ -377,7 +386,7 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, board: 
     plans = _plan(net, cfg, split)
     src_index = np.asarray(source.extra["input_index"]) if "input_index" in source.extra else None
     input_index = src_index[index] if src_index is not None else index
-    program = Program(cfg, net, source, input_index, plans, plans[-1].out_address, info)
+    program = Program(cfg, net, source, input_index, index, plans, plans[-1].out_address, info)
     program.memory = memory_use(program, None)
     if board is not None:
         program.memory = check_capacity(program, board)

@@ -93,22 +93,24 @@ def plot(rows: list[SweepRow], path, title: str = "digits") -> Path:
     import matplotlib.pyplot as plt
 
     stages = ["one-shot", "fine-tuned", "mam->mac"]
+    methods = list(dict.fromkeys(r.method for r in rows))
+    colour = {m: plt.cm.tab10(k % 10) for k, m in enumerate(methods)}
     fig, axes = plt.subplots(1, len(stages), figsize=(15, 4.5), sharey=True)
     for ax, stage in zip(axes, stages):
         for net, style in (("mam", "-"), ("mac", "--")):
-            for method in dict.fromkeys(r.method for r in rows):
+            for method in methods:
                 pts = sorted((r.kept, r.accuracy) for r in rows
                              if r.network == net and r.method == method and r.stage == stage)
                 if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3,
-                            label=f"{net.upper()} {method}")
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour[method],
+                            marker="o" if net == "mam" else "x", ms=3, label=f"{net.upper()} {method}")
         ax.set_xscale("log")
         ax.invert_xaxis()
         ax.set_xlabel("fraction of targeted weights kept")
         ax.set_title(f"{title}: {stage}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("test accuracy")
-    axes[-1].legend(fontsize=6, ncol=2, loc="lower left")
+    axes[0].legend(fontsize=6, ncol=2, loc="lower left", title="solid MAM, dashed MAC", title_fontsize=6)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

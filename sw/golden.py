@@ -61,7 +61,8 @@ def prepare_inputs(net: QuantNetwork, x: np.ndarray) -> np.ndarray:
     if full is not None and "input_index" in net.extra and x.shape[1] == int(full) != net.input_size:
         x = x[:, np.asarray(net.extra["input_index"])]     # the columns a simplified network reads
     if x.shape[1] != net.input_size:
-        raise QNetError(f"inputs: have {x.shape[1]} values per sample, the network takes {net.input_size}")
+        also = f" (or {int(full)} before its input selection)" if full is not None else ""
+        raise QNetError(f"inputs: have {x.shape[1]} values per sample, the network takes {net.input_size}{also}")
     if x.dtype == np.int8:
         return x
     if x.dtype.kind == "f":

@@ -91,6 +91,7 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
     pending: dict | None = None          # a MatMul waiting for its bias Add
     mam_parts: dict | None = None
     dropped: list[str] = []
+    input_index = None
 
     def finish_pending():
         nonlocal pending
@@ -163,6 +164,10 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
             pass
         elif op in ("Flatten", "Reshape", "Cast") and not layers and pending is None:
             pass                                    # shaping of the input
+        elif op == "Gather" and not layers and pending is None and input_index is None \
+                and a.get("axis", 0) == 1 and node.input[0] == cur and node.input[1] in g.consts \
+                and g.consts[node.input[1]].ndim == 1:
+            input_index = g.consts[node.input[1]].astype(np.int64)   # input selection (our export)
         elif at_layer_boundary() and _is_postprocess(g, node):
             dropped += _downstream_ops(g, cur)
             break
@@ -177,7 +182,9 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
     if dropped:
         log(f"note: dropped post-processing after the last layer ({', '.join(dict.fromkeys(dropped))}); "
             "the class answer is the first index of the largest output")
-    return Network(layers, input_size or layers[0].cols)
+    if input_index is not None and input_size is None:
+        raise ModelFormatError(f"{path}: an input selection needs a graph input of known width")
+    return Network(layers, input_size or layers[0].cols, input_index)
 
 
 def _is_postprocess(g: _Graph, node) -> bool:

@@ -13,7 +13,7 @@ from tests.sw.test_golden import random_qnet
 def _check(net, cfg, x, **kw):
     prog = compiler.compile_network(net, cfg, **kw)
     want = golden.run(net, x)
-    got = run_program(prog, x[:, prog.input_index])
+    got = run_program(prog, x[:, prog.columns])
     assert np.array_equal(got, want), f"first mismatch at {np.argwhere(got != want)[0]}"
     return prog
 

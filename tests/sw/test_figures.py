@@ -27,13 +27,13 @@ def _one_shot(model, ds, kept):
 
 
 def test_mam_prunes_far_better_than_mac():
-    ds, mam = _trained("mam", (256, 256), 40, 12)
-    _, mac = _trained("mac", (256, 256), 40, 12)
+    ds, mam = _trained("mam", (256, 256), 60, 20)
+    _, mac = _trained("mac", (256, 256), 60, 20)
     mam_dense, mac_dense = (accuracy(m, ds.x_test, ds.y_test) for m in (mam, mac))
     _, mam_1 = _one_shot(mam, ds, 0.01)
     _, mac_1 = _one_shot(mac, ds, 0.01)
     assert mam_dense > 0.95 and mac_dense > 0.95
-    assert mam_dense - mam_1 <= 0.03, (mam_dense, mam_1)
+    assert mam_dense - mam_1 <= 0.02, (mam_dense, mam_1)
     assert mac_dense - mac_1 > 0.10, (mac_dense, mac_1)
 
 

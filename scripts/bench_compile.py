@@ -1,0 +1,59 @@
+"""Compiler figures in one table: balance, memory bits per nonzero, cycle model / bound, compile time.
+
+Trains the default digits network (MAM, 64-1024-1024-10), prunes it to 0.1 %
+kept, reverts to MAC and fine-tunes as the demo does, quantizes, and compiles
+it at (P, L) = (2, 1), (4, 2), (8, 2); then times the compilation of a random
+3072 x 768 MAM layer at 0.1 % kept. Usage: .venv/bin/python scripts/bench_compile.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def main():
+    from mamfpga.hw.arch import ArchConfig
+    from mamfpga.sw import data, prune
+    from mamfpga.sw.compiler import balance, compile_network
+    from mamfpga.sw.mam import to_mac
+    from mamfpga.sw.network import from_torch
+    from mamfpga.sw.qnet import QuantLayer, QuantNetwork
+    from mamfpga.sw.quantize import quantize
+    from mamfpga.sw.simplify import simplify
+    from mamfpga.sw.train import TrainConfig, build_mlp, finetune, fit
+
+    ds = data.load()
+    model = build_mlp(64, 10, mode="mam")
+    fit(model, ds, TrainConfig(), progress=False)
+    prune.prune_model(model, "gmp", 0.999)
+    to_mac(model)
+    finetune(model, ds, epochs=30, progress=False)
+    net, _ = simplify(from_torch(model))
+    qnet = quantize(net, ds.x_train)
+    print(f"digits network after simplification: {[l.weight.shape for l in qnet.layers]}, "
+          f"{sum(l.nnz for l in qnet.layers)} nonzeros\n")
+    head = f"{'P':>3}{'L':>3}{'balance nnz':>13}{'bits/nnz':>10}{'cycles':>8}{'bound':>7}{'ratio':>7}{'compile s':>11}"
+    print(head)
+    print("-" * len(head))
+    for p, l in ((2, 1), (4, 2), (8, 2)):
+        t = time.perf_counter()
+        prog = compile_network(qnet, ArchConfig(pes=p, lanes=l))
+        dt = time.perf_counter() - t
+        print(f"{p:>3}{l:>3}{balance(prog)['nnz']:>13.3f}{prog.memory['weight_bits_per_nnz']:>10.1f}"
+              f"{prog.cycles_per_inference:>8}{prog.cycle_bound:>7}"
+              f"{prog.cycles_per_inference / prog.cycle_bound:>7.3f}{dt:>11.2f}")
+    rng = np.random.default_rng(0)
+    w = np.zeros((768, 3072), np.int8)
+    idx = rng.choice(w.size, size=w.size // 1000, replace=False)
+    w.flat[idx] = rng.integers(1, 127, size=len(idx))
+    big = QuantNetwork([QuantLayer(w, np.zeros(768, np.int32), "mam", 1, 8, False)])
+    t = time.perf_counter()
+    compile_network(big, ArchConfig(pes=8, lanes=2))
+    print(f"\ncompiling a 3072 x 768 MAM layer at 0.1 % kept ({len(idx)} nonzeros), P=8 L=2: "
+          f"{time.perf_counter() - t:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""quantize / golden / compile through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mamfpga import cli
+from mamfpga.sw import data
+
+
+@pytest.fixture(scope="module")
+def net_npz(tmp_path_factory):
+    d = tmp_path_factory.mktemp("flow")
+    model = d / "m.pt"
+    assert cli.main(["train", "--mode", "mam", "--hidden", "64,64", "--epochs", "15", "--vc-epochs", "4", "-q",
+                     "-o", str(model)]) == 0
+    pruned = d / "p.pt"
+    assert cli.main(["prune", str(model), "--method", "gmp", "--sparsity", "0.95", "-q", "-o", str(pruned)]) == 0
+    net = d / "net.npz"
+    assert cli.main(["quantize", str(pruned), "--calib", "digits", "-o", str(net)]) == 0
+    return net
+
+
+def test_quantize_reports_float_and_quantized_accuracy(net_npz, tmp_path, capsys):
+    out = tmp_path / "again.npz"
+    model = net_npz.parent / "p.pt"
+    assert cli.main(["quantize", str(model), "--calib", "digits", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy on 540 test samples: float" in text and "quantized" in text
+
+
+def test_golden_float_and_int_inputs(net_npz, tmp_path):
+    ds = data.load()
+    xf = tmp_path / "xf.npy"
+    np.save(xf, ds.x_test[:30])
+    yf = tmp_path / "yf.npy"
+    assert cli.main(["golden", str(net_npz), "--inputs", str(xf), "--outputs", str(yf)]) == 0
+    y = np.load(yf)
+    assert y.dtype == np.int8 and y.shape == (30, 10)
+
+
+def test_compile_writes_build(net_npz, tmp_path, capsys):
+    build = tmp_path / "build"
+    assert cli.main(["compile", str(net_npz), "--pes", "2", "--lanes", "1", "--board", "icebreaker",
+                     "-o", str(build)]) == 0
+    m = json.loads((build / "manifest.json").read_text())
+    assert m["config"]["pes"] == 2 and m["config"]["lanes"] == 1
+    assert m["memory"]["bram"] <= 30 and m["memory"]["spram"] >= 1
+    assert m["cycles_per_inference"] >= m["cycle_bound"]
+    assert all({"nnz", "cycle_model", "cycle_bound", "pe_words"} <= set(l) for l in m["layers"])
+    assert (build / "pe1_weights.hex").read_text().strip()
+    assert (build / "net.npz").exists()
+    # a second compile into the same BUILD is fine: mamfpga wrote it
+    assert cli.main(["compile", str(net_npz), "--pes", "4", "-o", str(build)]) == 0
+    assert (build / "pe3_weights.hex").read_text().strip()
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("layer0.mult", np.array(0), "layer0.mult: must be an integer"),
+    ("format", np.array("x/2"), "format: unknown format 'x/2'"),
+])
+def test_malformed_net_exit_2_one_line_no_output(net_npz, tmp_path, capsys, key, value, words):
+    z = dict(np.load(net_npz))
+    z[key] = value
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **z)
+    build = tmp_path / "b"
+    assert cli.main(["compile", str(bad), "-o", str(build)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert not build.exists()
+    assert cli.main(["golden", str(bad), "--inputs", str(bad), "--outputs", str(tmp_path / "y.npy")]) == 2
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_truncated_net(net_npz, tmp_path, capsys):
+    bad = tmp_path / "t.npz"
+    bad.write_bytes(net_npz.read_bytes()[:100])
+    assert cli.main(["compile", str(bad), "-o", str(tmp_path / "b")]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_compile_capacity_refusal(net_npz, tmp_path, capsys):
+    assert cli.main(["compile", str(net_npz), "--pes", "16", "--lanes", "4", "--board", "icebreaker",
+                     "-o", str(tmp_path / "b")]) == 2
+    assert "iCE40UP5K on icebreaker has 30" in capsys.readouterr().err
