@@ -62,7 +62,7 @@ class ArchConfig:
     delta_bits: int = 4          # width of a delta-coded column index
 
     def __post_init__(self):
-        for name, lo, hi in (("pes", 1, 64), ("lanes", 1, 32), ("acc_bits", 8, 48), ("delta_bits", 1, 16)):
+        for name, lo, hi in (("pes", 1, 64), ("lanes", 1, 32), ("acc_bits", 8, 40), ("delta_bits", 1, 16)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"{name} must be an integer between {lo} and {hi}, not {v!r}")

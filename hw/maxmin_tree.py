@@ -18,16 +18,10 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from mamfpga.hw.checks import check_int
+from mamfpga.hw.tree import pipelined_tree, tree_latency
+
 __all__ = ["MaxMinTree"]
-
-
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ValueError(f"{name} must be {bound}, not {value}")
-    return value
 
 
 class MaxMinTree(wiring.Component):
@@ -47,8 +41,8 @@ class MaxMinTree(wiring.Component):
     """
 
     def __init__(self, *, width: int = 8, lanes: int = 4):
-        self._width = _check_int("width", width, 2, 64)
-        self._lanes = _check_int("lanes", lanes, 1, 4096)
+        self._width = check_int("width", width, 2, 64)
+        self._lanes = check_int("lanes", lanes, 1, 4096)
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(signed(width), lanes))),
             "o": Out(stream.Signature(data.StructLayout({
@@ -65,7 +59,7 @@ class MaxMinTree(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return (self._lanes - 1).bit_length()
+        return tree_latency(self._lanes)
 
     def elaborate(self, platform):
         m = Module()
@@ -86,38 +80,20 @@ class MaxMinTree(wiring.Component):
             self.i.ready.eq(advance),
         ]
 
-        # Each level is a list of (max, min) pairs; level 0 holds the raw lanes,
-        # where max and min of a lane are the same value.
-        level = [(self.i.payload[k], self.i.payload[k]) for k in range(lanes)]
-        valid = self.i.valid
-        for depth in range(self.latency):
-            nxt = []
-            for k in range(0, len(level), 2):
-                hi = Signal(signed(width), name=f"max_l{depth + 1}_{k // 2}")
-                lo = Signal(signed(width), name=f"min_l{depth + 1}_{k // 2}")
-                if k + 1 == len(level):          # odd one out: carried forward
-                    hmax, hmin = level[k]
-                elif depth == 0:                 # one shared comparator
-                    a, b = level[k][0], level[k + 1][0]
-                    a_gt_b = Signal(name=f"gt_l1_{k // 2}")
-                    m.d.comb += a_gt_b.eq(a > b)
-                    hmax, hmin = Mux(a_gt_b, a, b), Mux(a_gt_b, b, a)
-                else:
-                    (amax, amin), (bmax, bmin) = level[k], level[k + 1]
-                    hmax = Mux(amax > bmax, amax, bmax)
-                    hmin = Mux(amin < bmin, amin, bmin)
-                with m.If(advance):
-                    m.d.sync += [hi.eq(hmax), lo.eq(hmin)]
-                nxt.append((hi, lo))
-            v = Signal(name=f"valid_l{depth + 1}")
-            with m.If(advance):
-                m.d.sync += v.eq(valid)
-            level, valid = nxt, v
+        # Leaves are (max, min) pairs, each lane being both; the first level
+        # shares one comparator per pair, later levels compare maxes and mins apart.
+        def combine(depth, a, b):
+            if depth == 0:
+                gt = a[0] > b[0]
+                return Mux(gt, a[0], b[0]), Mux(gt, b[0], a[0])
+            return Mux(a[0] > b[0], a[0], b[0]), Mux(a[1] < b[1], a[1], b[1])
 
-        assert len(level) == 1
+        leaves = [(self.i.payload[k], self.i.payload[k]) for k in range(lanes)]
+        root, valid = pipelined_tree(m, leaves, [signed(width)] * 2, combine, advance, self.i.valid,
+                                     names=("max", "min"))
         m.d.comb += [
-            self.o.payload.max.eq(level[0][0]),
-            self.o.payload.min.eq(level[0][1]),
+            self.o.payload.max.eq(root[0]),
+            self.o.payload.min.eq(root[1]),
             self.o.valid.eq(valid),
         ]
         return m

@@ -373,9 +373,11 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, board: 
     need = [required_acc_bits(l) for l in net.layers]
     if acc_bits is None:
         acc_bits = max(need)
-    if acc_bits > 48:
+    if acc_bits > 40:
+        # 40 bits hold any layer of the contract (int32 bias, 65536 int8 inputs need 34), and
+        # keep acc * mult within 64 bits for the golden model and the requantizer alike
         raise CompileError(f"the network needs a {max(need)}-bit accumulator; the accelerator supports "
-                           "at most 48")
+                           "at most 40")
     cfg = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, acc_bits, cfg.delta_bits)
     prove_accumulators(net, cfg.acc_bits)
     if delta_bits is None:

@@ -1,0 +1,41 @@
+"""A pipelined reduction tree: one registered level per halving, any combine function.
+
+Used by the comparator tree (max and min of L lanes) and the adder tree (sum
+of L lanes). Leaves are tuples of Amaranth values; ``combine(level, a, b)``
+returns the combined tuple; an odd node is carried forward. Every level
+advances when ``advance`` is high, so the whole tree stalls as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from amaranth import Shape, Signal
+
+__all__ = ["pipelined_tree", "tree_latency"]
+
+
+def tree_latency(leaves: int) -> int:
+    return (leaves - 1).bit_length()
+
+
+def pipelined_tree(m, leaves: Sequence[tuple], shapes: Sequence[Shape], combine: Callable,
+                   advance, valid, *, names: Sequence[str]):
+    """Reduce ``leaves`` (tuples of values with ``shapes``) to one tuple in tree_latency levels.
+
+    Returns (root tuple, valid of the root).
+    """
+    level = list(leaves)
+    for depth in range(tree_latency(len(level))):
+        nxt = []
+        for k in range(0, len(level), 2):
+            regs = tuple(Signal(shape, name=f"{n}_l{depth + 1}_{k // 2}") for shape, n in zip(shapes, names))
+            values = level[k] if k + 1 == len(level) else combine(depth, level[k], level[k + 1])
+            with m.If(advance):
+                m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
+            nxt.append(regs)
+        v = Signal(name=f"{names[0]}_valid_l{depth + 1}")
+        with m.If(advance):
+            m.d.sync += v.eq(valid)
+        level, valid = nxt, v
+    return level[0], valid

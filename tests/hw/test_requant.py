@@ -1,0 +1,43 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from mamfpga.hw.requant import Requant
+from mamfpga.sw.golden import requantize
+from mamfpga.sw.qnet import QuantLayer
+from tests.support import run_sim
+
+
+@pytest.mark.parametrize("acc_bits", [12, 22, 32, 40])
+def test_matches_golden_requantize(acc_bits):
+    dut = Requant(acc_bits=acc_bits, tag_bits=10)
+    rng = random.Random(acc_bits)
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    cases = []
+    for k in range(400):
+        acc = rng.choice([lo, hi, 0, -1, 1, rng.randint(lo, hi), rng.randint(-1000, 1000)])
+        mult = rng.choice([1, 65535, rng.randint(1, 65535)])
+        shift = rng.choice([0, 1, 62, rng.randint(0, 62), rng.randint(acc_bits - 8, acc_bits + 16) % 63])
+        cases.append((acc, mult, shift, rng.random() < 0.5, k % 1024))
+    got = []
+
+    async def tb(ctx):
+        for case in cases + [None] * (dut.latency + 1):
+            if case is None:
+                ctx.set(dut.i.valid, 0)
+            else:
+                acc, mult, shift, relu, tag = case
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"acc": acc, "mult": mult, "shift": shift, "relu": relu, "tag": tag})
+            if ctx.get(dut.o.valid):
+                got.append((ctx.get(dut.o.payload.y), ctx.get(dut.o.payload.tag)))
+            await ctx.tick()
+
+    run_sim(dut, tb)
+    want = []
+    for acc, mult, shift, relu, tag in cases:
+        layer = QuantLayer(np.zeros((1, 1), np.int8), np.zeros(1, np.int32), "mac", mult, shift, relu)
+        want.append((int(requantize(layer, torch.tensor([acc], dtype=torch.int64))[0]), tag))
+    assert got == want
