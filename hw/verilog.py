@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from amaranth import ClockDomain, Fragment, Module, Value
+from amaranth import ClockDomain, Module, Signal, Value
 from amaranth.back import verilog as _verilog
 from amaranth.lib import wiring
 
@@ -30,24 +30,16 @@ def to_verilog(component: wiring.Component, name: str) -> str:
     clash = {p for p in _port_names(component) if p == name}
     if clash:
         raise ValueError(f"top module name {name!r} equals a port name; choose another name")
-    fragment = Fragment.get(component, None)
-    if "sync" in fragment.domains or _uses_sync(fragment):
-        return _verilog.convert(component, name=name, emit_src=False)
-    # A purely combinational design still gets clk/rst ports, so that every
-    # generated top has the same clocking interface for testbenches and boards.
+    # Ports are listed explicitly: the constant `ready` of an always-ready stream is
+    # not a port (amaranth 0.5's automatic port list trips over it).
+    ports = [v for v in (Value.cast(value) for _p, _m, value in component.signature.flatten(component))
+             if isinstance(v, Signal)]
+    # Every generated top gets clk/rst, a purely combinational one too, so that
+    # testbenches and boards see the same clocking interface.
     top = Module()
     top.domains.sync = cd = ClockDomain("sync")
     top.submodules.dut = component
-    ports = [cd.clk, cd.rst]
-    for _path, _member, value in component.signature.flatten(component):
-        ports.append(Value.cast(value))
-    return _verilog.convert(top, name=name, ports=ports, emit_src=False)
-
-
-def _uses_sync(fragment) -> bool:
-    if "sync" in getattr(fragment, "statements", {}):
-        return True
-    return any(_uses_sync(sub) for sub, *_ in getattr(fragment, "subfragments", []))
+    return _verilog.convert(top, name=name, ports=[cd.clk, cd.rst, *ports], emit_src=False)
 
 
 def write_verilog(component: wiring.Component, name: str, path: str | os.PathLike) -> Path:

@@ -372,7 +372,7 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, board: 
     net, index, info = eliminate(net)
     need = [required_acc_bits(l) for l in net.layers]
     if acc_bits is None:
-        acc_bits = max(need)
+        acc_bits = max(8, max(need))
     if acc_bits > 40:
         # 40 bits hold any layer of the contract (int32 bias, 65536 int8 inputs need 34), and
         # keep acc * mult within 64 bits for the golden model and the requantizer alike

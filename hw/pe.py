@@ -1,0 +1,276 @@
+"""A processing element: L lanes over a compiled weight stream, MAC or MAM per layer.
+
+It implements the PE of :mod:`mamfpga.hw.arch`. Per layer (``start`` with the
+layer index) it reads its ``words`` weight words from ``w_base`` on, one per
+cycle, and emits one result per row:
+
+    fetch -> word: decode L entries, columns = prefix sum of deltas
+          -> activation read (each lane its own copy of the buffer)
+          -> multiply -> adder tree (MAC) or comparator tree (MAM)
+          -> running sum / max-min per row -> at the end of the row: + bias
+
+MAM ignores zero-weight lanes: they take the product of the word's first
+valid lane (which leaves max and min unchanged), and a word with no valid
+lane leaves the row untouched. At the end of a MAM row, max and min include 0
+when the row's zero-candidate bit is set (and are 0 when nothing was seen).
+The pipeline never stalls; a result leaves :data:`LATENCY` + tree latency
+cycles after its row's last word was fetched.
+
+Activation memory: one copy per lane, ``2 * act_depth`` words of P int8
+activations (the two halves are the ping-pong sides), written through
+``aw`` (byte enables) by the array, read at address ``col >> log2(P)``,
+byte ``col & (P - 1)``; P must be a power of two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from mamfpga.hw.adder_tree import AdderTree
+from mamfpga.hw.arch import ArchConfig, entry_bits, word_bits
+from mamfpga.hw.maxmin_tree import MaxMinTree
+
+__all__ = ["PE", "PELayer", "LATENCY", "pe_from_program", "act_depth_of"]
+
+#: Cycles from fetching a row's last word to its result, besides the tree's levels:
+#: weight read, decode + activation read, multiply, accumulate, bias.
+LATENCY = 5
+PRODUCT_BITS = 16
+
+
+@dataclass(frozen=True)
+class PELayer:
+    """What one PE needs to know about one layer (compile-time constants)."""
+    w_base: int
+    words: int
+    b_base: int
+    rows: int
+    mode: str          # "mac" | "mam"
+    origin: int        # first column of the PE's range (column-split layers), else 0
+    side: int          # ping-pong side the layer reads (0 or 1)
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+class PE(wiring.Component):
+    def __init__(self, cfg: ArchConfig, *, weights: list[int], biases: list[int], layers: list[PELayer],
+                 act_depth: int):
+        if cfg.pes & (cfg.pes - 1):
+            raise ValueError(f"the generated accelerator needs a power-of-two number of PEs, not {cfg.pes}")
+        if not layers:
+            raise ValueError("a PE needs at least one layer")
+        self.cfg = cfg
+        self.weights = list(weights) or [0]
+        self.biases = list(biases) or [0]
+        self.layers = list(layers)
+        self.act_depth = 1 << max(0, (max(1, act_depth) - 1).bit_length())   # power of two
+        self.act_addr_bits = _bits(2 * self.act_depth)
+        self.tree_latency = (cfg.lanes - 1).bit_length()
+        #: the reductions this PE builds: only those its layers use
+        self.modes = frozenset(l.mode for l in self.layers)
+        super().__init__({
+            "start": In(1),
+            "layer": In(_bits(len(layers))),
+            "aw": In(data.StructLayout({"en": 1, "addr": unsigned(self.act_addr_bits),
+                                        "data": unsigned(8 * cfg.pes), "mask": unsigned(cfg.pes)})),
+            "res": Out(stream.Signature(data.StructLayout({
+                "acc": signed(cfg.acc_bits), "sum": signed(cfg.acc_bits), "bias": signed(cfg.acc_bits),
+                "hi": signed(PRODUCT_BITS), "lo": signed(PRODUCT_BITS)}), always_ready=True)),
+            "busy": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        return LATENCY + self.tree_latency
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        L, P = cfg.lanes, cfg.pes
+        log2p = (P - 1).bit_length()
+        eb = entry_bits(cfg)
+
+        # ---------------------------------------------------------------- memories
+        m.submodules.wmem = wmem = Memory(shape=unsigned(word_bits(cfg)), depth=len(self.weights),
+                                          init=self.weights)
+        m.submodules.bmem = bmem = Memory(shape=unsigned(cfg.acc_bits + 1), depth=len(self.biases),
+                                          init=self.biases)
+        w_rd = wmem.read_port()
+        b_rd = bmem.read_port()
+        act_rd = []
+        for k in range(L):
+            mem = Memory(shape=unsigned(8 * P), depth=2 * self.act_depth, init=[])
+            m.submodules[f"act{k}"] = mem
+            wr = mem.write_port(granularity=8)
+            m.d.comb += [wr.addr.eq(self.aw.addr), wr.data.eq(self.aw.data),
+                         wr.en.eq(Mux(self.aw.en, self.aw.mask, 0))]
+            act_rd.append(mem.read_port())
+
+        # ---------------------------------------------------------------- layer registers
+        w_addr = Signal(_bits(len(self.weights) + 1))
+        w_left = Signal(_bits(max(l.words for l in self.layers) + 1))
+        b_base = Signal(_bits(len(self.biases) + 1))
+        origin = Signal(_bits(2 * self.act_depth * P + 1))
+        side = Signal()
+        mam = Signal()
+        rows_left = Signal(_bits(max(l.rows for l in self.layers) + 1))
+        with m.If(self.start):
+            with m.Switch(self.layer):
+                for k, lay in enumerate(self.layers):
+                    with m.Case(k):
+                        m.d.sync += [w_addr.eq(lay.w_base), w_left.eq(lay.words), b_base.eq(lay.b_base),
+                                     origin.eq(lay.origin), side.eq(lay.side), mam.eq(lay.mode == "mam"),
+                                     rows_left.eq(lay.rows)]
+        fetching = Signal()
+        m.d.comb += [fetching.eq(w_left != 0), w_rd.addr.eq(w_addr)]
+        with m.If(fetching & ~self.start):
+            m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
+
+        # ---------------------------------------------------------------- S1: decode
+        v1 = Signal()
+        m.d.sync += v1.eq(fetching & ~self.start)
+        word = w_rd.data
+        deltas = [word[k * eb: k * eb + cfg.delta_bits] for k in range(L)]
+        wts = [word[k * eb + cfg.delta_bits: (k + 1) * eb].as_signed() for k in range(L)]
+        eor = word[L * eb]
+        row_start = Signal(init=1)                 # the next word starts a row
+        base = Signal.like(origin)
+        cols = []
+        acc_col = Mux(row_start, origin, base)
+        for k in range(L):
+            acc_col = acc_col + deltas[k]
+            c = Signal.like(origin, name=f"col{k}")
+            m.d.comb += c.eq(acc_col)
+            cols.append(c)
+        with m.If(v1):
+            m.d.sync += [base.eq(cols[-1]), row_start.eq(eor)]
+        with m.If(self.start):
+            m.d.sync += row_start.eq(1)
+
+        # ---------------------------------------------------------------- S2: activation read
+        v2, eor2 = Signal(), Signal()
+        w2 = [Signal(signed(8), name=f"w2_{k}") for k in range(L)]
+        sel2 = [Signal(max(1, log2p), name=f"sel2_{k}") for k in range(L)]
+        m.d.sync += [v2.eq(v1), eor2.eq(eor)]
+        for k in range(L):
+            m.d.sync += [w2[k].eq(wts[k]), sel2[k].eq(cols[k][:log2p] if log2p else 0)]
+            m.d.comb += act_rd[k].addr.eq(
+                (side.as_unsigned() << (self.act_addr_bits - 1)) | (cols[k] >> log2p))
+        # the side is the top address bit (act_depth is a power of two)
+
+        # ---------------------------------------------------------------- S2 -> S3: multiply
+        prods = [Signal(signed(PRODUCT_BITS), name=f"p3_{k}") for k in range(L)]
+        nz4 = [Signal(name=f"nz3_{k}") for k in range(L)]
+        v4, eor4 = Signal(), Signal()
+        m.d.sync += [v4.eq(v2), eor4.eq(eor2)]
+        for k in range(L):
+            x = act_rd[k].data.word_select(sel2[k], 8).as_signed() if P > 1 else act_rd[k].data.as_signed()
+            m.d.sync += [prods[k].eq(w2[k] * x), nz4[k].eq(w2[k] != 0)]
+
+        # ---------------------------------------------------------------- S3: trees
+        first = prods[L - 1]
+        for k in reversed(range(L - 1)):
+            first = Mux(nz4[k], prods[k], first)
+        word_sum = Signal(signed(PRODUCT_BITS + self.tree_latency))
+        wmax, wmin = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
+        v5 = Signal()
+        if "mac" in self.modes:
+            m.submodules.add = add = AdderTree(width=PRODUCT_BITS, lanes=L)
+            m.d.comb += [add.i.valid.eq(v4), add.o.ready.eq(1), word_sum.eq(add.o.payload), v5.eq(add.o.valid)]
+            for k in range(L):
+                m.d.comb += add.i.payload[k].eq(prods[k])
+        if "mam" in self.modes:
+            m.submodules.mm = mm = MaxMinTree(width=PRODUCT_BITS, lanes=L)
+            m.d.comb += [mm.i.valid.eq(v4), mm.o.ready.eq(1), wmax.eq(mm.o.payload.max),
+                         wmin.eq(mm.o.payload.min), v5.eq(mm.o.valid)]
+            for k in range(L):
+                m.d.comb += mm.i.payload[k].eq(Mux(nz4[k], prods[k], first))
+        # side information travels alongside the trees
+        any_nz = Signal()
+        m.d.comb += any_nz.eq(sum(nz4[k] for k in range(L)) != 0)
+        eor5, wv5 = eor4, any_nz
+        for d in range(self.tree_latency):
+            e, w = Signal(name=f"eor_t{d}"), Signal(name=f"wv_t{d}")
+            m.d.sync += [e.eq(eor5), w.eq(wv5)]
+            eor5, wv5 = e, w
+
+        # ---------------------------------------------------------------- S5: accumulate
+        acc_sum = Signal(signed(cfg.acc_bits))
+        hi, lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
+        seen = Signal()
+        row_first = Signal(init=1)
+        new_sum = Signal(signed(cfg.acc_bits))
+        new_hi, new_lo, new_seen = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS)), Signal()
+        m.d.comb += [
+            new_sum.eq(Mux(row_first, 0, acc_sum) + word_sum),
+            new_seen.eq((seen & ~row_first) | wv5),
+        ]
+        with m.If(wv5 & (row_first | ~seen)):
+            m.d.comb += [new_hi.eq(wmax), new_lo.eq(wmin)]
+        with m.Elif(wv5):
+            m.d.comb += [new_hi.eq(Mux(wmax > hi, wmax, hi)), new_lo.eq(Mux(wmin < lo, wmin, lo))]
+        with m.Else():
+            m.d.comb += [new_hi.eq(hi), new_lo.eq(lo)]
+        row_done = Signal()
+        m.d.comb += row_done.eq(v5 & eor5)
+        with m.If(v5):
+            m.d.sync += [acc_sum.eq(new_sum), hi.eq(new_hi), lo.eq(new_lo), seen.eq(new_seen),
+                         row_first.eq(eor5)]
+        with m.If(self.start):
+            m.d.sync += row_first.eq(1)
+        # bias of the finishing row: read now, used next cycle
+        row_idx = Signal.like(rows_left)
+        m.d.comb += b_rd.addr.eq(b_base + row_idx)
+        with m.If(row_done):
+            m.d.sync += [row_idx.eq(row_idx + 1), rows_left.eq(rows_left - 1)]
+        with m.If(self.start):
+            m.d.sync += row_idx.eq(0)
+        r_sum, r_hi, r_lo, r_seen, v6 = (Signal(signed(cfg.acc_bits)), Signal(signed(PRODUCT_BITS)),
+                                         Signal(signed(PRODUCT_BITS)), Signal(), Signal())
+        m.d.sync += [r_sum.eq(new_sum), r_hi.eq(new_hi), r_lo.eq(new_lo), r_seen.eq(new_seen),
+                     v6.eq(row_done)]
+
+        # ---------------------------------------------------------------- S6: bias, zero candidate
+        bias = b_rd.data[:cfg.acc_bits].as_signed()
+        zc = b_rd.data[cfg.acc_bits]
+        f_hi = Mux(r_seen, Mux(zc & (r_hi < 0), 0, r_hi), 0)
+        f_lo = Mux(r_seen, Mux(zc & (r_lo > 0), 0, r_lo), 0)
+        m.d.sync += [
+            self.res.valid.eq(v6),
+            self.res.payload.sum.eq(r_sum),
+            self.res.payload.hi.eq(f_hi),
+            self.res.payload.lo.eq(f_lo),
+            self.res.payload.bias.eq(bias),
+            self.res.payload.acc.eq(
+                Mux(mam, bias + f_hi + f_lo, bias + r_sum) if len(self.modes) == 2 else
+                (bias + f_hi + f_lo if "mam" in self.modes else bias + r_sum)),
+        ]
+        m.d.comb += self.busy.eq(fetching | (rows_left != 0))
+        return m
+
+
+def act_depth_of(program) -> int:
+    """Words of P activations a buffer side needs for the widest layer input or output."""
+    P = program.config.pes
+    widest = max([program.net.input_size] +
+                 [(l.rows if l.split else l.rows_per_pe * P) for l in program.layers])
+    return -(-widest // P)
+
+
+def pe_from_program(program, p: int) -> PE:
+    """PE ``p`` of the accelerator for a compiled :class:`~mamfpga.sw.compiler.Program`."""
+    weights, biases, layers = [], [], []
+    for k, plan in enumerate(program.layers):
+        layers.append(PELayer(w_base=len(weights), words=len(plan.words[p]), b_base=len(biases),
+                              rows=len(plan.bias[p]), mode=plan.mode,
+                              origin=plan.col_ranges[p] if plan.split else 0, side=k % 2))
+        weights += plan.words[p]
+        biases += plan.bias[p]
+    return PE(program.config, weights=weights, biases=biases, layers=layers, act_depth=act_depth_of(program))

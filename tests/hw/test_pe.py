@@ -1,0 +1,81 @@
+"""One PE in Amaranth's simulator against the functional model of its memory images."""
+
+import numpy as np
+import pytest
+
+from mamfpga.hw.arch import ArchConfig
+from mamfpga.hw.pe import pe_from_program
+from mamfpga.sw import compiler
+from mamfpga.sw.progsim import _run_rows
+from mamfpga.sw.qnet import QuantNetwork
+from tests.support import run_sim
+from tests.sw.test_golden import random_qnet
+
+
+def _expected(program, p, acts):
+    plan = program.layers[0]
+    cfg = program.config
+    origin = plan.col_ranges[p] if plan.split else 0
+    out = []
+    for b, part in _run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg, origin):
+        if plan.mode == "mac":
+            out.append({"acc": b + part, "sum": part, "bias": b})
+        else:
+            hi, lo = part
+            out.append({"acc": b + hi + lo, "hi": hi, "lo": lo, "bias": b})
+    return out
+
+
+def _run_pe(program, p, x):
+    cfg = program.config
+    dut = pe_from_program(program, p)
+    P = cfg.pes
+    words = [x[w * P:(w + 1) * P] for w in range(-(-len(x) // P))]
+    got, cycles = [], {}
+
+    async def tb(ctx):
+        for w, vals in enumerate(words):                       # fill side 0 with the input
+            packed = sum((int(v) & 0xFF) << (8 * i) for i, v in enumerate(vals))
+            ctx.set(dut.aw, {"en": 1, "addr": w, "data": packed, "mask": (1 << len(vals)) - 1})
+            await ctx.tick()
+        ctx.set(dut.aw.en, 0)
+        ctx.set(dut.layer, 0)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        t = 0
+        rows = len(program.layers[0].bias[p])
+        while len(got) < rows and t < 100_000:
+            if ctx.get(dut.res.valid):
+                r = ctx.get(dut.res.payload)
+                got.append({"acc": r.acc, "sum": r.sum, "hi": r.hi, "lo": r.lo, "bias": r.bias})
+                cycles["last"] = t
+            await ctx.tick()
+            t += 1
+        for _ in range(3):
+            assert not ctx.get(dut.res.valid)
+            await ctx.tick()
+        assert not ctx.get(dut.busy)
+
+    run_sim(dut, tb)
+    return got, cycles.get("last"), dut
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_pe_matches_its_memory_images(seed):
+    rng = np.random.default_rng(100 + seed)
+    net = random_qnet(rng, max_size=24)
+    net = QuantNetwork(net.layers[:1])
+    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 3, 4])))
+    program = compiler.compile_network(net, cfg, split=str(rng.choice(["auto", "never", "always"])))
+    x = rng.integers(-128, 128, size=net.input_size).astype(np.int8)
+    x[: len(x) // 3] = 0
+    acts = x[program.columns].astype(np.int64)
+    for p in range(cfg.pes):
+        got, last, dut = _run_pe(program, p, acts)
+        want = _expected(program, p, acts)
+        for r, (g, w) in enumerate(zip(got, want)):
+            assert {k: g[k] for k in w} == w, f"PE {p} row {r}: got {g}, want {w}"
+        assert len(got) == len(want)
+        # the last result leaves latency cycles after the last word was fetched
+        assert last == len(program.layers[0].words[p]) - 1 + dut.latency
