@@ -34,7 +34,8 @@ Dataflow (per layer, all P processing elements in parallel):
 Cycle model of one inference (inputs streamed one activation per cycle,
 outputs read one per cycle, the environment never stalling):
 
-    cycles = N_0 + sum_k (max_p words_{k,p} + layer_overhead [+ split_overhead]) + M_{K-1}
+    cycles = N_0 + sum_k (max_p words_{k,p} + layer_overhead [+ split_overhead])
+             + OUTPUT_CYCLES * M_{K-1}
 
 where ``words_{k,p}`` is the number of weight words PE p reads in layer k.
 """
@@ -45,11 +46,18 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
-           "LAYER_HANDOFF", "bound_cycles"]
+           "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles"]
 
-#: Cycles between a layer's last result written and the next layer's first read
-#: (buffer swap and restart of the sequencer).
+#: Cycles from fetching a row's last weight word to its result leaving the PE,
+#: besides the tree levels: weight read, decode + activation read, multiply,
+#: accumulate, bias (mamfpga.hw.pe).
+PE_LATENCY = 5
+#: Requantizer stages: multiply, round and shift, clamp (mamfpga.hw.requant).
+REQUANT_LATENCY = 3
+#: Per layer, besides the pipeline: the sequencer's start cycle and the result FIFO.
 LAYER_HANDOFF = 2
+#: Cycles per output value on the output stream.
+OUTPUT_CYCLES = 1
 
 
 @dataclass(frozen=True)
@@ -84,10 +92,9 @@ def word_bits(cfg: ArchConfig) -> int:
 
 
 def pipeline_depth(lanes: int) -> int:
-    """Cycles from reading a row's last weight word to writing its result:
-    weight read, column adder, activation read, multiply, ceil(log2 L) tree levels,
-    accumulate, bias + requantize, clamp and write."""
-    return 7 + max(0, math.ceil(math.log2(lanes)))
+    """Cycles from reading a row's last weight word to writing its activation:
+    the PE (with ceil(log2 L) tree levels) and the requantizer."""
+    return PE_LATENCY + (lanes - 1).bit_length() + REQUANT_LATENCY
 
 
 def layer_overhead(cfg: ArchConfig) -> int:
@@ -96,7 +103,7 @@ def layer_overhead(cfg: ArchConfig) -> int:
 
 def split_overhead(cfg: ArchConfig) -> int:
     """Extra cycles of a column-split layer: the cross-PE combining tree."""
-    return max(0, math.ceil(math.log2(cfg.pes))) + 1
+    return (cfg.pes - 1).bit_length()
 
 
 def bound_cycles(nnz: int, rows: int, cfg: ArchConfig) -> int:

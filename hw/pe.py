@@ -32,14 +32,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mamfpga.hw.adder_tree import AdderTree
-from mamfpga.hw.arch import ArchConfig, entry_bits, word_bits
+from mamfpga.hw.arch import PE_LATENCY, ArchConfig, entry_bits, word_bits
 from mamfpga.hw.maxmin_tree import MaxMinTree
 
 __all__ = ["PE", "PELayer", "LATENCY", "pe_from_program", "act_depth_of"]
 
-#: Cycles from fetching a row's last word to its result, besides the tree's levels:
-#: weight read, decode + activation read, multiply, accumulate, bias.
-LATENCY = 5
+#: Cycles from fetching a row's last word to its result, besides the tree's levels.
+LATENCY = PE_LATENCY
 PRODUCT_BITS = 16
 
 

@@ -14,11 +14,12 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from mamfpga.hw.arch import REQUANT_LATENCY
 from mamfpga.hw.checks import check_int
 
 __all__ = ["Requant", "LATENCY"]
 
-LATENCY = 3
+LATENCY = REQUANT_LATENCY
 
 
 class Requant(wiring.Component):

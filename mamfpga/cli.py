@@ -378,9 +378,11 @@ def cmd_golden(args) -> int:
 
 def cmd_compile(args) -> int:
     from mamfpga.hw.arch import ArchConfig
-    from mamfpga.sw.compiler import CompileError, compile_network, write_build
+    from mamfpga.sw.compiler import TOP_NAME, CompileError, compile_network, write_build
 
     net = _load_qnet(args.net)
+    if args.pes < 1 or args.pes & (args.pes - 1):
+        raise UsageError(f"--pes must be a power of two for the generated accelerator, not {args.pes}")
     try:
         cfg = ArchConfig(pes=args.pes, lanes=args.lanes, acc_bits=args.acc_bits or 32)
         if args.board is not None:
@@ -414,7 +416,7 @@ def cmd_compile(args) -> int:
           f"ratio {program.cycles_per_inference / program.cycle_bound:.3f}); PE balance max/mean nnz "
           f"{bal['nnz']:.3f}; weight memory {per_nnz:.1f} bits per nonzero"
           + (f"; {mem['bram']} block RAMs" if mem.get("bram") is not None else ""))
-    print(f"wrote {build}/manifest.json and the memory images")
+    print(f"wrote {build}/accelerator.v (top {TOP_NAME}), manifest.json and the memory images")
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mamfpga.hw.arch import ArchConfig, bound_cycles, entry_bits, layer_overhead, split_overhead, word_bits
+from mamfpga.hw.arch import OUTPUT_CYCLES, ArchConfig, bound_cycles, entry_bits, layer_overhead, split_overhead, word_bits
 from mamfpga.outputs import atomic_write_json, atomic_write_text, claim_dir
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork, save_qnet
 from mamfpga.sw.simplify import eliminate_dead
@@ -89,7 +89,7 @@ class Program:
 
     @property
     def cycles_per_inference(self) -> int:
-        return self.net.input_size + sum(l.cycles for l in self.layers) + self.net.output_size
+        return self.net.input_size + sum(l.cycles for l in self.layers) + OUTPUT_CYCLES * self.net.output_size
 
     @property
     def cycle_bound(self) -> int:
@@ -432,11 +432,20 @@ def _settle_delta_bits(net: QuantNetwork, cfg: ArchConfig, split: str) -> int:
     return d
 
 
-def write_build(program: Program, build: str | Path, *, board: str | None = None) -> Path:
-    """BUILD/: manifest.json, net.npz (the source network), per-PE memory images (.hex)."""
+TOP_NAME = "mamfpga_accel"
+
+
+def write_build(program: Program, build: str | Path, *, board: str | None = None, verilog: bool = True) -> Path:
+    """BUILD/: manifest.json, net.npz (the source network), per-PE memory images (.hex)
+    and, with ``verilog``, the accelerator's Verilog (top module ``mamfpga_accel``)."""
     build = claim_dir(build, what="build folder")
     cfg = program.config
     save_qnet(program.source, build / "net.npz")
+    if verilog:
+        from mamfpga.hw.accelerator import Accelerator
+        from mamfpga.hw.verilog import write_verilog
+
+        write_verilog(Accelerator(program), TOP_NAME, build / "accelerator.v")
     ww = -(-(cfg.lanes * entry_bits(cfg) + 1) // 4)
     bw = -(-(cfg.acc_bits + 1) // 4)
     for p in range(cfg.pes):
@@ -447,6 +456,7 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
     manifest = {
         "format": "mamfpga.build/1",
         "board": board,
+        "top": TOP_NAME if verilog else None,
         "config": {"pes": cfg.pes, "lanes": cfg.lanes, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
                    "acc_bits": cfg.acc_bits, "delta_bits": cfg.delta_bits},
         "input_index": [int(i) for i in program.input_index],
@@ -455,7 +465,8 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
         "layers": [l.manifest() for l in program.layers],
         "cycles_per_inference": program.cycles_per_inference,
         "cycle_bound": program.cycle_bound,
-        "cycle_model": "N_0 + sum_k (max_p words_{k,p} + layer_overhead) + M_last (mamfpga.hw.arch)",
+        "cycle_model": "N_0 + sum_k (max_p words_{k,p} + layer_overhead [+ split_overhead]) "
+                       "+ OUTPUT_CYCLES * M_last (mamfpga.hw.arch)",
         "memory": program.memory,
         "balance": balance(program),
     }
