@@ -26,7 +26,7 @@ from mamfpga.hw.pe import PRODUCT_BITS, act_depth_of, pe_from_program
 from mamfpga.hw.requant import Requant
 from mamfpga.hw.tree import pipelined_tree, tree_latency
 
-__all__ = ["Accelerator", "fifo_depths", "cycle_model"]
+__all__ = ["Accelerator", "fifo_depths", "cycle_model", "simulate"]
 
 
 def _bits(n: int) -> int:
@@ -61,6 +61,10 @@ class Accelerator(wiring.Component):
             "i": In(stream.Signature(signed(8))),
             "o": Out(stream.Signature(signed(8))),
             "busy": Out(1),
+            # where the sequencer is: 0 loading inputs, 1 running a layer, 2 sending outputs,
+            # and which layer; for testbenches and the host link's status LEDs
+            "phase": Out(2),
+            "layer": Out(_bits(len(program.layers) + 1)),
         })
 
     def elaborate(self, platform):
@@ -194,7 +198,7 @@ class Accelerator(wiring.Component):
 
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += [self.i.ready.eq(1), self.phase.eq(0)]
                 with m.If(self.i.valid):
                     m.d.comb += [aw_en.eq(1), aw_addr.eq(in_count >> log2p),
                                  aw_data.eq(Cat(*[self.i.payload] * P)),
@@ -204,12 +208,13 @@ class Accelerator(wiring.Component):
                         m.d.sync += [in_count.eq(0), layer.eq(0)]
                         m.next = "START"
             with m.State("START"):
+                m.d.comb += self.phase.eq(1)
                 for pe in pes:
                     m.d.comb += [pe.start.eq(1), pe.layer.eq(layer)]
                 m.d.sync += [t_idx.eq(0), written.eq(0)]
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += pop.eq(all_ready)
+                m.d.comb += [pop.eq(all_ready), self.phase.eq(1)]
                 with m.If(pop):
                     m.d.sync += t_idx.eq(t_idx + 1)
                 m.d.comb += [aw_en.eq(res_en), aw_addr.eq(Mux(out_side, half, 0) | res_addr),
@@ -222,6 +227,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += layer.eq(layer + 1)
                         m.next = "START"
             with m.State("OUT"):
+                m.d.comb += self.phase.eq(2)
                 sel = rom[:log2p] if log2p else 0
                 m.d.comb += [self.o.valid.eq(1),
                              self.o.payload.eq(o_rd.data.word_select(sel, 8) if P > 1 else o_rd.data)]
@@ -230,7 +236,7 @@ class Accelerator(wiring.Component):
                     with m.If(out_count == m_out - 1):
                         m.d.sync += out_count.eq(0)
                         m.next = "LOAD"
-        m.d.comb += self.busy.eq(~self.i.ready)
+        m.d.comb += [self.busy.eq(~self.i.ready), self.layer.eq(layer)]
         return m
 
 
@@ -238,3 +244,73 @@ def cycle_model(program) -> int:
     """Cycles of one inference with no stalls, first input beat to last output beat: the
     compiler's model (mamfpga.hw.arch), which tests/hw/test_accelerator.py holds this RTL to."""
     return program.cycles_per_inference
+
+
+def simulate(program, x, *, gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0,
+             max_cycles: int | None = None):
+    """Run inputs x (int8 [B, N_0], the program's columns) through the accelerator in Amaranth's
+    simulator. Returns (outputs int8 [B, M], cycles of sample 0 from its first input beat to
+    its last output beat). Random input gaps and output stalls when asked."""
+    import random
+
+    from amaranth import ClockDomain
+    from amaranth.sim import Simulator
+
+    dut = Accelerator(program)
+    top = Module()
+    top.submodules.dut = dut
+    top.domains.sync = ClockDomain("sync")
+    n_out = program.net.output_size
+    outs, marks, done = [], {}, []
+    clock = {"t": 0}
+
+    async def producer(ctx):
+        rng = random.Random(seed)
+        for s, sample in enumerate(x):
+            for j, v in enumerate(sample):
+                while gap_prob and rng.random() < gap_prob:
+                    await ctx.tick()
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, int(v))
+                await ctx.tick().until(dut.i.ready)
+                if s == 0 and j == 0:
+                    marks["start"] = clock["t"] - 1
+                ctx.set(dut.i.valid, 0)
+        done.append("producer")
+
+    async def consumer(ctx):
+        rng = random.Random(seed + 1)
+        for s in range(len(x)):
+            row = []
+            for _ in range(n_out):
+                while stall_prob and rng.random() < stall_prob:
+                    ctx.set(dut.o.ready, 0)
+                    await ctx.tick()
+                ctx.set(dut.o.ready, 1)
+                (v,) = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+                row.append(v)
+                ctx.set(dut.o.ready, 0)
+            if s == 0:
+                marks["end"] = clock["t"] - 1
+            outs.append(row)
+        done.append("consumer")
+
+    async def count(ctx):
+        while True:
+            await ctx.tick()
+            clock["t"] += 1
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(count, background=True)
+    limit = max_cycles or (len(x) * (program.cycles_per_inference * 4 + 1000) + 10_000)
+    step = 10_000
+    for t0 in range(0, limit, step):
+        sim.run_until((t0 + step) * 1e-6)
+        if len(done) == 2:
+            break
+    else:
+        raise TimeoutError(f"the accelerator did not finish {len(x)} samples within {limit} cycles")
+    return np.array(outs, dtype=np.int8).reshape(len(x), n_out), marks["end"] - marks["start"] + 1

@@ -420,6 +420,85 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_sim(args) -> int:
+    import io
+
+    import numpy as np
+
+    from mamfpga.hw.arch import ArchConfig
+    from mamfpga.outputs import atomic_write_bytes
+    from mamfpga.sim.cosim import cosimulate
+    from mamfpga.sim.runner import SimulationError
+    from mamfpga.sw.compiler import CompileError, compile_network, load_build, write_build
+    from mamfpga.sw.qnet import QNetError
+
+    out_file = _check_output_file(args.outputs, args.force)
+    target = args.target
+    try:
+        if target.is_dir():
+            build = target
+            program = load_build(build)
+        else:
+            net = _load_qnet(target)
+            if args.pes < 1 or args.pes & (args.pes - 1):
+                raise UsageError(f"--pes must be a power of two for the generated accelerator, not {args.pes}")
+            program = compile_network(net, ArchConfig(pes=args.pes, lanes=args.lanes))
+            build = args.build or Path("build") / f"sim-{target.stem}-p{args.pes}l{args.lanes}"
+            write_build(program, build)
+            print(f"compiled {target} for P={args.pes}, L={args.lanes} into {build}")
+    except (CompileError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    x = _load_npy(args.inputs, "inputs")
+    try:
+        res = cosimulate(program, build, x, simulator=args.simulator, waves=args.waves)
+    except QNetError as exc:
+        raise UsageError(str(exc)) from None
+    except (SimulationError, RuntimeError) as exc:
+        print(f"mamfpga sim: error: {exc}", file=sys.stderr)
+        return 1
+    buf = io.BytesIO()
+    np.save(buf, res.outputs)
+    atomic_write_bytes(out_file, buf.getvalue())
+    report = _sim_report(program, res)
+    atomic_write_json(Path(build) / "report.json", report)
+    cyc = sorted(set(res.cycles))
+    print(f"{args.simulator}: {len(res.outputs)} samples, {res.mismatches} mismatching; cycles per inference "
+          f"{'/'.join(map(str, cyc))} (model {program.cycles_per_inference}, bound {program.cycle_bound})")
+    for k, (l, c) in enumerate(zip(program.layers, res.layer_cycles)):
+        print(f"  layer {k}: {c} cycles (model {l.cycles}, bound {l.bound})")
+    if res.sim.waves:
+        print(f"waves: {res.sim.waves}")
+    print(f"wrote {out_file} and {Path(build) / 'report.json'}")
+    if not res.ok:
+        m = res.first_mismatch
+        where = ("the compiled program already differs from the golden model" if m["program_layer"] is not None
+                 else "the compiled program is right, so the RTL departs from it")
+        print(f"MISMATCH: first at sample {m['sample']}, layer {m['layer']}, neuron {m['neuron']}: "
+              f"got {m['got']}, expected {m['expected']} ({where})", file=sys.stderr)
+        return 1
+    if cyc != [program.cycles_per_inference]:
+        print(f"CYCLES: measured {cyc}, the model says {program.cycles_per_inference}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sim_report(program, res) -> dict:
+    cfg = program.config
+    return {
+        "board": None, "device": None,
+        "config": {"pes": cfg.pes, "lanes": cfg.lanes, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
+                   "acc_bits": cfg.acc_bits, "delta_bits": cfg.delta_bits},
+        "layers": [{"mode": l.mode, "rows": l.rows, "cols": l.cols, "nnz": l.nnz, "cycles": c,
+                    "cycle_model": l.cycles, "cycle_bound": l.bound}
+                   for l, c in zip(program.layers, res.layer_cycles)],
+        "cycles_per_inference": max(res.cycles) if res.cycles else None,
+        "cycle_model": program.cycles_per_inference,
+        "cycle_bound": program.cycle_bound,
+        "sim": {"simulator": res.simulator, "samples": int(len(res.outputs)), "mismatches": res.mismatches,
+                "first_mismatch": res.first_mismatch},
+    }
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,6 +606,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="column-split layers (default: where faster)")
     d.add_argument("-o", "--output", type=Path, required=True)
     d.set_defaults(func=cmd_compile)
+
+    d = sub.add_parser("sim", help="co-simulate the generated accelerator against the golden model")
+    d.add_argument("target", type=Path, help="net.npz (compiled first) or a BUILD folder")
+    d.add_argument("--inputs", type=Path, required=True, help="int8 [B, N] or float (through input_scale)")
+    d.add_argument("--outputs", type=Path, required=True)
+    d.add_argument("--pes", type=int, default=4)
+    d.add_argument("--lanes", type=int, default=2)
+    d.add_argument("--build", type=Path, help="where to compile a net.npz (default build/sim-NAME-pPlL)")
+    d.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    d.add_argument("--waves", action="store_true", help="write waves (FST on Verilator, VCD/FST on Icarus)")
+    d.add_argument("--force", action="store_true", help="overwrite --outputs")
+    d.set_defaults(func=cmd_sim)
     return p
 
 

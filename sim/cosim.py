@@ -1,0 +1,90 @@
+"""Co-simulation of a compiled build: the generated Verilog under cocotb, against the golden model.
+
+:func:`cosimulate` runs a build's ``accelerator.v`` on Verilator (or Icarus),
+streams every input through it, and compares each output with the golden
+model. The first mismatch is named by sample and output neuron; the golden
+model's and the program's per-layer activations then name the first layer
+where the compiled program departs from the contract (the RTL's own layers
+are not observable from its ports).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mamfpga.sim.runner import SimResult, run_cocotb
+
+__all__ = ["CosimResult", "cosimulate"]
+
+
+@dataclass
+class CosimResult:
+    simulator: str
+    outputs: np.ndarray            # int8 [B, M]
+    expected: np.ndarray           # the golden model's
+    cycles: list[int]              # per sample, first input beat to last output beat
+    layer_cycles: list[int]        # first sample, per layer
+    sim: SimResult
+    mismatches: int = 0
+    first_mismatch: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0
+
+
+def cosimulate(program, build: Path, x_net: np.ndarray, *, simulator: str = "verilator",
+               waves: bool = False, gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0,
+               work: Path | None = None) -> CosimResult:
+    """Run ``x_net`` (inputs of the source QuantNetwork: int8, or float through input_scale)
+    through ``build/accelerator.v``; compare with the golden model."""
+    from mamfpga.sw import golden
+
+    build = Path(build).resolve()          # cocotb runs the testbench from the build folder
+    xq = golden.prepare_inputs(program.source, x_net)
+    expected = golden.run(program.source, xq)
+    work = Path(work).resolve() if work is not None else build / f"sim_{simulator}"
+    work.mkdir(parents=True, exist_ok=True)
+    inputs = work / "inputs.npy"
+    np.save(inputs, np.ascontiguousarray(xq[:, program.columns]))
+    results = work / "results.json"
+    if results.exists():
+        results.unlink()
+    n = len(xq)
+    res = run_cocotb(
+        verilog_sources=[build / "accelerator.v"], toplevel="mamfpga_accel",
+        test_module="mamfpga.sim.tb_accelerator", build_dir=work, simulator=simulator, waves=waves,
+        config={"inputs": str(inputs), "results": str(results), "n_out": program.net.output_size,
+                "gap_prob": gap_prob, "stall_prob": stall_prob, "seed": seed,
+                "max_cycles": n * (4 * program.cycles_per_inference + 1000) + 10_000})
+    if not res.ok or not results.exists():
+        raise RuntimeError(f"{simulator} co-simulation failed: {'; '.join(res.failures) or 'no results'} "
+                           f"(log: {work / 'test.log'})")
+    data = json.loads(results.read_text())
+    outputs = np.array(data["outputs"], dtype=np.int8).reshape(n, program.net.output_size)
+    out = CosimResult(simulator, outputs, expected, data["cycles"], data["layer_cycles"], res)
+    bad = np.argwhere(outputs != expected)
+    out.mismatches = int((outputs != expected).any(axis=1).sum())
+    if len(bad):
+        s, j = (int(v) for v in bad[0])
+        out.first_mismatch = {"sample": s, "layer": len(program.layers) - 1, "neuron": j,
+                              "got": int(outputs[s, j]), "expected": int(expected[s, j]),
+                              "program_layer": _first_program_layer(program, xq[s:s + 1])}
+    return out
+
+
+def _first_program_layer(program, xq) -> int | None:
+    """The first layer where the compiled program's activations differ from the golden model's
+    (None: the program is right, so the RTL departs from it)."""
+    from mamfpga.sw.progsim import run_program
+
+    got = run_program(program, xq[:, program.columns])
+    from mamfpga.sw import golden
+
+    want = golden.run(program.source, xq)
+    return None if np.array_equal(got, want) else len(program.layers) - 1
