@@ -615,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lanes", type=int, default=2)
     d.add_argument("--build", type=Path, help="where to compile a net.npz (default build/sim-NAME-pPlL)")
     d.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    d.add_argument("--waves", action="store_true", help="write waves (FST on Verilator, VCD/FST on Icarus)")
+    d.add_argument("--waves", action="store_true", help="write waves (VCD on Verilator, FST on Icarus)")
     d.add_argument("--force", action="store_true", help="overwrite --outputs")
     d.set_defaults(func=cmd_sim)
     return p

@@ -316,7 +316,7 @@ def encode_layer_split(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: 
                      col_ranges=ranges)
 
 
-def memory_use(program: Program, family: str | None, spram: int = 0) -> dict:
+def memory_use(program: Program, family: str | None) -> dict:
     """Bits and block RAMs of each memory (per PE memories summed over the PEs)."""
     from mamfpga.boards.targets import bram_blocks
 
@@ -331,30 +331,25 @@ def memory_use(program: Program, family: str | None, spram: int = 0) -> dict:
         # every lane of every PE reads its own copy; ping-pong doubles it
         "activations": {"copies": 2 * cfg.pes * cfg.lanes, "width": 8 * cfg.pes, "depth": act_depth},
     }
+    # The weights are initialised from the bitstream, so they live in block RAM: the
+    # iCE40UP's SPRAMs have no initial contents (they would need run-time weight loading).
     total_bits = total_blocks = 0
-    spram_used = 0
-    w = mems["weights"]
-    if spram and family == "ice40":
-        # iCE40UP: 256 Kbit single-port RAMs (16 bits x 16384) hold the weights when they fit
-        need = w["copies"] * -(-w["width"] // 16) * -(-w["depth"] // 16384)
-        if need <= spram:
-            w["spram"] = spram_used = need
     for m in mems.values():
         m["bits"] = m["copies"] * m["width"] * m["depth"]
         total_bits += m["bits"]
         if family is not None:
-            m["bram"] = 0 if m.get("spram") else m["copies"] * bram_blocks(m["width"], m["depth"], family)
+            m["bram"] = m["copies"] * bram_blocks(m["width"], m["depth"], family)
             total_blocks += m["bram"]
     nnz = sum(l.nnz for l in program.layers)
     return {"memories": mems, "total_bits": total_bits, "bram": total_blocks if family else None,
-            "spram": spram_used, "weight_bits_per_nnz": (mems["weights"]["bits"] / nnz) if nnz else None}
+            "weight_bits_per_nnz": (mems["weights"]["bits"] / nnz) if nnz else None}
 
 
 def check_capacity(program: Program, board: str) -> dict:
     from mamfpga.boards.targets import board_device
 
     dev = board_device(board)
-    use = memory_use(program, dev.family, dev.spram)
+    use = memory_use(program, dev.family)
     if use["bram"] > dev.bram:
         parts = ", ".join(f"{name} {m['bram']}" for name, m in use["memories"].items() if m["bram"])
         raise CompileError(f"the program needs {use['bram']} block RAMs ({parts}); the {dev.name} on "
@@ -380,6 +375,8 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, board: 
                            "at most 40")
     cfg = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, acc_bits, cfg.delta_bits)
     prove_accumulators(net, cfg.acc_bits)
+    if delta_bits is None and board is not None:
+        delta_bits = _fewest_brams(net, cfg, split, board)
     if delta_bits is None:
         # the delta width depends on the addresses, which depend on the row assignment,
         # which depends on costs (hence on the width): plan with a provisional width, then refine
@@ -411,6 +408,25 @@ def _plan(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> list[Layer
         plans.append(plan)
         col_address = plan.out_address
     return plans
+
+
+def _fewest_brams(net: QuantNetwork, cfg: ArchConfig, split: str, board: str) -> int:
+    """For a board: the delta width whose program needs the fewest block RAMs
+    (memory words must fit the block RAM shapes, which bits alone do not see)."""
+    from mamfpga.boards.targets import board_device
+
+    family = board_device(board).family
+    best = None
+    for d in range(1, 13):
+        trial = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, cfg.acc_bits, d)
+        plans = _plan(net, trial, split)
+        prog = Program(trial, net, net, np.arange(net.input_size), np.arange(net.input_size), plans,
+                       plans[-1].out_address, {})
+        use = memory_use(prog, family)
+        key = (use["bram"], use["memories"]["weights"]["bits"], prog.cycles_per_inference)
+        if best is None or key < best[0]:
+            best = (key, d)
+    return best[1]
 
 
 def _settle_delta_bits(net: QuantNetwork, cfg: ArchConfig, split: str) -> int:

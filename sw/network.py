@@ -149,8 +149,13 @@ def from_torch(model: nn.Module, input_size: int | None = None) -> Network:
     return Network(layers, input_size, input_index)
 
 
-def to_torch(net: Network) -> nn.Sequential:
-    """A Sequential computing ``net`` in float32 (MAM layers as MAMLinear, beta = 0)."""
+def to_torch(net: Network, *, masks: bool = True) -> nn.Sequential:
+    """A Sequential computing ``net`` in float32 (MAM layers as MAMLinear, beta = 0).
+
+    With ``masks``, a layer with zero weights gets a torch.nn.utils.prune mask on
+    them, so that fine-tuning keeps them pruned."""
+    from torch.nn.utils import prune as torch_prune
+
     modules: list[nn.Module] = []
     if net.input_index is not None:
         modules.append(InputSelect(net.input_index, net.input_size))
@@ -160,6 +165,8 @@ def to_torch(net: Network) -> nn.Sequential:
         with torch.no_grad():
             lin.weight.copy_(torch.as_tensor(layer.weight))
             lin.bias.copy_(torch.as_tensor(layer.bias))
+        if masks and (layer.weight == 0).any():
+            torch_prune.custom_from_mask(lin, "weight", torch.as_tensor(layer.weight != 0, dtype=torch.float32))
         modules.append(lin)
         if layer.relu:
             modules.append(nn.ReLU())

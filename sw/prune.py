@@ -168,6 +168,10 @@ def _set_mask(module: nn.Linear, mask: torch.Tensor):
             module.weight = module.weight_orig * module.weight_mask
     else:
         torch_prune.custom_from_mask(module, "weight", mask.to(module.weight.dtype))
+        # prune leaves `weight` a non-leaf tensor until the next forward pass, which
+        # copy.deepcopy refuses; recompute it without grad (the forward hook redoes it)
+        with torch.no_grad():
+            module.weight = module.weight_orig * module.weight_mask
 
 
 def prune_model(model: nn.Module, method: str, amount: float, *, layers=None, data=None,

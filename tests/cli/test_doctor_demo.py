@@ -44,11 +44,11 @@ def test_demo_runs_and_writes_report(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "-q"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["program_check"] == {"model": "memory images (mamfpga.sw.progsim)", "samples": 540,
-                                       "mismatches": 0}
-    assert report["accuracy"]["quantized"] >= 0.95
-    assert report["maxmin_tree"]["resources"]["ice40"]["ff"] == 50
-    assert (out / "build" / "manifest.json").exists() and (out / "net.npz").exists()
+    assert report["sim"] == {"simulator": "verilator", "samples": 540, "mismatches": 0}
+    assert report["accuracy"]["hardware"] == report["accuracy"]["quantized"] >= 0.95
+    assert all(l["cycles"] == l["cycle_model"] for l in report["layers"])
+    assert report["resources"]["bram"] <= report["resources"]["bram_avail"]
+    assert (out / "build" / "accelerator.v").exists() and (out / "net.npz").exists()
     assert "0 mismatches" in capsys.readouterr().out
 
 

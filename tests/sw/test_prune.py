@@ -97,3 +97,11 @@ def test_pruning_before_convergence():
     assert prune.sparsity(model) == pytest.approx(0.9, abs=0.01)
     w = prune.effective_weight(model[0]).detach()
     assert torch.all(w[model[0].weight_mask == 0] == 0)
+
+
+def test_a_just_pruned_model_can_be_copied():
+    model = small_model()
+    prune.prune_model(model, "gmp", 0.5)
+    prune.prune_model(model, "lmp", 0.5, layers=["4"])
+    copied = copy.deepcopy(model)
+    assert torch.equal(prune.effective_weight(copied[4]), prune.effective_weight(model[4]))

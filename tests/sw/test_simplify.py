@@ -65,3 +65,17 @@ def test_from_torch_round_trip():
     again = from_torch(to_torch(net))
     assert [l.mode for l in again.layers] == ["mam", "mac"]
     assert np.allclose(again.layers[0].weight, net.layers[0].weight, atol=1e-6)
+
+
+def test_simplified_model_stays_pruned_through_finetuning():
+    from mamfpga.sw import data
+    from mamfpga.sw.prune import effective_weight
+    from mamfpga.sw.train import finetune
+
+    rng = np.random.default_rng(4)
+    net = random_net(rng, [64, 32, 10], ["mam", "mac"], density=0.1)
+    model = to_torch(simplify(net)[0])
+    zeros = [(effective_weight(m) == 0).sum().item() for m in model if isinstance(m, torch.nn.Linear)]
+    finetune(model, data.load(), epochs=2, progress=False)
+    after = [(effective_weight(m) == 0).sum().item() for m in model if isinstance(m, torch.nn.Linear)]
+    assert after == zeros and zeros[0] > 0
