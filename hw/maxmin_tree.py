@@ -15,16 +15,14 @@ empty or being read, so back-pressure on ``o`` holds every stage and
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
-from mamfpga.hw.checks import check_int
-from mamfpga.hw.tree import pipelined_tree, tree_latency
+from mamfpga.hw.tree import LaneReduction, pipelined_tree
 
 __all__ = ["MaxMinTree"]
 
 
-class MaxMinTree(wiring.Component):
+class MaxMinTree(LaneReduction):
     """Reduce ``lanes`` signed ``width``-bit values to their max and min.
 
     Parameters
@@ -41,29 +39,12 @@ class MaxMinTree(wiring.Component):
     """
 
     def __init__(self, *, width: int = 8, lanes: int = 4):
-        self._width = check_int("width", width, 2, 64)
-        self._lanes = check_int("lanes", lanes, 1, 4096)
-        super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(signed(width), lanes))),
-            "o": Out(stream.Signature(data.StructLayout({
-                "max": signed(width), "min": signed(width)}))),
-        })
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def lanes(self) -> int:
-        return self._lanes
-
-    @property
-    def latency(self) -> int:
-        return tree_latency(self._lanes)
+        super().__init__(width=width, lanes=lanes, out_shape=lambda c: data.StructLayout({
+            "max": signed(c.width), "min": signed(c.width)}))
 
     def elaborate(self, platform):
         m = Module()
-        width, lanes = self._width, self._lanes
+        width, lanes = self.width, self.lanes
 
         if self.latency == 0:
             m.d.comb += [

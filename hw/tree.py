@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from amaranth import Shape, Signal
+from amaranth import Shape, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["pipelined_tree", "tree_latency"]
+from mamfpga.hw.checks import check_int
+
+__all__ = ["pipelined_tree", "tree_latency", "LaneReduction"]
 
 
 def tree_latency(leaves: int) -> int:
@@ -39,3 +43,29 @@ def pipelined_tree(m, leaves: Sequence[tuple], shapes: Sequence[Shape], combine:
             m.d.sync += v.eq(valid)
         level, valid = nxt, v
     return level[0], valid
+
+
+class LaneReduction(wiring.Component):
+    """Base of the trees: ``i`` carries L signed ``width``-bit lanes, ``o`` the reduction
+    (``out_shape``, given by the subclass). Parameters are checked and read-only."""
+
+    def __init__(self, *, width: int, lanes: int, out_shape):
+        self._width = check_int("width", width, 2, 64)
+        self._lanes = check_int("lanes", lanes, 1, 4096)
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(signed(width), lanes))),
+            "o": Out(stream.Signature(out_shape(self))),
+        })
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an accepted input to its output: ceil(log2(L))."""
+        return tree_latency(self._lanes)

@@ -42,23 +42,30 @@ def unpack_signed(word: int, width: int, count: int) -> list[int]:
     return out
 
 
-class StreamSource:
-    """Drives ``<name>__valid/__payload`` from a list of integers, honouring ``__ready``."""
+class _StreamPort:
+    """The three signals Amaranth flattens a stream port ``name`` into."""
 
-    def __init__(self, dut, name: str, *, gap_prob: float = 0.0, rng: random.Random | None = None):
+    def __init__(self, dut, name: str, prob: float, rng: random.Random | None, seed: int):
         self.clk = dut.clk
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload")
-        self.gap_prob = gap_prob
-        self.rng = rng or random.Random(0)
+        self.prob = prob
+        self.rng = rng or random.Random(seed)
+
+
+class StreamSource(_StreamPort):
+    """Drives ``<name>__valid/__payload`` from a list of integers, honouring ``__ready``."""
+
+    def __init__(self, dut, name: str, *, gap_prob: float = 0.0, rng: random.Random | None = None):
+        super().__init__(dut, name, gap_prob, rng, 0)
         self.sent = 0
         self.on_accept = None            # called with the index of each accepted item
         self.valid.value = 0
 
     async def send(self, items):
         for item in items:
-            while self.gap_prob and self.rng.random() < self.gap_prob:
+            while self.prob and self.rng.random() < self.prob:
                 self.valid.value = 0
                 await RisingEdge(self.clk)
             self.valid.value = 1
@@ -76,23 +83,18 @@ class StreamSource:
         self.valid.value = 0
 
 
-class StreamSink:
+class StreamSink(_StreamPort):
     """Collects ``<name>__payload`` words, driving ``__ready`` with random back-pressure."""
 
     def __init__(self, dut, name: str, *, stall_prob: float = 0.0, rng: random.Random | None = None):
-        self.clk = dut.clk
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
-        self.stall_prob = stall_prob
-        self.rng = rng or random.Random(1)
+        super().__init__(dut, name, stall_prob, rng, 1)
         self.items: list[int] = []
         self.on_item = None              # called with the index of each item taken
         self.ready.value = 0
 
     async def collect(self, count: int, *, signed_bits: int | None = None):
         while len(self.items) < count:
-            ready = not (self.stall_prob and self.rng.random() < self.stall_prob)
+            ready = not (self.prob and self.rng.random() < self.prob)
             self.ready.value = int(ready)
             await ReadOnly()
             if ready and self.valid.value:

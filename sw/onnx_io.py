@@ -93,11 +93,14 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
     dropped: list[str] = []
     input_index = None
 
+    def add_layer(w, b, mode):
+        b = np.broadcast_to(np.asarray(b, dtype=np.float64).reshape(-1), (w.shape[0],)).copy()
+        layers.append(Layer(w, b, mode, False, name=f"layer{len(layers)}"))
+
     def finish_pending():
         nonlocal pending
         if pending is not None:
-            layers.append(Layer(pending["w"], np.zeros(pending["w"].shape[0]), "mac", False,
-                                name=f"layer{len(layers)}"))
+            add_layer(pending["w"], 0.0, "mac")
             pending = None
 
     def refuse(node):
@@ -127,9 +130,8 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
             w = g.const(node.input[1], node).astype(np.float64)
             w = (w if a.get("transB", 0) else w.T) * a.get("alpha", 1.0)
             b = (g.const(node.input[2], node).astype(np.float64) * a.get("beta", 1.0)
-                 if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0]))
-            layers.append(Layer(w, np.broadcast_to(b, (w.shape[0],)).copy(), "mac", False,
-                                name=f"layer{len(layers)}"))
+                 if len(node.input) > 2 and node.input[2] else 0.0)
+            add_layer(w, b, "mac")
         elif op == "MatMul":
             finish_pending()
             w = g.const(node.input[1], node).astype(np.float64)
@@ -137,10 +139,7 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
                 raise ModelFormatError(f"{path}: {g.where(node)}: weight must be 2-D, not {w.shape}")
             pending = {"w": w.T}
         elif op == "Add" and pending is not None:
-            b = g.const(other, node).astype(np.float64).reshape(-1)
-            w = pending["w"]
-            layers.append(Layer(w, np.broadcast_to(b, (w.shape[0],)).copy(), "mac", False,
-                                name=f"layer{len(layers)}"))
+            add_layer(pending["w"], g.const(other, node), "mac")
             pending = None
         elif op == "Unsqueeze" and _starts_mam(g, node):
             finish_pending()
@@ -150,10 +149,7 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
             cur = _mam_reduce(g, mul, path)
             continue
         elif op == "Add" and mam_parts is not None:
-            b = g.const(other, node).astype(np.float64).reshape(-1)
-            w = mam_parts["w"]
-            layers.append(Layer(w, np.broadcast_to(b, (w.shape[0],)).copy(), "mam", False,
-                                name=f"layer{len(layers)}"))
+            add_layer(mam_parts["w"], g.const(other, node), "mam")
             mam_parts = None
         elif op == "Relu":
             finish_pending()
