@@ -1,7 +1,9 @@
 """The prunability claims of the MAM method on digits, as regression tests.
 
-The fast test uses a narrower network so the default suite stays quick; the
-`slow` one checks the README's figures on the default 64-1024-1024-10 network.
+The fast test uses a narrower network so the default suite stays quick, with the
+default seed: at 256 wide the one-shot result depends on the seed (seed 1 loses 5
+points), which the 1024-wide network of the README does not (seeds 0-3: <= 0.2
+points). The `slow` test checks the README's figures on that network.
 """
 
 import copy
