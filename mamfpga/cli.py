@@ -499,6 +499,49 @@ def _sim_report(program, res) -> dict:
     }
 
 
+def cmd_report(args) -> int:
+    import json
+
+    build = args.build
+    manifest_path = build / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"{build}: not a build folder (no manifest.json); run mamfpga compile first")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        report = json.loads((build / "report.json").read_text()) if (build / "report.json").is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{build}: damaged manifest or report ({exc})") from None
+    if args.json:
+        print(json.dumps({"manifest": manifest, "report": report}))
+        return 0
+    c = manifest["config"]
+    print(f"{build}: P={c['pes']} L={c['lanes']}, {c['acc_bits']}-bit accumulators, {c['delta_bits']}-bit "
+          f"column deltas" + (f", board {manifest['board']}" if manifest.get("board") else ""))
+    measured = {k: l.get("cycles") for k, l in enumerate(report.get("layers", []))}
+    print(f"{'layer':<6}{'mode':<5}{'kind':<14}{'rows':>6}{'cols':>6}{'nnz':>7}{'cycles':>8}{'model':>7}{'bound':>7}")
+    for k, l in enumerate(manifest["layers"]):
+        cyc = measured.get(k)
+        print(f"{k:<6}{l['mode']:<5}{l['kind']:<14}{l['rows']:>6}{l['cols']:>6}{l['nnz']:>7}"
+              f"{(str(cyc) if cyc is not None else '-'):>8}{l['cycle_model']:>7}{l['cycle_bound']:>7}")
+    sim = report.get("sim")
+    measured_total = report.get("cycles_per_inference")
+    print(f"cycles per inference: {measured_total if measured_total is not None else '-'} simulated, "
+          f"{manifest['cycles_per_inference']} model, {manifest['cycle_bound']} bound")
+    mem = manifest.get("memory", {})
+    if mem.get("weight_bits_per_nnz") is not None:
+        print(f"weight memory {mem['weight_bits_per_nnz']:.1f} bits per nonzero; PE balance max/mean nnz "
+              f"{manifest['balance']['nnz']:.3f}" + (f"; {mem['bram']} block RAMs" if mem.get("bram") else ""))
+    if sim:
+        print(f"co-simulation: {sim['simulator']}, {sim['samples']} samples, {sim['mismatches']} mismatching")
+    else:
+        print("co-simulation: not run (mamfpga sim BUILD --inputs X.npy --outputs Y.npy)")
+    res = report.get("resources")
+    if res:
+        print(f"resources: {res['lut']}/{res['lut_avail']} LUT, {res['ff']}/{res['ff_avail']} FF, "
+              f"{res['bram']}/{res['bram_avail']} BRAM, {res['dsp']}/{res['dsp_avail']} DSP")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -618,6 +661,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--waves", action="store_true", help="write waves (VCD on Verilator, FST on Icarus)")
     d.add_argument("--force", action="store_true", help="overwrite --outputs")
     d.set_defaults(func=cmd_sim)
+
+    d = sub.add_parser("report", help="what a build folder holds: layers, cycles, memory, co-simulation")
+    d.add_argument("build", type=Path)
+    d.add_argument("--json", action="store_true", help="the manifest and report as one JSON object")
+    d.set_defaults(func=cmd_report)
     return p
 
 

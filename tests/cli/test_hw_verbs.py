@@ -85,3 +85,17 @@ def test_compile_capacity_refusal(net_npz, tmp_path, capsys):
     assert cli.main(["compile", str(net_npz), "--pes", "16", "--lanes", "4", "--board", "icebreaker",
                      "-o", str(tmp_path / "b")]) == 2
     assert "iCE40UP5K on icebreaker has 30" in capsys.readouterr().err
+
+
+def test_report_before_and_after_nothing_simulated(net_npz, tmp_path, capsys):
+    build = tmp_path / "b"
+    assert cli.main(["compile", str(net_npz), "--pes", "2", "--lanes", "1", "-o", str(build)]) == 0
+    capsys.readouterr()
+    assert cli.main(["report", str(build)]) == 0
+    out = capsys.readouterr().out
+    assert "co-simulation: not run" in out and "cycles per inference: - simulated" in out
+    assert cli.main(["report", str(build), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["manifest"]["config"]["pes"] == 2 and data["report"] == {}
+    assert cli.main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a build folder" in capsys.readouterr().err
