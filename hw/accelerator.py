@@ -22,7 +22,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.hw.pe import PRODUCT_BITS, act_depth_of, pe_from_program
+from mamfpga.hw.pe import PRODUCT_BITS, pe_from_program
 from mamfpga.hw.requant import Requant
 from mamfpga.hw.tree import pipelined_tree, tree_latency
 

@@ -17,7 +17,6 @@ import importlib.metadata
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +221,3 @@ def require(tool: str) -> str:
         hints = {argv[0]: hint for _, argv, _, _, hint in TOOLS}
         raise MissingToolError(tool, hints.get(tool, _SETUP_HINT))
     return exe
-
-
-def python_exe() -> str:
-    return sys.executable

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,10 +215,6 @@ def _maybe_quiet(quiet: bool):
         yield
     finally:
         logger.setLevel(old)
-
-
-def clean(build_dir: Path) -> None:
-    shutil.rmtree(build_dir, ignore_errors=True)
 
 
 def env_config() -> dict:

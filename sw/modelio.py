@@ -21,7 +21,6 @@ from torch.nn.utils import prune as torch_prune
 from mamfpga.outputs import atomic_write_bytes
 from mamfpga.sw.mam import MAMLinear
 from mamfpga.sw.network import InputSelect
-from mamfpga.sw.prune import effective_weight
 
 __all__ = ["FORMAT", "save_model", "load_model", "ModelFileError"]
 
@@ -104,8 +103,3 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Sequential, dict]:
     except (KeyError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: damaged model file ({exc})") from None
     return nn.Sequential(*mods), dict(obj.get("meta", {}))
-
-
-def effective_state(model: nn.Module) -> dict:
-    """name -> effective weight, for comparisons in tests and reports."""
-    return {n: effective_weight(m).detach() for n, m in model.named_modules() if isinstance(m, nn.Linear)}

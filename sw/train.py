@@ -137,12 +137,3 @@ def finetune(model: nn.Module, ds: data_mod.Dataset, *, epochs: int, patience: i
     if best_state is not None:
         model.load_state_dict(best_state)
     return accuracy(model, ds.x_test, ds.y_test)
-
-
-def set_beta(model: nn.Module, beta: float):
-    for _, m in mam_layers(model):
-        m.beta = beta
-
-
-def is_mam(module: nn.Module) -> bool:
-    return isinstance(module, MAMLinear)
