@@ -138,7 +138,9 @@ def cmd_train(args) -> int:
         from mamfpga.sw.experiments import pruning_batches
 
         pset = pruning_batches(ds)
-        prune_fn = lambda m: prune_model(m, args.method, args.sparsity, data=pset, seed=args.seed)  # noqa: E731
+
+        def prune_fn(m):
+            prune_model(m, args.method, args.sparsity, data=pset, seed=args.seed)
     print(f"training a {args.mode.upper()} MLP {ds.features}-{'-'.join(map(str, hidden))}-{ds.classes} on "
           f"{ds.name} ({len(ds.y_train)} train / {len(ds.y_test)} test), {args.epochs} epochs"
           + (f", beta {args.schedule} over {args.vc_epochs} epochs" if args.mode == "mam" else ""))
