@@ -544,6 +544,184 @@ def cmd_report(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- boards
+
+def _build_and_report(build: Path):
+    import json
+
+    from mamfpga.sw.compiler import CompileError, load_build
+
+    if not (build / "manifest.json").is_file():
+        raise UsageError(f"{build}: not a build folder (no manifest.json); run mamfpga compile first")
+    try:
+        program = load_build(build)
+    except (CompileError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    path = build / "report.json"
+    try:
+        report = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: damaged report ({exc})") from None
+    return program, report
+
+
+def print_board_table(r: dict):
+    """The synthesis results of a report (``resources``, ``fmax_mhz``, latency) as a table."""
+    res = r["resources"]
+    print(f"{'resource':<10}{'used':>8}{'available':>11}{'use':>7}")
+    for key, name in (("lut", "LUT"), ("ff", "FF"), ("bram", "BRAM"), ("dsp", "DSP")):
+        used, avail = res[key], res[f"{key}_avail"]
+        print(f"{name:<10}{used:>8}{avail:>11}{used / avail:>7.0%}")
+    clk = r["clock"]["mhz"]
+    verdict = "met" if r["timing_met"] else "NOT met"
+    print(f"Fmax {r['fmax_mhz']:.1f} MHz; clock {clk:g} MHz ({verdict})"
+          + (f", target {r['target_mhz']:g} MHz" if r.get("target_mhz") and r["target_mhz"] != clk else ""))
+    cp = r.get("critical_path")
+    if cp:
+        print(f"critical path {cp['ns']:.1f} ns ({cp['logic_ns']:.1f} logic, {cp['routing_ns']:.1f} routing): "
+              f"{cp['from']} -> {cp['to']}")
+    print(f"latency {r['latency_us']:.1f} us per inference ({r.get('cycles_per_inference_model', '?')} cycles), "
+          f"{r['inferences_per_s']:,.0f} inferences/s")
+
+
+def cmd_synth(args) -> int:
+    from mamfpga.boards.flow import CapacityError, SynthError, synth_board
+    from mamfpga.boards.targets import board
+
+    program, report = _build_and_report(args.build)
+    try:
+        target = board(args.board)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.clock is not None and args.clock <= 0:
+        raise UsageError(f"--clock must be a positive frequency in MHz, not {args.clock}")
+    try:
+        result = synth_board(args.build, target, bitstream=args.bitstream,
+                             clock_hz=args.clock * 1e6 if args.clock else None, baud=args.baud, seed=args.seed)
+    except CapacityError as exc:
+        print(f"mamfpga synth: does not fit: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:          # a baud rate the clock cannot make, a PLL out of range
+        raise UsageError(str(exc)) from None
+    except SynthError as exc:
+        print(f"mamfpga synth: error: {exc}", file=sys.stderr)
+        return 1
+    report.update(result)
+    report["cycles_per_inference_model"] = program.cycles_per_inference
+    atomic_write_json(args.build / "report.json", report)
+    if "export_only" in result:
+        return 0
+    print(f"{target.name} ({result['device']}): clock {result['clock']['mhz']:g} MHz from a "
+          f"{result['clock']['oscillator_mhz']:g} MHz oscillator, host link {args.baud} baud, "
+          f"build {result['host_link']['build_id']}")
+    print_board_table(report)
+    if result.get("bitstream"):
+        print(f"bitstream: {result['bitstream']}  (load it with: {target.programmer.replace('BUILD', str(args.build))})")
+    print(f"wrote {args.build / 'report.json'}")
+    if not result["timing_met"]:
+        print(f"mamfpga synth: timing not met (Fmax {result['fmax_mhz']:.1f} MHz below the "
+              f"{result['clock']['mhz']:g} MHz clock); no bitstream. Try --clock {int(result['fmax_mhz'])}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_run(args) -> int:
+    import time
+
+    import numpy as np
+
+    from mamfpga.boards.flow import DEFAULT_BAUD
+    from mamfpga.boards.hostlink import HostLink, HostLinkError, build_id, open_serial
+    from mamfpga.sw import golden
+    from mamfpga.sw.qnet import QNetError
+
+    program, report = _build_and_report(args.build)
+    labels = None
+    if str(args.inputs) == "digits":
+        from mamfpga.sw import data
+
+        ds = data.load()
+        x, labels = ds.x_test, ds.y_test
+    else:
+        x = _load_npy(args.inputs, "inputs")
+    if args.labels is not None:
+        labels = _load_npy(args.labels, "labels")
+    try:
+        xq = golden.prepare_inputs(program.source, x)
+    except QNetError as exc:
+        raise UsageError(str(exc)) from None
+    if labels is not None and len(labels) != len(xq):
+        raise UsageError(f"{len(labels)} labels for {len(xq)} input rows")
+    if args.limit:
+        xq = xq[:args.limit]
+        labels = labels[:args.limit] if labels is not None else None
+    out_file = _check_output_file(args.outputs, args.force) if args.outputs else None
+    expected = golden.run(program.source, xq)
+    baud = args.baud or report.get("host_link", {}).get("baud", DEFAULT_BAUD)
+    n_out = program.net.output_size
+    port = None
+    try:
+        port = open_serial(args.port, baud, timeout=args.timeout)
+        link = HostLink(port)
+        link.sync()
+        info = link.info()
+        want = (program.net.input_size, n_out, program.config.pes, program.config.lanes, build_id(args.build))
+        got = (info.n_in, info.n_out, info.pes, info.lanes, info.build_id)
+        if got != want:
+            raise HostLinkError(
+                f"the board carries another build: {info.n_in} inputs, {info.n_out} outputs, P={info.pes} "
+                f"L={info.lanes}, build {info.build_id:08x}; {args.build} has {want[0]}, {want[1]}, P={want[2]} "
+                f"L={want[3]}, build {want[4]:08x}. Load {args.build}'s bitstream (mamfpga synth --bitstream)")
+        print(f"board on {args.port} at {baud} baud carries build {info.build_id:08x}; sending {len(xq)} inputs")
+        outputs = np.zeros((len(xq), n_out), dtype=np.int8)
+        cycles = []
+        t0 = time.monotonic()
+        for i in range(len(xq)):
+            outputs[i], c = link.infer(np.ascontiguousarray(xq[i, program.columns]), n_out)
+            cycles.append(c)
+        wall = time.monotonic() - t0
+    except HostLinkError as exc:
+        print(f"mamfpga run: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if port is not None:
+            port.close()
+    bad = np.flatnonzero((outputs != expected).any(axis=1))
+    run = {"port": args.port, "baud": baud, "samples": int(len(xq)), "mismatches": int(len(bad)),
+           "cycles": sorted(set(cycles)), "cycle_model": program.cycles_per_inference,
+           "seconds": round(wall, 3)}
+    if labels is not None:
+        run["accuracy"] = float((golden.classify(outputs) == labels).mean())
+        run["golden_accuracy"] = float((golden.classify(expected) == labels).mean())
+    report["board_run"] = run
+    atomic_write_json(args.build / "report.json", report)
+    if out_file is not None:
+        import io
+
+        from mamfpga.outputs import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.save(buf, outputs)
+        atomic_write_bytes(out_file, buf.getvalue())
+    print(f"{len(xq)} inferences in {wall:.2f} s ({len(xq) / wall:.0f}/s over the link); "
+          f"{len(bad)} differ from the golden model")
+    print(f"cycles per inference on the board: {'/'.join(map(str, run['cycles']))} "
+          f"(model {program.cycles_per_inference})")
+    if labels is not None:
+        print(f"accuracy: board {run['accuracy']:.4f}, golden model {run['golden_accuracy']:.4f}")
+    if len(bad):
+        s, j = int(bad[0]), int(np.flatnonzero(outputs[bad[0]] != expected[bad[0]])[0])
+        print(f"MISMATCH: first at sample {s}, output {j}: board {outputs[s, j]}, golden {expected[s, j]}",
+              file=sys.stderr)
+        return 1
+    if run["cycles"] != [program.cycles_per_inference]:
+        print(f"CYCLES: the board counted {run['cycles']}, the model says {program.cycles_per_inference}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -663,6 +841,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--waves", action="store_true", help="write waves (VCD on Verilator, FST on Icarus)")
     d.add_argument("--force", action="store_true", help="overwrite --outputs")
     d.set_defaults(func=cmd_sim)
+
+    d = sub.add_parser("synth", help="board top with UART host link -> yosys -> nextpnr -> bitstream")
+    d.add_argument("build", type=Path)
+    d.add_argument("--board", required=True, help="one of: " + ", ".join(BOARDS))
+    d.add_argument("--bitstream", action="store_true", help="keep the bitstream (only when timing is met)")
+    d.add_argument("--clock", type=float, help="sync clock in MHz (default: the board's target, lowered to "
+                                               "what place and route reaches)")
+    d.add_argument("--baud", type=int, default=115200, help="host link baud rate (default 115200)")
+    d.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    d.set_defaults(func=cmd_synth)
+
+    d = sub.add_parser("run", help="run inputs on the board over its serial port, check against the golden model")
+    d.add_argument("build", type=Path)
+    d.add_argument("--port", required=True, help="serial device (/dev/ttyUSB1) or a pyserial URL")
+    d.add_argument("--inputs", type=Path, required=True,
+                   help="X.npy (int8, or float through input_scale), or 'digits' for the built-in test set")
+    d.add_argument("--labels", type=Path, help="Y.npy class labels, for accuracy")
+    d.add_argument("--outputs", type=Path, help="write the board's outputs (.npy)")
+    d.add_argument("--baud", type=int, help="default: the one the build was synthesized for")
+    d.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for an answer")
+    d.add_argument("--limit", type=int, help="only the first N inputs")
+    d.add_argument("--force", action="store_true", help="overwrite --outputs")
+    d.set_defaults(func=cmd_run)
 
     d = sub.add_parser("report", help="what a build folder holds: layers, cycles, memory, co-simulation")
     d.add_argument("build", type=Path)

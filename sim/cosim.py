@@ -18,7 +18,7 @@ import numpy as np
 
 from mamfpga.sim.runner import SimResult, run_cocotb
 
-__all__ = ["CosimResult", "cosimulate"]
+__all__ = ["CosimResult", "cosimulate", "HostLinkResult", "cosimulate_hostlink"]
 
 
 @dataclass
@@ -88,3 +88,52 @@ def _first_program_layer(program, xq) -> int | None:
 
     want = golden.run(program.source, xq)
     return None if np.array_equal(got, want) else len(program.layers) - 1
+
+
+@dataclass
+class HostLinkResult:
+    info: bytes                    # the board's answer to '?'
+    outputs: np.ndarray            # int8 [B, M], as received over the UART
+    expected: np.ndarray           # the golden model's
+    cycles: list[int]              # as the board counted them
+    stray_answer: bytes            # what stray bytes while idle got back (nothing, if right)
+    cut_answer: bytes              # what a frame cut short got back (nothing, if right)
+    leds: int
+    sim: SimResult
+
+    @property
+    def mismatches(self) -> int:
+        return int((self.outputs != self.expected).any(axis=1).sum())
+
+
+def cosimulate_hostlink(program, x_net: np.ndarray, work: Path, *, divisor: int = 8, ident: int = 0x5EED,
+                        frame_timeout: int = 2000, simulator: str = "verilator") -> HostLinkResult:
+    """The whole board top but the PLL (UART, command FSM, buffers, cycle counter, accelerator)
+    under cocotb, driven bit by bit by a UART model speaking the host protocol."""
+    from mamfpga.boards.top import BOARD_TOP_NAME, HostLinkTop
+    from mamfpga.hw.verilog import write_verilog
+    from mamfpga.sw import golden
+
+    work = Path(work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    xq = golden.prepare_inputs(program.source, x_net)
+    expected = golden.run(program.source, xq)
+    top = HostLinkTop(program, divisor=divisor, ident=ident, frame_timeout=frame_timeout, stretch=64,
+                      heartbeat_bit=6)
+    verilog = write_verilog(top, BOARD_TOP_NAME, work / f"{BOARD_TOP_NAME}.v")
+    inputs = work / "inputs.npy"
+    np.save(inputs, np.ascontiguousarray(xq[:, program.columns]))
+    results = work / "results.json"
+    if results.exists():
+        results.unlink()
+    res = run_cocotb(verilog_sources=[verilog], toplevel=BOARD_TOP_NAME, test_module="mamfpga.sim.tb_hostlink",
+                     build_dir=work / f"sim_{simulator}", simulator=simulator,
+                     config={"inputs": str(inputs), "results": str(results), "n_out": program.net.output_size,
+                             "divisor": divisor, "frame_timeout": top.frame_timeout})
+    if not res.ok or not results.exists():
+        raise RuntimeError(f"host link co-simulation failed: {'; '.join(res.failures) or 'no results'}")
+    data = json.loads(results.read_text())
+    outputs = np.array(data["outputs"], dtype=np.int8).reshape(len(xq), program.net.output_size)
+    return HostLinkResult(bytes.fromhex(data["info"]), outputs, expected, data["cycles"],
+                          bytes.fromhex(data["stray_answer"]), bytes.fromhex(data["cut_answer"]),
+                          data["leds"], res)

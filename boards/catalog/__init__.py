@@ -1,0 +1,1 @@
+"""One file per board (or board family): each calls ``targets.register(Board(...))``."""

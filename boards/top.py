@@ -1,0 +1,202 @@
+"""The board top: the accelerator behind the UART host link (protocol in :mod:`.hostlink`).
+
+:class:`HostLinkTop` is the whole design but the clocking, with plain ports
+(``rx``, ``tx``, ``leds``), so that it can be simulated and co-simulated as is:
+
+    rx -> UARTRx -> command FSM -> input FIFO (a whole vector) -> accelerator.i
+    accelerator.o -> output FIFO (full rate) -> 'O' y.. cycles -> UARTTx -> tx
+
+The cycle counter runs from the first input beat to the last output beat (both
+included). LEDs: 0 heartbeat (the clock runs), 1 activity (an inference or a
+request, stretched to be visible), 2 a UART framing error was seen, 3 a frame
+timed out; any further LEDs show the low bits of the inference count.
+
+:class:`BoardTop` adds the board: its clock through a PLL, the power-on reset,
+the UART pins and the LEDs of an amaranth-boards platform.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, ClockDomain, Const, Elaboratable, Module, Signal, signed
+from amaranth.build import ResourceError
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from mamfpga.boards import hostlink
+from mamfpga.boards.clocking import ClockReset
+from mamfpga.boards.uart import UARTRx, UARTTx, baud_divisor
+from mamfpga.hw.accelerator import Accelerator
+
+__all__ = ["HostLinkTop", "BoardTop", "BOARD_TOP_NAME"]
+
+BOARD_TOP_NAME = "mamfpga_board"
+
+
+class HostLinkTop(wiring.Component):
+    def __init__(self, program, *, divisor: int, ident: int, frame_timeout: int, n_leds: int = 4,
+                 stretch: int = 1 << 20, heartbeat_bit: int = 23):
+        self.program = program
+        self.divisor = divisor
+        self.ident = ident & 0xFFFFFFFF
+        self.frame_timeout = max(int(frame_timeout), 16 * divisor)
+        self.n_leds = n_leds
+        self.stretch = stretch
+        self.heartbeat_bit = heartbeat_bit
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(n_leds)})
+
+    def elaborate(self, platform):
+        m = Module()
+        prog = self.program
+        n_in, n_out = prog.net.input_size, prog.net.output_size
+        m.submodules.urx = urx = UARTRx(self.divisor)
+        m.submodules.utx = utx = UARTTx(self.divisor)
+        m.submodules.accel = acc = Accelerator(prog)
+        m.submodules.ififo = ififo = SyncFIFOBuffered(width=8, depth=n_in)
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8, depth=n_out)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+
+        info = hostlink.info_bytes(n_in, n_out, prog.config.pes, prog.config.lanes, self.ident)
+        info_rom = Array(Const(b, 8) for b in reversed(info))     # indexed by bytes left
+        left = Signal(range(max(n_in, n_out, len(info), 4)))
+        last = Signal()
+        timer = Signal(signed((self.frame_timeout + 1).bit_length() + 1))
+        cycles, run_cycles = Signal(32), Signal(32)
+        running = Signal()
+        outs = Signal(range(n_out + 1))
+        framing_seen, timeout_seen = Signal(), Signal()
+        inferences = Signal(16)
+        cycle_bytes = Array(run_cycles.word_select(3 - k, 8) for k in range(4))
+
+        # accelerator streams: input from the input FIFO, outputs into the output FIFO. The
+        # output beat is registered (off the accelerator's critical path): the FIFO holds a
+        # whole output vector and is emptied before the next request, so it is never full.
+        feed = Signal()
+        m.d.comb += [acc.i.valid.eq(feed & ififo.r_rdy), acc.i.payload.eq(ififo.r_data),
+                     ififo.r_en.eq(feed & acc.i.ready), acc.o.ready.eq(1)]
+        in_beat, out_beat, out_data = Signal(), Signal(), Signal(8)
+        m.d.sync += [in_beat.eq(acc.i.valid & acc.i.ready), out_beat.eq(acc.o.valid),
+                     out_data.eq(acc.o.payload)]
+        m.d.comb += [ofifo.w_data.eq(out_data), ofifo.w_en.eq(out_beat)]
+        # both beats are seen one cycle late: the count is (last beat) - (first beat) + 1
+        last_out = Signal()
+        m.d.comb += last_out.eq(out_beat & (outs == n_out - 1))
+        with m.If(running):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.If(in_beat & ~running):
+            m.d.sync += [running.eq(1), cycles.eq(2)]
+        with m.If(out_beat):
+            m.d.sync += outs.eq(outs + 1)
+        with m.If(last_out):
+            m.d.sync += [running.eq(0), run_cycles.eq(cycles), outs.eq(0), inferences.eq(inferences + 1)]
+
+        m.d.comb += ififo.w_data.eq(urx.o.payload)
+        with m.If(urx.errors != 0):
+            m.d.sync += framing_seen.eq(1)
+
+        # Byte counting for the FSM: ``left`` bytes follow the current one and ``last`` (a
+        # register, so no comparator sits in front of the state register) says left == 0.
+        def load(n):
+            return [left.eq(n - 1), last.eq(n == 1)]
+
+        def step():
+            return [left.eq(left - 1), last.eq(left == 1)]
+
+        expired = timer[-1]                              # the timer went below zero
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(urx.o.valid & (urx.o.payload == hostlink.CMD_INFO)):
+                    m.d.sync += load(len(info))
+                    m.next = "INFO"
+                with m.Elif(urx.o.valid & (urx.o.payload == hostlink.CMD_INFER)):
+                    m.d.sync += load(n_in) + [timer.eq(self.frame_timeout)]
+                    m.next = "RECV"
+            with m.State("INFO"):
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(info_rom[left])]
+                with m.If(utx.i.ready):
+                    m.d.sync += step()
+                    with m.If(last):
+                        m.next = "IDLE"
+            with m.State("RECV"):
+                m.d.comb += ififo.w_en.eq(urx.o.valid)
+                with m.If(urx.o.valid):
+                    m.d.sync += step() + [timer.eq(self.frame_timeout)]
+                    with m.If(last):
+                        m.next = "RUN"
+                with m.Elif(expired):
+                    m.d.sync += timeout_seen.eq(1)
+                    m.next = "DROP"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("DROP"):                      # empty the partial input vector
+                m.d.comb += ififo.r_en.eq(1)
+                with m.If(~ififo.r_rdy):
+                    m.next = "IDLE"
+            with m.State("RUN"):
+                m.d.comb += feed.eq(1)
+                with m.If(last_out):
+                    m.next = "HEAD"
+            with m.State("HEAD"):
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(hostlink.REPLY_OUT)]
+                with m.If(utx.i.ready):
+                    m.d.sync += load(n_out)
+                    m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += [utx.i.valid.eq(ofifo.r_rdy), utx.i.payload.eq(ofifo.r_data),
+                             ofifo.r_en.eq(utx.i.ready)]
+                with m.If(utx.i.ready & ofifo.r_rdy):
+                    m.d.sync += step()
+                    with m.If(last):
+                        m.d.sync += load(4)
+                        m.next = "CYCLES"
+            with m.State("CYCLES"):                    # little-endian: byte 3 - left
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(cycle_bytes[left[:2]])]
+                with m.If(utx.i.ready):
+                    m.d.sync += step()
+                    with m.If(last):
+                        m.next = "IDLE"
+
+        # LEDs
+        beat = Signal(self.heartbeat_bit + 1)
+        m.d.sync += beat.eq(beat + 1)
+        active = Signal(range(self.stretch + 1))
+        with m.If(acc.busy | urx.o.valid):
+            m.d.sync += active.eq(self.stretch)
+        with m.Elif(active != 0):
+            m.d.sync += active.eq(active - 1)
+        status = Cat(beat[-1], active != 0, framing_seen, timeout_seen, inferences)
+        m.d.comb += self.leds.eq(status[:self.n_leds])
+        return m
+
+
+class BoardTop(Elaboratable):
+    """:class:`HostLinkTop` on a board: PLL clock (``pll`` a :class:`~.clocking.PLLPlan`, or
+    None for the board's oscillator), UART pins, as many LEDs as the board has (up to 8)."""
+
+    def __init__(self, program, *, f_clk: float, baud: int, ident: int, pll=None):
+        self.program = program
+        self.f_clk = f_clk
+        self.baud = baud
+        self.divisor = baud_divisor(f_clk, baud)
+        self.ident = ident
+        self.pll = pll
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+        m.submodules.clocking = ClockReset(self.pll)
+        leds = []
+        for i in range(8):
+            try:
+                leds.append(platform.request("led", i))
+            except ResourceError:       # the board has fewer LEDs
+                break
+        core = HostLinkTop(self.program, divisor=self.divisor, ident=self.ident,
+                           frame_timeout=int(hostlink.FRAME_TIMEOUT_S * self.f_clk), n_leds=max(1, len(leds)),
+                           stretch=int(0.05 * self.f_clk), heartbeat_bit=max(1, int(self.f_clk).bit_length() - 1))
+        m.submodules.core = core
+        uart = platform.request("uart", 0)
+        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        for i, led in enumerate(leds):
+            m.d.comb += led.o.eq(core.leds[i])
+        return m

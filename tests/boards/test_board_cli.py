@@ -1,0 +1,150 @@
+"""``mamfpga synth`` and ``mamfpga run``: a small network to a placed, routed iCE40 bitstream with
+utilisation and Fmax; the capacity check; export for a board with no open flow; and ``run`` over a
+pseudo-terminal against a board emulated from the golden model (the RTL side of the protocol is
+co-simulated in test_hostlink_cosim.py)."""
+
+import json
+import os
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from mamfpga import cli
+from mamfpga.boards import hostlink
+from mamfpga.hw.arch import ArchConfig
+from mamfpga.sw import compiler, golden
+from tests.sim.test_accelerator_cosim import random_network
+
+
+def _build(tmp_path, shapes=(16, 12, 4), density=0.3, P=2, L=1, seed=3, board=None):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, list(shapes), density, ["mam", "mac"])
+    program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L), board=board)
+    build = compiler.write_build(program, tmp_path / "build", board=board)
+    return program, build
+
+
+@pytest.mark.synth
+def test_synth_icebreaker_bitstream(tmp_path, capsys):
+    program, build = _build(tmp_path, board="icebreaker")
+    rc = cli.main(["synth", str(build), "--board", "icebreaker", "--bitstream", "--clock", "24"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    report = json.loads((build / "report.json").read_text())
+    res = report["resources"]
+    assert 100 < res["lut"] <= res["lut_avail"] == 5280
+    assert res["ff"] > 50 and 0 < res["bram"] <= 30 and res["dsp"] <= 8
+    assert report["fmax_mhz"] >= 24 and report["timing_met"]
+    assert report["clock"]["mhz"] == 24 and report["clock"]["pll"]["DIVF"] >= 0
+    assert report["latency_us"] == pytest.approx(program.cycles_per_inference / 24)
+    bitstream = build / "board-icebreaker" / "mamfpga_board.bin"
+    assert report["bitstream"] == str(bitstream) and bitstream.stat().st_size > 100_000
+    assert "Fmax" in out and "LUT" in out and "bitstream:" in out
+
+
+@pytest.mark.synth
+def test_synth_names_what_does_not_fit(tmp_path, capsys):
+    # a dense 64 -> 512 -> 10 MAC network: its weights need far more block RAM than the UP5K has
+    program, build = _build(tmp_path, shapes=(64, 512, 10), density=1.0, P=2, L=1)
+    rc = cli.main(["synth", str(build), "--board", "icebreaker"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "block RAMs" in err and "iCE40UP5K" in err and "has 30" in err
+    assert not (build / "board-icebreaker").exists()
+
+
+def test_synth_exports_for_a_board_without_open_flow(tmp_path):
+    _, build = _build(tmp_path)
+    assert cli.main(["synth", str(build), "--board", "arty-a7-35"]) == 0
+    out = build / "board-arty-a7-35"
+    assert (out / "mamfpga_board.v").is_file() and (out / "mamfpga_board.xdc").is_file()
+    assert json.loads((build / "report.json").read_text())["export_only"] == str(out)
+
+
+def test_synth_refuses_bad_input(tmp_path, capsys):
+    _, build = _build(tmp_path)
+    assert cli.main(["synth", str(build), "--board", "de10"]) == 2
+    assert "unknown board 'de10'" in capsys.readouterr().err
+    assert cli.main(["synth", str(tmp_path), "--board", "icebreaker"]) == 2
+    assert "not a build folder" in capsys.readouterr().err
+    # 10 Mbaud from a 24 MHz clock: fewer than 4 cycles per bit
+    assert cli.main(["synth", str(build), "--board", "icebreaker", "--clock", "24", "--baud", "10000000"]) == 2
+    assert "10000000 baud needs at least 4 clock cycles per bit" in capsys.readouterr().err
+
+
+class FakeBoard(threading.Thread):
+    """A board emulated on a pseudo-terminal from the golden model, speaking the host protocol."""
+
+    def __init__(self, program, ident, corrupt_sample=None):
+        super().__init__(daemon=True)
+        self.program, self.build_ident, self.corrupt = program, ident, corrupt_sample
+        self.master, slave = os.openpty()
+        self.path = os.ttyname(slave)
+        self.slave = slave
+        self.served = 0
+
+    def _read(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = os.read(self.master, n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def run(self):
+        p = self.program
+        n_in, n_out = p.net.input_size, p.net.output_size
+        try:
+            while True:
+                cmd = self._read(1)[0]
+                if cmd == hostlink.CMD_INFO:
+                    os.write(self.master, hostlink.info_bytes(n_in, n_out, p.config.pes, p.config.lanes, self.build_ident))
+                elif cmd == hostlink.CMD_INFER:
+                    x_cols = np.frombuffer(self._read(n_in), dtype=np.int8)
+                    x = np.zeros((1, p.source.input_size), dtype=np.int8)
+                    x[0, p.columns] = x_cols          # unread (eliminated) inputs stay 0
+                    y = golden.run(p.source, x)[0].astype(np.int8)
+                    if self.served == self.corrupt:
+                        y[0] ^= 1
+                    self.served += 1
+                    os.write(self.master, bytes([hostlink.REPLY_OUT]) + y.tobytes()
+                             + struct.pack("<I", p.cycles_per_inference))
+        except (EOFError, OSError):
+            return
+
+
+@pytest.mark.parametrize("corrupt", [None, 2])
+def test_run_checks_every_answer(tmp_path, capsys, corrupt):
+    program, build = _build(tmp_path)
+    board = FakeBoard(program, hostlink.build_id(build), corrupt_sample=corrupt)
+    board.start()
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, size=(6, program.source.input_size)).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    labels = golden.classify(golden.run(program.source, x))
+    np.save(tmp_path / "y.npy", labels)
+    rc = cli.main(["run", str(build), "--port", board.path, "--inputs", str(tmp_path / "x.npy"),
+                   "--labels", str(tmp_path / "y.npy"), "--outputs", str(tmp_path / "out.npy"), "--timeout", "5"])
+    cap = capsys.readouterr()
+    run = json.loads((build / "report.json").read_text())["board_run"]
+    assert run["samples"] == 6 and run["cycles"] == [program.cycles_per_inference]
+    if corrupt is None:
+        assert rc == 0, cap.err
+        assert run["mismatches"] == 0 and run["accuracy"] == 1.0
+        assert (np.load(tmp_path / "out.npy") == golden.run(program.source, x)).all()
+    else:
+        assert rc == 1 and run["mismatches"] == 1
+        assert "first at sample 2, output 0" in cap.err
+
+
+def test_run_refuses_a_board_with_another_build(tmp_path, capsys):
+    program, build = _build(tmp_path)
+    board = FakeBoard(program, hostlink.build_id(build) ^ 1)
+    board.start()
+    np.save(tmp_path / "x.npy", np.zeros((2, program.source.input_size), np.int8))
+    rc = cli.main(["run", str(build), "--port", board.path, "--inputs", str(tmp_path / "x.npy")])
+    assert rc == 1
+    assert "carries another build" in capsys.readouterr().err
