@@ -49,11 +49,15 @@ __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
-#: besides the tree levels: weight read, decode + activation read, multiply,
-#: accumulate, bias (mamfpga.hw.pe).
-PE_LATENCY = 5
-#: Requantizer stages: multiply, round and shift, clamp (mamfpga.hw.requant).
-REQUANT_LATENCY = 3
+#: besides the tree levels: weight read, weight register, decode, activation read,
+#: read register, byte select, multiply, tree output register, accumulate, bias read
+#: register, zero candidate, bias (mamfpga.hw.pe). Every block RAM output is registered before
+#: logic uses it.
+PE_LATENCY = 12
+#: Requantizer stages: operands, partial products, product, coarse shift, fine shift,
+#: saturation flags, clamp (mamfpga.hw.requant): one step per stage, for the clock. Pipeline stages cost
+#: one cycle per layer each, a fraction of a per cent of an inference.
+REQUANT_LATENCY = 7
 #: Per layer, besides the pipeline: the sequencer's start cycle and the result FIFO.
 LAYER_HANDOFF = 2
 #: Cycles per output value on the output stream.

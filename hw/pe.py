@@ -5,7 +5,7 @@ layer index) it reads its ``words`` weight words from ``w_base`` on, one per
 cycle, and emits one result per row:
 
     fetch -> word: decode L entries, columns = prefix sum of deltas
-          -> activation read (each lane its own copy of the buffer)
+          -> register -> activation read -> register -> byte select (each lane its own copy of the buffer)
           -> multiply -> adder tree (MAC) or comparator tree (MAM)
           -> running sum / max-min per row -> at the end of the row: + bias
 
@@ -133,9 +133,10 @@ class PE(wiring.Component):
             m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
 
         # ---------------------------------------------------------------- S1: decode
-        v1 = Signal()
-        m.d.sync += v1.eq(fetching & ~self.start)
-        word = w_rd.data
+        # the weight word is registered as it leaves the block RAM (its clock-to-out is long)
+        v1a, v1 = Signal(), Signal()
+        word = Signal.like(w_rd.data)
+        m.d.sync += [v1a.eq(fetching & ~self.start), v1.eq(v1a), word.eq(w_rd.data)]
         deltas = [word[k * eb: k * eb + cfg.delta_bits] for k in range(L)]
         wts = [word[k * eb + cfg.delta_bits: (k + 1) * eb].as_signed() for k in range(L)]
         eor = word[L * eb]
@@ -153,25 +154,49 @@ class PE(wiring.Component):
         with m.If(self.start):
             m.d.sync += row_start.eq(1)
 
+        # ---------------------------------------------------------------- S1b: register the decode
+        # (the column adders and the activation memories' address setup in separate cycles)
+        v1b, eor1b = Signal(), Signal()
+        w1b = [Signal(signed(8), name=f"w1b_{k}") for k in range(L)]
+        cols_b = [Signal.like(origin, name=f"col_b{k}") for k in range(L)]
+        m.d.sync += [v1b.eq(v1), eor1b.eq(eor)]
+        for k in range(L):
+            m.d.sync += [w1b[k].eq(wts[k]), cols_b[k].eq(cols[k])]
+
         # ---------------------------------------------------------------- S2: activation read
         v2, eor2 = Signal(), Signal()
         w2 = [Signal(signed(8), name=f"w2_{k}") for k in range(L)]
         sel2 = [Signal(max(1, log2p), name=f"sel2_{k}") for k in range(L)]
-        m.d.sync += [v2.eq(v1), eor2.eq(eor)]
+        m.d.sync += [v2.eq(v1b), eor2.eq(eor1b)]
         for k in range(L):
-            m.d.sync += [w2[k].eq(wts[k]), sel2[k].eq(cols[k][:log2p] if log2p else 0)]
+            m.d.sync += [w2[k].eq(w1b[k]), sel2[k].eq(cols_b[k][:log2p] if log2p else 0)]
             m.d.comb += act_rd[k].addr.eq(
-                (side.as_unsigned() << (self.act_addr_bits - 1)) | (cols[k] >> log2p))
+                (side.as_unsigned() << (self.act_addr_bits - 1)) | (cols_b[k] >> log2p))
         # the side is the top address bit (act_depth is a power of two)
 
-        # ---------------------------------------------------------------- S2 -> S3: multiply
+        # ---------------------------------------------------------------- S2b, S2c: the read word
+        # registered as it leaves the block RAM, then the lane's byte selected and registered, so
+        # that neither the RAM's clock-to-out nor the byte select shares a cycle with the multiply
+        v2b, eor2b, v2c, eor2c = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [v2b.eq(v2), eor2b.eq(eor2), v2c.eq(v2b), eor2c.eq(eor2b)]
+        w2c = []
+        x2c = []
+        for k in range(L):
+            data = Signal(8 * P, name=f"a2b_{k}")
+            w2b, sel2b = Signal(signed(8), name=f"w2b_{k}"), Signal.like(sel2[k], name=f"sel2b_{k}")
+            x, w = Signal(signed(8), name=f"x2c_{k}"), Signal(signed(8), name=f"w2c_{k}")
+            m.d.sync += [data.eq(act_rd[k].data), w2b.eq(w2[k]), sel2b.eq(sel2[k]),
+                         x.eq(data.word_select(sel2b, 8) if P > 1 else data), w.eq(w2b)]
+            x2c.append(x)
+            w2c.append(w)
+
+        # ---------------------------------------------------------------- S3: multiply
         prods = [Signal(signed(PRODUCT_BITS), name=f"p3_{k}") for k in range(L)]
         nz4 = [Signal(name=f"nz3_{k}") for k in range(L)]
         v4, eor4 = Signal(), Signal()
-        m.d.sync += [v4.eq(v2), eor4.eq(eor2)]
+        m.d.sync += [v4.eq(v2c), eor4.eq(eor2c)]
         for k in range(L):
-            x = act_rd[k].data.word_select(sel2[k], 8).as_signed() if P > 1 else act_rd[k].data.as_signed()
-            m.d.sync += [prods[k].eq(w2[k] * x), nz4[k].eq(w2[k] != 0)]
+            m.d.sync += [prods[k].eq(w2c[k] * x2c[k]), nz4[k].eq(w2c[k] != 0)]
 
         # ---------------------------------------------------------------- S3: trees
         first = prods[L - 1]
@@ -200,6 +225,17 @@ class PE(wiring.Component):
             m.d.sync += [e.eq(eor5), w.eq(wv5)]
             eor5, wv5 = e, w
 
+        # ---------------------------------------------------------------- S4b: register the word's
+        # sum / max / min, so the running accumulators' loops start and end at flip-flops
+        r_ws, r_wmax, r_wmin = Signal.like(word_sum), Signal.like(wmax), Signal.like(wmin)
+        r_v5, r_eor5, r_wv5 = Signal(), Signal(), Signal()
+        # a word with no valid lane carries sentinels that lose every comparison (products of
+        # int8 values lie in [-16256, 16384], inside the 16-bit range's ends)
+        hi_sent, lo_sent = -(1 << (PRODUCT_BITS - 1)), (1 << (PRODUCT_BITS - 1)) - 1
+        m.d.sync += [r_ws.eq(word_sum), r_wmax.eq(Mux(wv5, wmax, hi_sent)), r_wmin.eq(Mux(wv5, wmin, lo_sent)),
+                     r_v5.eq(v5), r_eor5.eq(eor5), r_wv5.eq(wv5)]
+        word_sum, wmax, wmin, v5, eor5, wv5 = r_ws, r_wmax, r_wmin, r_v5, r_eor5, r_wv5
+
         # ---------------------------------------------------------------- S5: accumulate
         acc_sum = Signal(signed(cfg.acc_bits))
         hi, lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
@@ -211,12 +247,9 @@ class PE(wiring.Component):
             new_sum.eq(Mux(row_first, 0, acc_sum) + word_sum),
             new_seen.eq((seen & ~row_first) | wv5),
         ]
-        with m.If(wv5 & (row_first | ~seen)):
-            m.d.comb += [new_hi.eq(wmax), new_lo.eq(wmin)]
-        with m.Elif(wv5):
-            m.d.comb += [new_hi.eq(Mux(wmax > hi, wmax, hi)), new_lo.eq(Mux(wmin < lo, wmin, lo))]
-        with m.Else():
-            m.d.comb += [new_hi.eq(hi), new_lo.eq(lo)]
+        # the loops: compare two flip-flops, then one LUT per bit (row start or compare selects)
+        m.d.comb += [new_hi.eq(Mux(row_first | (wmax > hi), wmax, hi)),
+                     new_lo.eq(Mux(row_first | (wmin < lo), wmin, lo))]
         row_done = Signal()
         m.d.comb += row_done.eq(v5 & eor5)
         with m.If(v5):
@@ -237,19 +270,32 @@ class PE(wiring.Component):
                      v6.eq(row_done)]
 
         # ---------------------------------------------------------------- S6: bias, zero candidate
-        bias = b_rd.data[:cfg.acc_bits].as_signed()
-        zc = b_rd.data[cfg.acc_bits]
-        f_hi = Mux(r_seen, Mux(zc & (r_hi < 0), 0, r_hi), 0)
-        f_lo = Mux(r_seen, Mux(zc & (r_lo > 0), 0, r_lo), 0)
+        # S6b: the bias registered as it leaves the block RAM, the row's result alongside
+        bias_word = Signal.like(b_rd.data)
+        s_sum, s_hi, s_lo, s_seen, v7 = (Signal(signed(cfg.acc_bits)), Signal(signed(PRODUCT_BITS)),
+                                         Signal(signed(PRODUCT_BITS)), Signal(), Signal())
+        m.d.sync += [bias_word.eq(b_rd.data), s_sum.eq(r_sum), s_hi.eq(r_hi), s_lo.eq(r_lo),
+                     s_seen.eq(r_seen), v7.eq(v6)]
+        r_sum, r_hi, r_lo, r_seen, v6 = s_sum, s_hi, s_lo, s_seen, v7
+        bias = bias_word[:cfg.acc_bits].as_signed()
+        zc = bias_word[cfg.acc_bits]
+        # S6c: zero candidate and one addition; S6d: the bias added
+        f_hi, f_lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
+        part, c_sum, c_bias, v8 = Signal(signed(cfg.acc_bits + 1)), Signal.like(r_sum), Signal.like(bias), Signal()
+        hi_z = Mux(r_seen, Mux(zc & (r_hi < 0), 0, r_hi), 0)
+        lo_z = Mux(r_seen, Mux(zc & (r_lo > 0), 0, r_lo), 0)
+        if len(self.modes) == 2:
+            part_v = Mux(mam, hi_z + lo_z, r_sum)
+        else:
+            part_v = hi_z + lo_z if "mam" in self.modes else r_sum
+        m.d.sync += [f_hi.eq(hi_z), f_lo.eq(lo_z), part.eq(part_v), c_sum.eq(r_sum), c_bias.eq(bias), v8.eq(v6)]
         m.d.sync += [
-            self.res.valid.eq(v6),
-            self.res.payload.sum.eq(r_sum),
+            self.res.valid.eq(v8),
+            self.res.payload.sum.eq(c_sum),
             self.res.payload.hi.eq(f_hi),
             self.res.payload.lo.eq(f_lo),
-            self.res.payload.bias.eq(bias),
-            self.res.payload.acc.eq(
-                Mux(mam, bias + f_hi + f_lo, bias + r_sum) if len(self.modes) == 2 else
-                (bias + f_hi + f_lo if "mam" in self.modes else bias + r_sum)),
+            self.res.payload.bias.eq(c_bias),
+            self.res.payload.acc.eq(c_bias + part),
         ]
         m.d.comb += self.busy.eq(fetching | (rows_left != 0))
         return m

@@ -41,3 +41,32 @@ def test_matches_golden_requantize(acc_bits):
         layer = QuantLayer(np.zeros((1, 1), np.int8), np.zeros(1, np.int32), "mac", mult, shift, relu)
         want.append((int(requantize(layer, torch.tensor([acc], dtype=torch.int64))[0]), tag))
     assert got == want
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2, 7])
+def test_saturation_and_rounding_boundaries(shift):
+    """Every accumulator whose rounded value lies in -131..131 (mult 1), relu and not:
+    the clamps at -128, 0 and 127 and the rounding of halves, exhaustively."""
+    dut = Requant(acc_bits=24, tag_bits=1)
+    step = max(1, (1 << shift) // 4)
+    accs = list(range(-(131 << shift), 131 << shift, step))
+    cases = [(acc, relu) for acc in accs for relu in (0, 1)]
+    got = []
+
+    async def tb(ctx):
+        for case in cases + [None] * (dut.latency + 1):
+            if case is None:
+                ctx.set(dut.i.valid, 0)
+            else:
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"acc": case[0], "mult": 1, "shift": shift, "relu": case[1], "tag": 0})
+            if ctx.get(dut.o.valid):
+                got.append(ctx.get(dut.o.payload.y))
+            await ctx.tick()
+
+    run_sim(dut, tb, max_cycles=len(cases) + 100)
+    want = []
+    for relu in (0, 1):
+        layer = QuantLayer(np.zeros((1, 1), np.int8), np.zeros(1, np.int32), "mac", 1, shift, bool(relu))
+        want.append(requantize(layer, torch.tensor(accs, dtype=torch.int64)).tolist())
+    assert got == [want[relu][k] for k in range(len(accs)) for relu in (0, 1)]
