@@ -722,6 +722,89 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _int_list(text: str, what: str, allow_auto: bool = False) -> list:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if allow_auto and part == "auto":
+            out.append(None)
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise UsageError(f"{what}: {part!r} is not an integer (a comma-separated list is expected)") from None
+    return out
+
+
+def cmd_sweep_hw(args) -> int:
+    import numpy as np
+
+    from mamfpga.boards.targets import BOARDS
+    from mamfpga.sw import golden
+    from mamfpga.sw.qnet import QNetError
+    from mamfpga.sweep_hw import pareto, plot_pareto, points, run_points, write_csv
+
+    net = _load_qnet(args.net)
+    boards = [b.strip() for b in args.boards.split(",")]
+    unknown = [b for b in boards if b not in BOARDS]
+    if unknown:
+        raise UsageError(f"unknown board(s) {', '.join(unknown)}; known: {', '.join(BOARDS)}")
+    pes = _int_list(args.pes, "--pes")
+    bad = [p for p in pes if p < 1 or p & (p - 1)]
+    if bad:
+        raise UsageError(f"--pes must be powers of two, not {bad}")
+    lanes = _int_list(args.lanes, "--lanes")
+    if any(l < 1 for l in lanes):
+        raise UsageError(f"--lanes must be at least 1, not {lanes}")
+    accs = _int_list(args.acc_bits, "--acc-bits", allow_auto=True)
+    deltas = _int_list(args.delta_bits, "--delta-bits", allow_auto=True)
+    if str(args.inputs) == "digits":
+        from mamfpga.sw import data
+
+        x = data.load().x_test
+    else:
+        x = _load_npy(args.inputs, "inputs")
+    try:
+        x = golden.prepare_inputs(net, x)[:args.samples]
+    except QNetError as exc:
+        raise UsageError(str(exc)) from None
+    out = claim_dir(args.output, what="sweep-hw output folder")
+    np.save(out / "inputs.npy", x)
+    pts = points(boards, pes, lanes, accs, deltas)
+    where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{args.jobs} local processes"
+    print(f"sweep-hw: {len(pts)} points ({len(boards)} boards x P {pes} x L {lanes} x acc {args.acc_bits} x "
+          f"delta {args.delta_bits}), {len(x)} samples each, on {where}")
+    head = (f"{'board':<11}{'P':>3}{'L':>3}{'acc':>5}{'dlt':>4} {'status':<13}{'cycles':>7}{'LUT':>7}{'FF':>7}"
+            f"{'BRAM':>5}{'DSP':>4}{'Fmax':>7}{'us':>8}{'s':>6}")
+    print(head)
+
+    def show(r):
+        def f(v, spec=""):
+            return "-" if v is None else format(v, spec)
+        print(f"{r['board']:<11}{r['pes']:>3}{r['lanes']:>3}{f(r['acc_bits']):>5}{f(r['delta_bits']):>4} "
+              f"{r['status']:<13}{f(r['cycles_sim']):>7}{f(r['lut']):>7}{f(r['ff']):>7}{f(r['bram']):>5}"
+              f"{f(r['dsp']):>4}{f(r['fmax_mhz'], '.1f'):>7}{f(r['latency_us'], '.2f'):>8}{r['seconds']:>6.0f}",
+              flush=True)
+        if r["status"] not in ("ok",) and r.get("detail"):
+            print(f"    {r['detail'].splitlines()[0][:150]}")
+
+    try:
+        rows = run_points(pts, args.net, out / "inputs.npy", out / "points", synth=not args.no_synth,
+                          jobs=args.jobs, scheduler=args.scheduler, on_row=show)
+    except OSError as exc:
+        print(f"mamfpga sweep-hw: error: cannot reach the Dask scheduler {args.scheduler}: {exc}", file=sys.stderr)
+        return 1
+    csv_path = write_csv(rows, out / "sweep_hw.csv")
+    made = [str(csv_path)]
+    if not args.no_synth and any(r.get("lut") is not None for r in rows):
+        made.append(str(plot_pareto(rows, out / "pareto.png")))
+        front = pareto(rows)
+        print("Pareto front (cycles against LUTs): " + ", ".join(
+            f"{r['board']} P{r['pes']}L{r['lanes']} ({r['cycles_model']} cycles, {r['lut']} LUT)" for r in front))
+    print(f"wrote {', '.join(made)}")
+    return 0 if all(r["status"] in ("ok", "does not fit") for r in rows) else 1
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -864,6 +947,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=int, help="only the first N inputs")
     d.add_argument("--force", action="store_true", help="overwrite --outputs")
     d.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("sweep-hw", help="design-space exploration: compile + sim + synth per (board, P, L, widths)")
+    d.add_argument("net", type=Path, help="net.npz")
+    d.add_argument("--boards", default="icebreaker", help="comma-separated (default icebreaker)")
+    d.add_argument("--pes", default="1,2,4", help="comma-separated powers of two (default 1,2,4)")
+    d.add_argument("--lanes", default="1,2", help="comma-separated (default 1,2)")
+    d.add_argument("--acc-bits", default="auto", help="accumulator widths, or auto (default)")
+    d.add_argument("--delta-bits", default="auto", help="column delta widths, or auto (default)")
+    d.add_argument("--inputs", type=Path, default=Path("digits"),
+                   help="X.npy, or 'digits' (the built-in test set, the default)")
+    d.add_argument("--samples", type=int, default=50, help="inputs co-simulated per point (default 50)")
+    d.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
+    d.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at this address (tcp://host:8786)")
+    d.add_argument("--no-synth", action="store_true", help="compile and simulate only")
+    d.add_argument("-o", "--output", type=Path, required=True, help="folder for the CSV, the plot, the builds")
+    d.set_defaults(func=cmd_sweep_hw)
 
     d = sub.add_parser("report", help="what a build folder holds: layers, cycles, memory, co-simulation")
     d.add_argument("build", type=Path)

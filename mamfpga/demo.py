@@ -1,10 +1,12 @@
-"""``mamfpga demo``: the flow on the built-in digits set, as far as it exists today.
+"""``mamfpga demo``: the whole flow on the built-in digits set.
 
 train a MAM MLP (vanishing contributions) -> prune the MAM layers (global
 magnitude) -> keep MAM or revert to MAC, whichever fine-tunes better -> prune
 the classifier -> simplify and quantize -> compile for the board -> generate
 the accelerator's Verilog and lint it -> co-simulate the whole test set on
-Verilator against the golden model -> synthesize it with yosys.
+Verilator against the golden model -> the board top with its UART host link
+through yosys and nextpnr to a bitstream -> what the same network, dense and
+MAC, would need. One table, report.json and two plots.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = ["run_demo", "DEMO_KEPT", "DEMO_PES", "DEMO_LANES"]
 DEMO_KEPT = 0.001          # fraction of the MAM layers' weights kept
 CLASSIFIER_KEPT = 0.1      # fraction of the classifier's weights kept
 DEMO_PES, DEMO_LANES = 2, 1
+CURVE_KEPT = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 
 
 class Steps:
@@ -36,13 +39,17 @@ class Steps:
 
 
 def run_demo(out: Path, board: str, family: str, *, quiet: bool = False) -> tuple[dict, bool]:
-    from mamfpga.boards.resources import synth_resources
+    from torch import nn
+
+    from mamfpga.boards.flow import SynthError, synth_board
+    from mamfpga.boards.targets import board as board_by_name
+    from mamfpga.boards.targets import board_device
     from mamfpga.hw.arch import ArchConfig
     from mamfpga.hw.verilog import lint
     from mamfpga.outputs import atomic_write_json
     from mamfpga.sim.cosim import cosimulate
     from mamfpga.sw import data, golden, prune
-    from mamfpga.sw.compiler import TOP_NAME, balance, compile_network, write_build
+    from mamfpga.sw.compiler import balance, compile_network, memory_use, write_build
     from mamfpga.sw.mam import to_mac
     from mamfpga.sw.modelio import save_model
     from mamfpga.sw.network import from_torch
@@ -51,20 +58,26 @@ def run_demo(out: Path, board: str, family: str, *, quiet: bool = False) -> tupl
     from mamfpga.sw.simplify import simplify
     from mamfpga.sw.train import TrainConfig, accuracy, build_mlp, finetune, fit
 
-    steps = Steps(7)
+    steps = Steps(8)
     ds = data.load()
     report: dict = {"board": board, "device": None}
 
     steps.start("training a MAM MLP 64-1024-1024-10 on digits (beta 1 -> 0 over 20 epochs, 60 epochs)")
     model = build_mlp(ds.features, ds.classes, mode="mam")
     fit(model, ds, TrainConfig(), progress=not quiet)
-    dense = accuracy(model, ds.x_test, ds.y_test)
-    save_model(model, out / "mam.pt", {"dataset": "digits", "mode": "mam", "accuracy": dense,
+    dense_acc = accuracy(model, ds.x_test, ds.y_test)
+    save_model(model, out / "mam.pt", {"dataset": "digits", "mode": "mam", "accuracy": dense_acc,
                                        "pruned_layers": ["0", "2"]})
-    steps.done(f"test accuracy {dense:.4f}")
+    dense_model = copy.deepcopy(model)
+    steps.done(f"test accuracy {dense_acc:.4f}")
 
     steps.start(f"pruning the MAM layers to {DEMO_KEPT:.1%} kept (global magnitude), the classifier to "
                 f"{CLASSIFIER_KEPT:.0%} (local magnitude), fine-tuning MAM and MAM->MAC")
+    curve = []
+    for kept in CURVE_KEPT:                     # one-shot accuracy against sparsity, for the plot
+        trial = copy.deepcopy(dense_model)
+        prune.prune_model(trial, "gmp", 1.0 - kept)
+        curve.append({"kept": kept, "accuracy": accuracy(trial, ds.x_test, ds.y_test)})
     prune.prune_model(model, "gmp", 1.0 - DEMO_KEPT)
     one_shot = accuracy(model, ds.x_test, ds.y_test)
     prune.prune_model(model, "lmp", 1.0 - CLASSIFIER_KEPT, layers=["4"])
@@ -103,12 +116,42 @@ def run_demo(out: Path, board: str, family: str, *, quiet: bool = False) -> tupl
     steps.done(f"{cos.mismatches} mismatching samples; {cycles} cycles per inference "
                f"({'equal to' if set(cos.cycles) == {program.cycles_per_inference} else 'DIFFERENT from'} the model)")
 
-    steps.start(f"synthesizing the accelerator with yosys for {family}")
-    res = synth_resources(build / "accelerator.v", TOP_NAME, family)
-    from mamfpga.boards.targets import board_device
-
+    steps.start(f"building the board top for {board} (UART host link, PLL): yosys, nextpnr, bitstream")
+    brd = board_by_name(board)
+    try:
+        syn = synth_board(build, brd, bitstream=True, log=lambda msg: print(f"      {msg}", flush=True))
+    except SynthError as exc:
+        syn = {"error": str(exc)}
     dev = board_device(board)
-    steps.done(f"{res.lut} LUT / {dev.lut}, {res.ff} FF, {res.bram} block RAM / {dev.bram}, {res.dsp} DSP")
+    if "resources" in syn:
+        r = syn["resources"]
+        steps.done(f"{r['lut']}/{dev.lut} LUT, {r['ff']} FF, {r['bram']}/{dev.bram} BRAM, {r['dsp']} DSP; "
+                   f"Fmax {syn['fmax_mhz']:.1f} MHz, clock {syn['clock']['mhz']:g} MHz"
+                   + (f"; {syn['bitstream']}" if syn.get("bitstream") else "; timing NOT met, no bitstream"))
+    else:
+        steps.done(syn.get("export_only") and f"exported for the vendor's tools: {syn['export_only']}"
+                   or f"FAILED: {syn.get('error')}")
+
+    steps.start("the same network dense and MAC: what would it need?")
+    total_weights = sum(int(m.weight.numel()) for m in dense_model.modules() if isinstance(m, nn.Linear))
+    dense_net = from_torch(to_mac(copy.deepcopy(dense_model)))
+    dense_q = quantize(dense_net, ds.x_train)
+    dense_prog = compile_network(dense_q, ArchConfig(pes=DEMO_PES, lanes=DEMO_LANES))
+    dense_mem = memory_use(dense_prog, dev.family)
+    dense = {
+        # stored as a plain dense int8 matrix: 8 bits a weight, no structure
+        "weights": total_weights, "bits": 8 * total_weights,
+        "bram": -(-8 * total_weights // dev.bram_bits),
+        # through the compiler: int8 rounding zeroes the small weights, which CSR then skips
+        "nnz_after_int8": int(sum(l.nnz for l in dense_prog.layers)), "bram_compiled": dense_mem["bram"],
+        "cycles_per_inference": dense_prog.cycles_per_inference,
+        "accuracy": float((golden.classify(golden.run(dense_q, ds.x_test)) == ds.y_test).mean()),
+    }
+    dense["fits"] = min(dense["bram"], dense["bram_compiled"]) <= dev.bram
+    steps.done(f"{total_weights} int8 weights = {dense['bits'] / 2**20:.1f} Mbit: {dense['bram']} block RAMs, the "
+               f"{dev.name} has {dev.bram} ({dev.bram * dev.bram_bits // 1024} Kbit); compiled, with the "
+               f"{dense['nnz_after_int8']} weights int8 rounding leaves nonzero, still {dense['bram_compiled']}; "
+               f"{dense['cycles_per_inference']} cycles per inference at P={DEMO_PES}, L={DEMO_LANES}")
 
     bal = balance(program)
     report.update({
@@ -120,27 +163,115 @@ def run_demo(out: Path, board: str, family: str, *, quiet: bool = False) -> tupl
         "cycles_per_inference": cycles,
         "cycle_bound": program.cycle_bound,
         "sim": {"simulator": "verilator", "samples": len(ds.y_test), "mismatches": cos.mismatches},
-        "resources": {"lut": res.lut, "ff": res.ff, "bram": res.bram, "dsp": res.dsp,
-                      "lut_avail": dev.lut, "ff_avail": dev.ff, "bram_avail": dev.bram, "dsp_avail": dev.dsp},
-        "accuracy": {"dense_mam": dense, "float": float_acc, "quantized": q_acc, "hardware": hw_acc,
+        "accuracy": {"dense_mam": dense_acc, "float": float_acc, "quantized": q_acc, "hardware": hw_acc,
                      "kept": DEMO_KEPT, "classifier_kept": CLASSIFIER_KEPT, "chosen": chosen_name.lower()},
+        "sparsity": 1.0 - nnz / total_weights,
+        "nnz": nnz,
+        "one_shot_curve": curve,
         "balance_nnz": bal["nnz"],
         "lint_warnings": issues,
+        "dense_mac": dense,
     })
+    report.update({k: v for k, v in syn.items() if k not in ("board", "device")})
     atomic_write_json(out / "report.json", report)
+    plots = [_plot_accuracy(curve, report, out / "accuracy_vs_sparsity.png")]
+    if "resources" in syn:
+        plots.append(_plot_resources(report, dense, dev, out / "resources.png"))
 
+    res = syn.get("resources")
     rows = [
-        ("accuracy: float / quantized / hardware", f"{float_acc:.4f} / {q_acc:.4f} / {hw_acc:.4f}"),
-        ("weights kept", f"{DEMO_KEPT:.1%} of the hidden layers, {CLASSIFIER_KEPT:.0%} of the classifier; "
-                         f"{nnz} nonzero after simplification"),
-        ("cycles per inference", f"{cycles} simulated = model (bound {program.cycle_bound}), P={DEMO_PES} L={DEMO_LANES}"),
+        ("accuracy: float / quantized / hardware", f"{float_acc:.4f} / {q_acc:.4f} / {hw_acc:.4f}"
+                                                   f"  (dense MAM {dense_acc:.4f})"),
+        ("sparsity, nonzero weights", f"{1 - nnz / total_weights:.2%} of {total_weights} weights are zero; {nnz} "
+                                      f"nonzero ({DEMO_KEPT:.1%} of the hidden layers kept, "
+                                      f"{CLASSIFIER_KEPT:.0%} of the classifier, then simplified)"),
+        ("cycles per inference", f"{cycles} simulated = model (bound {program.cycle_bound}), "
+                                 f"P={DEMO_PES} L={DEMO_LANES}"),
         ("RTL vs golden, 540 samples", f"{cos.mismatches} mismatches"),
-        (f"{dev.name} (yosys)", f"{res.lut} LUT, {res.ff} FF, {res.bram} BRAM, {res.dsp} DSP"),
     ]
+    if res:
+        clk = syn["clock"]["mhz"]
+        rows += [
+            ("Fmax (nextpnr)", f"{syn['fmax_mhz']:.1f} MHz; built at {clk:g} MHz"
+                               f" ({'timing met' if syn['timing_met'] else 'timing NOT met'})"),
+            ("latency, throughput", f"{syn['latency_us']:.1f} us per inference, "
+                                    f"{syn['inferences_per_s']:,.0f} inferences/s at {clk:g} MHz"),
+            (f"{dev.name} (placed)", f"{res['lut']}/{dev.lut} LUT, {res['ff']}/{dev.ff} FF, "
+                                     f"{res['bram']}/{dev.bram} BRAM, {res['dsp']}/{dev.dsp} DSP"),
+            ("bitstream", syn.get("bitstream") or "none (timing not met)"),
+        ]
+    rows.append(("the same network dense and MAC", f"{dense['bram']} BRAM needed ({dense['bram_compiled']} after "
+                                                   f"int8 rounding and CSR) of {dev.bram}: "
+                                                   f"{'fits' if dense['fits'] else 'does not fit'}"))
     print()
     for k, v in rows:
         print(f"{k:<40}{v}")
-    print(f"\nwrote {out}/report.json, {build}/ (accelerator.v, manifest, memory images), the models and net.npz")
-    print("Not yet in the demo (open issues): place and route, Fmax, the bitstream and the UART host link.")
-    ok = not issues and cos.mismatches == 0 and set(cos.cycles) == {program.cycles_per_inference}
+    print(f"\nwrote {out}/report.json, {', '.join(str(p) for p in plots)}, {build}/ (accelerator, board-{board}/),"
+          " the models and net.npz")
+    if syn.get("bitstream"):
+        print(f"on a board: load it with {brd.programmer.replace('BUILD', str(build))}, then\n"
+              f"  mamfpga run {build} --port <{brd.serial}> --inputs digits")
+    ok = (not issues and cos.mismatches == 0 and set(cos.cycles) == {program.cycles_per_inference}
+          and bool(syn.get("bitstream") or syn.get("export_only")))
     return report, ok
+
+
+def _plot_accuracy(curve, report, path):
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mamfpga.outputs import atomic_write_bytes
+
+    acc = report["accuracy"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([c["kept"] for c in curve], [c["accuracy"] for c in curve], "o-", ms=3,
+            label="MAM, global magnitude, one-shot")
+    ax.axhline(acc["dense_mam"], color="grey", ls=":", label=f"dense MAM {acc['dense_mam']:.3f}")
+    ax.plot([acc["kept"]], [acc["float"]], "s", label=f"fine-tuned {acc['chosen'].upper()} (float)")
+    ax.plot([acc["kept"]], [acc["hardware"]], "*", ms=10, label=f"int8 on the RTL {acc['hardware']:.3f}")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("fraction of hidden-layer weights kept")
+    ax.set_ylabel("digits test accuracy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _plot_resources(report, dense, dev, path):
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mamfpga.outputs import atomic_write_bytes
+
+    res = report["resources"]
+    names = ["LUT", "FF", "BRAM", "DSP"]
+    used = [res["lut"] / dev.lut, res["ff"] / dev.ff, res["bram"] / dev.bram, res["dsp"] / dev.dsp]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bars = ax.bar(names, [100 * u for u in used], label="pruned network, placed")
+    ax.bar(["BRAM\n(dense MAC)"], [100 * dense["bram"] / dev.bram], color="tab:red",
+           label="same network dense, MAC (int8 weights)")
+    ax.axhline(100, color="black", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"% of the {dev.name}")
+    for b, u in zip(bars, used):
+        ax.annotate(f"{100 * u:.0f}%", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                    va="bottom", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -48,8 +48,16 @@ def test_demo_runs_and_writes_report(tmp_path, capsys):
     assert report["accuracy"]["hardware"] == report["accuracy"]["quantized"] >= 0.95
     assert all(l["cycles"] == l["cycle_model"] for l in report["layers"])
     assert report["resources"]["bram"] <= report["resources"]["bram_avail"]
+    assert report["timing_met"] and report["fmax_mhz"] >= report["clock"]["mhz"] > 30
+    assert report["latency_us"] == pytest.approx(report["cycles_per_inference"] / report["clock"]["mhz"])
+    assert report["inferences_per_s"] == pytest.approx(1e6 / report["latency_us"])
+    assert 0.99 < report["sparsity"] < 1 and report["nnz"] == sum(l["nnz"] for l in report["layers"])
+    assert not report["dense_mac"]["fits"] and report["dense_mac"]["bram"] > 30
+    assert (out / "build" / "board-icebreaker" / "mamfpga_board.bin").stat().st_size > 100_000
     assert (out / "build" / "accelerator.v").exists() and (out / "net.npz").exists()
-    assert "0 mismatches" in capsys.readouterr().out
+    assert (out / "accuracy_vs_sparsity.png").exists() and (out / "resources.png").exists()
+    out_text = capsys.readouterr().out
+    assert "0 mismatches" in out_text and "Fmax" in out_text and "inferences/s" in out_text
 
 
 def test_demo_refuses_a_users_folder(tmp_path, capsys):

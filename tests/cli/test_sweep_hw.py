@@ -1,0 +1,81 @@
+"""``mamfpga sweep-hw``: points compiled, co-simulated and synthesized in parallel, on a local
+process pool and on a Dask LocalCluster; the CSV, the Pareto front and plot."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from mamfpga import cli
+from mamfpga.sw.qnet import save_qnet
+from mamfpga.sweep_hw import pareto
+from tests.sim.test_accelerator_cosim import random_network
+
+
+def _net(tmp_path):
+    rng = np.random.default_rng(7)
+    net = random_network(rng, [12, 10, 4], 0.4, ["mam", "mac"])
+    save_qnet(net, tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", rng.integers(-128, 128, size=(5, 12)).astype(np.int8))
+    return tmp_path / "net.npz", tmp_path / "x.npy"
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.sim
+@pytest.mark.synth
+def test_sweep_hw_on_a_dask_local_cluster(tmp_path, capsys):
+    from dask.distributed import LocalCluster
+
+    net, x = _net(tmp_path)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        rc = cli.main(["sweep-hw", str(net), "--boards", "icebreaker", "--pes", "1,2", "--lanes", "1",
+                       "--inputs", str(x), "--scheduler", cluster.scheduler_address, "-o", str(tmp_path / "sw")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = _rows(tmp_path / "sw" / "sweep_hw.csv")
+    assert [(r["board"], r["pes"], r["lanes"]) for r in rows] == [("icebreaker", "1", "1"), ("icebreaker", "2", "1")]
+    for r in rows:
+        assert r["status"] == "ok" and r["mismatches"] == "0" and r["cycles_sim"] == r["cycles_model"]
+        assert int(r["lut"]) > 100 and float(r["fmax_mhz"]) > 20 and int(r["samples"]) == 5
+    assert (tmp_path / "sw" / "pareto.png").stat().st_size > 1000
+    assert "Pareto front" in out and "Dask cluster" in out
+
+
+@pytest.mark.sim
+def test_sweep_hw_local_pool_without_synth(tmp_path, capsys):
+    net, x = _net(tmp_path)
+    rc = cli.main(["sweep-hw", str(net), "--boards", "icebreaker", "--pes", "4", "--lanes", "1,2",
+                   "--delta-bits", "auto,6", "--inputs", str(x), "--jobs", "2", "--no-synth",
+                   "-o", str(tmp_path / "sw")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = _rows(tmp_path / "sw" / "sweep_hw.csv")
+    assert [(r["lanes"], r["delta_bits"]) for r in rows if r["status"] == "ok"] == [("1", "2"), ("1", "6")]
+    assert all(r["mismatches"] == "0" and r["cycles_sim"] == r["cycles_model"] for r in rows if r["status"] == "ok")
+    # 4 PEs x 2 lanes keep 16 copies of the activations: more block RAM than the UP5K has
+    misfits = [r for r in rows if r["status"] != "ok"]
+    assert [r["status"] for r in misfits] == ["does not fit"] * 2
+    assert "needs 48 block RAMs" in misfits[0]["detail"] and "has 30" in misfits[0]["detail"]
+    assert all(r["lut"] == "" for r in rows)            # not synthesized
+    assert not (tmp_path / "sw" / "pareto.png").exists()
+
+
+def test_pareto_front():
+    def row(board, lut, cycles):
+        return {"board": board, "status": "ok", "lut": lut, "cycles_model": cycles}
+    rows = [row("a", 100, 900), row("a", 200, 500), row("a", 250, 600), row("a", 300, 400), row("b", 50, 5000)]
+    assert [(r["lut"], r["cycles_model"]) for r in pareto(rows)] == [(100, 900), (200, 500), (300, 400), (50, 5000)]
+
+
+def test_sweep_hw_refuses_bad_options(tmp_path, capsys):
+    net, x = _net(tmp_path)
+    assert cli.main(["sweep-hw", str(net), "--pes", "3", "-o", str(tmp_path / "o")]) == 2
+    assert "powers of two" in capsys.readouterr().err
+    assert cli.main(["sweep-hw", str(net), "--boards", "icebreaker,de10", "-o", str(tmp_path / "o")]) == 2
+    assert "unknown board(s) de10" in capsys.readouterr().err
+    assert cli.main(["sweep-hw", str(net), "--lanes", "1,x", "-o", str(tmp_path / "o")]) == 2
+    assert "'x' is not an integer" in capsys.readouterr().err
