@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from amaranth import Array, Cat, ClockDomain, Const, Elaboratable, Module, Signal, signed
 from amaranth.build import ResourceError
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
@@ -188,15 +188,18 @@ class BoardTop(Elaboratable):
         leds = []
         for i in range(8):
             try:
-                leds.append(platform.request("led", i))
+                leds.append(platform.request("led", i, dir="-"))
             except ResourceError:       # the board has fewer LEDs
                 break
         core = HostLinkTop(self.program, divisor=self.divisor, ident=self.ident,
                            frame_timeout=int(hostlink.FRAME_TIMEOUT_S * self.f_clk), n_leds=max(1, len(leds)),
                            stretch=int(0.05 * self.f_clk), heartbeat_bit=max(1, int(self.f_clk).bit_length() - 1))
         m.submodules.core = core
-        uart = platform.request("uart", 0)
-        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]
         for i, led in enumerate(leds):
-            m.d.comb += led.o.eq(core.leds[i])
+            m.submodules[f"led{i}"] = buf = io.Buffer("o", led)
+            m.d.comb += buf.o.eq(core.leds[i])
         return m

@@ -10,9 +10,13 @@ it at (P, L) = (2, 1), (4, 2), (8, 2); then times the compilation of a random
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
+
+OUT = Path("build/bench")
 
 
 def main():
@@ -34,6 +38,11 @@ def main():
     finetune(model, ds, epochs=30, progress=False)
     net, _ = simplify(from_torch(model))
     qnet = quantize(net, ds.x_train)
+    from mamfpga.sw.qnet import save_qnet
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    save_qnet(qnet, OUT / "net.npz")                 # for bench_fmax.py
+    figures = {"configs": []}
     print(f"digits network after simplification: {[l.weight.shape for l in qnet.layers]}, "
           f"{sum(l.nnz for l in qnet.layers)} nonzeros\n")
     import tempfile
@@ -61,6 +70,11 @@ def main():
               f"{prog.cycles_per_inference / prog.cycle_bound:>7.3f}{dt:>11.2f}"
               f"{'/'.join(map(str, sorted(set(res.cycles)))):>12}{res.mismatches:>10}{st:>8.1f}"
               f"{sum(res.cycles) / st / 1000:>10.0f}", flush=True)
+        figures["configs"].append({"pes": p, "lanes": l, "balance": balance(prog)["nnz"],
+                                   "bits_per_nnz": prog.memory["weight_bits_per_nnz"],
+                                   "model": prog.cycles_per_inference, "bound": prog.cycle_bound,
+                                   "sim_cycles": sorted(set(res.cycles)), "mismatches": res.mismatches,
+                                   "sim_seconds": st})
     rng = np.random.default_rng(0)
     w = np.zeros((768, 3072), np.int8)
     idx = rng.choice(w.size, size=w.size // 1000, replace=False)
@@ -68,8 +82,10 @@ def main():
     big = QuantNetwork([QuantLayer(w, np.zeros(768, np.int32), "mam", 1, 8, False)])
     t = time.perf_counter()
     compile_network(big, ArchConfig(pes=8, lanes=2))
-    print(f"\ncompiling a 3072 x 768 MAM layer at 0.1 % kept ({len(idx)} nonzeros), P=8 L=2: "
-          f"{time.perf_counter() - t:.2f} s")
+    big_s = time.perf_counter() - t
+    print(f"\ncompiling a 3072 x 768 MAM layer at 0.1 % kept ({len(idx)} nonzeros), P=8 L=2: {big_s:.2f} s")
+    figures["compile_3072x768_s"] = big_s
+    (OUT / "compile.json").write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":

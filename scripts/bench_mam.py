@@ -62,6 +62,7 @@ def main():
             f"{'MAM torch ms':>13}{'Linear MiB':>11}{'MAM MiB':>9}")
     print(head)
     print("-" * len(head))
+    figures = {}
     for label, b, n, m in CASES:
         for mode in ("fwd", "fwd+bwd"):
             lin = run("linear", b, n, m, mode)
@@ -69,8 +70,14 @@ def main():
             chunked = run("mam", b, n, m, mode, impl="torch")
             print(f"{label:<22}{mode:<9}{lin['ms']:>10.2f}{fused['ms']:>9.2f}{fused['ms'] / lin['ms']:>6.1f}x"
                   f"{chunked['ms']:>13.1f}{lin['peak_mib']:>11.0f}{fused['peak_mib']:>9.0f}", flush=True)
+            figures[f"{label} {mode}"] = {"ratio": fused["ms"] / lin["ms"], "mam_mib": fused["peak_mib"],
+                                          "linear_mib": lin["peak_mib"], "b": b, "n": n, "m": m}
     print("\nMAM = MAMLinear (beta = 0) with the fused kernel; 'MAM torch' = the chunked PyTorch fallback;")
     print("MiB = growth of peak RSS over the timed runs (the layer's own activations and gradients).")
+    from pathlib import Path
+
+    Path("build/bench").mkdir(parents=True, exist_ok=True)
+    Path("build/bench/mam.json").write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ Usage: .venv/bin/python scripts/bench_pe_area.py
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 
@@ -30,14 +33,18 @@ def main():
     head = f"{'family':<8}{'L':>3}{'MAC LUT':>9}{'MAM LUT':>9}{'ratio':>7}{'MAC FF':>8}{'MAM FF':>8}"
     print(head)
     print("-" * len(head))
+    ratios = {}
     for family in ("ice40", "ecp5"):
         for lanes in (1, 2, 4):
             mac = pe_area("mac", lanes, family)
             mam = pe_area("mam", lanes, family)
             print(f"{family:<8}{lanes:>3}{mac.lut:>9}{mam.lut:>9}{mam.lut / mac.lut:>7.2f}{mac.ff:>8}{mam.ff:>8}",
                   flush=True)
+            ratios[f"{family} L={lanes}"] = mam.lut / mac.lut
     print("\nyosys synth_ice40 / synth_ecp5 -nodsp (multipliers in LUTs), 24-bit accumulators, one PE,")
     print("its weight, bias and activation memories in block RAM.")
+    Path("build/bench").mkdir(parents=True, exist_ok=True)
+    Path("build/bench/pe_area.json").write_text(json.dumps(ratios))
 
 
 if __name__ == "__main__":

@@ -148,3 +148,24 @@ def test_run_refuses_a_board_with_another_build(tmp_path, capsys):
     rc = cli.main(["run", str(build), "--port", board.path, "--inputs", str(tmp_path / "x.npy")])
     assert rc == 1
     assert "carries another build" in capsys.readouterr().err
+
+
+def test_adding_a_board_is_one_registration(tmp_path):
+    from mamfpga.boards.clocking import pll_plan
+    from mamfpga.boards.targets import BOARDS, Board, register
+    from mamfpga.boards.top import BoardTop
+
+    brd = Board("icesugar-test", "iCE40UP5K", "amaranth_boards.icesugar:ICESugarPlatform", clock_hz=48e6)
+    register(brd)
+    try:
+        program, build = _build(tmp_path, board="icesugar-test")     # the compiler knows its capacity
+        platform = brd.make_platform()
+        top = BoardTop(program, f_clk=48e6, baud=115200, ident=hostlink.build_id(build),
+                       pll=pll_plan("ice40", platform.default_clk_frequency, 48e6))
+        plan = platform.prepare(top, name="mamfpga_board")
+        pcf = plan.files["mamfpga_board.pcf"]
+        pcf = pcf if isinstance(pcf, str) else pcf.decode()
+        assert "uart_0__rx__io 4" in pcf and "uart_0__tx__io 6" in pcf      # the iCESugar's UART pins
+        assert "led_0__io 40" in pcf
+    finally:
+        del BOARDS["icesugar-test"]

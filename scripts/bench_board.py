@@ -1,0 +1,59 @@
+"""Board figures: Fmax of the digits network's board top (UART host link included) on the
+iCE40UP5K and the ECP5-85F, and the warm time of ``mamfpga demo``.
+
+Needs build/bench/net.npz from bench_compile.py. Each board is built once at its
+DESIGN.md target clock (48 MHz, 150 MHz) with no retry, so Fmax is what nextpnr
+reaches against that target. Usage: .venv/bin/python scripts/bench_board.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path("build/bench")
+
+
+def main():
+    from mamfpga.boards.flow import synth_board
+    from mamfpga.boards.targets import board
+    from mamfpga.hw.arch import ArchConfig
+    from mamfpga.sw.compiler import compile_network, write_build
+    from mamfpga.sw.qnet import load_qnet
+
+    net = load_qnet(OUT / "net.npz")
+    figures = {}
+    head = f"{'board':<12}{'device':<11}{'P':>3}{'L':>3}{'target':>8}{'Fmax':>8}{'LUT':>7}{'FF':>7}{'BRAM':>6}{'DSP':>5}  critical path"
+    print(head)
+    print("-" * len(head))
+    for name, target in (("icebreaker", 48e6), ("ulx3s-85f", 150e6)):
+        brd = board(name)
+        program = compile_network(net, ArchConfig(pes=2, lanes=1), board=name)
+        folder = OUT / f"board-{name}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        build = write_build(program, folder, board=name)
+        r = synth_board(build, brd, clock_hz=target, log=lambda _m: None)
+        res, cp = r["resources"], r["critical_path"]
+        print(f"{name:<12}{r['device']:<11}{2:>3}{1:>3}{target / 1e6:>8.0f}{r['fmax_mhz']:>8.1f}{res['lut']:>7}"
+              f"{res['ff']:>7}{res['bram']:>6}{res['dsp']:>5}  {cp['ns']:.1f} ns, {cp['routing_ns']:.1f} routing: "
+              f"{cp['from']} -> {cp['to']}", flush=True)
+        figures[name] = {"fmax_mhz": r["fmax_mhz"], "target_mhz": target / 1e6, "resources": res,
+                         "critical_path": cp, "cycles": program.cycles_per_inference}
+    demo = OUT / "demo"
+    subprocess.run([sys.executable, "-m", "mamfpga", "demo", "--out", str(demo), "-q"], check=True,
+                   capture_output=True)                               # warms every cache
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mamfpga", "demo", "--out", str(demo), "-q"], check=True,
+                   capture_output=True)
+    figures["demo_warm_s"] = time.perf_counter() - t
+    print(f"\nmamfpga demo, warm caches: {figures['demo_warm_s']:.0f} s")
+    (OUT / "board.json").write_text(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Every performance figure of DESIGN.md in one table, from the JSON the bench scripts wrote
+into build/bench/ (run scripts/bench first). Usage: .venv/bin/python scripts/bench_summary.py"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+OUT = Path("build/bench")
+
+
+def main():
+    def load(name):
+        path = OUT / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    comp, area, mam, brd = load("compile"), load("pe_area"), load("mam"), load("board")
+    rows = []
+
+    def row(figure, target, measured, ok):
+        rows.append((figure, target, measured, "yes" if ok else "NO"))
+
+    if comp:
+        cf = comp["configs"]
+        ratios = [c["model"] / c["bound"] for c in cf]
+        row("simulated cycles / per-layer bound", "<= 1.10",
+            ", ".join(f"{c['model'] / c['bound']:.3f} (P{c['pes']}L{c['lanes']})" for c in cf), max(ratios) <= 1.10)
+        row("compiler cycle model vs simulated", "equal",
+            ", ".join("equal" if c["sim_cycles"] == [c["model"]] else f"{c['sim_cycles']} vs {c['model']}" for c in cf),
+            all(c["sim_cycles"] == [c["model"]] for c in cf))
+        row("weight memory bits per nonzero", "<= 16", ", ".join(f"{c['bits_per_nnz']:.1f}" for c in cf),
+            max(c["bits_per_nnz"] for c in cf) <= 16)
+        row("PE load balance, max / mean nnz", "<= 1.05", ", ".join(f"{c['balance']:.3f}" for c in cf),
+            max(c["balance"] for c in cf) <= 1.05)
+        row("co-simulation of the 540-sample test set", "< 60 s",
+            ", ".join(f"{c['sim_seconds']:.1f} s" for c in cf) + f"; {sum(c['mismatches'] for c in cf)} mismatches",
+            max(c["sim_seconds"] for c in cf) < 60 and all(c["mismatches"] == 0 for c in cf))
+    if brd:
+        ice, ecp = brd["icebreaker"], brd["ulx3s-85f"]
+        row("Fmax of the demo design, iCE40UP5K / ECP5-85F", ">= 48 / >= 150 MHz",
+            f"{ice['fmax_mhz']:.1f} / {ecp['fmax_mhz']:.1f} MHz", ice["fmax_mhz"] >= 48 and ecp["fmax_mhz"] >= 150)
+    if area:
+        row("MAM PE LUTs / MAC PE LUTs (L = 1, 2, 4)", "<= 1.3",
+            ", ".join(f"{k} {v:.2f}" for k, v in area.items()), max(area.values()) <= 1.3)
+    if mam:
+        f = mam.get("1024x1024 fwd")
+        if f:
+            full = f["b"] * f["n"] * f["m"] * 4 / 2**20
+            row("MAM forward / nn.Linear, 1024x1024, B=256", "<= 3x, memory not B*M*N",
+                f"{f['ratio']:.1f}x; +{f['mam_mib']:.0f} MiB (B*M*N floats: {full:.0f} MiB)",
+                f["ratio"] <= 3 and f["mam_mib"] < full / 4)
+    if brd:
+        row("mamfpga demo, warm caches", "< 3 min", f"{brd['demo_warm_s']:.0f} s", brd["demo_warm_s"] < 180)
+    w = max(len(r[0]) for r in rows)
+    t = max(len(r[1]) for r in rows)
+    m = max(len(r[2]) for r in rows)
+    print(f"{'figure':<{w}}  {'target':<{t}}  {'measured':<{m}}  met")
+    print("-" * (w + t + m + 9))
+    for r in rows:
+        print(f"{r[0]:<{w}}  {r[1]:<{t}}  {r[2]:<{m}}  {r[3]}")
+    missing = [n for n, d in (("compile", comp), ("pe_area", area), ("mam", mam), ("board", brd)) if d is None]
+    if missing:
+        print(f"\n(no figures yet from: {', '.join(missing)})")
+
+
+if __name__ == "__main__":
+    main()
