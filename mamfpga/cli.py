@@ -537,10 +537,18 @@ def cmd_report(args) -> int:
         print(f"co-simulation: {sim['simulator']}, {sim['samples']} samples, {sim['mismatches']} mismatching")
     else:
         print("co-simulation: not run (mamfpga sim BUILD --inputs X.npy --outputs Y.npy)")
-    res = report.get("resources")
-    if res:
+    if report.get("resources") and report.get("clock"):
+        print(f"board {report['board']} ({report['device']}), placed and routed:")
+        print_board_table(report)
+    elif report.get("resources"):
+        res = report["resources"]
         print(f"resources: {res['lut']}/{res['lut_avail']} LUT, {res['ff']}/{res['ff_avail']} FF, "
               f"{res['bram']}/{res['bram_avail']} BRAM, {res['dsp']}/{res['dsp_avail']} DSP")
+    run = report.get("board_run")
+    if run:
+        acc = f", accuracy {run['accuracy']:.4f}" if "accuracy" in run else ""
+        print(f"on the board ({run['port']}): {run['samples']} samples, {run['mismatches']} mismatching{acc}; "
+              f"cycles {'/'.join(map(str, run['cycles']))} (model {run['cycle_model']})")
     return 0
 
 
@@ -580,7 +588,8 @@ def print_board_table(r: dict):
     if cp:
         print(f"critical path {cp['ns']:.1f} ns ({cp['logic_ns']:.1f} logic, {cp['routing_ns']:.1f} routing): "
               f"{cp['from']} -> {cp['to']}")
-    print(f"latency {r['latency_us']:.1f} us per inference ({r.get('cycles_per_inference_model', '?')} cycles), "
+    cycles = r.get("cycles_per_inference_model", r.get("cycles_per_inference", "?"))
+    print(f"latency {r['latency_us']:.1f} us per inference ({cycles} cycles), "
           f"{r['inferences_per_s']:,.0f} inferences/s")
 
 

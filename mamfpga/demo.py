@@ -174,6 +174,7 @@ def run_demo(out: Path, board: str, family: str, *, quiet: bool = False) -> tupl
     })
     report.update({k: v for k, v in syn.items() if k not in ("board", "device")})
     atomic_write_json(out / "report.json", report)
+    atomic_write_json(build / "report.json", report)          # what `mamfpga report BUILD` shows
     plots = [_plot_accuracy(curve, report, out / "accuracy_vs_sparsity.png")]
     if "resources" in syn:
         plots.append(_plot_resources(report, dense, dev, out / "resources.png"))

@@ -41,7 +41,7 @@ def main():
             f"{ice['fmax_mhz']:.1f} / {ecp['fmax_mhz']:.1f} MHz", ice["fmax_mhz"] >= 48 and ecp["fmax_mhz"] >= 150)
     if area:
         row("MAM PE LUTs / MAC PE LUTs (L = 1, 2, 4)", "<= 1.3",
-            ", ".join(f"{k} {v:.2f}" for k, v in area.items()), max(area.values()) <= 1.3)
+            ", ".join(f"{k} {v:.3f}" for k, v in area.items()), max(area.values()) <= 1.3)
     if mam:
         f = mam.get("1024x1024 fwd")
         if f:
