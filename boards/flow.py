@@ -23,7 +23,7 @@ from pathlib import Path
 from mamfpga import toolchain
 from mamfpga.boards import hostlink
 from mamfpga.boards.clocking import pll_plan
-from mamfpga.boards.resources import _count
+from mamfpga.boards.resources import count_cells
 from mamfpga.boards.targets import DEVICES, Board
 from mamfpga.boards.top import BOARD_TOP_NAME, BoardTop
 
@@ -91,7 +91,7 @@ def _capacity_message(stat_json: Path, device, family: str) -> str | None:
         return None
     data = json.loads(stat_json.read_text())
     cells = data.get("design", {}).get("num_cells_by_type", {})
-    r = _count(dict(cells), family)
+    r = count_cells(dict(cells), family)
     over = [(what, need, have) for what, need, have in
             (("LUTs", r.lut, device.lut), ("flip-flops", r.ff, device.ff), ("block RAMs", r.bram, device.bram),
              ("DSPs", r.dsp, device.dsp)) if need > have]
@@ -200,7 +200,7 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
         tail = logfile.read_text(errors="replace").splitlines()[-15:]
         raise SynthError(f"the board build failed (exit {proc.returncode}); the end of {logfile}:\n"
                          + "\n".join(tail))
-    stat = _count(dict(json.loads((out / "stat.json").read_text())["design"]["num_cells_by_type"]),
+    stat = count_cells(dict(json.loads((out / "stat.json").read_text())["design"]["num_cells_by_type"]),
                   board.family)
     placed = parse_nextpnr_report(json.loads((out / "nextpnr.json").read_text()), board.family)
     cycles = program.cycles_per_inference

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mamfpga import toolchain
 
-__all__ = ["FAMILIES", "Resources", "synth_resources", "YosysError"]
+__all__ = ["FAMILIES", "Resources", "count_cells", "synth_resources", "YosysError"]
 
 FAMILIES = ("ice40", "ecp5")
 
@@ -41,7 +41,7 @@ class Resources:
         return asdict(self)
 
 
-def _count(cells: dict, family: str) -> Resources:
+def count_cells(cells: dict, family: str) -> Resources:
     def total(pred):
         return sum(n for name, n in cells.items() if pred(name))
 
@@ -106,4 +106,4 @@ def synth_resources(verilog: str | os.PathLike, top: str, family: str, *,
         for mod in data.get("modules", {}).values():
             for k, v in mod.get("num_cells_by_type", {}).items():
                 cells[k] = cells.get(k, 0) + v
-    return _count(dict(cells), family)
+    return count_cells(dict(cells), family)

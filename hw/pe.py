@@ -198,7 +198,7 @@ class PE(wiring.Component):
         for k in range(L):
             m.d.sync += [prods[k].eq(w2c[k] * x2c[k]), nz4[k].eq(w2c[k] != 0)]
 
-        # ---------------------------------------------------------------- S3: trees
+        # ---------------------------------------------------------------- S4: trees
         first = prods[L - 1]
         for k in reversed(range(L - 1)):
             first = Mux(nz4[k], prods[k], first)

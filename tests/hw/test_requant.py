@@ -10,17 +10,8 @@ from mamfpga.sw.qnet import QuantLayer
 from tests.support import run_sim
 
 
-@pytest.mark.parametrize("acc_bits", [12, 22, 32, 40])
-def test_matches_golden_requantize(acc_bits):
-    dut = Requant(acc_bits=acc_bits, tag_bits=10)
-    rng = random.Random(acc_bits)
-    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-    cases = []
-    for k in range(400):
-        acc = rng.choice([lo, hi, 0, -1, 1, rng.randint(lo, hi), rng.randint(-1000, 1000)])
-        mult = rng.choice([1, 65535, rng.randint(1, 65535)])
-        shift = rng.choice([0, 1, 62, rng.randint(0, 62), rng.randint(acc_bits - 8, acc_bits + 16) % 63])
-        cases.append((acc, mult, shift, rng.random() < 0.5, k % 1024))
+def _drive(dut, cases):
+    """Feed (acc, mult, shift, relu, tag) cases one per cycle; the (y, tag) results in order."""
     got = []
 
     async def tb(ctx):
@@ -35,7 +26,22 @@ def test_matches_golden_requantize(acc_bits):
                 got.append((ctx.get(dut.o.payload.y), ctx.get(dut.o.payload.tag)))
             await ctx.tick()
 
-    run_sim(dut, tb)
+    run_sim(dut, tb, max_cycles=len(cases) + 100)
+    return got
+
+
+@pytest.mark.parametrize("acc_bits", [12, 22, 32, 40])
+def test_matches_golden_requantize(acc_bits):
+    dut = Requant(acc_bits=acc_bits, tag_bits=10)
+    rng = random.Random(acc_bits)
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    cases = []
+    for k in range(400):
+        acc = rng.choice([lo, hi, 0, -1, 1, rng.randint(lo, hi), rng.randint(-1000, 1000)])
+        mult = rng.choice([1, 65535, rng.randint(1, 65535)])
+        shift = rng.choice([0, 1, 62, rng.randint(0, 62), rng.randint(acc_bits - 8, acc_bits + 16) % 63])
+        cases.append((acc, mult, shift, rng.random() < 0.5, k % 1024))
+    got = _drive(dut, cases)
     want = []
     for acc, mult, shift, relu, tag in cases:
         layer = QuantLayer(np.zeros((1, 1), np.int8), np.zeros(1, np.int32), "mac", mult, shift, relu)
@@ -51,20 +57,7 @@ def test_saturation_and_rounding_boundaries(shift):
     step = max(1, (1 << shift) // 4)
     accs = list(range(-(131 << shift), 131 << shift, step))
     cases = [(acc, relu) for acc in accs for relu in (0, 1)]
-    got = []
-
-    async def tb(ctx):
-        for case in cases + [None] * (dut.latency + 1):
-            if case is None:
-                ctx.set(dut.i.valid, 0)
-            else:
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, {"acc": case[0], "mult": 1, "shift": shift, "relu": case[1], "tag": 0})
-            if ctx.get(dut.o.valid):
-                got.append(ctx.get(dut.o.payload.y))
-            await ctx.tick()
-
-    run_sim(dut, tb, max_cycles=len(cases) + 100)
+    got = [y for y, _tag in _drive(dut, [(acc, 1, shift, relu, 0) for acc, relu in cases])]
     want = []
     for relu in (0, 1):
         layer = QuantLayer(np.zeros((1, 1), np.int8), np.zeros(1, np.int32), "mac", 1, shift, bool(relu))
