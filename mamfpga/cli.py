@@ -8,6 +8,8 @@ would overwrite a user's file). Errors are one line, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -383,19 +385,31 @@ def cmd_compile(args) -> int:
     from mamfpga.sw.compiler import TOP_NAME, CompileError, compile_network, write_build
 
     net = _load_qnet(args.net)
-    if args.pes < 1 or args.pes & (args.pes - 1):
-        raise UsageError(f"--pes must be a power of two for the generated accelerator, not {args.pes}")
+    for name in ("pes", "lanes"):
+        v = getattr(args, name)
+        if v is not None and (v < 1 or (name == "pes" and v & (v - 1))):
+            raise UsageError(f"--{name} must be a {'power of two' if name == 'pes' else 'positive number'} "
+                             f"for the generated accelerator, not {v}")
+    choice = None
     try:
-        cfg = ArchConfig(pes=args.pes, lanes=args.lanes, acc_bits=args.acc_bits or 32)
         if args.board is not None:
-            from mamfpga.boards.targets import board_device
+            from mamfpga.boards import fit
+            from mamfpga.boards.targets import board as board_by_name
 
-            board_device(args.board)
-        program = compile_network(net, cfg, board=args.board, delta_bits=args.delta_bits,
-                                  acc_bits=args.acc_bits, split=args.split)
+            brd = board_by_name(args.board)
+            problem = fit.lower_bound_problem(net, fit.device_of(brd))
+            if problem:
+                raise UsageError(f"does not fit the {args.board}: {problem}")
+        if args.board is not None and (args.pes is None or args.lanes is None) and args.delta_bits is None:
+            choice = _choose(net, brd, args)
+            program = choice.program
+        else:
+            cfg = ArchConfig(pes=args.pes or 4, lanes=args.lanes or 2, acc_bits=args.acc_bits or 32)
+            program = compile_network(net, cfg, board=args.board, delta_bits=args.delta_bits,
+                                      acc_bits=args.acc_bits, split=args.split or "auto")
     except (CompileError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    build = write_build(program, args.output, board=args.board)
+    build = write_build(program, args.output, board=args.board, choice=choice.record() if choice else None)
     cfg = program.config
     print(f"compiled for P={cfg.pes} PEs x L={cfg.lanes} lanes, {cfg.acc_bits}-bit accumulators, "
           f"{cfg.delta_bits}-bit column deltas" + (f", board {args.board}" if args.board else ""))
@@ -420,6 +434,26 @@ def cmd_compile(args) -> int:
           + (f"; {mem['bram']} block RAMs" if mem.get("bram") is not None else ""))
     print(f"wrote {build}/accelerator.v (top {TOP_NAME}), manifest.json and the memory images")
     return 0
+
+
+def _choose(net, brd, args):
+    """compile --board without --pes/--lanes: the fastest configuration that fits, said why."""
+    from mamfpga.boards import fit
+    from mamfpga.boards.flow import SynthError
+
+    log = (lambda _m: None) if args.quiet else (lambda m: print(f"  {m}", flush=True))
+    print(f"choosing the fastest configuration that fits the {brd.name} ({brd.device}; logic at most "
+          f"{fit.LOGIC_MARGIN:.0%} of the device, every other resource to its count) ...", flush=True)
+    try:
+        choice = fit.choose(net, brd, pes=[args.pes] if args.pes else None,
+                            lanes=[args.lanes] if args.lanes else None, splits=[args.split] if args.split else None,
+                            acc_bits=args.acc_bits, log=log)
+    except fit.NoFitError as exc:
+        raise UsageError(str(exc)) from None
+    except SynthError as exc:
+        raise UsageError(f"could not synthesize a candidate to count its resources: {exc}") from None
+    print(choice.explain())
+    return choice
 
 
 def cmd_sim(args) -> int:
@@ -912,13 +946,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("compile", help="CSR per PE, memory images, cycle model -> BUILD/")
     d.add_argument("net", type=Path)
-    d.add_argument("--pes", type=int, default=4, help="processing elements P (default 4)")
-    d.add_argument("--lanes", type=int, default=2, help="multiplier lanes per PE L (default 2)")
-    d.add_argument("--board", help="check capacity against this board: " + ", ".join(BOARDS))
+    d.add_argument("--pes", type=int, help="processing elements P (default: with --board, the fastest that "
+                                           "fits; else 4)")
+    d.add_argument("--lanes", type=int, help="multiplier lanes per PE L (default: with --board, the fastest "
+                                             "that fits; else 2)")
+    d.add_argument("--board", help="fit the board (every resource), choosing P and L unless given: "
+                   + ", ".join(BOARDS))
     d.add_argument("--acc-bits", type=int, help="accumulator width (default: what the network needs)")
     d.add_argument("--delta-bits", type=int, help="column delta width (default: smallest memory)")
-    d.add_argument("--split", choices=["auto", "never", "always"], default="auto",
-                   help="column-split layers (default: where faster)")
+    d.add_argument("--split", choices=["auto", "never", "always"],
+                   help="column-split layers (default: where faster; with --board, whichever fits)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     d.add_argument("-o", "--output", type=Path, required=True)
     d.set_defaults(func=cmd_compile)
 
@@ -994,6 +1032,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mamfpga {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader stopped reading (`mamfpga eval m.pt --json | head -c 100`): stop quietly, as a
+        # Unix tool killed by SIGPIPE would, and keep Python from failing again when it flushes stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -79,7 +79,10 @@ def verilator_bin_dir() -> Path | None:
 
 
 def cache_dir() -> Path:
-    """Where mamfpga keeps compile caches (YoWASP's): the repo's ignored .cache/ or ~/.cache."""
+    """Where mamfpga keeps caches (YoWASP's compiles, synthesized designs): ``$MAMFPGA_CACHE_DIR``,
+    else the repo's ignored .cache/, else ~/.cache/mamfpga."""
+    if os.environ.get("MAMFPGA_CACHE_DIR"):
+        return Path(os.environ["MAMFPGA_CACHE_DIR"])
     root = repo_root()
     if root is not None:
         return root / ".cache"

@@ -29,7 +29,7 @@ from mamfpga.outputs import atomic_write_json, atomic_write_text, claim_dir
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork, save_qnet
 from mamfpga.sw.simplify import eliminate_dead
 
-__all__ = ["CompileError", "LayerPlan", "Program", "compile_network", "prove_accumulators", "eliminate",
+__all__ = ["CompileError", "MemoryFitError", "LayerPlan", "Program", "compile_network", "prove_accumulators", "eliminate",
            "choose_delta_bits", "assign_rows", "encode_layer", "memory_use", "check_capacity", "write_build",
            "required_acc_bits"]
 
@@ -38,6 +38,10 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 class CompileError(ValueError):
     """The network cannot be compiled for this configuration (the message has the numbers)."""
+
+
+class MemoryFitError(CompileError):
+    """The compiled program's memories need more block RAM than the board has."""
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Program:
     output_address: np.ndarray        # output row r lives at this address of the last buffer
     eliminated: dict
     memory: dict = field(default_factory=dict)
+    split: str = "auto"               # the compile option that chose each layer's kind
 
     @property
     def cycles_per_inference(self) -> int:
@@ -148,37 +153,129 @@ def eliminate(net: QuantNetwork) -> tuple[QuantNetwork, np.ndarray, dict]:
     return out, index, info
 
 
-def _row_entries(cols_sorted: np.ndarray, max_delta: int) -> int:
-    """Entries a row needs with delta coding: its nonzeros plus gap fillers."""
-    if len(cols_sorted) == 0:
-        return 0
-    deltas = np.diff(np.concatenate([[0], cols_sorted]))
-    fillers = np.maximum(0, -(-deltas // max_delta) - 1)
-    return int(len(cols_sorted) + fillers.sum())
+@dataclass
+class _CSR:
+    """The nonzeros of a layer's rows in the order the PE reads them: by row, then by
+    activation address (``addr``, relative to ``origin``)."""
+    indptr: np.ndarray               # rows + 1
+    addr: np.ndarray                 # int64, ascending within each row
+    weight: np.ndarray               # int64
+
+    @property
+    def rows(self) -> int:
+        return len(self.indptr) - 1
+
+    def deltas(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row of each nonzero, its column delta from the previous one or from 0)."""
+        lens = np.diff(self.indptr)
+        seg = np.repeat(np.arange(self.rows), lens)
+        prev = np.empty_like(self.addr)
+        if len(prev):
+            prev[1:] = self.addr[:-1]
+            prev[self.indptr[:-1][lens > 0]] = 0
+        return seg, self.addr - prev
 
 
-def _layer_row_cols(layer: QuantLayer, col_address: np.ndarray) -> list[np.ndarray]:
-    rows = []
-    for r in range(layer.rows):
-        cols = np.flatnonzero(layer.weight[r])
-        rows.append(np.sort(col_address[cols]))
-    return rows
+def _csr(layer: QuantLayer, col_address: np.ndarray, lo: int | None = None, hi: int | None = None) -> _CSR:
+    """The layer's nonzeros as a :class:`_CSR` over the activation addresses of its columns
+    (only those in [lo, hi), relative to lo, for one PE of a column-split layer)."""
+    rr, cc = np.nonzero(layer.weight)
+    addr = np.asarray(col_address, dtype=np.int64)[cc]
+    if lo is not None:
+        keep = (addr >= lo) & (addr < hi)
+        rr, cc, addr = rr[keep], cc[keep], addr[keep] - lo
+    order = np.lexsort((addr, rr))
+    rr, cc, addr = rr[order], cc[order], addr[order]
+    indptr = np.zeros(layer.rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rr, minlength=layer.rows), out=indptr[1:])
+    return _CSR(indptr, addr, layer.weight[rr, cc].astype(np.int64))
 
 
-def _row_words(entries: int, lanes: int) -> int:
-    return max(1, -(-entries // lanes))
+def _fillers(delta: np.ndarray, max_delta: int) -> np.ndarray:
+    """Gap-filler entries before each nonzero: a delta over ``max_delta`` takes
+    (zero-weight) entries of ``max_delta`` until the rest fits."""
+    return np.maximum(0, -(-delta // max_delta) - 1)
 
 
-def choose_delta_bits(row_cols: list[list[np.ndarray]], cfg: ArchConfig, max_bits: int = 16) -> int:
+def _row_costs(csr: _CSR, cfg: ArchConfig) -> np.ndarray:
+    """Weight words of each row: its nonzeros plus gap fillers, L to a word, at least one."""
+    seg, delta = csr.deltas()
+    entries = np.bincount(seg, weights=1 + _fillers(delta, cfg.max_delta), minlength=csr.rows)
+    return np.maximum(1, -(-entries.astype(np.int64) // cfg.lanes))
+
+
+def choose_delta_bits(csrs: list[_CSR], cfg: ArchConfig, max_bits: int = 16) -> int:
     """The delta width giving the smallest weight memory (fewest words on ties)."""
+    parts = [(csr.deltas(), csr.rows) for csr in csrs]
     best = None
     for d in range(1, max_bits + 1):
         c = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, cfg.acc_bits, d)
-        words = sum(_row_words(_row_entries(rc, c.max_delta), c.lanes) for layer in row_cols for rc in layer)
+        words = 0
+        for (seg, delta), rows in parts:
+            entries = np.bincount(seg, weights=1 + _fillers(delta, c.max_delta), minlength=rows)
+            words += int(np.maximum(1, -(-entries.astype(np.int64) // c.lanes)).sum())
         key = (words * word_bits(c), words)
         if best is None or key < best[0]:
             best = (key, d)
     return best[1]
+
+
+def _encode_rows(csr: _CSR, rows: list[int], cfg: ArchConfig) -> tuple[list[int], list[int]]:
+    """Weight words of ``rows`` (row indices of ``csr``, -1 for a padding row), in order, and
+    the words of each: delta-coded entries (delta, int8 weight), gap fillers, zero entries
+    padding the last word, the end-of-row bit on the last word of each row.
+
+    Gap fillers and the padding of the last word are zero-weight entries: a MAC
+    lane adds their product 0, a MAM lane ignores them (the row's zero-candidate
+    bit, not the entries, says whether 0 is a max/min candidate). An empty row,
+    or a padding row, is one word of zero entries: its bias alone. The word
+    layout is :func:`mamfpga.hw.arch.word_bits`'s: entry k at bits
+    [k * entry_bits, (k+1) * entry_bits), delta low, weight high; end-of-row on top.
+    """
+    L, maxd, eb = cfg.lanes, cfg.max_delta, entry_bits(cfg)
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    real = rows >= 0
+    safe = np.where(real, rows, 0)
+    lens = np.where(real, csr.indptr[safe + 1] - csr.indptr[safe], 0)
+    total_nz = int(lens.sum())
+    seg = np.repeat(np.arange(n), lens)                     # listed row of each nonzero
+    first = np.zeros(n, dtype=np.int64)
+    np.cumsum(lens[:-1], out=first[1:])
+    idx = csr.indptr[safe][seg] + (np.arange(total_nz) - first[seg])
+    addr, weight = csr.addr[idx], csr.weight[idx]
+    prev = np.zeros(total_nz, dtype=np.int64)
+    if total_nz:
+        prev[1:] = addr[:-1]
+        prev[first[lens > 0]] = 0
+    delta = addr - prev
+    fill = _fillers(delta, maxd)
+    per_nz = 1 + fill
+    entries = np.bincount(seg, weights=per_nz, minlength=n).astype(np.int64)
+    words = np.maximum(1, -(-entries // L))
+    row_base = L * (np.cumsum(words) - words)
+    cum = np.cumsum(per_nz) - per_nz                        # entries before each nonzero, overall
+    start = row_base[seg] + cum - cum[first[seg]] if total_nz else cum
+    n_ent = int(L * words.sum())
+    ent_delta = np.zeros(n_ent, dtype=np.int64)
+    ent_weight = np.zeros(n_ent, dtype=np.int64)
+    n_fill = int(fill.sum())
+    if n_fill:
+        fill_first = np.cumsum(fill) - fill
+        ent_delta[np.repeat(start, fill) + (np.arange(n_fill) - np.repeat(fill_first, fill))] = maxd
+    pos = start + fill
+    ent_delta[pos] = delta - fill * maxd
+    ent_weight[pos] = weight
+    ent = ((ent_delta & maxd) | ((ent_weight & 0xFF) << cfg.delta_bits)).reshape(-1, L)
+    eor = np.zeros(len(ent), dtype=np.int64)
+    eor[np.cumsum(words) - 1] = 1
+    if L * eb + 1 <= 62:
+        packed = (ent << (np.arange(L, dtype=np.int64) * eb)).sum(axis=1) | (eor << (L * eb))
+        return packed.tolist(), words.tolist()
+    packed = eor.astype(object) << (L * eb)                 # wider than 62 bits: Python integers
+    for k in range(L):
+        packed = packed + (ent[:, k].astype(object) << (k * eb))
+    return packed.tolist(), words.tolist()
 
 
 def assign_rows(costs: list[int], pes: int) -> list[list[int]]:
@@ -200,66 +297,29 @@ def assign_rows(costs: list[int], pes: int) -> list[list[int]]:
     return [sorted(o) + [-1] * (per_pe - len(o)) for o in owner]
 
 
-def _pack_word(entries: list[tuple[int, int]], eor: bool, cfg: ArchConfig) -> int:
-    eb = entry_bits(cfg)
-    word = 0
-    for k, (delta, weight) in enumerate(entries):
-        word |= ((delta & cfg.max_delta) | ((weight & 0xFF) << cfg.delta_bits)) << (k * eb)
-    return word | (int(eor) << (cfg.lanes * eb))
-
-
-def _encode_row(cols: np.ndarray, weights: np.ndarray, cfg: ArchConfig) -> list[int]:
-    """Words of one row: delta-coded entries, gap fillers, end-of-row bit on the last word.
-
-    Gap fillers and the padding of the last word are zero-weight entries: a MAC
-    lane adds their product 0, a MAM lane ignores them (the row's zero-candidate
-    bit, not the entries, says whether 0 is a max/min candidate). An empty row
-    is one word of zero entries: its bias alone.
-    """
-    entries: list[tuple[int, int]] = []
-    prev = 0
-    for c, w in zip(cols, weights):
-        delta = int(c) - prev
-        while delta > cfg.max_delta:
-            entries.append((cfg.max_delta, 0))
-            delta -= cfg.max_delta
-        entries.append((delta, int(w)))
-        prev = int(c)
-    n_words = _row_words(len(entries), cfg.lanes)
-    entries += [(0, 0)] * (n_words * cfg.lanes - len(entries))
-    return [_pack_word(entries[i * cfg.lanes:(i + 1) * cfg.lanes], i == n_words - 1, cfg)
-            for i in range(n_words)]
-
-
-def encode_layer(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig) -> LayerPlan:
-    row_cols = _layer_row_cols(layer, col_address)
-    order = [np.argsort(col_address[np.flatnonzero(layer.weight[r])]) for r in range(layer.rows)]
-    costs = [_row_words(_row_entries(rc, cfg.max_delta), cfg.lanes) for rc in row_cols]
-    assignment = assign_rows(costs, cfg.pes)
+def encode_layer(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig,
+                 csr: _CSR | None = None) -> LayerPlan:
+    csr = csr if csr is not None else _csr(layer, col_address)
+    costs = _row_costs(csr, cfg)
+    assignment = assign_rows(costs.tolist(), cfg.pes)
     per_pe = len(assignment[0])
-    words, bias, row_words, pe_nnz = [], [], [], []
     out_address = np.zeros(layer.rows, dtype=np.int64)
     zc_bit = 1 << cfg.acc_bits
     acc_mask = zc_bit - 1
+    nnz_row = np.diff(csr.indptr)
+    zero_cand = nnz_row < layer.cols                        # the row has a pruned weight
+    bias_entry = (layer.bias.astype(np.int64) & acc_mask) | np.where(zero_cand, zc_bit, 0)
+    words, bias, row_words, pe_nnz = [], [], [], []
     for p, rows in enumerate(assignment):
-        w_p, b_p, rw_p, nnz_p = [], [], [], 0
-        for t, r in enumerate(rows):
-            if r < 0:          # padding row: bias 0 and a zero candidate; its output is never read
-                row = [_pack_word([(0, 0)] * cfg.lanes, True, cfg)]
-                b_p.append(zc_bit)
-            else:
-                nz = np.flatnonzero(layer.weight[r])[order[r]]
-                row = _encode_row(row_cols[r], layer.weight[r, nz], cfg)
-                zero_candidate = bool((layer.weight[r] == 0).any())
-                b_p.append((int(layer.bias[r]) & acc_mask) | (zc_bit if zero_candidate else 0))
-                out_address[r] = t * cfg.pes + p
-                nnz_p += len(nz)
-            w_p += row
-            rw_p.append(len(row))
+        w_p, rw_p = _encode_rows(csr, rows, cfg)
+        r = np.asarray(rows, dtype=np.int64)
+        real = r >= 0
+        # padding row: bias 0 and a zero candidate; its output is never read
+        bias.append(np.where(real, bias_entry[np.where(real, r, 0)], zc_bit).tolist())
+        out_address[r[real]] = np.flatnonzero(real) * cfg.pes + p
         words.append(w_p)
-        bias.append(b_p)
         row_words.append(rw_p)
-        pe_nnz.append(nnz_p)
+        pe_nnz.append(int(nnz_row[r[real]].sum()))
     plan = LayerPlan(k, layer.mode, layer.rows, layer.cols, layer.nnz, layer.mult, layer.shift, layer.relu,
                      per_pe, assignment, words, bias, row_words, out_address,
                      cycles=max(len(w) for w in words) + layer_overhead(cfg),
@@ -289,25 +349,19 @@ def encode_layer_split(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: 
     ranges = _split_ranges(layer, col_address, cfg.pes)
     zc_bit = 1 << cfg.acc_bits
     acc_mask = zc_bit - 1
+    col_address = np.asarray(col_address, dtype=np.int64)
     words, bias, row_words, pe_nnz = [], [], [], []
     for p in range(cfg.pes):
         lo, hi = ranges[p], ranges[p + 1]
-        cols = np.flatnonzero((col_address >= lo) & (col_address < hi))
-        w_p, b_p, rw_p, nnz_p = [], [], [], 0
-        for r in range(layer.rows):
-            nz = cols[layer.weight[r, cols] != 0]
-            nz = nz[np.argsort(col_address[nz])]
-            row = _encode_row(col_address[nz] - lo, layer.weight[r, nz], cfg)
-            zero_candidate = bool((layer.weight[r, cols] == 0).any())
-            b = int(layer.bias[r]) if p == 0 else 0
-            b_p.append((b & acc_mask) | (zc_bit if zero_candidate else 0))
-            w_p += row
-            rw_p.append(len(row))
-            nnz_p += len(nz)
+        csr = _csr(layer, col_address, lo, hi)
+        w_p, rw_p = _encode_rows(csr, list(range(layer.rows)), cfg)
+        in_range = int(((col_address >= lo) & (col_address < hi)).sum())
+        nnz_row = np.diff(csr.indptr)
+        b = (layer.bias.astype(np.int64) & acc_mask) if p == 0 else np.zeros(layer.rows, dtype=np.int64)
+        bias.append((b | np.where(nnz_row < in_range, zc_bit, 0)).tolist())
         words.append(w_p)
-        bias.append(b_p)
         row_words.append(rw_p)
-        pe_nnz.append(nnz_p)
+        pe_nnz.append(int(nnz_row.sum()))
     assignment = [list(range(layer.rows)) for _ in range(cfg.pes)]
     return LayerPlan(k, layer.mode, layer.rows, layer.cols, layer.nnz, layer.mult, layer.shift, layer.relu,
                      layer.rows, assignment, words, bias, row_words, np.arange(layer.rows),
@@ -317,29 +371,37 @@ def encode_layer_split(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: 
 
 
 def memory_use(program: Program, family: str | None) -> dict:
-    """Bits and block RAMs of each memory (per PE memories summed over the PEs)."""
+    """Bits and block RAMs of each memory of the accelerator, as the RTL builds them
+    (mamfpga.hw.pe): per PE a weight memory (its own words), a bias memory, and per
+    lane an activation memory of P activations a word, both ping-pong sides, its
+    depth a power of two. The board top adds its own FIFOs (counted by
+    :mod:`mamfpga.boards.fit` from the synthesized design)."""
     from mamfpga.boards.targets import bram_blocks
 
     cfg = program.config
-    depth_w = max(sum(l.pe_words[p] for l in program.layers) for p in range(cfg.pes))
-    depth_b = sum(l.rows_per_pe for l in program.layers)
-    widest = max([program.net.input_size] + [l.rows_per_pe * cfg.pes for l in program.layers])
-    act_depth = -(-widest // cfg.pes)
+    P, L = cfg.pes, cfg.lanes
+    depth_w = [max(1, sum(l.pe_words[p] for l in program.layers)) for p in range(P)]
+    depth_b = [max(1, sum(len(l.bias[p]) for l in program.layers)) for p in range(P)]
+    widest = max([program.net.input_size] + [(l.rows if l.split else l.rows_per_pe * P) for l in program.layers])
+    act_words = -(-widest // P)
+    act_depth = 2 * (1 << max(0, (act_words - 1).bit_length()))
     mems = {
-        "weights": {"copies": cfg.pes, "width": word_bits(cfg), "depth": depth_w},
-        "bias": {"copies": cfg.pes, "width": cfg.acc_bits + 1, "depth": depth_b},
-        # every lane of every PE reads its own copy; ping-pong doubles it
-        "activations": {"copies": 2 * cfg.pes * cfg.lanes, "width": 8 * cfg.pes, "depth": act_depth},
+        "weights": {"copies": P, "width": word_bits(cfg), "depths": depth_w},
+        "bias": {"copies": P, "width": cfg.acc_bits + 1, "depths": depth_b},
+        # every lane of every PE reads its own copy, both ping-pong sides in one memory
+        "activations": {"copies": P * L, "width": 8 * P, "depths": [act_depth] * (P * L)},
     }
     # The weights are initialised from the bitstream, so they live in block RAM: the
     # iCE40UP's SPRAMs have no initial contents (they would need run-time weight loading).
     total_bits = total_blocks = 0
     for m in mems.values():
-        m["bits"] = m["copies"] * m["width"] * m["depth"]
+        m["depth"] = max(m["depths"])
+        m["bits"] = m["width"] * sum(m["depths"])
         total_bits += m["bits"]
         if family is not None:
-            m["bram"] = m["copies"] * bram_blocks(m["width"], m["depth"], family)
+            m["bram"] = sum(bram_blocks(m["width"], d, family) for d in m["depths"])
             total_blocks += m["bram"]
+        del m["depths"]
     nnz = sum(l.nnz for l in program.layers)
     return {"memories": mems, "total_bits": total_bits, "bram": total_blocks if family else None,
             "weight_bits_per_nnz": (mems["weights"]["bits"] / nnz) if nnz else None}
@@ -352,7 +414,7 @@ def check_capacity(program: Program, board: str) -> dict:
     use = memory_use(program, dev.family)
     if use["bram"] > dev.bram:
         parts = ", ".join(f"{name} {m['bram']}" for name, m in use["memories"].items() if m["bram"])
-        raise CompileError(f"the program needs {use['bram']} block RAMs ({parts}); the {dev.name} on "
+        raise MemoryFitError(f"the program needs {use['bram']} block RAMs ({parts}); the {dev.name} on "
                            f"{board} has {dev.bram} (fewer PEs or lanes, or more pruning, would fit)")
     return use
 
@@ -385,7 +447,7 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, board: 
     plans = _plan(net, cfg, split)
     src_index = np.asarray(source.extra["input_index"]) if "input_index" in source.extra else None
     input_index = src_index[index] if src_index is not None else index
-    program = Program(cfg, net, source, input_index, index, plans, plans[-1].out_address, info)
+    program = Program(cfg, net, source, input_index, index, plans, plans[-1].out_address, info, split=split)
     program.memory = memory_use(program, None)
     if board is not None:
         program.memory = check_capacity(program, board)
@@ -435,13 +497,13 @@ def _settle_delta_bits(net: QuantNetwork, cfg: ArchConfig, split: str) -> int:
         trial = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, cfg.acc_bits, d)
         plans = _plan(net, trial, split)
         addresses = [np.arange(net.input_size)] + [p.out_address for p in plans[:-1]]
-        row_cols = []
+        csrs = []
         for layer, a, plan in zip(net.layers, addresses, plans):
             if plan.split:          # deltas restart at each PE's range
                 starts = np.array(plan.col_ranges[:-1])
                 a = a - starts[np.searchsorted(starts, a, side="right") - 1]
-            row_cols.append(_layer_row_cols(layer, a))
-        nd = choose_delta_bits(row_cols, trial)
+            csrs.append(_csr(layer, a))
+        nd = choose_delta_bits(csrs, trial)
         if nd == d:
             break
         d = nd
@@ -451,9 +513,12 @@ def _settle_delta_bits(net: QuantNetwork, cfg: ArchConfig, split: str) -> int:
 TOP_NAME = "mamfpga_accel"
 
 
-def write_build(program: Program, build: str | Path, *, board: str | None = None, verilog: bool = True) -> Path:
+def write_build(program: Program, build: str | Path, *, board: str | None = None, verilog: bool = True,
+                choice: dict | None = None) -> Path:
     """BUILD/: manifest.json, net.npz (the source network), per-PE memory images (.hex)
-    and, with ``verilog``, the accelerator's Verilog (top module ``mamfpga_accel``)."""
+    and, with ``verilog``, the accelerator's Verilog (top module ``mamfpga_accel``).
+    The manifest records every compile option, so that :func:`load_build` rebuilds the
+    same program; ``choice`` (how the configuration was chosen) goes in as is."""
     build = claim_dir(build, what="build folder")
     cfg = program.config
     save_qnet(program.source, build / "net.npz")
@@ -474,7 +539,8 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
         "board": board,
         "top": TOP_NAME if verilog else None,
         "config": {"pes": cfg.pes, "lanes": cfg.lanes, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
-                   "acc_bits": cfg.acc_bits, "delta_bits": cfg.delta_bits},
+                   "acc_bits": cfg.acc_bits, "delta_bits": cfg.delta_bits, "split": program.split},
+        "choice": choice,
         "input_index": [int(i) for i in program.input_index],
         "output_address": [int(a) for a in program.output_address],
         "eliminated": program.eliminated,
@@ -507,8 +573,11 @@ def load_build(build: str | Path) -> Program:
     c = manifest["config"]
     cfg = ArchConfig(pes=c["pes"], lanes=c["lanes"], acc_bits=c["acc_bits"], delta_bits=c["delta_bits"])
     kinds = [l.get("kind") == "column-split" for l in manifest["layers"]]
+    split = c.get("split", "auto")
+    if split not in ("auto", "never", "always"):
+        raise CompileError(f"{manifest_path}: config.split is {split!r}, not auto, never or always")
     program = compile_network(load_qnet(build / "net.npz"), cfg, delta_bits=c["delta_bits"],
-                              acc_bits=c["acc_bits"], split="auto")
+                              acc_bits=c["acc_bits"], split=split)
     if [l.split for l in program.layers] != kinds or program.cycles_per_inference != manifest["cycles_per_inference"]:
         raise CompileError(f"{build}: net.npz no longer compiles to the manifest's program; compile again")
     return program

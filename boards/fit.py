@@ -1,0 +1,330 @@
+"""Will it fit? Every resource a device limits, estimated before place and route.
+
+Block RAM alone does not decide whether a design fits an iCE40UP5K: logic
+cells, DSPs, I/O and the PLL do too, and the board top (host link, FIFOs,
+PLL) adds to the accelerator. The estimate comes from the synthesized design
+itself: yosys's netlist of the board top (``synth_ice40``/``synth_ecp5``, the
+same run the board build makes, cached per design), counted the way nextpnr
+packs it:
+
+- iCE40: a logic cell (ICESTORM_LC) holds one LUT4, one flip-flop and one
+  carry. A flip-flop shares the cell of the LUT that drives its D input when
+  that LUT drives nothing else; a carry shares the cell of the LUT whose I1/I2
+  are its I0/I1 (yosys's adders are built so); every other flip-flop or carry
+  takes a cell of its own. nextpnr adds a few cells of its own (carry-chain
+  feed-ins, constants): the count is within 1 % of nextpnr's placed count, and
+  :data:`PACKING_ALLOWANCE` keeps the estimate above it (measured over the
+  robustness networks, README).
+- ECP5: LUT4s (a CCU2C carry cell is two) and flip-flops are placed
+  separately (TRELLIS_COMB, TRELLIS_FF), so they are checked separately.
+
+:data:`LOGIC_MARGIN` is the stated margin: a design whose logic estimate
+exceeds that fraction of the device is refused (it would place, if at all,
+with little room for the router and the clock). Hard blocks (block RAM, DSP,
+SPRAM, I/O, PLL) may be used to the last one.
+
+:func:`choose` picks the fastest configuration (P, L, column split) of a
+network that fits a board by these rules; :func:`lower_bound_problem` refuses
+in milliseconds what no configuration can fit.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["LOGIC_MARGIN", "Needs", "needs_from_netlist", "fit_problems", "lower_bound_problem",
+           "Candidate", "Choice", "candidates", "choose", "NoFitError", "device_of"]
+
+#: logic (iCE40 logic cells; ECP5 LUTs and flip-flops) may use at most this fraction of the device
+LOGIC_MARGIN = 0.90
+#: added to the iCE40 packing count: nextpnr adds a few cells of its own (carry-chain feed-ins,
+#: constant drivers); measured within 1 % (README, robustness table), so the estimate stays above
+PACKING_ALLOWANCE = 0.01
+
+
+class NoFitError(ValueError):
+    """No configuration of the network fits the board (the message says why, with the numbers)."""
+
+
+def device_of(board):
+    from mamfpga.boards.targets import DEVICES
+
+    return DEVICES[board.device]
+
+
+@dataclass
+class Needs:
+    """What a synthesized design needs of its device."""
+    family: str
+    lc: int                 # iCE40 logic cells after packing; ECP5: LUT4s (the binding count of slices)
+    lut: int
+    ff: int
+    carry: int
+    bram: int
+    dsp: int
+    spram: int = 0
+    io: int = 0
+    pll: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cell_counts(cells: dict) -> collections.Counter:
+    return collections.Counter(c["type"] for c in cells.values())
+
+
+def _ice40_logic_cells(cells: dict) -> tuple[int, int, int]:
+    """(logic cells, flip-flops packed alone, carries packed alone) with nextpnr's iCE40 packing rule."""
+    driver, fanout = {}, collections.Counter()
+    luts, ffs, carries = {}, [], []
+    for name, c in cells.items():
+        t = c["type"]
+        dirs = c.get("port_directions", {})
+        for port, bits in c["connections"].items():
+            for b in bits:
+                if isinstance(b, str):          # a constant
+                    continue
+                if dirs.get(port) == "output":
+                    driver[b] = name
+                else:
+                    fanout[b] += 1
+        if t == "SB_LUT4":
+            luts[name] = c
+        elif t.startswith("SB_DFF"):
+            ffs.append(c)
+        elif t == "SB_CARRY":
+            carries.append(c)
+    paired, lone_ff = set(), 0
+    for c in ffs:
+        d = c["connections"]["D"][0]
+        lut = driver.get(d) if not isinstance(d, str) else None
+        if lut in luts and lut not in paired and fanout[d] == 1:
+            paired.add(lut)
+        else:
+            lone_ff += 1
+    by_inputs = collections.defaultdict(list)
+    for name, c in luts.items():
+        by_inputs[(str(c["connections"]["I1"][0]), str(c["connections"]["I2"][0]))].append(name)
+    with_carry, lone_carry = set(), 0
+    for c in carries:
+        key = (str(c["connections"]["I0"][0]), str(c["connections"]["I1"][0]))
+        lut = next((n for n in by_inputs.get(key, ()) if n not in with_carry), None)
+        if lut is None:
+            lone_carry += 1
+        else:
+            with_carry.add(lut)
+    return len(luts) + lone_ff + lone_carry, lone_ff, lone_carry
+
+
+def needs_from_netlist(netlist: dict, top: str, family: str) -> Needs:
+    """The needs of yosys's JSON netlist (``write_json`` after synthesis) of module ``top``."""
+    cells = netlist["modules"][top]["cells"]
+    n = _cell_counts(cells)
+
+    def total(prefix):
+        return sum(v for k, v in n.items() if k.startswith(prefix))
+
+    if family == "ice40":
+        packed, _, _ = _ice40_logic_cells(cells)
+        return Needs(family, lc=math.ceil(packed * (1 + PACKING_ALLOWANCE)), lut=n["SB_LUT4"], ff=total("SB_DFF"), carry=n["SB_CARRY"],
+                     bram=n["SB_RAM40_4K"] + n["SB_RAM40_4KNR"] + n["SB_RAM40_4KNW"] + n["SB_RAM40_4KNRNW"],
+                     dsp=n["SB_MAC16"], spram=n["SB_SPRAM256KA"],
+                     io=total("SB_IO") + n["SB_GB_IO"], pll=total("SB_PLL40"))
+    if family == "ecp5":
+        lut = n["LUT4"] + 2 * n["CCU2C"]
+        return Needs(family, lc=lut, lut=lut, ff=n["TRELLIS_FF"], carry=n["CCU2C"], bram=n["DP16KD"],
+                     dsp=total("MULT18X18") + total("ALU54"), io=n["TRELLIS_IO"], pll=n["EHXPLLL"])
+    raise ValueError(f"no fit rule for the {family} family")
+
+
+def fit_problems(needs: Needs, device, margin: float = LOGIC_MARGIN) -> list[str]:
+    """What does not fit ``device`` (a :class:`~mamfpga.boards.targets.Device`), one phrase each."""
+    if needs.family == "ice40":
+        logic = [("logic cells (LUT4 + flip-flop + carry, packed)", needs.lc, device.lut)]
+    else:
+        logic = [("LUT4s", needs.lut, device.lut), ("flip-flops", needs.ff, device.ff)]
+    out = []
+    for what, need, have in logic:
+        limit = int(have * margin)
+        if need > limit:
+            out.append(f"{need} {what}, over the {limit} allowed ({margin:.0%} of the {device.name}'s {have})")
+    for what, need, have in (("block RAMs", needs.bram, device.bram), ("DSPs", needs.dsp, device.dsp),
+                             ("SPRAMs", needs.spram, device.spram), ("I/O pins", needs.io, device.io),
+                             ("PLLs", needs.pll, device.pll)):
+        if need > have:
+            out.append(f"{need} {what}, the {device.name} has {have}")
+    return out
+
+
+def lower_bound_problem(net, device) -> str | None:
+    """What no configuration can fit, from counts alone (milliseconds, before any encoding).
+
+    Every nonzero weight of a layer that computes something takes at least
+    ``weight_bits + 1`` bits of block RAM (its value and a column delta of at
+    least one bit); the weights live in block RAM (they are initialised by the
+    bitstream). Rows the compiler would eliminate as dead are not counted, so
+    this is a true lower bound.
+    """
+    import numpy as np
+
+    nnz = 0
+    for layer in net.layers:
+        w = layer.weight
+        live = np.count_nonzero(w, axis=1) > 0
+        nnz += int(np.count_nonzero(w[live]))
+    need = nnz * (8 + 1)
+    have = device.bram * device.bram_bits
+    if need > have:
+        return (f"the network has {nnz} nonzero weights: at least {need:,} bits of weight memory (9 bits a "
+                f"weight, before any row structure), the {device.name} has {have:,} bits of block RAM "
+                f"({device.bram} x {device.bram_bits}); prune to fewer than {have // 9} nonzero weights")
+    return None
+
+
+@dataclass
+class Candidate:
+    pes: int
+    lanes: int
+    split: str
+    cycles: int | None = None
+    verdict: str = ""                  # "fits", or why not
+    needs: dict | None = None
+
+    @property
+    def label(self) -> str:
+        return f"P={self.pes} L={self.lanes}" + (" no split" if self.split == "never" else "")
+
+
+@dataclass
+class Choice:
+    program: object                    # the chosen Program
+    chosen: Candidate
+    device: object
+    tried: list[Candidate] = field(default_factory=list)
+
+    def record(self) -> dict:
+        """For the build's manifest: what was chosen, and why."""
+        return {"by": "fastest configuration that fits", "logic_margin": LOGIC_MARGIN,
+                "chosen": self.chosen.label, "needs": self.chosen.needs,
+                "tried": [{"config": c.label, "cycles": c.cycles, "verdict": c.verdict} for c in self.tried]}
+
+    def explain(self, brief: bool = False) -> str:
+        """The choice in a few lines: what was chosen, what it uses, why nothing faster
+        (``brief``: how many faster ones, by the resource that ruled them out)."""
+        c, dev = self.chosen, self.device
+        lines = [f"chose {c.label}: {c.cycles} cycles per inference, the fastest that fits"]
+        if c.needs:
+            n = c.needs
+            logic = (f"{n['lc']}/{dev.lut} logic cells ({n['lc'] / dev.lut:.0%})" if n["family"] == "ice40"
+                     else f"{n['lut']}/{dev.lut} LUT4 ({n['lut'] / dev.lut:.0%}), {n['ff']}/{dev.ff} FF")
+            lines.append(f"  estimate from its synthesized board top: {logic}, {n['bram']}/{dev.bram} block RAM, "
+                         f"{n['dsp']}/{dev.dsp} DSP, {n['io']}/{dev.io} I/O, {n['pll']}/{dev.pll} PLL")
+        else:
+            lines.append(f"  {c.verdict}")
+        faster = [t for t in self.tried if t is not c]
+        if faster and brief:
+            why = collections.Counter("block RAM" if t.verdict.startswith("block RAM") else
+                                      "skipped (bigger than one that does not fit)" if t.verdict.startswith("skipped")
+                                      else "logic/DSP/other" for t in faster)
+            lines.append(f"  {len(faster)} faster configuration(s) do not fit: "
+                         + ", ".join(f"{n} by {k}" for k, n in why.items()))
+        elif faster:
+            lines.append(f"  {len(faster)} faster configuration(s) do not fit:")
+            for t in faster:
+                lines.append(f"    {t.label:<18}{t.cycles:>8} cycles  {t.verdict}")
+        return "\n".join(lines)
+
+
+def candidates(pes: list[int] | None = None, lanes: list[int] | None = None,
+               splits: list[str] | None = None) -> list[tuple[int, int, str]]:
+    """Every (P, L, split) worth trying: P a power of two up to 16, L up to 8, P x L <= 32."""
+    ps = pes or [1, 2, 4, 8, 16]
+    ls = lanes or [1, 2, 4, 8]
+    out = []
+    for p in ps:
+        for l in ls:
+            if p * l > 32 and not (pes and lanes):
+                continue
+            for split in (splits or (("auto", "never") if p > 1 else ("never",))):
+                out.append((p, l, split))
+    return out
+
+
+def _dominates(a: Candidate, b: Candidate) -> bool:
+    """a needs at least what b needs: as many PEs and lanes, and split layers if b has them."""
+    return a.pes >= b.pes and a.lanes >= b.lanes and (a.split == b.split or b.split == "never")
+
+
+def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None = None,
+           splits: list[str] | None = None, acc_bits: int | None = None, exclude: set[str] = frozenset(),
+           log=print, baud: int | None = None) -> Choice:
+    """The fastest configuration of ``net`` that fits ``board`` (a Board) by every resource.
+
+    Each candidate is compiled (fast) and ordered by its cycle model; its block
+    RAM is checked from the compiled memories, then the fastest ones are
+    synthesized with the board top (yosys, cached) until one fits. A candidate
+    with at least the PEs and lanes of one that overflowed logic or DSPs is
+    skipped without synthesis; ``exclude`` names candidates (their labels) to
+    pass over, for a caller that found one failing later (in place and route).
+    A board with no open flow is checked by block RAM alone. Raises
+    :class:`NoFitError` naming why each candidate failed.
+    """
+    from mamfpga.boards import flow
+    from mamfpga.hw.arch import ArchConfig
+    from mamfpga.sw.compiler import CompileError, MemoryFitError, compile_network
+
+    device = device_of(board)
+    problem = lower_bound_problem(net, device)
+    if problem:
+        raise NoFitError(problem)
+    compiled = []
+    for p, l, split in candidates(pes, lanes, splits):
+        c = Candidate(p, l, split)
+        if c.label in exclude:
+            continue
+        try:
+            prog = compile_network(net, ArchConfig(pes=p, lanes=l), acc_bits=acc_bits, split=split)
+        except CompileError as exc:
+            raise NoFitError(str(exc)) from None
+        if split == "auto" and not any(x.split for x in prog.layers) and (not splits or "never" in splits):
+            continue                       # the same program as split="never"
+        c.cycles = prog.cycles_per_inference
+        compiled.append((c, prog))
+    # fastest first; on a tie the smaller design (fewer PEs x lanes, no split)
+    compiled.sort(key=lambda cp: (cp[0].cycles, cp[0].pes * cp[0].lanes, cp[0].split != "never"))
+    tried: list[Candidate] = []
+    too_big: list[Candidate] = []
+    for c, prog in compiled:
+        tried.append(c)
+        blocker = next((b for b in too_big if _dominates(c, b)), None)
+        if blocker is not None:
+            c.verdict = f"skipped: at least the PEs and lanes of {blocker.label}, which does not fit"
+            continue
+        try:
+            # again with the board: the delta width that needs the fewest block RAMs, and their count
+            prog = compile_network(net, prog.config, acc_bits=prog.config.acc_bits, split=c.split,
+                                   board=board.name)
+        except MemoryFitError as exc:
+            c.verdict = f"block RAM: {exc}".split(" (fewer PEs")[0]
+            continue
+        c.cycles = prog.cycles_per_inference
+        if not board.open_flow:
+            c.verdict = "fits by block RAM (no open synthesis flow for this device: logic not counted)"
+            return Choice(prog, c, device, tried)
+        log(f"synthesizing {c.label} ({c.cycles} cycles per inference) with its board top to count its "
+            "resources ...")
+        needs = flow.estimate(prog, board, baud=baud)
+        c.needs = needs.as_dict()
+        problems = fit_problems(needs, device)
+        if problems:
+            c.verdict = "needs " + "; ".join(problems)
+            too_big.append(c)
+            continue
+        c.verdict = "fits"
+        return Choice(prog, c, device, tried)
+    raise NoFitError(f"no configuration of the network fits the {board.name} ({device.name}): "
+                     + "; ".join(f"{c.label}: {c.verdict}" for c in tried if not c.verdict.startswith("skipped"))
+                     + "; prune further")

@@ -1,0 +1,194 @@
+"""The fit check (mamfpga.boards.fit): iCE40 packing rule, messages with numbers, the fast lower
+bound, the choice of the fastest configuration that fits, the check before nextpnr, and the
+estimate against nextpnr's placed count."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mamfpga import cli
+from mamfpga.boards import fit, flow
+from mamfpga.boards.targets import DEVICES, Device, board
+from mamfpga.hw.arch import ArchConfig
+from mamfpga.sw import compiler
+from mamfpga.sw.qnet import QuantLayer, QuantNetwork, save_qnet
+from tests.sim.test_accelerator_cosim import random_network
+
+
+def _cell(type_, **conns):
+    dirs = {p: ("output" if p in ("O", "Q", "CO") else "input") for p in conns}
+    return {"type": type_, "port_directions": dirs, "connections": {p: list(v) for p, v in conns.items()}}
+
+
+def _netlist(cells):
+    return {"modules": {"top": {"cells": cells}}}
+
+
+def test_ice40_packing_rule():
+    cells = {
+        # LUT a drives only FF fa: one cell
+        "a": _cell("SB_LUT4", I0=[1], I1=[2], I2=[3], I3=[4], O=[10]),
+        "fa": _cell("SB_DFF", C=[99], D=[10], Q=[11]),
+        # LUT b drives FF fb and something else: the FF takes a cell of its own
+        "b": _cell("SB_LUT4", I0=[11], I1=[2], I2=[3], I3=["0"], O=[20]),
+        "fb": _cell("SB_DFFE", C=[99], E=[1], D=[20], Q=[21]),
+        "c": _cell("SB_LUT4", I0=[20], I1=[5], I2=[6], I3=[30], O=[22]),
+        # carry with c's I1/I2 as I0/I1: shares c's cell; a second carry on other nets does not
+        "k1": _cell("SB_CARRY", I0=[5], I1=[6], CI=[7], CO=[30]),
+        "k2": _cell("SB_CARRY", I0=[8], I1=[9], CI=[30], CO=[31]),
+        # an FF fed straight from another FF: a cell of its own
+        "fc": _cell("SB_DFFSR", C=[99], R=[1], D=[21], Q=[32]),
+        "ram": _cell("SB_RAM40_4K"), "dsp": _cell("SB_MAC16"), "io": _cell("SB_IO"),
+        "pll": _cell("SB_PLL40_PAD"),
+    }
+    lc, lone_ff, lone_carry = fit._ice40_logic_cells(cells)
+    assert (lone_ff, lone_carry) == (2, 1)
+    assert lc == 3 + 2 + 1
+    n = fit.needs_from_netlist(_netlist(cells), "top", "ice40")
+    assert (n.lut, n.ff, n.carry, n.bram, n.dsp, n.io, n.pll) == (3, 3, 2, 1, 1, 1, 1)
+    assert n.lc == int(np.ceil(6 * (1 + fit.PACKING_ALLOWANCE)))
+
+
+def test_fit_problems_name_resource_need_and_count():
+    dev = DEVICES["iCE40UP5K"]
+    ok = fit.Needs("ice40", lc=3000, lut=2500, ff=2000, carry=300, bram=30, dsp=8, io=5, pll=1)
+    assert fit.fit_problems(ok, dev) == []
+    bad = fit.Needs("ice40", lc=5500, lut=3397, ff=3949, carry=400, bram=31, dsp=9, io=5, pll=2)
+    text = "; ".join(fit.fit_problems(bad, dev))
+    assert "5500 logic cells" in text and "4752 allowed" in text and "5280" in text
+    assert "31 block RAMs, the iCE40UP5K has 30" in text and "9 DSPs" in text and "2 PLLs" in text
+    ecp5 = fit.Needs("ecp5", lc=80000, lut=80000, ff=1000, carry=0, bram=1, dsp=1, io=5, pll=1)
+    assert "LUT4s" in fit.fit_problems(ecp5, DEVICES["LFE5U-85F"])[0]
+
+
+def _dense_net(n=2048):
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (n, n), dtype=np.int8)
+    w[w == 0] = 1
+    return QuantNetwork([QuantLayer(w, np.zeros(n, np.int32), "mam", 1 << 14, 24, True),
+                         QuantLayer(np.ones((10, n), np.int8), np.zeros(10, np.int32), "mac", 1 << 14, 24, False)])
+
+
+def test_lower_bound_refuses_before_compiling(tmp_path, capsys):
+    net = tmp_path / "big.npz"
+    save_qnet(_dense_net(), net)
+    build = tmp_path / "b"
+    assert cli.main(["compile", str(net), "--board", "icebreaker", "-o", str(build)]) == 2
+    err = capsys.readouterr().err
+    assert "4214784 nonzero weights" in err and "122,880 bits of block RAM" in err and "iCE40UP5K" in err
+    assert len(err.strip().splitlines()) == 1 and not build.exists()
+    # the same with P and L given: refused by the bound too, nothing written
+    assert cli.main(["compile", str(net), "--board", "icebreaker", "--pes", "4", "--lanes", "2",
+                     "-o", str(build)]) == 2
+    assert not build.exists()
+
+
+def test_lower_bound_is_a_bound():
+    # a network the bound lets through may still not fit, but one it refuses can never fit:
+    # 13,653 weights x 9 bits is just under the UP5K's 122,880 bits
+    dev = DEVICES["iCE40UP5K"]
+    w = np.zeros((1, 13653), np.int8)
+    w[0] = 1
+    net = QuantNetwork([QuantLayer(w, np.zeros(1, np.int32), "mac", 1, 0, False)])
+    assert fit.lower_bound_problem(net, dev) is None
+    w2 = np.ones((1, 13654), np.int8)
+    assert "13654 nonzero weights" in fit.lower_bound_problem(
+        QuantNetwork([QuantLayer(w2, np.zeros(1, np.int32), "mac", 1, 0, False)]), dev)
+    # dead rows (no nonzero weight) cost nothing
+    assert fit.lower_bound_problem(QuantNetwork([QuantLayer(np.zeros((5000, 100), np.int8),
+                                                            np.zeros(5000, np.int32), "mac", 1, 0, False)]),
+                                   dev) is None
+
+
+def test_candidates_order_and_limits():
+    c = fit.candidates()
+    assert (1, 1, "never") in c and (1, 1, "auto") not in c
+    assert all(p * l <= 32 for p, l, _ in c) and (16, 2, "auto") in c
+    assert fit.candidates([2], [4]) == [(2, 4, "auto"), (2, 4, "never")]
+    assert fit.candidates([2], None, ["never"]) == [(2, l, "never") for l in (1, 2, 4, 8)]
+
+
+def test_split_option_is_recorded_and_reproduced(tmp_path):
+    """compile --split never, then load_build (what synth, sim and report do) gives the same program."""
+    rng = np.random.default_rng(7)
+    net = random_network(rng, [40, 30, 3], 0.3, ["mam", "mac"])
+    path = tmp_path / "net.npz"
+    save_qnet(net, path)
+    for split in ("never", "always", "auto"):
+        build = tmp_path / f"b-{split}"
+        assert cli.main(["compile", str(path), "--pes", "2", "--lanes", "1", "--split", split, "-o", str(build)]) == 0
+        m = json.loads((build / "manifest.json").read_text())
+        assert m["config"]["split"] == split
+        prog = compiler.load_build(build)
+        assert prog.split == split
+        assert [l.manifest()["kind"] for l in prog.layers] == [l["kind"] for l in m["layers"]]
+    kinds = json.loads((tmp_path / "b-always" / "manifest.json").read_text())["layers"]
+    assert any(l["kind"] == "column-split" for l in kinds)
+
+
+def test_memory_estimate_is_what_the_rtl_builds():
+    """memory_use's block RAMs equal the memories hw.pe instantiates (sizes, not yosys)."""
+    from mamfpga.boards.targets import bram_blocks
+    from mamfpga.hw.pe import pe_from_program
+
+    rng = np.random.default_rng(3)
+    net = random_network(rng, [50, 70, 9], 0.2, ["mam", "mac"])
+    for P, L, split in ((2, 1, "always"), (4, 2, "never"), (4, 3, "auto"), (1, 2, "never")):
+        prog = compiler.compile_network(net, ArchConfig(P, L), split=split)
+        use = compiler.memory_use(prog, "ice40")
+        built = 0
+        for p in range(P):
+            pe = pe_from_program(prog, p)
+            from mamfpga.hw.arch import word_bits
+            built += bram_blocks(word_bits(prog.config), len(pe.weights), "ice40")
+            built += bram_blocks(prog.config.acc_bits + 1, len(pe.biases), "ice40")
+            built += L * bram_blocks(8 * P, 2 * pe.act_depth, "ice40")
+        assert use["bram"] == built, (P, L, split)
+
+
+def test_eval_into_a_closed_pipe_is_quiet(tmp_path):
+    model = tmp_path / "m.pt"
+    assert cli.main(["train", "--mode", "mac", "--hidden", "16", "--epochs", "1", "-q", "-o", str(model)]) == 0
+    exe = Path(sys.executable).parent / "mamfpga"
+    res = subprocess.run(f"'{exe}' eval '{model}' --json | head -c 10", shell=True, capture_output=True,
+                         text=True, timeout=300)
+    assert res.stdout == '{"accuracy'[:10]
+    assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
+
+
+@pytest.mark.synth
+def test_compile_chooses_what_fits_and_synth_builds_it(tmp_path, capsys, monkeypatch):
+    """compile --board with no P/L picks the fastest configuration that fits (synthesizing
+    candidates), the build records it, synth finds its synthesis cached, checks the fit before
+    nextpnr, and the placed logic stays under the estimate."""
+    monkeypatch.setenv("MAMFPGA_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(11)
+    net = random_network(rng, [24, 40, 6], 0.15, ["mam", "mac"])
+    path = tmp_path / "net.npz"
+    save_qnet(net, path)
+    build = tmp_path / "b"
+    assert cli.main(["compile", str(path), "--board", "icebreaker", "--lanes", "1", "-o", str(build)]) == 0
+    out = capsys.readouterr().out
+    m = json.loads((build / "manifest.json").read_text())
+    choice = m["choice"]
+    assert choice["by"] == "fastest configuration that fits" and f"chose {choice['chosen']}" in out
+    assert m["config"]["lanes"] == 1 and choice["needs"]["lc"] <= 0.9 * 5280
+    # every faster candidate was refused for a stated reason
+    assert all(t["verdict"] != "fits" for t in choice["tried"][:-1]) and choice["tried"][-1]["verdict"] == "fits"
+    assert [t["cycles"] for t in choice["tried"]] == sorted(t["cycles"] for t in choice["tried"])
+
+    assert cli.main(["synth", str(build), "--board", "icebreaker", "--bitstream", "--clock", "24"]) == 0
+    report = json.loads((build / "report.json").read_text())
+    est, placed = report["estimate"]["lc"], report["resources"]["lut"]
+    assert placed <= est <= placed * 1.03, (placed, est)
+
+    # the same build on a device with a tenth of the logic: refused before nextpnr, naming logic cells
+    small = Device("iCE40UP5K", "ice40", 528, 528, 30, 4096, 8, spram=4, io=39, pll=1)
+    monkeypatch.setitem(DEVICES, "iCE40UP5K", small)
+    with pytest.raises(flow.CapacityError, match=r"logic cells .*, over the 475 allowed"):
+        flow.synth_board(build, board("icebreaker"), clock_hz=24e6, log=lambda _m: None)
+    assert not (build / "board-icebreaker" / "nextpnr.json").exists()
