@@ -11,8 +11,9 @@ packs it:
   carry. A flip-flop shares the cell of the LUT that drives its D input when
   that LUT drives nothing else; a carry shares the cell of the LUT whose I1/I2
   are its I0/I1 (yosys's adders are built so); every other flip-flop or carry
-  takes a cell of its own. nextpnr adds a few cells of its own (carry-chain
-  feed-ins, constants): the count is within 1 % of nextpnr's placed count, and
+  takes a cell of its own, and so does each carry chain entered from logic
+  (nextpnr's feed-in). nextpnr merges and legalises a little differently: the
+  count is within 1 % of nextpnr's placed count either way, and
   :data:`PACKING_ALLOWANCE` keeps the estimate above it (measured over the
   robustness networks, README).
 - ECP5: LUT4s (a CCU2C carry cell is two) and flip-flops are placed
@@ -108,7 +109,8 @@ def _ice40_logic_cells(cells: dict) -> tuple[int, int, int]:
     by_inputs = collections.defaultdict(list)
     for name, c in luts.items():
         by_inputs[(str(c["connections"]["I1"][0]), str(c["connections"]["I2"][0]))].append(name)
-    with_carry, lone_carry = set(), 0
+    carry_out = {c["connections"]["CO"][0] for c in carries}
+    with_carry, lone_carry, feed_in = set(), 0, 0
     for c in carries:
         key = (str(c["connections"]["I0"][0]), str(c["connections"]["I1"][0]))
         lut = next((n for n in by_inputs.get(key, ()) if n not in with_carry), None)
@@ -116,7 +118,10 @@ def _ice40_logic_cells(cells: dict) -> tuple[int, int, int]:
             lone_carry += 1
         else:
             with_carry.add(lut)
-    return len(luts) + lone_ff + lone_carry, lone_ff, lone_carry
+        ci = c["connections"]["CI"][0]
+        if not isinstance(ci, str) and ci not in carry_out:
+            feed_in += 1                # a chain entered from logic: nextpnr legalises it with a cell
+    return len(luts) + lone_ff + lone_carry + feed_in, lone_ff, lone_carry
 
 
 def needs_from_netlist(netlist: dict, top: str, family: str) -> Needs:

@@ -552,7 +552,13 @@ def cmd_report(args) -> int:
         return 0
     c = manifest["config"]
     print(f"{build}: P={c['pes']} L={c['lanes']}, {c['acc_bits']}-bit accumulators, {c['delta_bits']}-bit "
-          f"column deltas" + (f", board {manifest['board']}" if manifest.get("board") else ""))
+          f"column deltas, split {c.get('split', 'auto')}"
+          + (f", board {manifest['board']}" if manifest.get("board") else ""))
+    choice = manifest.get("choice")
+    if choice:
+        n = choice.get("needs") or {}
+        print(f"configuration chosen as the {choice['by']} ({len(choice['tried']) - 1} faster ones do not)"
+              + (f"; estimate {n['lc']} logic cells, {n['bram']} block RAMs, {n['dsp']} DSPs" if n else ""))
     measured = {k: l.get("cycles") for k, l in enumerate(report.get("layers", []))}
     print(f"{'layer':<6}{'mode':<5}{'kind':<14}{'rows':>6}{'cols':>6}{'nnz':>7}{'cycles':>8}{'model':>7}{'bound':>7}")
     for k, l in enumerate(manifest["layers"]):

@@ -2,7 +2,7 @@
 iCE40UP5K and the ECP5-85F, and the warm time of ``mamfpga demo``.
 
 Runs the demo twice (the second time warm, timed), then builds the demo's
-network (its net.npz) for each board once at the DESIGN.md target clock (48 MHz,
+network (its net.npz, in the configuration the demo chose) for each board once at the DESIGN.md target clock (48 MHz,
 150 MHz) with no retry, so Fmax is what nextpnr reaches against that target.
 Usage: .venv/bin/python scripts/bench_board.py
 """
@@ -36,19 +36,22 @@ def main():
     figures["demo_warm_s"] = time.perf_counter() - t
     print(f"mamfpga demo, warm caches: {figures['demo_warm_s']:.0f} s\n")
     net = load_qnet(demo / "net.npz")
+    # the configuration the demo chose to fit the iCEBreaker (mamfpga.boards.fit), on both boards
+    cfg = json.loads((demo / "report.json").read_text())["config"]
+    P, L, split = cfg["pes"], cfg["lanes"], cfg.get("split", "auto")
     head = f"{'board':<12}{'device':<11}{'P':>3}{'L':>3}{'target':>8}{'Fmax':>8}{'LUT':>7}{'FF':>7}{'BRAM':>6}{'DSP':>5}  critical path"
     print(head)
     print("-" * len(head))
     for name, target in (("icebreaker", 48e6), ("ulx3s-85f", 150e6)):
         brd = board(name)
-        program = compile_network(net, ArchConfig(pes=2, lanes=1), board=name)
+        program = compile_network(net, ArchConfig(pes=P, lanes=L), board=name, split=split)
         folder = OUT / f"board-{name}"
         if folder.exists():
             shutil.rmtree(folder)
         build = write_build(program, folder, board=name)
         r = synth_board(build, brd, clock_hz=target, log=lambda _m: None)
         res, cp = r["resources"], r["critical_path"]
-        print(f"{name:<12}{r['device']:<11}{2:>3}{1:>3}{target / 1e6:>8.0f}{r['fmax_mhz']:>8.1f}{res['lut']:>7}"
+        print(f"{name:<12}{r['device']:<11}{P:>3}{L:>3}{target / 1e6:>8.0f}{r['fmax_mhz']:>8.1f}{res['lut']:>7}"
               f"{res['ff']:>7}{res['bram']:>6}{res['dsp']:>5}  {cp['ns']:.1f} ns, {cp['routing_ns']:.1f} routing: "
               f"{cp['from']} -> {cp['to']}", flush=True)
         figures[name] = {"fmax_mhz": r["fmax_mhz"], "target_mhz": target / 1e6, "resources": res,

@@ -85,6 +85,29 @@ def main():
     big_s = time.perf_counter() - t
     print(f"\ncompiling a 3072 x 768 MAM layer at 0.1 % kept ({len(idx)} nonzeros), P=8 L=2: {big_s:.2f} s")
     figures["compile_3072x768_s"] = big_s
+
+    # a million nonzero weights: a dense 1024 x 1024 MAM layer and a 10-row classifier
+    from mamfpga.boards import fit
+    from mamfpga.boards.targets import DEVICES
+
+    w = rng.integers(-127, 128, (1024, 1024), dtype=np.int8)
+    w[w == 0] = 1
+    dense = QuantNetwork([QuantLayer(w, np.zeros(1024, np.int32), "mam", 1 << 14, 24, True),
+                          QuantLayer(np.ones((10, 1024), np.int8), np.zeros(10, np.int32), "mac", 1 << 14, 24, False)])
+    nnz = int(sum(l.nnz for l in dense.layers))
+    t = time.perf_counter()
+    compile_network(dense, ArchConfig(pes=4, lanes=2))
+    dense_s = time.perf_counter() - t
+    t = time.perf_counter()
+    refusal = fit.lower_bound_problem(dense, DEVICES["iCE40UP5K"])
+    refuse_s = time.perf_counter() - t
+    print(f"compiling a dense 1024 x 1024 MAM layer + 10-row classifier ({nnz:,} nonzeros), P=4 L=2: "
+          f"{dense_s:.2f} s ({nnz / dense_s:,.0f} weights/s)")
+    print(f"refusing it for the iCE40UP5K by the lower bound: {refuse_s * 1000:.0f} ms "
+          f"({'refused' if refusal else 'NOT refused'})")
+    figures["compile_1m_s"] = dense_s
+    figures["compile_1m_nnz"] = nnz
+    figures["refuse_1m_s"] = refuse_s
     (OUT / "compile.json").write_text(json.dumps(figures))
 
 

@@ -35,6 +35,18 @@ def main():
         row("co-simulation of the 540-sample test set", "< 60 s",
             ", ".join(f"{c['sim_seconds']:.1f} s" for c in cf) + f"; {sum(c['mismatches'] for c in cf)} mismatches",
             max(c["sim_seconds"] for c in cf) < 60 and all(c["mismatches"] == 0 for c in cf))
+        if "compile_1m_s" in comp:
+            row("compile a million nonzero weights / refuse what cannot fit", "seconds / < 1 s",
+                f"{comp['compile_1m_s']:.1f} s for {comp['compile_1m_nnz']:,} / {comp['refuse_1m_s'] * 1000:.0f} ms",
+                comp["compile_1m_s"] < 30 and comp["refuse_1m_s"] < 1)
+    rob = load("robustness")
+    if rob:
+        errs = [(r["lc_placed"] - r["lc_estimate"]) / r["lc_estimate"] for r in rob if r["lc_placed"] and r["lc_estimate"]]
+        ok = all(r["met"] and r["bitstream"] for r in rob)
+        row("fit estimate (logic cells) vs placed, robustness networks", "within margin, never over",
+            f"placed {min(errs):+.1%} .. {max(errs):+.1%} of the estimate; "
+            f"{sum(r['met'] and r['bitstream'] for r in rob)}/{len(rob)} with a bitstream, timing met",
+            ok and max(errs) <= 0)
     if brd:
         ice, ecp = brd["icebreaker"], brd["ulx3s-85f"]
         row("Fmax of the demo design, iCE40UP5K / ECP5-85F", ">= 48 / >= 150 MHz",

@@ -54,7 +54,7 @@ def test_sweep_hw_local_pool_without_synth(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     rows = _rows(tmp_path / "sw" / "sweep_hw.csv")
-    assert [(r["lanes"], r["delta_bits"]) for r in rows if r["status"] == "ok"] == [("1", "2"), ("1", "6")]
+    assert [(r["lanes"], r["delta_bits"]) for r in rows if r["status"] == "ok"] == [("1", "3"), ("1", "6")]
     assert all(r["mismatches"] == "0" and r["cycles_sim"] == r["cycles_model"] for r in rows if r["status"] == "ok")
     # 4 PEs x 2 lanes keep 16 copies of the activations: more block RAM than the UP5K has
     misfits = [r for r in rows if r["status"] != "ok"]
