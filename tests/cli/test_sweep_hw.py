@@ -59,7 +59,7 @@ def test_sweep_hw_local_pool_without_synth(tmp_path, capsys):
     # 4 PEs x 2 lanes keep 16 copies of the activations: more block RAM than the UP5K has
     misfits = [r for r in rows if r["status"] != "ok"]
     assert [r["status"] for r in misfits] == ["does not fit"] * 2
-    assert "needs 48 block RAMs" in misfits[0]["detail"] and "has 30" in misfits[0]["detail"]
+    assert "needs 32 block RAMs" in misfits[0]["detail"] and "has 30" in misfits[0]["detail"]
     assert all(r["lut"] == "" for r in rows)            # not synthesized
     assert not (tmp_path / "sw" / "pareto.png").exists()
 
