@@ -290,8 +290,13 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
         c = Candidate(p, l, split)
         if c.label in exclude:
             continue
+        cfg = ArchConfig(pes=p, lanes=l)
         try:
-            prog = compile_network(net, ArchConfig(pes=p, lanes=l), acc_bits=acc_bits, split=split)
+            # with the board: the delta width that needs the fewest block RAMs, and their count
+            prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, board=board.name)
+        except MemoryFitError as exc:
+            prog = compile_network(net, cfg, acc_bits=acc_bits, split=split)
+            c.verdict = f"block RAM: {exc}".split(" (fewer PEs")[0]
         except CompileError as exc:
             raise NoFitError(str(exc)) from None
         if split == "auto" and not any(x.split for x in prog.layers) and (not splits or "never" in splits):
@@ -304,18 +309,12 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
     too_big: list[Candidate] = []
     for c, prog in compiled:
         tried.append(c)
+        if c.verdict:                      # block RAM, counted by the compiler
+            continue
         blocker = next((b for b in too_big if _dominates(c, b)), None)
         if blocker is not None:
             c.verdict = f"skipped: at least the PEs and lanes of {blocker.label}, which does not fit"
             continue
-        try:
-            # again with the board: the delta width that needs the fewest block RAMs, and their count
-            prog = compile_network(net, prog.config, acc_bits=prog.config.acc_bits, split=c.split,
-                                   board=board.name)
-        except MemoryFitError as exc:
-            c.verdict = f"block RAM: {exc}".split(" (fewer PEs")[0]
-            continue
-        c.cycles = prog.cycles_per_inference
         if not board.open_flow:
             c.verdict = "fits by block RAM (no open synthesis flow for this device: logic not counted)"
             return Choice(prog, c, device, tried)

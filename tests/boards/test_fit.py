@@ -193,3 +193,50 @@ def test_compile_chooses_what_fits_and_synth_builds_it(tmp_path, capsys, monkeyp
     with pytest.raises(flow.CapacityError, match=r"logic cells .*, over the 475 allowed"):
         flow.synth_board(build, board("icebreaker"), clock_hz=24e6, log=lambda _m: None)
     assert not (build / "board-icebreaker" / "nextpnr.json").exists()
+
+
+def _fake_needs(program, board, **_kw):
+    """A stand-in for synthesis: logic grows with P x L (what the real designs do)."""
+    cfg = program.config
+    lc = 1000 * cfg.pes * cfg.lanes
+    return fit.Needs("ice40", lc=lc, lut=lc, ff=lc // 2, carry=0, bram=4, dsp=2, io=5, pll=1)
+
+
+def test_choose_fastest_that_fits_and_fall_back(tmp_path, monkeypatch):
+    """fit.choose orders by cycles and skips what a refused candidate dominates; build_for_board
+    falls back to the next configuration when a board build gives no bitstream, a bounded
+    number of times. Synthesis and place and route are stood in for (the synth test runs them)."""
+    monkeypatch.setattr(flow, "estimate", _fake_needs)
+    rng = np.random.default_rng(5)
+    net = random_network(rng, [30, 60, 5], 0.3, ["mam", "mac"])
+    brd = board("icebreaker")
+    ch = fit.choose(net, brd, log=lambda _m: None)
+    assert ch.chosen.pes * ch.chosen.lanes <= 4                 # 4000 of the 4752 allowed
+    assert ch.chosen.verdict == "fits" and ch.tried[-1] is ch.chosen
+    cycles = [t.cycles for t in ch.tried]
+    assert cycles == sorted(cycles)
+    assert all(t.verdict.startswith(("block RAM", "needs", "skipped")) for t in ch.tried[:-1])
+    assert "chose " + ch.chosen.label in ch.explain() and "do not fit" in ch.explain(brief=True)
+
+    calls = []
+
+    def synth(build, board, *, bitstream, log, retries):
+        prog = compiler.load_build(build)
+        calls.append(prog.config.pes * prog.config.lanes)
+        if len(calls) == 1:                                     # the first choice misses timing
+            return {"fmax_mhz": 30.0, "clock": {"mhz": 32.0}, "attempts": [{}] * 4, "timing_met": False}
+        return {"bitstream": str(build / "x.bin"), "timing_met": True}
+
+    monkeypatch.setattr(flow, "synth_board", synth)
+    logs = []
+    r = flow.build_for_board(net, brd, tmp_path / "b", log=logs.append)
+    assert r["fallbacks"] == 1 and len(calls) == 2 and r["syn"]["bitstream"]
+    assert any("falling back to" in m for m in logs)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["choice"]["chosen"] == r["choice"].chosen.label
+    assert r["choice"].chosen.label != ch.chosen.label
+
+    # nothing ever gives a bitstream: the number of tries is bounded, and the result says why
+    calls.clear()
+    monkeypatch.setattr(flow, "synth_board", lambda *a, **k: (_ for _ in ()).throw(flow.CapacityError("too big")))
+    r = flow.build_for_board(net, brd, tmp_path / "c", log=lambda _m: None)
+    assert r["fallbacks"] == flow.MAX_FALLBACKS and "too big" in r["syn"]["error"]
