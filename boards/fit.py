@@ -264,8 +264,8 @@ def _dominates(a: Candidate, b: Candidate) -> bool:
 
 
 def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None = None,
-           splits: list[str] | None = None, acc_bits: int | None = None, exclude: set[str] = frozenset(),
-           log=print, baud: int | None = None) -> Choice:
+           splits: list[str] | None = None, acc_bits: int | None = None, delta_bits: int | None = None,
+           exclude: set[str] = frozenset(), log=print, baud: int | None = None) -> Choice:
     """The fastest configuration of ``net`` that fits ``board`` (a Board) by every resource.
 
     Each candidate is compiled (fast) and ordered by its cycle model; its block
@@ -293,9 +293,10 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
         cfg = ArchConfig(pes=p, lanes=l)
         try:
             # with the board: the delta width that needs the fewest block RAMs, and their count
-            prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, board=board.name)
+            prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, board=board.name,
+                                   delta_bits=delta_bits)
         except MemoryFitError as exc:
-            prog = compile_network(net, cfg, acc_bits=acc_bits, split=split)
+            prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, delta_bits=delta_bits)
             c.verdict = f"block RAM: {exc}".split(" (fewer PEs")[0]
         except CompileError as exc:
             raise NoFitError(str(exc)) from None

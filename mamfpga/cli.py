@@ -400,7 +400,7 @@ def cmd_compile(args) -> int:
             problem = fit.lower_bound_problem(net, fit.device_of(brd))
             if problem:
                 raise UsageError(f"does not fit the {args.board}: {problem}")
-        if args.board is not None and (args.pes is None or args.lanes is None) and args.delta_bits is None:
+        if args.board is not None and (args.pes is None or args.lanes is None):
             choice = _choose(net, brd, args)
             program = choice.program
         else:
@@ -447,7 +447,7 @@ def _choose(net, brd, args):
     try:
         choice = fit.choose(net, brd, pes=[args.pes] if args.pes else None,
                             lanes=[args.lanes] if args.lanes else None, splits=[args.split] if args.split else None,
-                            acc_bits=args.acc_bits, log=log)
+                            acc_bits=args.acc_bits, delta_bits=args.delta_bits, log=log)
     except fit.NoFitError as exc:
         raise UsageError(str(exc)) from None
     except SynthError as exc:

@@ -79,15 +79,19 @@ def cosimulate(program, build: Path, x_net: np.ndarray, *, simulator: str = "ver
 
 
 def _first_program_layer(program, xq) -> int | None:
-    """The first layer where the compiled program's activations differ from the golden model's
-    (None: the program is right, so the RTL departs from it)."""
-    from mamfpga.sw.progsim import run_program
-
-    got = run_program(program, xq[:, program.columns])
+    """The first layer where the compiled program's activations (its memory images, run by
+    :mod:`mamfpga.sw.progsim`) differ from the golden model's on the network the program
+    computes (None: the program is right, so the RTL departs from it)."""
     from mamfpga.sw import golden
+    from mamfpga.sw.progsim import run_program_layers
 
-    want = golden.run(program.source, xq)
-    return None if np.array_equal(got, want) else len(program.layers) - 1
+    x = xq[:, program.columns]
+    got = run_program_layers(program, x)
+    want = golden.run_layers(program.net, x)
+    for k, (g, w) in enumerate(zip(got, want)):
+        if not np.array_equal(g, w):
+            return k
+    return None
 
 
 @dataclass

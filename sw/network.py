@@ -56,8 +56,13 @@ class Layer:
         if self.mode == "mac":
             z = x @ self.weight.T
         else:
-            prod = x[:, None, :] * self.weight[None, :, :]
-            z = prod.max(axis=2) + prod.min(axis=2)
+            # in float64, through mamfpga.sw.mam's chunked max/min: memory of the order of the
+            # output, never a B x M x N product (9.8 GiB for digits through a 1024 x 1024 layer)
+            from mamfpga.sw.mam import maxmin_values
+
+            vmax, vmin = maxmin_values(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)),
+                                       torch.from_numpy(np.ascontiguousarray(self.weight, dtype=np.float64)))
+            z = (vmax + vmin).numpy()
         z = z + self.bias
         return np.maximum(z, 0.0) if self.relu else z
 

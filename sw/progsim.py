@@ -15,7 +15,7 @@ import numpy as np
 from mamfpga.hw.arch import entry_bits
 from mamfpga.sw.compiler import Program
 
-__all__ = ["run_program"]
+__all__ = ["run_program", "run_program_layers"]
 
 
 def _decode(word: int, cfg) -> tuple[list[tuple[int, int]], bool]:
@@ -68,12 +68,18 @@ def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, 
 
 def run_program(program: Program, x_int8: np.ndarray) -> np.ndarray:
     """Outputs [B, M_last] int8 for inputs already selected to the program's input columns."""
+    return run_program_layers(program, x_int8)[-1]
+
+
+def run_program_layers(program: Program, x_int8: np.ndarray) -> list[np.ndarray]:
+    """Every layer's int8 output [B, M_k], rows in the order of ``program.net`` (read back
+    through each layer's address map), for inputs selected to the program's input columns."""
     cfg = program.config
     x_int8 = np.asarray(x_int8)
-    outs = []
+    per_layer: list[list[np.ndarray]] = [[] for _ in program.layers]
     for sample in x_int8:
         acts = sample.astype(np.int64)
-        for plan in program.layers:
+        for k, plan in enumerate(program.layers):
             size = plan.rows if plan.split else plan.rows_per_pe * cfg.pes
             nxt = np.zeros(size, dtype=np.int64)
             if plan.split:
@@ -93,5 +99,5 @@ def run_program(program: Program, x_int8: np.ndarray) -> np.ndarray:
                         acc = b + (part if plan.mode == "mac" else part[0] + part[1])
                         nxt[t * cfg.pes + p] = _requant(acc, plan.mult, plan.shift, plan.relu)
             acts = nxt
-        outs.append(acts[program.output_address])
-    return np.array(outs, dtype=np.int8).reshape(len(x_int8), -1)
+            per_layer[k].append(acts[plan.out_address])
+    return [np.array(o, dtype=np.int8).reshape(len(x_int8), plan.rows) for o, plan in zip(per_layer, program.layers)]

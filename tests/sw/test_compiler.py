@@ -7,6 +7,7 @@ from mamfpga.hw.arch import ArchConfig
 from mamfpga.sw import compiler, golden
 from mamfpga.sw.progsim import run_program
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork
+from tests.sim.test_accelerator_cosim import random_network
 from tests.sw.test_golden import random_qnet
 
 
@@ -96,3 +97,19 @@ def test_compiles_a_3072x768_layer_at_0_1_percent_in_under_a_second():
     compiler.compile_network(net, ArchConfig(pes=8, lanes=2))
     # generous here (shared CI machine); scripts/bench reports the measured time
     assert time.perf_counter() - t < 5.0
+
+
+@pytest.mark.parametrize("bad_layer", [None, 0, 1, 2])
+def test_first_differing_layer_of_a_program_is_named(bad_layer):
+    """A fault in one layer's memory image is blamed on that layer, not on the last one."""
+    from mamfpga.sim.cosim import _first_program_layer
+
+    rng = np.random.default_rng(12)
+    net = random_network(rng, [20, 16, 12, 6], 0.5, ["mam", "mac", "mac"])
+    prog = compiler.compile_network(net, ArchConfig(pes=2, lanes=2), split="never")
+    x = rng.integers(-128, 128, size=(6, 20)).astype(np.int8)
+    if bad_layer is not None:
+        cfg = prog.config
+        for p in range(cfg.pes):                # a large change to every bias of the layer
+            prog.layers[bad_layer].bias[p] = [b ^ (1 << (cfg.acc_bits - 2)) for b in prog.layers[bad_layer].bias[p]]
+    assert _first_program_layer(prog, x) == bad_layer
