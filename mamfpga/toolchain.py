@@ -80,13 +80,15 @@ def verilator_bin_dir() -> Path | None:
 
 def cache_dir() -> Path:
     """Where mamfpga keeps caches (YoWASP's compiles, synthesized designs): ``$MAMFPGA_CACHE_DIR``,
-    else the repo's ignored .cache/, else ~/.cache/mamfpga."""
+    else the repo's ignored .cache/ (a checkout), else the platform's user cache folder."""
     if os.environ.get("MAMFPGA_CACHE_DIR"):
         return Path(os.environ["MAMFPGA_CACHE_DIR"])
     root = repo_root()
     if root is not None:
         return root / ".cache"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mamfpga"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mamfpga", appauthor=False))
 
 
 _ACTIVATED = False
