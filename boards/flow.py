@@ -283,7 +283,9 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
     problems = fit.fit_problems(needs, device)
     if problems:
         raise CapacityError("the synthesized design needs " + "; ".join(problems))
-    log(f"estimated {needs.lc} logic cells of {device.lut}, {needs.bram} block RAMs, {needs.dsp} DSPs: it fits; "
+    logic = (f"{needs.lc} logic cells of {device.lut}" if board.family == "ice40"
+             else f"{needs.lut} LUT4s of {device.lut}, {needs.ff} flip-flops of {device.ff}")
+    log(f"estimated {logic}, {needs.bram} block RAMs, {needs.dsp} DSPs: it fits; "
         f"placing and routing with nextpnr-{board.family}")
     _, pnr_script = _split_script(prep)
     (out / "pnr.sh").write_text(pnr_script)
