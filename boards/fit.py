@@ -166,7 +166,7 @@ def fit_problems(needs: Needs, device, margin: float = LOGIC_MARGIN) -> list[str
     for what, need, have in (("block RAMs", needs.bram, device.bram), ("DSPs", needs.dsp, device.dsp),
                              ("SPRAMs", needs.spram, device.spram), ("I/O pins", needs.io, device.io),
                              ("PLLs", needs.pll, device.pll)):
-        if need > have:
+        if have is not None and need > have:
             out.append(f"{need} {what}, the {device.name} has {have}")
     return out
 
@@ -233,7 +233,8 @@ class Choice:
             logic = (f"{n['lc']}/{dev.lut} logic cells ({n['lc'] / dev.lut:.0%})" if n["family"] == "ice40"
                      else f"{n['lut']}/{dev.lut} LUT4 ({n['lut'] / dev.lut:.0%}), {n['ff']}/{dev.ff} FF")
             lines.append(f"  estimate from its synthesized board top: {logic}, {n['bram']}/{dev.bram} block RAM, "
-                         f"{n['dsp']}/{dev.dsp} DSP, {n['io']}/{dev.io} I/O, {n['pll']}/{dev.pll} PLL")
+                         f"{n['dsp']}/{dev.dsp} DSP, {n['io']}/{dev.io if dev.io is not None else '?'} I/O, "
+                         f"{n['pll']}/{dev.pll} PLL")
         else:
             lines.append(f"  {c.verdict}")
         faster = [t for t in self.tried if t is not c]

@@ -27,7 +27,7 @@ class Device:
     bram_bits: int       # bits per block RAM
     dsp: int
     spram: int = 0       # iCE40UP: 256 Kbit single-port RAMs
-    io: int = 0          # user I/O pins of the board's package
+    io: int | None = None  # user I/O pins of the board's package (None: not checked)
     pll: int = 1
 
 

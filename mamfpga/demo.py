@@ -83,7 +83,7 @@ def run_demo(out: Path, board: str, family: str, *, quiet: bool = False) -> tupl
     from torch import nn
 
     from mamfpga.boards.fit import NoFitError
-    from mamfpga.boards.flow import build_for_board
+    from mamfpga.boards.flow import SynthError, build_for_board
     from mamfpga.boards.targets import board as board_by_name
     from mamfpga.boards.targets import board_device
     from mamfpga.hw.arch import ArchConfig
@@ -137,7 +137,7 @@ def run_demo(out: Path, board: str, family: str, *, quiet: bool = False) -> tupl
     try:
         flow = build_for_board(qnet, brd, out / "build", on_build=lambda prog, b: _checks(steps, prog, b, ds),
                                log=sub)
-    except NoFitError as exc:
+    except (NoFitError, SynthError) as exc:       # nothing fits; a candidate would not synthesize
         steps.done(f"FAILED: {exc}")
         return report, False
     program, syn, fallbacks, choice = flow["program"], flow["syn"], flow["fallbacks"], flow["choice"]
