@@ -22,15 +22,12 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from mamfpga.hw.arch import clog2, index_bits
 from mamfpga.hw.pe import PRODUCT_BITS, pe_from_program
 from mamfpga.hw.requant import Requant
 from mamfpga.hw.tree import pipelined_tree, tree_latency
 
 __all__ = ["Accelerator", "fifo_depths", "cycle_model", "simulate"]
-
-
-def _bits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 def fifo_depths(program) -> list[int]:
@@ -54,8 +51,6 @@ class Accelerator(wiring.Component):
     def __init__(self, program):
         self.program = program
         cfg = program.config
-        if cfg.pes & (cfg.pes - 1):
-            raise ValueError(f"the generated accelerator needs a power-of-two number of PEs, not {cfg.pes}")
         self.cfg = cfg
         super().__init__({
             "i": In(stream.Signature(signed(8))),
@@ -64,14 +59,14 @@ class Accelerator(wiring.Component):
             # where the sequencer is: 0 loading inputs, 1 running a layer, 2 sending outputs,
             # and which layer; for testbenches and the host link's status LEDs
             "phase": Out(2),
-            "layer": Out(_bits(len(program.layers) + 1)),
+            "layer": Out(index_bits(len(program.layers) + 1)),
         })
 
     def elaborate(self, platform):
         m = Module()
         prog, cfg = self.program, self.cfg
         P = cfg.pes
-        log2p = (P - 1).bit_length()
+        log2p = clog2(P)
         K = len(prog.layers)
         pes = [pe_from_program(prog, p) for p in range(P)]
         for p, pe in enumerate(pes):
@@ -93,11 +88,11 @@ class Accelerator(wiring.Component):
         o_rd = omem.read_port(domain="comb")      # M_last values: LUT RAM, read in the same cycle
 
         # ------------------------------------------------------------ layer constants
-        layer = Signal(_bits(K + 1))
+        layer = Signal(index_bits(K + 1))
         split = Signal()
         mam = Signal()
         mult, shift, relu = Signal(16), Signal(6), Signal()
-        words_to_write = Signal(_bits(max(max(l.rows_per_pe, l.rows) for l in prog.layers) + 1))
+        words_to_write = Signal(index_bits(max(max(l.rows_per_pe, l.rows) for l in prog.layers) + 1))
         with m.Switch(layer):
             for k, plan in enumerate(prog.layers):
                 with m.Case(k):
@@ -191,9 +186,9 @@ class Accelerator(wiring.Component):
             m.d.sync += written.eq(written + 1)
 
         # ------------------------------------------------------------ sequencer
-        in_count = Signal(_bits(n_in + 1))
-        out_count = Signal(_bits(m_out + 1))
-        rom = Signal(_bits(out_words * P + 1))
+        in_count = Signal(index_bits(n_in + 1))
+        out_count = Signal(index_bits(m_out + 1))
+        rom = Signal(index_bits(out_words * P + 1))
         with m.Switch(out_count):
             for r, a in enumerate(prog.output_address):
                 with m.Case(r):

@@ -46,7 +46,8 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
-           "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles"]
+           "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
+           "index_bits", "pow2_at_least", "act_side_words"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
@@ -64,6 +65,27 @@ LAYER_HANDOFF = 2
 OUTPUT_CYCLES = 1
 
 
+def clog2(n: int) -> int:
+    """ceil(log2 n): the levels of a binary tree over n leaves (0 for n <= 1)."""
+    return max(0, (n - 1).bit_length())
+
+
+def index_bits(n: int) -> int:
+    """Width of a signal that indexes n things (at least 1)."""
+    return max(1, clog2(n))
+
+
+def pow2_at_least(n: int) -> int:
+    return 1 << clog2(max(1, n))
+
+
+def act_side_words(widest: int, pes: int) -> int:
+    """Words of P activations one ping-pong side of an activation memory holds: the widest
+    layer input or output, P to a word, rounded up to a power of two (the side is the top
+    address bit). Both sides: twice this."""
+    return pow2_at_least(-(-widest // pes))
+
+
 @dataclass(frozen=True)
 class ArchConfig:
     pes: int = 4                 # P
@@ -78,6 +100,8 @@ class ArchConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"{name} must be an integer between {lo} and {hi}, not {v!r}")
+        if self.pes & (self.pes - 1):
+            raise ValueError(f"the generated accelerator needs a power-of-two number of PEs, not {self.pes}")
         if self.weight_bits != 8 or self.act_bits != 8:
             raise ValueError("contract v1 has 8-bit weights and activations")
 
@@ -98,7 +122,7 @@ def word_bits(cfg: ArchConfig) -> int:
 def pipeline_depth(lanes: int) -> int:
     """Cycles from reading a row's last weight word to writing its activation:
     the PE (with ceil(log2 L) tree levels) and the requantizer."""
-    return PE_LATENCY + (lanes - 1).bit_length() + REQUANT_LATENCY
+    return PE_LATENCY + clog2(lanes) + REQUANT_LATENCY
 
 
 def layer_overhead(cfg: ArchConfig) -> int:
@@ -107,7 +131,7 @@ def layer_overhead(cfg: ArchConfig) -> int:
 
 def split_overhead(cfg: ArchConfig) -> int:
     """Extra cycles of a column-split layer: the cross-PE combining tree."""
-    return (cfg.pes - 1).bit_length()
+    return clog2(cfg.pes)
 
 
 def bound_cycles(nnz: int, rows: int, cfg: ArchConfig) -> int:

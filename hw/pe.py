@@ -32,7 +32,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mamfpga.hw.adder_tree import AdderTree
-from mamfpga.hw.arch import PE_LATENCY, ArchConfig, entry_bits, word_bits
+from mamfpga.hw.arch import PE_LATENCY, ArchConfig, act_side_words, clog2, entry_bits, index_bits, pow2_at_least, word_bits
 from mamfpga.hw.maxmin_tree import MaxMinTree
 
 __all__ = ["PE", "PELayer", "LATENCY", "pe_from_program", "act_depth_of"]
@@ -54,29 +54,23 @@ class PELayer:
     side: int          # ping-pong side the layer reads (0 or 1)
 
 
-def _bits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
-
-
 class PE(wiring.Component):
     def __init__(self, cfg: ArchConfig, *, weights: list[int], biases: list[int], layers: list[PELayer],
                  act_depth: int):
-        if cfg.pes & (cfg.pes - 1):
-            raise ValueError(f"the generated accelerator needs a power-of-two number of PEs, not {cfg.pes}")
         if not layers:
             raise ValueError("a PE needs at least one layer")
         self.cfg = cfg
         self.weights = list(weights) or [0]
         self.biases = list(biases) or [0]
         self.layers = list(layers)
-        self.act_depth = 1 << max(0, (max(1, act_depth) - 1).bit_length())   # power of two
-        self.act_addr_bits = _bits(2 * self.act_depth)
-        self.tree_latency = (cfg.lanes - 1).bit_length()
+        self.act_depth = pow2_at_least(act_depth)      # one ping-pong side; a power of two
+        self.act_addr_bits = index_bits(2 * self.act_depth)
+        self.tree_latency = clog2(cfg.lanes)
         #: the reductions this PE builds: only those its layers use
         self.modes = frozenset(l.mode for l in self.layers)
         super().__init__({
             "start": In(1),
-            "layer": In(_bits(len(layers))),
+            "layer": In(index_bits(len(layers))),
             "aw": In(data.StructLayout({"en": 1, "addr": unsigned(self.act_addr_bits),
                                         "data": unsigned(8 * cfg.pes), "mask": unsigned(cfg.pes)})),
             "res": Out(stream.Signature(data.StructLayout({
@@ -93,7 +87,7 @@ class PE(wiring.Component):
         m = Module()
         cfg = self.cfg
         L, P = cfg.lanes, cfg.pes
-        log2p = (P - 1).bit_length()
+        log2p = clog2(P)
         eb = entry_bits(cfg)
 
         # ---------------------------------------------------------------- memories
@@ -113,13 +107,13 @@ class PE(wiring.Component):
             act_rd.append(mem.read_port())
 
         # ---------------------------------------------------------------- layer registers
-        w_addr = Signal(_bits(len(self.weights) + 1))
-        w_left = Signal(_bits(max(l.words for l in self.layers) + 1))
-        b_base = Signal(_bits(len(self.biases) + 1))
-        origin = Signal(_bits(2 * self.act_depth * P + 1))
+        w_addr = Signal(index_bits(len(self.weights) + 1))
+        w_left = Signal(index_bits(max(l.words for l in self.layers) + 1))
+        b_base = Signal(index_bits(len(self.biases) + 1))
+        origin = Signal(index_bits(2 * self.act_depth * P + 1))
         side = Signal()
         mam = Signal()
-        rows_left = Signal(_bits(max(l.rows for l in self.layers) + 1))
+        rows_left = Signal(index_bits(max(l.rows for l in self.layers) + 1))
         with m.If(self.start):
             with m.Switch(self.layer):
                 for k, lay in enumerate(self.layers):
@@ -304,9 +298,7 @@ class PE(wiring.Component):
 def act_depth_of(program) -> int:
     """Words of P activations a buffer side needs for the widest layer input or output."""
     P = program.config.pes
-    widest = max([program.net.input_size] +
-                 [(l.rows if l.split else l.rows_per_pe * P) for l in program.layers])
-    return -(-widest // P)
+    return act_side_words(program.widest, P)
 
 
 def pe_from_program(program, p: int) -> PE:

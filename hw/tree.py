@@ -14,13 +14,14 @@ from amaranth import Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from mamfpga.hw.arch import clog2
 from mamfpga.hw.checks import check_int
 
 __all__ = ["pipelined_tree", "tree_latency", "LaneReduction"]
 
 
 def tree_latency(leaves: int) -> int:
-    return (leaves - 1).bit_length()
+    return clog2(leaves)
 
 
 def pipelined_tree(m, leaves: Sequence[tuple], shapes: Sequence[Shape], combine: Callable,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mamfpga.hw.arch import OUTPUT_CYCLES, ArchConfig, bound_cycles, entry_bits, layer_overhead, split_overhead, word_bits
+from mamfpga.hw.arch import OUTPUT_CYCLES, act_side_words, ArchConfig, bound_cycles, entry_bits, layer_overhead, split_overhead, word_bits
 from mamfpga.outputs import atomic_write_json, atomic_write_text, claim_dir
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork, save_qnet
 from mamfpga.sw.simplify import eliminate_dead
@@ -95,6 +95,13 @@ class Program:
     @property
     def cycles_per_inference(self) -> int:
         return self.net.input_size + sum(l.cycles for l in self.layers) + OUTPUT_CYCLES * self.net.output_size
+
+    @property
+    def widest(self) -> int:
+        """Activations of the widest vector a layer reads or writes, as the buffers hold it
+        (a row-parallel layer writes rows_per_pe * P words' worth, padding rows included)."""
+        P = self.config.pes
+        return max([self.net.input_size] + [(l.rows if l.split else l.rows_per_pe * P) for l in self.layers])
 
     @property
     def cycle_bound(self) -> int:
@@ -382,9 +389,7 @@ def memory_use(program: Program, family: str | None) -> dict:
     P, L = cfg.pes, cfg.lanes
     depth_w = [max(1, sum(l.pe_words[p] for l in program.layers)) for p in range(P)]
     depth_b = [max(1, sum(len(l.bias[p]) for l in program.layers)) for p in range(P)]
-    widest = max([program.net.input_size] + [(l.rows if l.split else l.rows_per_pe * P) for l in program.layers])
-    act_words = -(-widest // P)
-    act_depth = 2 * (1 << max(0, (act_words - 1).bit_length()))
+    act_depth = 2 * act_side_words(program.widest, P)
     mems = {
         "weights": {"copies": P, "width": word_bits(cfg), "depths": depth_w},
         "bias": {"copies": P, "width": cfg.acc_bits + 1, "depths": depth_b},

@@ -24,7 +24,7 @@ def test_program_computes_golden(seed):
     """The memory images, decoded as the hardware will, equal the golden model."""
     rng = np.random.default_rng(seed)
     net = random_qnet(rng)
-    cfg = ArchConfig(pes=int(rng.choice([1, 2, 3, 4, 8])), lanes=int(rng.choice([1, 2, 3, 4])))
+    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4, 8, 16])), lanes=int(rng.choice([1, 2, 3, 4])))
     x = rng.integers(-128, 128, size=(12, net.input_size)).astype(np.int8)
     x[0] = 0
     split = str(rng.choice(["auto", "never", "always"]))
