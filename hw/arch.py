@@ -47,7 +47,8 @@ from dataclasses import dataclass
 
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
-           "index_bits", "pow2_at_least", "act_side_words"]
+           "index_bits", "pow2_at_least", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
+           "unpack"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
@@ -117,6 +118,55 @@ def entry_bits(cfg: ArchConfig) -> int:
 def word_bits(cfg: ArchConfig) -> int:
     """A weight-memory word: L entries and the end-of-row bit."""
     return cfg.lanes * entry_bits(cfg) + 1
+
+
+# ---------------------------------------------------------------------------- memory word layouts
+# Defined once here; the compiler packs with them, the program simulator unpacks with them,
+# and the PE views its memory words through an Amaranth StructLayout built from them.
+
+def weight_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
+    """The weight word, low bits first: (name, offset, width, signed) of each field. Entry k
+    (one lane) is its column delta (unsigned) then its weight (signed); the end-of-row bit
+    is on top."""
+    eb = entry_bits(cfg)
+    fields = []
+    for k in range(cfg.lanes):
+        fields += [(f"delta{k}", k * eb, cfg.delta_bits, False),
+                   (f"weight{k}", k * eb + cfg.delta_bits, cfg.weight_bits, True)]
+    return fields + [("eor", cfg.lanes * eb, 1, False)]
+
+
+def bias_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
+    """The bias word: the row's bias (acc_bits, signed) and its zero-candidate bit on top."""
+    return [("bias", 0, cfg.acc_bits, True), ("zero_candidate", cfg.acc_bits, 1, False)]
+
+
+def pack(fields, values: dict) -> list[int]:
+    """Words from arrays of field values (NumPy integer arrays of one length, signed values
+    in two's complement), as Python integers (words can be wider than 64 bits)."""
+    import numpy as np
+
+    total = sum(w for _, _, w, _ in fields)
+    n = len(next(iter(values.values())))
+    masked = {name: np.asarray(values[name], dtype=np.int64) & ((1 << w) - 1) for name, _, w, _ in fields}
+    if total <= 62:
+        word = np.zeros(n, dtype=np.int64)
+        for name, off, _, _ in fields:
+            word |= masked[name] << off
+        return word.tolist()
+    word = np.zeros(n, dtype=object)
+    for name, off, _, _ in fields:
+        word = word + (masked[name].astype(object) << off)
+    return word.tolist()
+
+
+def unpack(fields, word: int) -> dict:
+    """The fields of one word (signed ones sign-extended)."""
+    out = {}
+    for name, off, width, is_signed in fields:
+        v = (word >> off) & ((1 << width) - 1)
+        out[name] = v - (1 << width) if is_signed and v >> (width - 1) else v
+    return out
 
 
 def pipeline_depth(lanes: int) -> int:

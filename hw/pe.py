@@ -32,7 +32,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mamfpga.hw.adder_tree import AdderTree
-from mamfpga.hw.arch import PE_LATENCY, ArchConfig, act_side_words, clog2, entry_bits, index_bits, pow2_at_least, word_bits
+from mamfpga.hw.arch import (PE_LATENCY, ArchConfig, act_side_words, bias_word_fields, clog2, index_bits,
+                              pow2_at_least, weight_word_fields, word_bits)
 from mamfpga.hw.maxmin_tree import MaxMinTree
 
 __all__ = ["PE", "PELayer", "LATENCY", "pe_from_program", "act_depth_of"]
@@ -88,7 +89,6 @@ class PE(wiring.Component):
         cfg = self.cfg
         L, P = cfg.lanes, cfg.pes
         log2p = clog2(P)
-        eb = entry_bits(cfg)
 
         # ---------------------------------------------------------------- memories
         m.submodules.wmem = wmem = Memory(shape=unsigned(word_bits(cfg)), depth=len(self.weights),
@@ -131,9 +131,10 @@ class PE(wiring.Component):
         v1a, v1 = Signal(), Signal()
         word = Signal.like(w_rd.data)
         m.d.sync += [v1a.eq(fetching & ~self.start), v1.eq(v1a), word.eq(w_rd.data)]
-        deltas = [word[k * eb: k * eb + cfg.delta_bits] for k in range(L)]
-        wts = [word[k * eb + cfg.delta_bits: (k + 1) * eb].as_signed() for k in range(L)]
-        eor = word[L * eb]
+        fields = data.View(word_layout(weight_word_fields(cfg)), word)
+        deltas = [fields[f"delta{k}"] for k in range(L)]
+        wts = [fields[f"weight{k}"] for k in range(L)]
+        eor = fields.eor
         row_start = Signal(init=1)                 # the next word starts a row
         base = Signal.like(origin)
         cols = []
@@ -176,11 +177,11 @@ class PE(wiring.Component):
         w2c = []
         x2c = []
         for k in range(L):
-            data = Signal(8 * P, name=f"a2b_{k}")
+            a2b = Signal(8 * P, name=f"a2b_{k}")
             w2b, sel2b = Signal(signed(8), name=f"w2b_{k}"), Signal.like(sel2[k], name=f"sel2b_{k}")
             x, w = Signal(signed(8), name=f"x2c_{k}"), Signal(signed(8), name=f"w2c_{k}")
-            m.d.sync += [data.eq(act_rd[k].data), w2b.eq(w2[k]), sel2b.eq(sel2[k]),
-                         x.eq(data.word_select(sel2b, 8) if P > 1 else data), w.eq(w2b)]
+            m.d.sync += [a2b.eq(act_rd[k].data), w2b.eq(w2[k]), sel2b.eq(sel2[k]),
+                         x.eq(a2b.word_select(sel2b, 8) if P > 1 else a2b), w.eq(w2b)]
             x2c.append(x)
             w2c.append(w)
 
@@ -271,8 +272,8 @@ class PE(wiring.Component):
         m.d.sync += [bias_word.eq(b_rd.data), s_sum.eq(r_sum), s_hi.eq(r_hi), s_lo.eq(r_lo),
                      s_seen.eq(r_seen), v7.eq(v6)]
         r_sum, r_hi, r_lo, r_seen, v6 = s_sum, s_hi, s_lo, s_seen, v7
-        bias = bias_word[:cfg.acc_bits].as_signed()
-        zc = bias_word[cfg.acc_bits]
+        bias_fields = data.View(word_layout(bias_word_fields(cfg)), bias_word)
+        bias, zc = bias_fields.bias, bias_fields.zero_candidate
         # S6c: zero candidate and one addition; S6d: the bias added
         f_hi, f_lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         part, c_sum, c_bias, v8 = Signal(signed(cfg.acc_bits + 1)), Signal.like(r_sum), Signal.like(bias), Signal()
@@ -293,6 +294,18 @@ class PE(wiring.Component):
         ]
         m.d.comb += self.busy.eq(fetching | (rows_left != 0))
         return m
+
+
+def word_layout(fields) -> data.StructLayout:
+    """The Amaranth layout of a memory word from its fields in :mod:`mamfpga.hw.arch`
+    (contiguous, low bits first, so the StructLayout's offsets are the fields')."""
+    offset = 0
+    members = {}
+    for name, off, width, is_signed in fields:
+        assert off == offset, f"field {name} is not contiguous"
+        members[name] = signed(width) if is_signed else unsigned(width)
+        offset += width
+    return data.StructLayout(members)
 
 
 def act_depth_of(program) -> int:

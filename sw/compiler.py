@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mamfpga.hw.arch import OUTPUT_CYCLES, act_side_words, ArchConfig, bound_cycles, entry_bits, layer_overhead, split_overhead, word_bits
+from mamfpga.hw.arch import (OUTPUT_CYCLES, ArchConfig, act_side_words, bias_word_fields, bound_cycles,
+                              layer_overhead, pack, split_overhead, weight_word_fields, word_bits)
 from mamfpga.outputs import atomic_write_json, atomic_write_text, claim_dir
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork, save_qnet
 from mamfpga.sw.simplify import eliminate_dead
@@ -236,10 +237,9 @@ def _encode_rows(csr: _CSR, rows: list[int], cfg: ArchConfig) -> tuple[list[int]
     lane adds their product 0, a MAM lane ignores them (the row's zero-candidate
     bit, not the entries, says whether 0 is a max/min candidate). An empty row,
     or a padding row, is one word of zero entries: its bias alone. The word
-    layout is :func:`mamfpga.hw.arch.word_bits`'s: entry k at bits
-    [k * entry_bits, (k+1) * entry_bits), delta low, weight high; end-of-row on top.
+    layout is :func:`mamfpga.hw.arch.weight_word_fields`'s.
     """
-    L, maxd, eb = cfg.lanes, cfg.max_delta, entry_bits(cfg)
+    L, maxd = cfg.lanes, cfg.max_delta
     rows = np.asarray(rows, dtype=np.int64)
     n = len(rows)
     real = rows >= 0
@@ -273,16 +273,13 @@ def _encode_rows(csr: _CSR, rows: list[int], cfg: ArchConfig) -> tuple[list[int]
     pos = start + fill
     ent_delta[pos] = delta - fill * maxd
     ent_weight[pos] = weight
-    ent = ((ent_delta & maxd) | ((ent_weight & 0xFF) << cfg.delta_bits)).reshape(-1, L)
-    eor = np.zeros(len(ent), dtype=np.int64)
+    ent_delta, ent_weight = ent_delta.reshape(-1, L), ent_weight.reshape(-1, L)
+    eor = np.zeros(len(ent_delta), dtype=np.int64)
     eor[np.cumsum(words) - 1] = 1
-    if L * eb + 1 <= 62:
-        packed = (ent << (np.arange(L, dtype=np.int64) * eb)).sum(axis=1) | (eor << (L * eb))
-        return packed.tolist(), words.tolist()
-    packed = eor.astype(object) << (L * eb)                 # wider than 62 bits: Python integers
+    values = {"eor": eor}
     for k in range(L):
-        packed = packed + (ent[:, k].astype(object) << (k * eb))
-    return packed.tolist(), words.tolist()
+        values[f"delta{k}"], values[f"weight{k}"] = ent_delta[:, k], ent_weight[:, k]
+    return pack(weight_word_fields(cfg), values), words.tolist()
 
 
 def assign_rows(costs: list[int], pes: int) -> list[list[int]]:
@@ -311,18 +308,17 @@ def encode_layer(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: ArchCo
     assignment = assign_rows(costs.tolist(), cfg.pes)
     per_pe = len(assignment[0])
     out_address = np.zeros(layer.rows, dtype=np.int64)
-    zc_bit = 1 << cfg.acc_bits
-    acc_mask = zc_bit - 1
     nnz_row = np.diff(csr.indptr)
     zero_cand = nnz_row < layer.cols                        # the row has a pruned weight
-    bias_entry = (layer.bias.astype(np.int64) & acc_mask) | np.where(zero_cand, zc_bit, 0)
     words, bias, row_words, pe_nnz = [], [], [], []
     for p, rows in enumerate(assignment):
         w_p, rw_p = _encode_rows(csr, rows, cfg)
         r = np.asarray(rows, dtype=np.int64)
         real = r >= 0
+        safe = np.where(real, r, 0)
         # padding row: bias 0 and a zero candidate; its output is never read
-        bias.append(np.where(real, bias_entry[np.where(real, r, 0)], zc_bit).tolist())
+        bias.append(pack(bias_word_fields(cfg), {"bias": np.where(real, layer.bias[safe], 0),
+                                                 "zero_candidate": np.where(real, zero_cand[safe], 1)}))
         out_address[r[real]] = np.flatnonzero(real) * cfg.pes + p
         words.append(w_p)
         row_words.append(rw_p)
@@ -354,8 +350,6 @@ def encode_layer_split(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: 
     (deltas from the range start); its bias entry holds the row's bias (PE 0 only) and
     whether the row has a zero weight among the range's real columns."""
     ranges = _split_ranges(layer, col_address, cfg.pes)
-    zc_bit = 1 << cfg.acc_bits
-    acc_mask = zc_bit - 1
     col_address = np.asarray(col_address, dtype=np.int64)
     words, bias, row_words, pe_nnz = [], [], [], []
     for p in range(cfg.pes):
@@ -364,8 +358,8 @@ def encode_layer_split(k: int, layer: QuantLayer, col_address: np.ndarray, cfg: 
         w_p, rw_p = _encode_rows(csr, list(range(layer.rows)), cfg)
         in_range = int(((col_address >= lo) & (col_address < hi)).sum())
         nnz_row = np.diff(csr.indptr)
-        b = (layer.bias.astype(np.int64) & acc_mask) if p == 0 else np.zeros(layer.rows, dtype=np.int64)
-        bias.append((b | np.where(nnz_row < in_range, zc_bit, 0)).tolist())
+        b = layer.bias.astype(np.int64) if p == 0 else np.zeros(layer.rows, dtype=np.int64)
+        bias.append(pack(bias_word_fields(cfg), {"bias": b, "zero_candidate": nnz_row < in_range}))
         words.append(w_p)
         row_words.append(rw_p)
         pe_nnz.append(int(nnz_row.sum()))
@@ -532,7 +526,7 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
         from mamfpga.hw.verilog import write_verilog
 
         write_verilog(Accelerator(program), TOP_NAME, build / "accelerator.v")
-    ww = -(-(cfg.lanes * entry_bits(cfg) + 1) // 4)
+    ww = -(-word_bits(cfg) // 4)
     bw = -(-(cfg.acc_bits + 1) // 4)
     for p in range(cfg.pes):
         words = [w for l in program.layers for w in l.words[p]]

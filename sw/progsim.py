@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from mamfpga.hw.arch import entry_bits
+from mamfpga.hw.arch import bias_word_fields, unpack, weight_word_fields
 from mamfpga.sw.compiler import Program
 
 __all__ = ["run_program", "run_program_layers"]
 
 
 def _decode(word: int, cfg) -> tuple[list[tuple[int, int]], bool]:
-    eb = entry_bits(cfg)
-    entries = []
-    for k in range(cfg.lanes):
-        e = (word >> (k * eb)) & ((1 << eb) - 1)
-        delta = e & cfg.max_delta
-        w = (e >> cfg.delta_bits) & 0xFF
-        entries.append((delta, w - 256 if w >= 128 else w))
-    return entries, bool((word >> (cfg.lanes * eb)) & 1)
+    f = unpack(weight_word_fields(cfg), word)
+    return [(f[f"delta{k}"], f[f"weight{k}"]) for k in range(cfg.lanes)], bool(f["eor"])
 
 
 def _requant(acc: int, mult: int, shift: int, relu: bool) -> int:
@@ -36,16 +30,12 @@ def _requant(acc: int, mult: int, shift: int, relu: bool) -> int:
     return max(0 if relu else -128, min(127, r))
 
 
-def _signed(v: int, bits: int) -> int:
-    return v - (1 << bits) if v >= 1 << (bits - 1) else v
-
-
 def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, cfg, origin: int = 0):
     """Yield (bias, partial) per row of one PE: partial = sum, or (max, min) / None if no candidate."""
     pos = 0
     for entry in biases:
-        b = _signed(entry & ((1 << cfg.acc_bits) - 1), cfg.acc_bits)
-        zc = bool(entry >> cfg.acc_bits)
+        f = unpack(bias_word_fields(cfg), entry)
+        b, zc = f["bias"], bool(f["zero_candidate"])
         col = origin
         total, hi, lo = 0, None, None
         if zc and mode == "mam":
