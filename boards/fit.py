@@ -127,28 +127,32 @@ def _ice40_logic_cells(cells: dict) -> tuple[int, int, int]:
 
 
 def needs_from_netlist(netlist: dict, top: str, family: str) -> Needs:
-    """The needs of yosys's JSON netlist (``write_json`` after synthesis) of module ``top``."""
+    """The needs of yosys's JSON netlist (``write_json`` after synthesis) of module ``top``:
+    flip-flops, carries, block RAM and DSPs as :func:`~mamfpga.boards.resources.count_cells`
+    counts them, logic as nextpnr packs it."""
+    from mamfpga.boards.resources import count_cells
+
     cells = netlist["modules"][top]["cells"]
     n = _cell_counts(cells)
+    r = count_cells(dict(n), family)
 
     def total(prefix):
         return sum(v for k, v in n.items() if k.startswith(prefix))
 
     if family == "ice40":
         packed, _, _ = _ice40_logic_cells(cells)
-        return Needs(family, lc=math.ceil(packed * (1 + PACKING_ALLOWANCE)), lut=n["SB_LUT4"], ff=total("SB_DFF"), carry=n["SB_CARRY"],
-                     bram=n["SB_RAM40_4K"] + n["SB_RAM40_4KNR"] + n["SB_RAM40_4KNW"] + n["SB_RAM40_4KNRNW"],
-                     dsp=n["SB_MAC16"], spram=n["SB_SPRAM256KA"],
-                     io=total("SB_IO") + n["SB_GB_IO"], pll=total("SB_PLL40"))
+        return Needs(family, lc=math.ceil(packed * (1 + PACKING_ALLOWANCE)), lut=r.lut, ff=r.ff, carry=r.carry,
+                     bram=r.bram, dsp=r.dsp, spram=n["SB_SPRAM256KA"], io=total("SB_IO") + n["SB_GB_IO"],
+                     pll=total("SB_PLL40"))
     if family == "ecp5":
-        # nextpnr-ecp5's TRELLIS_COMB count: a LUT4 is one, a CCU2C carry or a DPR16X4 distributed
-        # RAM two, and a PFUMX/L6MUX21 wide mux about three (the LUTs that feed it sit in its
-        # slice, pass-throughs where they cannot): calibrated on the digits design at P=2, L=2
-        # (2542 estimated before the allowance, 2537 placed), far from the margin on these parts
-        comb = (n["LUT4"] + 2 * n["CCU2C"] + 2 * n["TRELLIS_DPR16X4"] + 3 * (n["PFUMX"] + n["L6MUX21"]))
+        # nextpnr-ecp5's TRELLIS_COMB count: count_cells's LUT4s (a CCU2C carry is two), a
+        # DPR16X4 distributed RAM two, and a PFUMX/L6MUX21 wide mux about three (the LUTs that
+        # feed it sit in its slice, pass-throughs where they cannot): calibrated on the digits
+        # design at P=2, L=2 (2542 estimated before the allowance, 2537 placed)
+        comb = r.lut + 2 * n["TRELLIS_DPR16X4"] + 3 * (n["PFUMX"] + n["L6MUX21"])
         lut = math.ceil(comb * (1 + PACKING_ALLOWANCE))
-        return Needs(family, lc=lut, lut=lut, ff=n["TRELLIS_FF"], carry=n["CCU2C"], bram=n["DP16KD"],
-                     dsp=total("MULT18X18") + total("ALU54"), io=n["TRELLIS_IO"], pll=n["EHXPLLL"])
+        return Needs(family, lc=lut, lut=lut, ff=r.ff, carry=r.carry, bram=r.bram, dsp=r.dsp,
+                     io=n["TRELLIS_IO"], pll=n["EHXPLLL"])
     raise ValueError(f"no fit rule for the {family} family")
 
 

@@ -50,7 +50,7 @@ def count_cells(cells: dict, family: str) -> Resources:
             family,
             lut=cells.get("SB_LUT4", 0),
             ff=total(lambda c: c.startswith("SB_DFF")),
-            bram=cells.get("SB_RAM40_4K", 0),
+            bram=total(lambda c: c.startswith("SB_RAM40_4K")),      # and its NR/NW variants
             dsp=cells.get("SB_MAC16", 0),
             carry=cells.get("SB_CARRY", 0),
             cells=cells,
