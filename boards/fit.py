@@ -13,7 +13,7 @@ packs it:
   are its I0/I1 (yosys's adders are built so); every other flip-flop or carry
   takes a cell of its own, and so does each carry chain entered from logic
   (nextpnr's feed-in). nextpnr merges and legalises a little differently: the
-  count is within 1 % of nextpnr's placed count either way, and
+  count is within -0.1 .. +1.4 % of nextpnr's placed count (8 networks), and
   :data:`PACKING_ALLOWANCE` keeps the estimate above it (measured over the
   robustness networks, README).
 - ECP5: LUT4s and flip-flops are placed separately (TRELLIS_COMB,
@@ -43,7 +43,8 @@ __all__ = ["LOGIC_MARGIN", "Needs", "needs_from_netlist", "fit_problems", "lower
 #: logic (iCE40 logic cells; ECP5 LUTs and flip-flops) may use at most this fraction of the device
 LOGIC_MARGIN = 0.90
 #: added to the iCE40 packing count: nextpnr adds a few cells of its own (carry-chain feed-ins,
-#: constant drivers); measured within 1 % (README, robustness table), so the estimate stays above
+#: constant drivers); the count was -0.1 .. +1.4 % off over the robustness networks (README), so the
+#: estimate stays above
 PACKING_ALLOWANCE = 0.01
 
 
