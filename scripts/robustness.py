@@ -17,7 +17,6 @@ Usage: .venv/bin/python scripts/robustness.py [--board icebreaker] [--only seed0
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
