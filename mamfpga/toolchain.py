@@ -220,9 +220,45 @@ def doctor_checks() -> list[Check]:
 
 
 def require(tool: str) -> str:
-    """Path of ``tool`` (after activation), or :class:`MissingToolError` with how to get it."""
+    """Path of ``tool`` (after activation), or :class:`MissingToolError` with how to get it.
+
+    A YoWASP tool is compiled to machine code once first (:func:`_compile_yowasp`).
+    """
     exe = which(tool)
     if exe is None:
         hints = {argv[0]: hint for _, argv, _, _, hint in TOOLS}
         raise MissingToolError(tool, hints.get(tool, _SETUP_HINT))
+    if Path(exe).name.startswith("yowasp-"):
+        _compile_yowasp(exe)
     return exe
+
+
+def _compile_yowasp(exe: str) -> None:
+    """Have YoWASP compile ``exe``'s WebAssembly into its cache, once, one process at a time.
+
+    YoWASP compiles a tool on its first run and writes the result into its cache
+    by truncating and rewriting the file in place. Two processes that start the
+    same tool cold (the test suite's two workers, a parallel sweep) both compile,
+    and the second one's rewrite can pull the file from under a third that
+    already mapped it: that run dies with a failed synthesis. Here the first run
+    of each tool happens under a lock on the cache, and a stamp (named by the
+    tool's version) says it is done, so every later run only reads the cache.
+    """
+    name = Path(exe).name
+    dist = {argv[0]: d for _, argv, d, _, _ in TOOLS}.get(name)
+    argv = {a[0]: a for _, a, _, _, _ in TOOLS}.get(name, [name, "--version"])
+    cache = Path(os.environ.get("YOWASP_CACHE_DIR", cache_dir() / "yowasp"))
+    stamp = cache / f".compiled-{name}-{_pkg_version(dist) if dist else 'unknown'}"
+    if stamp.exists():
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:             # Windows: no flock; YoWASP's own behaviour
+        return
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            subprocess.run([exe, *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=os.environ)
+            stamp.write_text("compiled\n")

@@ -30,8 +30,9 @@ def _build(tmp_path, shapes=(16, 12, 4), density=0.3, P=2, L=1, seed=3, board=No
 def test_synth_icebreaker_bitstream(tmp_path, capsys):
     program, build = _build(tmp_path, board="icebreaker")
     rc = cli.main(["synth", str(build), "--board", "icebreaker", "--bitstream", "--clock", "24"])
-    out = capsys.readouterr().out
-    assert rc == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert rc == 0, out + captured.err
     report = json.loads((build / "report.json").read_text())
     res = report["resources"]
     assert 100 < res["lut"] <= res["lut_avail"] == 5280

@@ -73,3 +73,23 @@ def test_demo_refuses_a_users_folder(tmp_path, capsys):
 def test_demo_unknown_board(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path / "d"), "--board", "de10"]) == 2
     assert "unknown board 'de10'" in capsys.readouterr().err
+
+
+def test_yowasp_first_compile_runs_once_across_processes(tmp_path):
+    """Processes that start the same cold YoWASP tool together compile it once, one at a time
+    (YoWASP rewrites its cache file in place: a second compile can pull it from under a reader)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "yowasp-fake"
+    log = tmp_path / "runs.log"
+    # the fake tool notes when it starts and ends; a compile takes a while
+    tool.write_text(f"#!/bin/sh\necho start >> {log}\nsleep 0.5\necho end >> {log}\n")
+    tool.chmod(0o755)
+    code = ("import sys; from mamfpga import toolchain; toolchain.activate(); "
+            f"print(toolchain.require({str(tool)!r}))")
+    env = dict(os.environ, YOWASP_CACHE_DIR=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs) and outs == [str(tool)] * 3
+    assert log.read_text().split() == ["start", "end"]
