@@ -21,6 +21,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from mamfpga.errors import MamfpgaError
+
 __all__ = [
     "activate",
     "repo_root",
@@ -42,7 +44,7 @@ YOWASP_TOOLS = {
 }
 
 
-class MissingToolError(RuntimeError):
+class MissingToolError(MamfpgaError, RuntimeError):
     """An external tool mamfpga needs is not installed."""
 
     def __init__(self, tool: str, hint: str):
@@ -152,6 +154,8 @@ def _run_version(argv: list[str], timeout: float = 120) -> str | None:
     exe = which(argv[0])
     if exe is None:
         return None
+    if Path(exe).name.startswith("yowasp-"):
+        _compile_yowasp(exe)        # never a second compile beside another process's run
     try:
         res = subprocess.run([exe, *argv[1:]], capture_output=True, text=True,
                              timeout=timeout, env=os.environ)
