@@ -37,6 +37,11 @@ import collections
 import math
 from dataclasses import asdict, dataclass, field
 
+from mamfpga.boards.resources import count_cells
+from mamfpga.compile import ArchConfig, CompileError, MemoryFitError, compile_network
+from mamfpga.compile.device import DEVICES
+from mamfpga.errors import MamfpgaError
+
 __all__ = ["LOGIC_MARGIN", "Needs", "needs_from_netlist", "fit_problems", "lower_bound_problem",
            "Candidate", "Choice", "candidates", "choose", "NoFitError", "device_of"]
 
@@ -48,13 +53,13 @@ LOGIC_MARGIN = 0.90
 PACKING_ALLOWANCE = 0.01
 
 
-class NoFitError(ValueError):
+class NoFitError(MamfpgaError, ValueError):
     """No configuration of the network fits the board (the message says why, with the numbers)."""
+
+    exit_code = 2
 
 
 def device_of(board):
-    from mamfpga.boards.targets import DEVICES
-
     return DEVICES[board.device]
 
 
@@ -131,8 +136,6 @@ def needs_from_netlist(netlist: dict, top: str, family: str) -> Needs:
     """The needs of yosys's JSON netlist (``write_json`` after synthesis) of module ``top``:
     flip-flops, carries, block RAM and DSPs as :func:`~mamfpga.boards.resources.count_cells`
     counts them, logic as nextpnr packs it."""
-    from mamfpga.boards.resources import count_cells
-
     cells = netlist["modules"][top]["cells"]
     n = _cell_counts(cells)
     r = count_cells(dict(n), family)
@@ -290,9 +293,7 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
     A board with no open flow is checked by block RAM alone. Raises
     :class:`NoFitError` naming why each candidate failed.
     """
-    from mamfpga.boards import flow
-    from mamfpga.hw.arch import ArchConfig
-    from mamfpga.sw.compiler import CompileError, MemoryFitError, compile_network
+    from mamfpga.boards import flow          # the flow imports this module: synthesis on demand
 
     device = device_of(board)
     problem = lower_bound_problem(net, device)
@@ -306,7 +307,7 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
         cfg = ArchConfig(pes=p, lanes=l)
         try:
             # with the board: the delta width that needs the fewest block RAMs, and their count
-            prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, board=board.name,
+            prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, device=device,
                                    delta_bits=delta_bits)
         except MemoryFitError as exc:
             prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, delta_bits=delta_bits)
@@ -315,7 +316,7 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
             raise NoFitError(str(exc)) from None
         if split == "auto" and not any(x.split for x in prog.layers) and (not splits or "never" in splits):
             continue                       # the same program as split="never"
-        c.cycles = prog.cycles_per_inference
+        c.cycles = prog.cycles_model
         compiled.append((c, prog))
     # fastest first; on a tie the smaller design (fewer PEs x lanes, no split)
     compiled.sort(key=lambda cp: (cp[0].cycles, cp[0].pes * cp[0].lanes, cp[0].split != "never"))

@@ -23,15 +23,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mamfpga import toolchain
+from mamfpga import progress, toolchain
 from mamfpga.boards import fit, hostlink
 from mamfpga.boards.clocking import pll_plan
 from mamfpga.boards.resources import count_cells
-from mamfpga.boards.targets import DEVICES, Board
+from mamfpga.boards.targets import Board
 from mamfpga.boards.top import BOARD_TOP_NAME, BoardTop
+from mamfpga.compile import CompileError, check_capacity, load_build
+from mamfpga.compile.device import DEVICES
+from mamfpga.errors import MamfpgaError
+from mamfpga.hw.emit import accelerator_verilog, emit
 from mamfpga.outputs import atomic_write_bytes
+from mamfpga.report import SynthFigures
 
-__all__ = ["SynthError", "CapacityError", "synth_board", "estimate", "build_for_board", "MAX_FALLBACKS", "board_dir", "DEFAULT_BAUD", "parse_nextpnr_report"]
+__all__ = ["SynthError", "CapacityError", "synth_board", "estimate", "build_for_board", "BoardBuild", "MAX_FALLBACKS",
+           "board_dir", "DEFAULT_BAUD", "parse_nextpnr_report"]
 
 DEFAULT_BAUD = 115200
 #: a rebuild aims this far under the Fmax reached: a new placement moves Fmax by a few per cent,
@@ -42,12 +48,14 @@ RETRY_MARGIN = 0.93
 MAX_FALLBACKS = 2
 
 
-class SynthError(RuntimeError):
-    pass
+class SynthError(MamfpgaError, RuntimeError):
+    """Synthesis or place and route failed (exit code 1)."""
 
 
 class CapacityError(SynthError):
-    pass
+    """The design does not fit the device; the message says what and by how much."""
+
+    label = "does not fit"
 
 
 def board_dir(build: Path, board: Board) -> Path:
@@ -93,8 +101,8 @@ def parse_nextpnr_report(report: dict, family: str) -> _Placed:
 
 
 def synth_board(build: Path, board: Board, *, bitstream: bool = False, clock_hz: float | None = None,
-                baud: int = DEFAULT_BAUD, seed: int = 1, retries: int = 3, log=print) -> dict:
-    """Build the board top for ``build`` on ``board``; returns the report's new keys.
+                baud: int = DEFAULT_BAUD, seed: int = 1, retries: int = 3, log=print) -> SynthFigures:
+    """Build the board top for ``build`` on ``board``: the synth section of its report.
 
     The clock is ``clock_hz``, else the board's target. The design is
     synthesized first and its needs checked against the device (every
@@ -111,18 +119,18 @@ def synth_board(build: Path, board: Board, *, bitstream: bool = False, clock_hz:
     attempts = []
     while True:
         result = _synth_once(build, board, bitstream=bitstream, target=target, baud=baud, seed=seed, log=log)
-        if "fmax_mhz" not in result:
+        if result.fmax_mhz is None:
             return result
-        attempts.append({"clock_mhz": result["clock"]["mhz"], "fmax_mhz": result["fmax_mhz"], "seed": seed})
-        result["attempts"] = attempts
-        result["target_mhz"] = target / 1e6 if target else None
-        if result["timing_met"] or clock_hz is not None or len(attempts) > retries or not result["fmax_mhz"]:
+        attempts.append({"clock_mhz": result.clock["mhz"], "fmax_mhz": result.fmax_mhz, "seed": seed})
+        result.attempts = attempts
+        result.target_mhz = target / 1e6 if target else None
+        if result.timing_met or clock_hz is not None or len(attempts) > retries or not result.fmax_mhz:
             return result
         last = len(attempts) == retries
-        lower = min(result["fmax_mhz"] * 1e6, result["clock"]["mhz"] * 1e6) * (RETRY_MARGIN ** (2 if last else 1))
+        lower = min(result.fmax_mhz * 1e6, result.clock["mhz"] * 1e6) * (RETRY_MARGIN ** (2 if last else 1))
         if last:
             seed += 1
-        log(f"timing not met: Fmax {result['fmax_mhz']:.1f} MHz < {result['clock']['mhz']:g} MHz; "
+        log(f"timing not met: Fmax {result.fmax_mhz:.1f} MHz < {result.clock['mhz']:g} MHz; "
             f"building again with the clock at or below {lower / 1e6:.1f} MHz"
             + (f" and placement seed {seed}" if last else "") + f" (try {len(attempts) + 1} of {retries + 1})")
         target = lower
@@ -153,7 +161,8 @@ def _prepare(program, board: Board, out: Path, *, target: float | None, baud: in
                 raise
             plan = None             # below the PLL's range: the oscillator itself
     f_clk = plan.f_out if plan else f_osc
-    top = BoardTop(program, f_clk=f_clk, baud=baud, ident=ident, pll=plan)   # ValueError on a bad baud
+    top = BoardTop(program, f_clk=f_clk, baud=baud, ident=ident, pll=plan,   # ValueError on a bad baud
+                   family=board.family if board.open_flow else None)
     if out.exists():
         shutil.rmtree(out)
     overrides = {}
@@ -213,7 +222,8 @@ def _synthesize(prep: _Prepared, family: str, logfile: Path, log=None) -> "fit.N
         toolchain.require(os.environ["YOSYS"])
         synth_script, _ = _split_script(prep)
         (out / "synth.sh").write_text(synth_script)
-        with open(logfile, "w") as fh:
+        with open(logfile, "w") as fh, progress.waiting("synthesizing with yosys",
+                                                        progress.last_line(logfile, "Executing")):
             proc = subprocess.run(["sh", "synth.sh"], cwd=out, stdout=fh, stderr=subprocess.STDOUT, env=os.environ)
         if proc.returncode != 0 or not netlist.is_file():
             tail = logfile.read_text(errors="replace").splitlines()[-15:]
@@ -228,16 +238,12 @@ def estimate(program, board: Board, *, baud: int | None = None, clock_hz: float 
     """What ``program``'s board top needs of ``board``'s device, from its synthesis (cached).
 
     The top is the one :func:`synth_board` builds at the board's target clock, with the
-    identity of the Verilog :func:`~mamfpga.sw.compiler.write_build` writes, so that a
+    identity of the Verilog :func:`~mamfpga.hw.emit.emit` writes, so that a
     later board build of the same program finds this synthesis in the cache.
     """
-    from mamfpga.hw.accelerator import Accelerator
-    from mamfpga.hw.verilog import to_verilog
-    from mamfpga.sw.compiler import TOP_NAME
-
     if not board.open_flow:
         raise SynthError(f"{board.name}: no open synthesis flow to estimate resources with")
-    ident = hostlink.verilog_id(to_verilog(Accelerator(program), TOP_NAME).encode())
+    ident = hostlink.verilog_id(accelerator_verilog(program).encode())
     with tempfile.TemporaryDirectory(prefix="mamfpga-fit-") as tmp:
         prep = _prepare(program, board, Path(tmp) / "top", target=clock_hz or board.clock_hz,
                         baud=baud or DEFAULT_BAUD, ident=ident, seed=1)
@@ -246,30 +252,26 @@ def estimate(program, board: Board, *, baud: int | None = None, clock_hz: float 
 
 def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | None, baud: int, seed: int,
                 log) -> dict:
-    from mamfpga.sw.compiler import CompileError, check_capacity, load_build
-
     build = Path(build)
     program = load_build(build)
     device = DEVICES[board.device]
     try:
-        memory = check_capacity(program, board.name)
+        memory = check_capacity(program, device)
     except CompileError as exc:
         raise CapacityError(str(exc)) from None
 
     out = board_dir(build, board)
     prep = _prepare(program, board, out, target=target, baud=baud, ident=hostlink.build_id(build), seed=seed)
     f_clk, f_osc, plan, top = prep.f_clk, prep.f_osc, prep.pll, prep.top
-    result = {
-        "board": board.name, "device": device.name,
-        "clock": {"oscillator_mhz": f_osc / 1e6, "mhz": f_clk / 1e6,
-                  "pll": plan.params if plan else None},
-        "host_link": {"baud": baud, "divisor": top.divisor, "build_id": f"{prep.ident:08x}"},
-        "memory_bram_estimate": memory["bram"],
-    }
+    result = SynthFigures(board.name, device.name,
+                          clock={"oscillator_mhz": f_osc / 1e6, "mhz": f_clk / 1e6,
+                                 "pll": plan.params if plan else None},
+                          host_link={"baud": baud, "divisor": top.divisor, "build_id": f"{prep.ident:08x}"},
+                          bram_estimate=memory["bram"])
     if not board.open_flow:
         log(f"{board.name}: no open place-and-route flow on PyPI for the {device.name}; wrote Verilog, "
             f"constraints and the vendor script to {out}/ (run {prep.plan.script}.sh there with the vendor's tools)")
-        result["export_only"] = str(out)
+        result.export_only = str(out)
         return result
 
     toolchain.activate()
@@ -279,7 +281,7 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
     t0 = time.monotonic()
     log(f"synthesizing with yosys ({device.name}, {f_clk / 1e6:g} MHz clock); log: {logfile}")
     needs = _synthesize(prep, board.family, out / "synth.log", log=log)
-    result["estimate"] = needs.as_dict()
+    result.estimate = needs.as_dict()
     problems = fit.fit_problems(needs, device)
     if problems:
         raise CapacityError("the synthesized design needs " + "; ".join(problems))
@@ -289,7 +291,8 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
         f"placing and routing with nextpnr-{board.family}")
     _, pnr_script = _split_script(prep)
     (out / "pnr.sh").write_text(pnr_script)
-    with open(logfile, "w") as fh:
+    with open(logfile, "w") as fh, progress.waiting(f"placing and routing with nextpnr-{board.family}",
+                                                    progress.last_line(logfile, "Info:")):
         proc = subprocess.run(["sh", "pnr.sh"], cwd=out, stdout=fh, stderr=subprocess.STDOUT, env=os.environ)
     seconds = time.monotonic() - t0
     if proc.returncode != 0:
@@ -302,38 +305,51 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
     stat = count_cells(dict(json.loads((out / "stat.json").read_text())["design"]["num_cells_by_type"]),
                        board.family)
     placed = parse_nextpnr_report(json.loads((out / "nextpnr.json").read_text()), board.family)
-    cycles = program.cycles_per_inference
-    result.update({
-        "resources": {"lut": placed.lut, "ff": stat.ff, "bram": placed.bram, "dsp": placed.dsp,
-                      "lut_avail": device.lut, "ff_avail": device.ff, "bram_avail": device.bram,
-                      "dsp_avail": device.dsp},
-        "fmax_mhz": placed.fmax,
-        "critical_path": placed.critical_path,
-        "timing_met": placed.fmax is not None and placed.fmax * 1e6 >= f_clk,
-        "latency_us": cycles / f_clk * 1e6,
-        "inferences_per_s": f_clk / cycles,
-        "synth_seconds": round(seconds, 1),
-    })
+    cycles = program.cycles_model
+    result.resources = {"lut": placed.lut, "ff": stat.ff, "bram": placed.bram, "dsp": placed.dsp,
+                        "lut_avail": device.lut, "ff_avail": device.ff, "bram_avail": device.bram,
+                        "dsp_avail": device.dsp}
+    result.fmax_mhz = placed.fmax
+    result.critical_path = placed.critical_path
+    result.timing_met = placed.fmax is not None and placed.fmax * 1e6 >= f_clk
+    result.latency_us = cycles / f_clk * 1e6
+    result.inferences_per_s = f_clk / cycles
+    result.synth_seconds = round(seconds, 1)
     ext = "bin" if board.family == "ice40" else "bit"
     packed = out / f"{BOARD_TOP_NAME}.{ext}"
-    if bitstream and result["timing_met"]:
-        result["bitstream"] = str(packed)
+    if bitstream and result.timing_met:
+        result.bitstream = str(packed)
     elif packed.exists():
         packed.unlink()             # not asked for, or it would not run at the clock it was built for
     return result
 
 
+@dataclass
+class BoardBuild:
+    """What :func:`build_for_board` made: the configuration chosen, its program and build
+    folder, the board build's report section (None when it failed: ``error`` says why), the
+    fallbacks taken, and what the caller's ``on_build`` returned."""
+    choice: "fit.Choice"
+    program: object
+    build: Path
+    synth: SynthFigures | None
+    error: str | None
+    fallbacks: int
+    checks: object
+
+    @property
+    def ok(self) -> bool:
+        return self.synth is not None and bool(self.synth.bitstream or self.synth.export_only)
+
+
 def build_for_board(net, board: Board, build_dir: Path, *, on_build=None, log=print,
-                    max_fallbacks: int = MAX_FALLBACKS, retries: int = 3) -> dict:
+                    max_fallbacks: int = MAX_FALLBACKS, retries: int = 3) -> BoardBuild:
     """A network to a bitstream: the fastest configuration that fits (:func:`fit.choose`), its
     build, ``on_build(program, build)`` (checks of the caller's: lint, co-simulation), and the
     board build; when that gives no bitstream, the next configuration that fits, up to
-    ``max_fallbacks`` times, saying so. Returns {"choice", "program", "build", "syn",
-    "fallbacks", "checks"}; ``syn`` has a "bitstream" unless every try failed ("error" then
-    says why). Raises :class:`fit.NoFitError` when no configuration fits at all.
+    ``max_fallbacks`` times, saying so. Returns a :class:`BoardBuild`. Raises
+    :class:`fit.NoFitError` when no configuration fits at all.
     """
-    from mamfpga.sw.compiler import write_build
-
     choice = fit.choose(net, board, log=log)
     for line in choice.explain(brief=True).splitlines():
         log(line)
@@ -343,27 +359,28 @@ def build_for_board(net, board: Board, build_dir: Path, *, on_build=None, log=pr
         program = choice.program
         if fallbacks and Path(build_dir).exists():
             shutil.rmtree(build_dir)       # the previous configuration's build, written here by us
-        build = write_build(program, build_dir, board=board.name, choice=choice.record())
+        build = emit(program, build_dir, board=board.name, choice=choice.record())
         checks = on_build(program, build) if on_build else None
+        syn, error = None, None
         try:
             syn = synth_board(build, board, bitstream=True, log=log, retries=retries)
         except SynthError as exc:
-            syn = {"error": str(exc)}
-        if syn.get("bitstream") or syn.get("export_only") or fallbacks >= max_fallbacks:
+            error = str(exc)
+        done = BoardBuild(choice, program, build, syn, error, fallbacks, checks)
+        if done.ok or fallbacks >= max_fallbacks:
             break
         excluded.add(choice.chosen.label)
-        why = syn.get("error") or (f"timing not met at {syn['clock']['mhz']:g} MHz after {len(syn['attempts'])} "
-                                   "tries" if "fmax_mhz" in syn else "no bitstream")
+        why = error or (f"timing not met at {syn.clock['mhz']:g} MHz after {len(syn.attempts)} tries"
+                        if syn.fmax_mhz is not None else "no bitstream")
         try:
             nxt = fit.choose(net, board, exclude=excluded, log=log)
         except fit.NoFitError as exc:
-            syn.setdefault("error", f"{choice.chosen.label} gave no bitstream ({why}), and nothing else fits: {exc}")
-            break
+            done.error = f"{choice.chosen.label} gave no bitstream ({why}), and nothing else fits: {exc}"
+            return done
         fallbacks += 1
         log(f"{choice.chosen.label} gave no bitstream ({why}); falling back to {nxt.chosen.label} "
             f"({nxt.chosen.cycles} cycles per inference), try {fallbacks + 1} of {max_fallbacks + 1}")
         choice = nxt
-    if not (syn.get("bitstream") or syn.get("export_only")):
-        syn.setdefault("error", f"no bitstream after {fallbacks + 1} configuration(s): timing not met")
-    return {"choice": choice, "program": program, "build": build, "syn": syn, "fallbacks": fallbacks,
-            "checks": checks}
+    if not done.ok and done.error is None:
+        done.error = f"no bitstream after {fallbacks + 1} configuration(s): timing not met"
+    return done

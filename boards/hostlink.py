@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mamfpga.errors import MamfpgaError, require_extra
+
 __all__ = ["CMD_INFO", "CMD_INFER", "INFO_MAGIC", "INFO_LEN", "REPLY_OUT", "VERSION", "FRAME_TIMEOUT_S",
            "BoardInfo", "HostLink", "HostLinkError", "build_id", "verilog_id", "info_bytes", "encode_infer",
            "decode_info", "decode_outputs", "open_serial"]
@@ -41,7 +43,7 @@ INFO_LEN = 2 + 1 + 2 + 2 + 1 + 1 + 4
 FRAME_TIMEOUT_S = 0.05
 
 
-class HostLinkError(RuntimeError):
+class HostLinkError(MamfpgaError, RuntimeError):
     pass
 
 
@@ -95,8 +97,7 @@ def decode_outputs(data: bytes, n_out: int) -> tuple[np.ndarray, int]:
 
 def open_serial(port: str, baud: int, timeout: float = 2.0):
     """A pyserial port: a device (/dev/ttyUSB1, COM3) or any pyserial URL (socket://host:port)."""
-    import serial
-
+    serial = require_extra("serial", "board", "talking to a board over its serial port")
     try:
         return serial.serial_for_url(port, baudrate=baud, timeout=timeout)
     except (serial.SerialException, ValueError) as exc:

@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mamfpga import toolchain
+from mamfpga.errors import MamfpgaError
 
 __all__ = ["FAMILIES", "Resources", "count_cells", "synth_resources", "YosysError"]
 
 FAMILIES = ("ice40", "ecp5")
 
 
-class YosysError(RuntimeError):
+class YosysError(MamfpgaError, RuntimeError):
     pass
 
 

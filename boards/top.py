@@ -35,8 +35,9 @@ BOARD_TOP_NAME = "mamfpga_board"
 
 class HostLinkTop(wiring.Component):
     def __init__(self, program, *, divisor: int, ident: int, frame_timeout: int, n_leds: int = 4,
-                 stretch: int = 1 << 20, heartbeat_bit: int = 23):
+                 stretch: int = 1 << 20, heartbeat_bit: int = 23, family: str | None = None):
         self.program = program
+        self.family = family
         self.divisor = divisor
         self.ident = ident & 0xFFFFFFFF
         self.frame_timeout = max(int(frame_timeout), 16 * divisor)
@@ -51,7 +52,7 @@ class HostLinkTop(wiring.Component):
         n_in, n_out = prog.net.input_size, prog.net.output_size
         m.submodules.urx = urx = UARTRx(self.divisor)
         m.submodules.utx = utx = UARTTx(self.divisor)
-        m.submodules.accel = acc = Accelerator(prog)
+        m.submodules.accel = acc = Accelerator(prog, self.family)
         m.submodules.ififo = ififo = SyncFIFOBuffered(width=8, depth=n_in)
         m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8, depth=n_out)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
@@ -173,8 +174,9 @@ class BoardTop(Elaboratable):
     """:class:`HostLinkTop` on a board: PLL clock (``pll`` a :class:`~.clocking.PLLPlan`, or
     None for the board's oscillator), UART pins, as many LEDs as the board has (up to 8)."""
 
-    def __init__(self, program, *, f_clk: float, baud: int, ident: int, pll=None):
+    def __init__(self, program, *, f_clk: float, baud: int, ident: int, pll=None, family: str | None = None):
         self.program = program
+        self.family = family              # the memories marked block RAM or logic for this family
         self.f_clk = f_clk
         self.baud = baud
         self.divisor = baud_divisor(f_clk, baud)
@@ -193,7 +195,8 @@ class BoardTop(Elaboratable):
                 break
         core = HostLinkTop(self.program, divisor=self.divisor, ident=self.ident,
                            frame_timeout=int(hostlink.FRAME_TIMEOUT_S * self.f_clk), n_leds=max(1, len(leds)),
-                           stretch=int(0.05 * self.f_clk), heartbeat_bit=max(1, int(self.f_clk).bit_length() - 1))
+                           stretch=int(0.05 * self.f_clk), heartbeat_bit=max(1, int(self.f_clk).bit_length() - 1),
+                           family=self.family)
         m.submodules.core = core
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)

@@ -10,48 +10,50 @@
 Everything the hardware does is fixed by the compiled Program (hw/arch.py):
 memory images, per-layer constants, FIFO depths (from the compile-time drift
 of the PEs), the output order table. The streams honour valid/ready; the
-cycle count of an inference with no stalls is :func:`cycle_model`.
+cycle count of an inference with no stalls is the program's ``cycles_model``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.hw.arch import clog2, index_bits
-from mamfpga.hw.pe import PRODUCT_BITS, pe_from_program
+from mamfpga.compile.arch import PRODUCT_BITS, clog2, index_bits, result_fields, results_may_use_block_ram
+from mamfpga.compile.device import memory_style
+from mamfpga.compile.passes import fifo_depths
+from mamfpga.hw.pe import act_addr_bits_of, act_write_layout, pe_from_program
 from mamfpga.hw.requant import Requant
 from mamfpga.hw.tree import pipelined_tree, tree_latency
 
-__all__ = ["Accelerator", "fifo_depths", "cycle_model", "simulate"]
+__all__ = ["Accelerator"]
 
 
-def fifo_depths(program) -> list[int]:
-    """Per PE, the result FIFO depth that never fills: the largest number of results a PE
-    has produced that the slowest PE has not yet matched, over every layer."""
-    P = program.config.pes
-    depth = [1] * P
-    for plan in program.layers:
-        finish = [np.cumsum(plan.row_words[p]) for p in range(P)]   # cycle of each row's result
-        pop = np.max(np.stack(finish), axis=0) + 1                   # when row t leaves every FIFO
-        for p in range(P):
-            for t, f in enumerate(finish[p]):
-                held = t + 1 - int(np.searchsorted(pop, f, side="right"))
-                depth[p] = max(depth[p], held + 1)
-    return depth
+class _ResultFIFO(SyncFIFO):
+    """A PE's result FIFO, its storage marked block RAM or logic as the compiler counted it."""
+
+    def __init__(self, *, width: int, depth: int, attrs: dict):
+        super().__init__(width=width, depth=depth)
+        self._storage_attrs = attrs
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        if self.depth:
+            m.submodules["storage"].attrs.update(self._storage_attrs)
+        return m
 
 
 class Accelerator(wiring.Component):
-    """The generated accelerator for one compiled :class:`~mamfpga.sw.compiler.Program`."""
+    """The generated accelerator for one compiled :class:`~mamfpga.compile.ir.Program`."""
 
-    def __init__(self, program):
+    def __init__(self, program, family: str | None = None):
         self.program = program
         cfg = program.config
         self.cfg = cfg
+        #: the FPGA family whose block RAM the memories are marked for (default: the program's device's)
+        self.family = family if family is not None else (program.device.family if program.device else None)
         super().__init__({
             "i": In(stream.Signature(signed(8))),
             "o": Out(stream.Signature(signed(8))),
@@ -60,6 +62,9 @@ class Accelerator(wiring.Component):
             # and which layer; for testbenches and the host link's status LEDs
             "phase": Out(2),
             "layer": Out(index_bits(len(program.layers) + 1)),
+            # every write into the activation buffers (inputs, then each layer's results), for
+            # testbenches that capture what each layer computed; nothing on a board reads it
+            "aw": Out(act_write_layout(cfg.pes, act_addr_bits_of(program))),
         })
 
     def elaborate(self, platform):
@@ -68,7 +73,7 @@ class Accelerator(wiring.Component):
         P = cfg.pes
         log2p = clog2(P)
         K = len(prog.layers)
-        pes = [pe_from_program(prog, p) for p in range(P)]
+        pes = [pe_from_program(prog, p, self.family) for p in range(P)]
         for p, pe in enumerate(pes):
             m.submodules[f"pe{p}"] = pe
         act_bits = pes[0].act_addr_bits
@@ -105,15 +110,21 @@ class Accelerator(wiring.Component):
         m.d.comb += last_layer.eq(layer == K - 1)
 
         # ------------------------------------------------------------ result FIFOs
-        rec_bits = 3 * cfg.acc_bits + 2 * PRODUCT_BITS
+        # each record carries the fields some layer reads (mamfpga.compile.arch.result_fields)
+        kinds = {(plan.split, plan.mode) for plan in prog.layers}
+        rec_fields = result_fields(cfg, kinds)
+        rec_bits = sum(w for _, w in rec_fields)
         depths = fifo_depths(prog)
         fifos = []
         for p, pe in enumerate(pes):
-            f = SyncFIFO(width=rec_bits, depth=depths[p])
+            style = memory_style(rec_bits, depths[p], self.family, rom=False)
+            if style and not results_may_use_block_ram(kinds):
+                style = {"ram_style": "logic"}
+            f = _ResultFIFO(width=rec_bits, depth=depths[p], attrs=style)
             m.submodules[f"fifo{p}"] = f
             r = pe.res.payload
             m.d.comb += [f.w_en.eq(pe.res.valid),
-                         f.w_data.eq(Cat(r.acc, r.sum, r.bias, r.hi, r.lo))]
+                         f.w_data.eq(Cat(*[getattr(r, name) for name, _ in rec_fields]))]
             fifos.append(f)
         all_ready = Signal()
         m.d.comb += all_ready.eq(sum(f.r_rdy for f in fifos) == P) if P > 1 else all_ready.eq(fifos[0].r_rdy)
@@ -121,11 +132,17 @@ class Accelerator(wiring.Component):
         for f in fifos:
             m.d.comb += f.r_en.eq(pop)
 
-        def field(f, k):
-            a = cfg.acc_bits
-            offs = [0, a, 2 * a, 3 * a, 3 * a + PRODUCT_BITS]
-            widths = [a, a, a, PRODUCT_BITS, PRODUCT_BITS]
-            return f.r_data[offs[k]:offs[k] + widths[k]].as_signed()
+        offsets, at = {}, 0
+        for name, w in rec_fields:
+            offsets[name] = (at, w)
+            at += w
+
+        def field(f, name):
+            """A field of the record at a FIFO's head; 0 for one no layer reads."""
+            if name not in offsets:
+                return Const(0, signed(cfg.acc_bits if name in ("acc", "sum", "bias") else PRODUCT_BITS))
+            off, w = offsets[name]
+            return f.r_data[off:off + w].as_signed()
 
         # ------------------------------------------------------------ row-parallel: P requantizers
         t_idx = Signal.like(words_to_write)            # next word to pop
@@ -133,7 +150,7 @@ class Accelerator(wiring.Component):
         for p in range(P):
             rq = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits)
             m.submodules[f"rq{p}"] = rq
-            m.d.comb += [rq.i.valid.eq(pop & ~split), rq.i.payload.acc.eq(field(fifos[p], 0)),
+            m.d.comb += [rq.i.valid.eq(pop & ~split), rq.i.payload.acc.eq(field(fifos[p], "acc")),
                          rq.i.payload.mult.eq(mult), rq.i.payload.shift.eq(shift),
                          rq.i.payload.relu.eq(relu), rq.i.payload.tag.eq(t_idx)]
             rq_row.append(rq)
@@ -142,7 +159,7 @@ class Accelerator(wiring.Component):
         # (built only when a layer is column-split: a program without one needs neither)
         has_split = any(plan.split for plan in prog.layers)
         if has_split:
-            leaves = [(field(f, 1), field(f, 3), field(f, 4), field(f, 2)) for f in fifos]
+            leaves = [(field(f, "sum"), field(f, "hi"), field(f, "lo"), field(f, "bias")) for f in fifos]
             shapes = [signed(cfg.acc_bits), signed(PRODUCT_BITS), signed(PRODUCT_BITS), signed(cfg.acc_bits)]
 
             def combine(depth, a, b):
@@ -235,81 +252,6 @@ class Accelerator(wiring.Component):
                     with m.If(out_count == m_out - 1):
                         m.d.sync += out_count.eq(0)
                         m.next = "LOAD"
-        m.d.comb += [self.busy.eq(~self.i.ready), self.layer.eq(layer)]
+        m.d.comb += [self.busy.eq(~self.i.ready), self.layer.eq(layer), self.aw.en.eq(aw_en),
+                     self.aw.addr.eq(aw_addr), self.aw.data.eq(aw_data), self.aw.mask.eq(aw_mask)]
         return m
-
-
-def cycle_model(program) -> int:
-    """Cycles of one inference with no stalls, first input beat to last output beat: the
-    compiler's model (mamfpga.hw.arch), which tests/hw/test_accelerator.py holds this RTL to."""
-    return program.cycles_per_inference
-
-
-def simulate(program, x, *, gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0,
-             max_cycles: int | None = None):
-    """Run inputs x (int8 [B, N_0], the program's columns) through the accelerator in Amaranth's
-    simulator. Returns (outputs int8 [B, M], cycles of sample 0 from its first input beat to
-    its last output beat). Random input gaps and output stalls when asked."""
-    import random
-
-    from amaranth import ClockDomain
-    from amaranth.sim import Simulator
-
-    dut = Accelerator(program)
-    top = Module()
-    top.submodules.dut = dut
-    top.domains.sync = ClockDomain("sync")
-    n_out = program.net.output_size
-    outs, marks, done = [], {}, []
-    clock = {"t": 0}
-
-    async def producer(ctx):
-        rng = random.Random(seed)
-        for s, sample in enumerate(x):
-            for j, v in enumerate(sample):
-                while gap_prob and rng.random() < gap_prob:
-                    await ctx.tick()
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, int(v))
-                await ctx.tick().until(dut.i.ready)
-                if s == 0 and j == 0:
-                    marks["start"] = clock["t"] - 1
-                ctx.set(dut.i.valid, 0)
-        done.append("producer")
-
-    async def consumer(ctx):
-        rng = random.Random(seed + 1)
-        for s in range(len(x)):
-            row = []
-            for _ in range(n_out):
-                while stall_prob and rng.random() < stall_prob:
-                    ctx.set(dut.o.ready, 0)
-                    await ctx.tick()
-                ctx.set(dut.o.ready, 1)
-                (v,) = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
-                row.append(v)
-                ctx.set(dut.o.ready, 0)
-            if s == 0:
-                marks["end"] = clock["t"] - 1
-            outs.append(row)
-        done.append("consumer")
-
-    async def count(ctx):
-        while True:
-            await ctx.tick()
-            clock["t"] += 1
-
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(count, background=True)
-    limit = max_cycles or (len(x) * (program.cycles_per_inference * 4 + 1000) + 10_000)
-    step = 10_000
-    for t0 in range(0, limit, step):
-        sim.run_until((t0 + step) * 1e-6)
-        if len(done) == 2:
-            break
-    else:
-        raise TimeoutError(f"the accelerator did not finish {len(x)} samples within {limit} cycles")
-    return np.array(outs, dtype=np.int8).reshape(len(x), n_out), marks["end"] - marks["start"] + 1

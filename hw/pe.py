@@ -1,6 +1,6 @@
 """A processing element: L lanes over a compiled weight stream, MAC or MAM per layer.
 
-It implements the PE of :mod:`mamfpga.hw.arch`. Per layer (``start`` with the
+It implements the PE of :mod:`mamfpga.compile.arch`. Per layer (``start`` with the
 layer index) it reads its ``words`` weight words from ``w_base`` on, one per
 cycle, and emits one result per row:
 
@@ -31,16 +31,17 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, ArchConfig, act_side_words, bias_bits_used,
+                                   bias_word_fields, clog2, index_bits, pow2_at_least, rom_width, weight_word_fields,
+                                   word_bits)
+from mamfpga.compile.device import memory_style
 from mamfpga.hw.adder_tree import AdderTree
-from mamfpga.hw.arch import (PE_LATENCY, ArchConfig, act_side_words, bias_word_fields, clog2, index_bits,
-                              pow2_at_least, weight_word_fields, word_bits)
 from mamfpga.hw.maxmin_tree import MaxMinTree
 
-__all__ = ["PE", "PELayer", "LATENCY", "pe_from_program", "act_depth_of"]
+__all__ = ["PE", "PELayer", "LATENCY", "pe_from_program", "act_depth_of", "act_addr_bits_of", "act_write_layout"]
 
 #: Cycles from fetching a row's last word to its result, besides the tree's levels.
 LATENCY = PE_LATENCY
-PRODUCT_BITS = 16
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class PELayer:
 
 class PE(wiring.Component):
     def __init__(self, cfg: ArchConfig, *, weights: list[int], biases: list[int], layers: list[PELayer],
-                 act_depth: int):
+                 act_depth: int, family: str | None = None):
         if not layers:
             raise ValueError("a PE needs at least one layer")
         self.cfg = cfg
@@ -65,6 +66,7 @@ class PE(wiring.Component):
         self.biases = list(biases) or [0]
         self.layers = list(layers)
         self.act_depth = pow2_at_least(act_depth)      # one ping-pong side; a power of two
+        self.family = family                             # memories marked block RAM or logic for it
         self.act_addr_bits = index_bits(2 * self.act_depth)
         self.tree_latency = clog2(cfg.lanes)
         #: the reductions this PE builds: only those its layers use
@@ -72,8 +74,7 @@ class PE(wiring.Component):
         super().__init__({
             "start": In(1),
             "layer": In(index_bits(len(layers))),
-            "aw": In(data.StructLayout({"en": 1, "addr": unsigned(self.act_addr_bits),
-                                        "data": unsigned(8 * cfg.pes), "mask": unsigned(cfg.pes)})),
+            "aw": In(act_write_layout(cfg.pes, self.act_addr_bits)),
             "res": Out(stream.Signature(data.StructLayout({
                 "acc": signed(cfg.acc_bits), "sum": signed(cfg.acc_bits), "bias": signed(cfg.acc_bits),
                 "hi": signed(PRODUCT_BITS), "lo": signed(PRODUCT_BITS)}), always_ready=True)),
@@ -91,15 +92,22 @@ class PE(wiring.Component):
         log2p = clog2(P)
 
         # ---------------------------------------------------------------- memories
-        m.submodules.wmem = wmem = Memory(shape=unsigned(word_bits(cfg)), depth=len(self.weights),
-                                          init=self.weights)
+        # each memory marked block RAM or logic as the compiler counted it (mamfpga.compile.device)
+        fam = self.family
+        wb, bb = word_bits(cfg), bias_bits_used(cfg, self.modes)
+        m.submodules.wmem = wmem = Memory(shape=unsigned(wb), depth=len(self.weights), init=self.weights,
+                                          attrs=memory_style(rom_width(self.weights, (1 << wb) - 1),
+                                                             len(self.weights), fam, rom=True))
         m.submodules.bmem = bmem = Memory(shape=unsigned(cfg.acc_bits + 1), depth=len(self.biases),
-                                          init=self.biases)
+                                          init=self.biases,
+                                          attrs=memory_style(rom_width(self.biases, (1 << bb) - 1),
+                                                             len(self.biases), fam, rom=True))
         w_rd = wmem.read_port()
         b_rd = bmem.read_port()
         act_rd = []
         for k in range(L):
-            mem = Memory(shape=unsigned(8 * P), depth=2 * self.act_depth, init=[])
+            mem = Memory(shape=unsigned(8 * P), depth=2 * self.act_depth, init=[],
+                         attrs=memory_style(8 * P, 2 * self.act_depth, fam, rom=False, write_enables=P))
             m.submodules[f"act{k}"] = mem
             wr = mem.write_port(granularity=8)
             m.d.comb += [wr.addr.eq(self.aw.addr), wr.data.eq(self.aw.data),
@@ -297,7 +305,7 @@ class PE(wiring.Component):
 
 
 def word_layout(fields) -> data.StructLayout:
-    """The Amaranth layout of a memory word from its fields in :mod:`mamfpga.hw.arch`
+    """The Amaranth layout of a memory word from its fields in :mod:`mamfpga.compile.arch`
     (contiguous, low bits first, so the StructLayout's offsets are the fields')."""
     offset = 0
     members = {}
@@ -308,14 +316,26 @@ def word_layout(fields) -> data.StructLayout:
     return data.StructLayout(members)
 
 
+def act_write_layout(pes: int, addr_bits: int) -> data.StructLayout:
+    """One write into the activation buffers: a word of P activations at ``addr`` (its top bit
+    the ping-pong side), each byte written where ``mask`` has its bit."""
+    return data.StructLayout({"en": 1, "addr": unsigned(addr_bits), "data": unsigned(8 * pes),
+                              "mask": unsigned(pes)})
+
+
+def act_addr_bits_of(program) -> int:
+    """Address bits of the activation buffers (both sides) the PEs of ``program`` build."""
+    return index_bits(2 * pow2_at_least(act_depth_of(program)))
+
+
 def act_depth_of(program) -> int:
     """Words of P activations a buffer side needs for the widest layer input or output."""
     P = program.config.pes
     return act_side_words(program.widest, P)
 
 
-def pe_from_program(program, p: int) -> PE:
-    """PE ``p`` of the accelerator for a compiled :class:`~mamfpga.sw.compiler.Program`."""
+def pe_from_program(program, p: int, family: str | None = None) -> PE:
+    """PE ``p`` of the accelerator for a compiled :class:`~mamfpga.compile.ir.Program`."""
     weights, biases, layers = [], [], []
     for k, plan in enumerate(program.layers):
         layers.append(PELayer(w_base=len(weights), words=len(plan.words[p]), b_base=len(biases),
@@ -323,4 +343,5 @@ def pe_from_program(program, p: int) -> PE:
                               origin=plan.col_ranges[p] if plan.split else 0, side=k % 2))
         weights += plan.words[p]
         biases += plan.bias[p]
-    return PE(program.config, weights=weights, biases=biases, layers=layers, act_depth=act_depth_of(program))
+    return PE(program.config, weights=weights, biases=biases, layers=layers, act_depth=act_depth_of(program),
+              family=family)

@@ -17,7 +17,7 @@ from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.hw.arch import REQUANT_LATENCY
+from mamfpga.compile.arch import REQUANT_LATENCY
 from mamfpga.hw.checks import check_int
 
 __all__ = ["Requant", "LATENCY"]

@@ -14,7 +14,7 @@ from amaranth import Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.hw.arch import clog2
+from mamfpga.compile.arch import clog2
 from mamfpga.hw.checks import check_int
 
 __all__ = ["pipelined_tree", "tree_latency", "LaneReduction"]

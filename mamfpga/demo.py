@@ -13,9 +13,23 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["run_demo", "DEMO_KEPT"]
+from torch import nn
+
+from mamfpga import stages
+from mamfpga.compile import ArchConfig, compile_network, memory_use
+from mamfpga.compile.device import DEVICES
+from mamfpga.hw.verilog import lint
+from mamfpga.outputs import PLOTS_HINT, pyplot, save_figure
+from mamfpga.report import DemoFigures, Report, render_demo
+from mamfpga.sw import golden, prune
+from mamfpga.sw.mam import to_mac
+from mamfpga.sw.network import from_torch
+from mamfpga.sw.train import accuracy, finetune
+
+__all__ = ["run_demo", "DemoResult", "DEMO_KEPT", "train_dense", "prune_and_finetune", "demo_network"]
 
 DEMO_KEPT = 0.001          # fraction of the MAM layers' weights kept
 CLASSIFIER_KEPT = 0.1      # fraction of the classifier's weights kept
@@ -39,20 +53,12 @@ class Steps:
 
 def train_dense(ds, *, hidden=(1024, 1024), seed: int = 0, progress: bool = False):
     """Step 1: the dense MAM MLP, vanishing contributions (training seed ``seed``)."""
-    from mamfpga.sw.train import TrainConfig, build_mlp, fit
-
-    model = build_mlp(ds.features, ds.classes, hidden=tuple(hidden), mode="mam", seed=seed)
-    fit(model, ds, TrainConfig(seed=seed), progress=progress)
-    return model
+    return stages.train(ds, mode="mam", hidden=hidden, seed=seed, progress=progress, log=lambda _m: None).model
 
 
 def prune_and_finetune(model, ds, *, kept: float = DEMO_KEPT, classifier_kept: float = CLASSIFIER_KEPT) -> dict:
     """Step 2 (in place on ``model``): prune the MAM layers (global magnitude) and the
     classifier (local magnitude), fine-tune as MAM and as MAC, keep the better."""
-    from mamfpga.sw import prune
-    from mamfpga.sw.mam import to_mac
-    from mamfpga.sw.train import accuracy, finetune
-
     classifier = str(len(model) - 1)
     prune.prune_model(model, "gmp", 1.0 - kept)
     one_shot = accuracy(model, ds.x_test, ds.y_test)
@@ -69,44 +75,28 @@ def prune_and_finetune(model, ds, *, kept: float = DEMO_KEPT, classifier_kept: f
 def demo_network(ds, *, seed: int = 0, classifier_kept: float = CLASSIFIER_KEPT, hidden=(1024, 1024)):
     """Steps 1-3 without the demo's printing: the int8 QuantNetwork the demo builds hardware for,
     for a training seed and a perturbation (the robustness run, ``scripts/robustness.py``)."""
-    from mamfpga.sw.network import from_torch
-    from mamfpga.sw.quantize import quantize
-    from mamfpga.sw.simplify import simplify
-
     model = train_dense(ds, hidden=hidden, seed=seed)
     pr = prune_and_finetune(model, ds, classifier_kept=classifier_kept)
-    net, _ = simplify(from_torch(pr["model"]))
-    return quantize(net, ds.x_train)
+    return stages.quantize(from_torch(pr["model"]), ds.x_train).qnet
 
 
-def run_demo(out: Path, board: str, family: str, *, quiet: bool = False) -> tuple[dict, bool]:
-    from torch import nn
+@dataclass
+class DemoResult:
+    report: Report
+    ok: bool
 
-    from mamfpga.boards.fit import NoFitError
-    from mamfpga.boards.flow import SynthError, build_for_board
-    from mamfpga.boards.targets import board as board_by_name
-    from mamfpga.boards.targets import board_device
-    from mamfpga.hw.arch import ArchConfig
-    from mamfpga.outputs import atomic_write_json
-    from mamfpga.sw import data, golden, prune
-    from mamfpga.sw.compiler import balance, compile_network, memory_use
-    from mamfpga.sw.mam import to_mac
-    from mamfpga.sw.modelio import save_model
-    from mamfpga.sw.network import from_torch
-    from mamfpga.sw.qnet import save_qnet
-    from mamfpga.sw.quantize import quantize
-    from mamfpga.sw.simplify import simplify
-    from mamfpga.sw.train import accuracy
 
+def run_demo(out: Path, board: str, *, quiet: bool = False) -> DemoResult:
     steps = Steps(8)
-    ds = data.load()
-    report: dict = {"board": board, "device": None}
+    ds = stages.load_dataset("digits")
+    brd = stages.get_board(board)
+    dev = DEVICES[brd.device]
 
     steps.start("training a MAM MLP 64-1024-1024-10 on digits (beta 1 -> 0 over 20 epochs, 60 epochs)")
     model = train_dense(ds, progress=not quiet)
     dense_acc = accuracy(model, ds.x_test, ds.y_test)
-    save_model(model, out / "mam.pt", {"dataset": "digits", "mode": "mam", "accuracy": dense_acc,
-                                       "pruned_layers": ["0", "2"]})
+    stages.save_model(model, out / "mam.pt", {"dataset": "digits", "mode": "mam", "accuracy": dense_acc,
+                                              "pruned_layers": ["0", "2"]})
     dense_model = copy.deepcopy(model)
     steps.done(f"test accuracy {dense_acc:.4f}")
 
@@ -118,128 +108,80 @@ def run_demo(out: Path, board: str, family: str, *, quiet: bool = False) -> tupl
         prune.prune_model(trial, "gmp", 1.0 - kept)
         curve.append({"kept": kept, "accuracy": accuracy(trial, ds.x_test, ds.y_test)})
     pr = prune_and_finetune(model, ds)
-    one_shot, mam_acc, mac_acc = pr["one_shot"], pr["mam_acc"], pr["mac_acc"]
     chosen, chosen_name, float_acc = pr["model"], pr["name"], pr["accuracy"]
-    save_model(chosen, out / "pruned.pt", {"dataset": "digits", "accuracy": float_acc})
-    steps.done(f"one-shot {one_shot:.4f}; fine-tuned MAM {mam_acc:.4f}, MAM->MAC {mac_acc:.4f}: keeping {chosen_name}")
+    stages.save_model(chosen, out / "pruned.pt", {"dataset": "digits", "accuracy": float_acc})
+    steps.done(f"one-shot {pr['one_shot']:.4f}; fine-tuned MAM {pr['mam_acc']:.4f}, MAM->MAC {pr['mac_acc']:.4f}: "
+               f"keeping {chosen_name}")
 
     steps.start("simplifying (dead neurons, unread inputs) and quantizing to int8")
-    net, simp = simplify(from_torch(chosen))
-    qnet = quantize(net, ds.x_train)
-    save_qnet(qnet, out / "net.npz")
+    q = stages.quantize(from_torch(chosen), ds.x_train)
+    qnet = q.qnet
+    stages.save_qnet(qnet, out / "net.npz")
     q_acc = float((golden.classify(golden.run(qnet, ds.x_test)) == ds.y_test).mean())
-    steps.done(f"{simp.summary()}; quantized accuracy {q_acc:.4f} (float {float_acc:.4f})")
+    steps.done(f"{q.simplified.summary()}; quantized accuracy {q_acc:.4f} (float {float_acc:.4f})")
 
-    brd = board_by_name(board)
-    dev = board_device(board)
     steps.start(f"choosing the fastest configuration (P PEs x L lanes) that fits the {board}: compile, "
                 "synthesize with the board top, count every resource")
     try:
-        flow = build_for_board(qnet, brd, out / "build", on_build=lambda prog, b: _checks(steps, prog, b, ds),
-                               log=sub)
-    except (NoFitError, SynthError) as exc:       # nothing fits; a candidate would not synthesize
+        done = stages.build_for_board(qnet, board, out / "build", log=sub,
+                                      on_build=lambda prog, b: _checks(steps, prog, b, ds))
+    except stages.NoFitError as exc:         # nothing fits at all
         steps.done(f"FAILED: {exc}")
-        return report, False
-    program, syn, fallbacks, choice = flow["program"], flow["syn"], flow["fallbacks"], flow["choice"]
-    cfg = program.config
-    res = syn.get("resources")
-    if res:
+        return DemoResult(Report(board, dev.name), False)
+    program, syn, build = done.program, done.synth, done.build
+    if syn and syn.resources:
+        res = syn.resources
         steps.done(f"{res['lut']}/{dev.lut} LUT, {res['ff']} FF, {res['bram']}/{dev.bram} BRAM, {res['dsp']} DSP; "
-                   f"Fmax {syn['fmax_mhz']:.1f} MHz, clock {syn['clock']['mhz']:g} MHz"
-                   + (f"; {syn['bitstream']}" if syn.get("bitstream") else "; timing NOT met, no bitstream"))
+                   f"Fmax {syn.fmax_mhz:.1f} MHz, clock {syn.clock['mhz']:g} MHz"
+                   + (f"; {syn.bitstream}" if syn.bitstream else "; timing NOT met, no bitstream"))
     else:
-        steps.done(syn.get("export_only") and f"exported for the vendor's tools: {syn['export_only']}"
-                   or f"FAILED: {syn.get('error')}")
-    build = flow["build"]
-    issues, cos, cycles, hw_acc = (flow["checks"][k] for k in ("lint", "cos", "cycles", "hw_acc"))
+        steps.done(f"exported for the vendor's tools: {syn.export_only}" if syn and syn.export_only
+                   else f"FAILED: {done.error}")
+    issues, cos, hw_acc = (done.checks[k] for k in ("lint", "cos", "hw_acc"))
     nnz = sum(l.nnz for l in program.layers)
 
     steps.start("the same network dense and MAC: what would it need?")
+    cfg = program.config
     total_weights = sum(int(m.weight.numel()) for m in dense_model.modules() if isinstance(m, nn.Linear))
-    dense_net = from_torch(to_mac(copy.deepcopy(dense_model)))
-    dense_q = quantize(dense_net, ds.x_train)
+    dense_q = stages.quantize(from_torch(to_mac(copy.deepcopy(dense_model))), ds.x_train,
+                              simplify_first=False).qnet
     dense_prog = compile_network(dense_q, ArchConfig(pes=cfg.pes, lanes=cfg.lanes))
-    dense_mem = memory_use(dense_prog, dev.family)
     dense = {
         # stored as a plain dense int8 matrix: 8 bits a weight, no structure
         "weights": total_weights, "bits": 8 * total_weights,
-        "bram": -(-8 * total_weights // dev.bram_bits),
+        "bram": -(-8 * total_weights // dev.bram_bits), "bram_avail": dev.bram,
         # through the compiler: int8 rounding zeroes the small weights, which CSR then skips
-        "nnz_after_int8": int(sum(l.nnz for l in dense_prog.layers)), "bram_compiled": dense_mem["bram"],
-        "cycles_per_inference": dense_prog.cycles_per_inference,
+        "nnz_after_int8": int(sum(l.nnz for l in dense_prog.layers)),
+        "bram_compiled": memory_use(dense_prog, dev.family)["bram"],
+        "cycles_model": dense_prog.cycles_model,
         "accuracy": float((golden.classify(golden.run(dense_q, ds.x_test)) == ds.y_test).mean()),
     }
     dense["fits"] = min(dense["bram"], dense["bram_compiled"]) <= dev.bram
     steps.done(f"{total_weights} int8 weights = {dense['bits'] / 2**20:.1f} Mbit: {dense['bram']} block RAMs, the "
                f"{dev.name} has {dev.bram} ({dev.bram * dev.bram_bits // 1024} Kbit); compiled, with the "
                f"{dense['nnz_after_int8']} weights int8 rounding leaves nonzero, still {dense['bram_compiled']}; "
-               f"{dense['cycles_per_inference']} cycles per inference at P={cfg.pes}, L={cfg.lanes}")
+               f"{dense['cycles_model']} cycles per inference at P={cfg.pes}, L={cfg.lanes}")
 
-    bal = balance(program)
-    report.update({
-        "device": dev.name,
-        "config": {"pes": cfg.pes, "lanes": cfg.lanes, "weight_bits": 8, "act_bits": 8,
-                   "acc_bits": cfg.acc_bits, "delta_bits": cfg.delta_bits, "split": program.split},
-        "choice": choice.record(),
-        "fallbacks": fallbacks,
-        "layers": [{"mode": l.mode, "rows": l.rows, "cols": l.cols, "nnz": l.nnz, "cycles": c,
-                    "cycle_model": l.cycles, "cycle_bound": l.bound} for l, c in zip(program.layers, cos.layer_cycles)],
-        "cycles_per_inference": cycles,
-        "cycle_bound": program.cycle_bound,
-        "sim": {"simulator": "verilator", "samples": len(ds.y_test), "mismatches": cos.mismatches},
-        "accuracy": {"dense_mam": dense_acc, "float": float_acc, "quantized": q_acc, "hardware": hw_acc,
-                     "kept": DEMO_KEPT, "classifier_kept": CLASSIFIER_KEPT, "chosen": chosen_name.lower()},
-        "sparsity": 1.0 - nnz / total_weights,
-        "nnz": nnz,
-        "one_shot_curve": curve,
-        "balance_nnz": bal["nnz"],
-        "lint_warnings": issues,
-        "dense_mac": dense,
-    })
-    report.update({k: v for k, v in syn.items() if k not in ("board", "device")})
-    atomic_write_json(out / "report.json", report)
-    atomic_write_json(build / "report.json", report)          # what `mamfpga report BUILD` shows
-    plots = [_plot_accuracy(curve, report, out / "accuracy_vs_sparsity.png")]
-    if "resources" in syn:
-        plots.append(_plot_resources(report, dense, dev, out / "resources.png"))
-
-    res = syn.get("resources")
-    rows = [
-        ("accuracy: float / quantized / hardware", f"{float_acc:.4f} / {q_acc:.4f} / {hw_acc:.4f}"
-                                                   f"  (dense MAM {dense_acc:.4f})"),
-        ("sparsity, nonzero weights", f"{1 - nnz / total_weights:.2%} of {total_weights} weights are zero; {nnz} "
-                                      f"nonzero ({DEMO_KEPT:.1%} of the hidden layers kept, "
-                                      f"{CLASSIFIER_KEPT:.0%} of the classifier, then simplified)"),
-        ("cycles per inference", f"{cycles} simulated "
-                                 f"{'=' if set(cos.cycles) == {program.cycles_per_inference} else '!='} model "
-                                 f"(bound {program.cycle_bound}), {choice.chosen.label}, chosen to fit"),
-        ("RTL vs golden, 540 samples", f"{cos.mismatches} mismatches"),
-    ]
-    if res:
-        clk = syn["clock"]["mhz"]
-        rows += [
-            ("Fmax (nextpnr)", f"{syn['fmax_mhz']:.1f} MHz; built at {clk:g} MHz"
-                               f" ({'timing met' if syn['timing_met'] else 'timing NOT met'})"),
-            ("latency, throughput", f"{syn['latency_us']:.1f} us per inference, "
-                                    f"{syn['inferences_per_s']:,.0f} inferences/s at {clk:g} MHz"),
-            (f"{dev.name} (placed)", f"{res['lut']}/{dev.lut} LUT, {res['ff']}/{dev.ff} FF, "
-                                     f"{res['bram']}/{dev.bram} BRAM, {res['dsp']}/{dev.dsp} DSP"),
-            ("bitstream", syn.get("bitstream") or "none (timing not met)"),
-        ]
-    rows.append(("the same network dense and MAC", f"{dense['bram']} BRAM needed ({dense['bram_compiled']} after "
-                                                   f"int8 rounding and CSR) of {dev.bram}: "
-                                                   f"{'fits' if dense['fits'] else 'does not fit'}"))
+    report = Report.load(build)
+    report.demo = DemoFigures(
+        accuracy={"dense_mam": dense_acc, "float": float_acc, "quantized": q_acc, "hardware": hw_acc,
+                  "kept": DEMO_KEPT, "classifier_kept": CLASSIFIER_KEPT, "chosen": chosen_name.lower()},
+        sparsity=1.0 - nnz / total_weights, nnz=nnz, weights=total_weights, one_shot_curve=curve, dense_mac=dense,
+        fallbacks=done.fallbacks, lint_warnings=issues)
+    report.save(build, out)                      # `mamfpga report BUILD` shows it too
+    plots = [_plot_accuracy(curve, report.demo.accuracy, out / "accuracy_vs_sparsity.png")]
+    if syn and syn.resources:
+        plots.append(_plot_resources(syn.resources, dense, dev, out / "resources.png"))
+    plots = [str(p) for p in plots if p] or [f"no plots ({PLOTS_HINT})"]
     print()
-    for k, v in rows:
-        print(f"{k:<40}{v}")
+    print("\n".join(render_demo(report.demo, report)))
     print(f"\nwrote {out}/report.json, {', '.join(str(p) for p in plots)}, {build}/ (accelerator, board-{board}/),"
           " the models and net.npz")
-    if syn.get("bitstream"):
+    if syn and syn.bitstream:
         print(f"on a board: load it with {brd.programmer.replace('BUILD', str(build))}, then\n"
               f"  mamfpga run {build} --port <{brd.serial}> --inputs digits")
-    ok = (not issues and cos.mismatches == 0 and set(cos.cycles) == {program.cycles_per_inference}
-          and bool(syn.get("bitstream") or syn.get("export_only")))
-    return report, ok
+    ok = not issues and cos.mismatches == 0 and set(cos.cycles) == {program.cycles_model} and done.ok
+    return DemoResult(report, ok)
 
 
 def sub(msg: str):
@@ -248,18 +190,14 @@ def sub(msg: str):
 
 def _checks(steps: Steps, program, build: Path, ds) -> dict:
     """What the demo checks of each build before its board build: lint, co-simulation."""
-    from mamfpga.hw.verilog import lint
-    from mamfpga.sim.cosim import cosimulate
-    from mamfpga.sw import golden
-
     nnz = sum(l.nnz for l in program.layers)
     cfg = program.config
     if steps.n == 7:        # a fallback: the previous configuration's board build gave no bitstream
         steps.done("no bitstream (above); back to step 4 with the next configuration that fits")
         steps.n = 3
         steps.start(f"compiling the next configuration, P={cfg.pes} L={cfg.lanes}")
-    sub(f"P={cfg.pes}, L={cfg.lanes}: {nnz} nonzero weights, {program.cycles_per_inference} cycles per "
-        f"inference (model; bound {program.cycle_bound}), {program.memory['bram']} block RAMs in the accelerator, "
+    sub(f"P={cfg.pes}, L={cfg.lanes}: {nnz} nonzero weights, {program.cycles_model} cycles per "
+        f"inference (model; bound {program.cycles_bound}), {program.memory['bram']} block RAMs in the accelerator, "
         f"{program.memory['weight_bits_per_nnz']:.1f} weight bits per nonzero; {build}/accelerator.v")
     steps.done("compiled")
 
@@ -269,26 +207,18 @@ def _checks(steps: Steps, program, build: Path, ds) -> dict:
                else f"{len(issues)} warning(s): {issues[0]}")
 
     steps.start(f"co-simulating all {len(ds.y_test)} test samples on Verilator against the golden model")
-    cos = cosimulate(program, build, ds.x_test, simulator="verilator")
+    cos = stages.cosimulate(program, build, ds.x_test)
     hw_acc = float((golden.classify(cos.outputs) == ds.y_test).mean())
-    cycles = max(cos.cycles)
-    steps.done(f"{cos.mismatches} mismatching samples; {cycles} cycles per inference "
-               f"({'equal to' if set(cos.cycles) == {program.cycles_per_inference} else 'DIFFERENT from'} the model)")
-    steps.start(f"building the board top (UART host link, PLL): yosys, fit check, nextpnr, bitstream")
-    return {"lint": issues, "cos": cos, "cycles": cycles, "hw_acc": hw_acc}
+    steps.done(f"{cos.mismatches} mismatching samples; {max(cos.cycles)} cycles per inference "
+               f"({'equal to' if set(cos.cycles) == {program.cycles_model} else 'DIFFERENT from'} the model)")
+    steps.start("building the board top (UART host link, PLL): yosys, fit check, nextpnr, bitstream")
+    return {"lint": issues, "cos": cos, "hw_acc": hw_acc}
 
 
-def _plot_accuracy(curve, report, path):
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mamfpga.outputs import atomic_write_bytes
-
-    acc = report["accuracy"]
+def _plot_accuracy(curve, acc, path) -> Path | None:
+    plt = pyplot()
+    if plt is None:
+        return None
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([c["kept"] for c in curve], [c["accuracy"] for c in curve], "o-", ms=3,
             label="MAM, global magnitude, one-shot")
@@ -301,24 +231,13 @@ def _plot_accuracy(curve, report, path):
     ax.set_ylabel("digits test accuracy")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, path)
 
 
-def _plot_resources(report, dense, dev, path):
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mamfpga.outputs import atomic_write_bytes
-
-    res = report["resources"]
+def _plot_resources(res, dense, dev, path) -> Path | None:
+    plt = pyplot()
+    if plt is None:
+        return None
     names = ["LUT", "FF", "BRAM", "DSP"]
     used = [res["lut"] / dev.lut, res["ff"] / dev.ff, res["bram"] / dev.bram, res["dsp"] / dev.dsp]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -332,8 +251,4 @@ def _plot_resources(report, dense, dev, path):
         ax.annotate(f"{100 * u:.0f}%", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
                     va="bottom", fontsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, path)

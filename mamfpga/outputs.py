@@ -11,13 +11,21 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["OutputError", "claim_dir", "atomic_write_text", "atomic_write_bytes", "atomic_write_json"]
+from mamfpga.errors import MamfpgaError
+
+__all__ = ["OutputError", "claim_dir", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "pyplot",
+           "save_figure", "PLOTS_HINT"]
+
+#: what to install for plots (matplotlib is the optional extra "plots")
+PLOTS_HINT = "plots need matplotlib: pip install 'mamfpga[plots]'"
 
 MARKER = ".mamfpga"
 
 
-class OutputError(Exception):
+class OutputError(MamfpgaError):
     """An output cannot be written where the user asked (exit code 2)."""
+
+    exit_code = 2
 
 
 def claim_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
@@ -54,3 +62,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib (the optional
+    extra ``plots``) is not installed: every plot of mamfpga is then left out, saying so."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path) -> Path:
+    """A matplotlib figure as a PNG at ``path``, written atomically; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -15,18 +15,44 @@ import io
 import itertools
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed as cf_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Point", "points", "evaluate_point", "run_points", "write_csv", "pareto", "plot_pareto", "FIELDS"]
+from mamfpga import progress, stages
+from mamfpga.boards.fit import NoFitError
+from mamfpga.boards.flow import CapacityError
+from mamfpga.boards.targets import BOARDS
+from mamfpga.compile import CompileError
+from mamfpga.errors import MamfpgaError, UsageError, require_extra
+from mamfpga.outputs import PLOTS_HINT, atomic_write_text, pyplot, save_figure
+
+__all__ = ["points", "evaluate_point", "run_points", "sweep", "Sweep", "write_csv", "pareto", "plot_pareto", "FIELDS",
+           "HEADER", "row_lines", "SweepError"]
+
+
+class SweepError(MamfpgaError):
+    """The sweep could not run (its cluster is unreachable)."""
+
 
 FIELDS = ["board", "pes", "lanes", "acc_bits", "delta_bits", "status", "nnz", "cycles_model", "cycles_sim",
-          "cycle_bound", "mismatches", "samples", "bram_estimate", "lut", "ff", "bram", "dsp", "lut_avail",
+          "cycles_bound", "mismatches", "samples", "bram_estimate", "lut", "ff", "bram", "dsp", "lut_avail",
           "fmax_mhz", "latency_us", "inferences_per_s", "seconds", "detail"]
 
 
 def points(boards, pes, lanes, acc_bits=(None,), delta_bits=(None,)) -> list[dict]:
+    """Every (board, P, L, acc_bits, delta_bits) point, or a :class:`UsageError` naming what is wrong."""
+    unknown = [b for b in boards if b not in BOARDS]
+    if unknown:
+        raise UsageError(f"unknown board(s) {', '.join(unknown)}; known: {', '.join(BOARDS)}")
+    if any(p < 1 or p & (p - 1) for p in pes):
+        raise UsageError(f"--pes must be powers of two, not {[p for p in pes if p < 1 or p & (p - 1)]}")
+    if any(l < 1 for l in lanes):
+        raise UsageError(f"--lanes must be at least 1, not {lanes}")
     return [{"board": b, "pes": p, "lanes": l, "acc_bits": a, "delta_bits": d}
             for b, p, l, a, d in itertools.product(boards, pes, lanes, acc_bits, delta_bits)]
 
@@ -39,41 +65,31 @@ def _name(pt: dict) -> str:
 def evaluate_point(pt: dict, net_path: str, inputs_path: str, root: str, synth: bool = True) -> dict:
     """Compile, co-simulate and synthesize one point; returns its CSV row. Never raises: a point
     that does not fit, or fails, is a row with its status and the reason."""
-    from mamfpga.boards.flow import CapacityError, SynthError, synth_board
-    from mamfpga.boards.targets import board
-    from mamfpga.hw.arch import ArchConfig
-    from mamfpga.sim.cosim import cosimulate
-    from mamfpga.sw.compiler import CompileError, compile_network, write_build
-    from mamfpga.sw.qnet import load_qnet
-
     t0 = time.monotonic()
     row = {k: None for k in FIELDS}
     row.update(pt)
     try:
-        net = load_qnet(net_path)
-        brd = board(pt["board"])
-        cfg = ArchConfig(pes=pt["pes"], lanes=pt["lanes"], acc_bits=pt["acc_bits"] or 32)
-        program = compile_network(net, cfg, board=brd.name, delta_bits=pt["delta_bits"],
-                                  acc_bits=pt["acc_bits"])
+        c = stages.compile_for(stages.load_qnet(net_path), pes=pt["pes"], lanes=pt["lanes"], board=pt["board"],
+                               acc_bits=pt["acc_bits"], delta_bits=pt["delta_bits"])
+        program = c.program
         row.update(acc_bits=program.config.acc_bits, delta_bits=program.config.delta_bits,
-                   nnz=sum(l.nnz for l in program.layers), cycles_model=program.cycles_per_inference,
-                   cycle_bound=program.cycle_bound, bram_estimate=program.memory["bram"])
-        build = write_build(program, Path(root) / _name(pt), board=brd.name)
+                   nnz=sum(l.nnz for l in program.layers), cycles_model=program.cycles_model,
+                   cycles_bound=program.cycles_bound, bram_estimate=program.memory["bram"])
+        build = stages.emit(c, Path(root) / _name(pt), board=pt["board"])
         x = np.load(inputs_path)
-        cos = cosimulate(program, build, x, simulator="verilator")
+        cos = stages.cosimulate(program, build, x)
         row.update(cycles_sim=max(cos.cycles), mismatches=cos.mismatches, samples=len(x))
         if synth:
-            syn = synth_board(build, brd, bitstream=False, retries=0, log=lambda _msg: None)
-            if "resources" in syn:
-                r = syn["resources"]
-                f = syn["fmax_mhz"]
+            syn = stages.synthesize(build, pt["board"], log=lambda _msg: None, retries=0)
+            if syn.resources:
+                r, f = syn.resources, syn.fmax_mhz
                 row.update(lut=r["lut"], ff=r["ff"], bram=r["bram"], dsp=r["dsp"], lut_avail=r["lut_avail"],
-                           fmax_mhz=round(f, 2), latency_us=round(program.cycles_per_inference / f, 3),
-                           inferences_per_s=round(f * 1e6 / program.cycles_per_inference))
+                           fmax_mhz=round(f, 2), latency_us=round(program.cycles_model / f, 3),
+                           inferences_per_s=round(f * 1e6 / program.cycles_model))
         row["status"] = "ok" if cos.mismatches == 0 and row["cycles_sim"] == row["cycles_model"] else "MISMATCH"
-    except (CompileError, CapacityError) as exc:
+    except (CompileError, CapacityError, NoFitError) as exc:
         row.update(status="does not fit", detail=str(exc))
-    except (SynthError, RuntimeError, ValueError, OSError) as exc:
+    except (MamfpgaError, RuntimeError, ValueError, OSError) as exc:
         row.update(status="error", detail=f"{type(exc).__name__}: {exc}"[:500])
     row["seconds"] = round(time.monotonic() - t0, 1)
     return row
@@ -82,34 +98,78 @@ def evaluate_point(pt: dict, net_path: str, inputs_path: str, root: str, synth: 
 def run_points(pts: list[dict], net_path, inputs_path, root, *, synth: bool = True, jobs: int = 2,
                scheduler: str | None = None, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Evaluate every point, on a local process pool (``jobs`` workers) or on the Dask cluster
-    whose scheduler is at ``scheduler``; rows come back in the order of ``pts``."""
+    whose scheduler is at ``scheduler``; rows come back in the order of ``pts``, each shown
+    to ``on_row`` as it arrives, under a progress bar of the points done."""
     args = (str(net_path), str(inputs_path), str(Path(root).resolve()), synth)
     rows: dict[int, dict] = {}
-    if scheduler:
-        from dask.distributed import Client, as_completed
+    where = "on the Dask cluster" if scheduler else f"on {jobs} processes"
+    with progress.bar(len(pts), f"sweep-hw points ({where})", unit="point") as bar:
+        def arrived(k, row):
+            rows[k] = row
+            bar.clear()
+            if on_row:
+                on_row(row)
+            bar.update(1)
 
-        with Client(scheduler, timeout="30s") as client:
-            futures = {client.submit(evaluate_point, pt, *args, pure=False): k for k, pt in enumerate(pts)}
-            for fut in as_completed(futures):
-                rows[futures[fut]] = fut.result()
-                if on_row:
-                    on_row(rows[futures[fut]])
-    else:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from multiprocessing import get_context
-
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(evaluate_point, pt, *args): k for k, pt in enumerate(pts)}
-            for fut in as_completed(futures):
-                rows[futures[fut]] = fut.result()
-                if on_row:
-                    on_row(rows[futures[fut]])
+        if scheduler:
+            dd = require_extra("dask.distributed", "cluster", "--scheduler (a Dask cluster)")
+            Client, as_completed = dd.Client, dd.as_completed
+            try:
+                with Client(scheduler, timeout="30s") as client:
+                    futures = {client.submit(evaluate_point, pt, *args, pure=False): k for k, pt in enumerate(pts)}
+                    for fut in as_completed(futures):
+                        arrived(futures[fut], fut.result())
+            except OSError as exc:
+                raise SweepError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(evaluate_point, pt, *args): k for k, pt in enumerate(pts)}
+                for fut in cf_completed(futures):
+                    arrived(futures[fut], fut.result())
     return [rows[k] for k in range(len(pts))]
 
 
-def write_csv(rows: list[dict], path) -> Path:
-    from mamfpga.outputs import atomic_write_text
+HEADER = (f"{'board':<11}{'P':>3}{'L':>3}{'acc':>5}{'dlt':>4} {'status':<13}{'cycles':>7}{'LUT':>7}{'FF':>7}"
+          f"{'BRAM':>5}{'DSP':>4}{'Fmax':>7}{'us':>8}{'s':>6}")
 
+
+def row_lines(r: dict) -> list[str]:
+    """A row under :data:`HEADER`, and the first line of why it failed, if it did."""
+    def f(v, spec=""):
+        return "-" if v is None else format(v, spec)
+
+    out = [f"{r['board']:<11}{r['pes']:>3}{r['lanes']:>3}{f(r['acc_bits']):>5}{f(r['delta_bits']):>4} "
+           f"{r['status']:<13}{f(r['cycles_sim']):>7}{f(r['lut']):>7}{f(r['ff']):>7}{f(r['bram']):>5}"
+           f"{f(r['dsp']):>4}{f(r['fmax_mhz'], '.1f'):>7}{f(r['latency_us'], '.2f'):>8}{r['seconds']:>6.0f}"]
+    if r["status"] != "ok" and r.get("detail"):
+        out.append(f"    {r['detail'].splitlines()[0][:150]}")
+    return out
+
+
+@dataclass
+class Sweep:
+    rows: list[dict]
+    front: list[dict]                  # the Pareto front (cycles against LUTs), when synthesized
+    written: list[Path]                # the CSV, the plot
+
+
+def sweep(pts: list[dict], net_path, x: np.ndarray, out: Path, *, synth: bool = True, jobs: int = 2,
+          scheduler: str | None = None, on_row: Callable[[dict], None] | None = None) -> Sweep:
+    """Every point on the inputs ``x`` (int8), into ``out``: points/, inputs.npy,
+    sweep_hw.csv and, when synthesized, pareto.png."""
+    np.save(out / "inputs.npy", x)
+    rows = run_points(pts, net_path, out / "inputs.npy", out / "points", synth=synth, jobs=jobs,
+                      scheduler=scheduler, on_row=on_row)
+    written = [write_csv(rows, out / "sweep_hw.csv")]
+    front = []
+    if synth and any(r.get("lut") is not None for r in rows):
+        png = plot_pareto(rows, out / "pareto.png")
+        written.append(png if png else f"no pareto.png ({PLOTS_HINT})")
+        front = pareto(rows)
+    return Sweep(rows, front, written)
+
+
+def write_csv(rows: list[dict], path) -> Path:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=FIELDS)
     w.writeheader()
@@ -127,14 +187,11 @@ def pareto(rows: list[dict]) -> list[dict]:
                                        for o in done)]
 
 
-def plot_pareto(rows: list[dict], path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mamfpga.outputs import atomic_write_bytes
-
+def plot_pareto(rows: list[dict], path) -> Path | None:
+    """Cycles per inference against LUTs, each board's Pareto front a line (None: no matplotlib)."""
+    plt = pyplot()
+    if plt is None:
+        return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     front = pareto(rows)
     for k, b in enumerate(dict.fromkeys(r["board"] for r in rows)):
@@ -154,8 +211,4 @@ def plot_pareto(rows: list[dict], path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("design space: the line is the Pareto front")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, path)

@@ -30,6 +30,7 @@ __all__ = [
     "verilator_bin_dir",
     "Check",
     "doctor_checks",
+    "doctor_report",
     "which",
     "MissingToolError",
 ]
@@ -183,8 +184,9 @@ PYTHON_PACKAGES = [
     # (distribution, required)
     ("amaranth", True), ("amaranth-boards", True), ("cocotb", True),
     ("torch", True), ("numpy", True), ("onnx", True), ("onnxruntime", True),
-    ("scikit-learn", True), ("tqdm", True), ("matplotlib", True),
-    ("dask", True), ("distributed", True),
+    ("scikit-learn", True), ("tqdm", True), ("platformdirs", True),
+    # the optional extras: plots, cluster, board
+    ("matplotlib", False), ("dask", False), ("distributed", False), ("pyserial", False),
 ]
 
 TOOLS = [
@@ -209,8 +211,10 @@ def doctor_checks() -> list[Check]:
     """Every package and tool mamfpga uses, with its version or None when missing."""
     activate()
     checks = []
+    extras = {"matplotlib": "plots", "dask": "cluster", "distributed": "cluster", "pyserial": "board"}
     for dist, required in PYTHON_PACKAGES:
-        checks.append(Check(dist, "python", required, _pkg_version(dist), _SETUP_HINT))
+        hint = _SETUP_HINT if required else f"optional: pip install 'mamfpga[{extras.get(dist, 'all')}]'"
+        checks.append(Check(dist, "python", required, _pkg_version(dist), hint))
     for name, argv, dist, required, hint in TOOLS:
         version = _run_version(argv)
         if version is not None and dist is not None:
@@ -221,6 +225,24 @@ def doctor_checks() -> list[Check]:
             version = version.replace("Icarus Verilog version ", "")
         checks.append(Check(name, "tool", required, version, hint))
     return checks
+
+
+def doctor_report() -> tuple[list[str], bool]:
+    """``mamfpga doctor``'s table (every package and tool, OK or how to get it) and whether
+    every required one is there."""
+    checks = doctor_checks()
+    width = max(len(c.name) for c in checks)
+    lines = [f"{'':2}{'component':<{width}}  {'status':<8}  version / how to get it"]
+    for c in checks:
+        status = "OK" if c.ok else ("MISSING" if c.required else "absent")
+        flag = "  " if c.ok else ("! " if c.required else "- ")
+        lines.append(f"{flag}{c.name:<{width}}  {status:<8}  {c.version if c.ok else c.hint}")
+    missing = [c.name for c in checks if c.required and not c.ok]
+    optional = [c.name for c in checks if not c.required and not c.ok]
+    if missing:
+        return lines + ["", f"{len(missing)} required component(s) missing: {', '.join(missing)}"], False
+    return lines + ["", "all required components present"
+                    + (f" (optional, absent: {', '.join(optional)})" if optional else "")], True
 
 
 def require(tool: str) -> str:

@@ -20,11 +20,7 @@ OUT = Path("build/bench")
 
 
 def main():
-    from mamfpga.boards.flow import synth_board
-    from mamfpga.boards.targets import board
-    from mamfpga.hw.arch import ArchConfig
-    from mamfpga.sw.compiler import compile_network, write_build
-    from mamfpga.sw.qnet import load_qnet
+    from mamfpga import stages
 
     figures = {}
     demo = OUT / "demo"
@@ -35,27 +31,27 @@ def main():
                    capture_output=True)
     figures["demo_warm_s"] = time.perf_counter() - t
     print(f"mamfpga demo, warm caches: {figures['demo_warm_s']:.0f} s\n")
-    net = load_qnet(demo / "net.npz")
+    net = stages.load_qnet(demo / "net.npz")
     # the configuration the demo chose to fit the iCEBreaker (mamfpga.boards.fit), on both boards
-    cfg = json.loads((demo / "report.json").read_text())["config"]
-    P, L, split = cfg["pes"], cfg["lanes"], cfg.get("split", "auto")
+    cfg = stages.Report.load(demo).compile
+    P, L, split = cfg.pes, cfg.lanes, cfg.split
     head = f"{'board':<12}{'device':<11}{'P':>3}{'L':>3}{'target':>8}{'Fmax':>8}{'LUT':>7}{'FF':>7}{'BRAM':>6}{'DSP':>5}  critical path"
     print(head)
     print("-" * len(head))
     for name, target in (("icebreaker", 48e6), ("ulx3s-85f", 150e6)):
-        brd = board(name)
-        program = compile_network(net, ArchConfig(pes=P, lanes=L), board=name, split=split)
+        c = stages.compile_for(net, pes=P, lanes=L, board=name, split=split)
+        program = c.program
         folder = OUT / f"board-{name}"
         if folder.exists():
             shutil.rmtree(folder)
-        build = write_build(program, folder, board=name)
-        r = synth_board(build, brd, clock_hz=target, log=lambda _m: None)
-        res, cp = r["resources"], r["critical_path"]
-        print(f"{name:<12}{r['device']:<11}{P:>3}{L:>3}{target / 1e6:>8.0f}{r['fmax_mhz']:>8.1f}{res['lut']:>7}"
+        build = stages.emit(c, folder, board=name)
+        r = stages.synthesize(build, name, clock_mhz=target / 1e6, log=lambda _m: None)
+        res, cp = r.resources, r.critical_path
+        print(f"{name:<12}{r.device:<11}{P:>3}{L:>3}{target / 1e6:>8.0f}{r.fmax_mhz:>8.1f}{res['lut']:>7}"
               f"{res['ff']:>7}{res['bram']:>6}{res['dsp']:>5}  {cp['ns']:.1f} ns, {cp['routing_ns']:.1f} routing: "
               f"{cp['from']} -> {cp['to']}", flush=True)
-        figures[name] = {"fmax_mhz": r["fmax_mhz"], "target_mhz": target / 1e6, "resources": res,
-                         "critical_path": cp, "cycles": program.cycles_per_inference}
+        figures[name] = {"fmax_mhz": r.fmax_mhz, "target_mhz": target / 1e6, "resources": res,
+                         "critical_path": cp, "cycles": program.cycles_model}
     (OUT / "board.json").write_text(json.dumps(figures))
 
 

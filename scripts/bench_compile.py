@@ -20,36 +20,27 @@ OUT = Path("build/bench")
 
 
 def main():
-    from mamfpga.hw.arch import ArchConfig
-    from mamfpga.sw import data, prune
-    from mamfpga.sw.compiler import balance, compile_network
+    from mamfpga import stages
+    from mamfpga.compile.build import balance
+    from mamfpga.sw import prune
     from mamfpga.sw.mam import to_mac
     from mamfpga.sw.network import from_torch
     from mamfpga.sw.qnet import QuantLayer, QuantNetwork
-    from mamfpga.sw.quantize import quantize
-    from mamfpga.sw.simplify import simplify
-    from mamfpga.sw.train import TrainConfig, build_mlp, finetune, fit
+    from mamfpga.sw.train import finetune
 
-    ds = data.load()
-    model = build_mlp(64, 10, mode="mam")
-    fit(model, ds, TrainConfig(), progress=False)
+    ds = stages.load_dataset("digits")
+    model = stages.train(ds, mode="mam", progress=False, log=lambda _m: None).model
     prune.prune_model(model, "gmp", 0.999)
     to_mac(model)
     finetune(model, ds, epochs=30, progress=False)
-    net, _ = simplify(from_torch(model))
-    qnet = quantize(net, ds.x_train)
-    from mamfpga.sw.qnet import save_qnet
+    qnet = stages.quantize(from_torch(model), ds.x_train).qnet
 
     OUT.mkdir(parents=True, exist_ok=True)
-    save_qnet(qnet, OUT / "net.npz")                 # for bench_fmax.py
+    stages.save_qnet(qnet, OUT / "net.npz")
     figures = {"configs": []}
     print(f"digits network after simplification: {[l.weight.shape for l in qnet.layers]}, "
           f"{sum(l.nnz for l in qnet.layers)} nonzeros\n")
     import tempfile
-    from pathlib import Path
-
-    from mamfpga.sim.cosim import cosimulate
-    from mamfpga.sw.compiler import write_build
 
     head = (f"{'P':>3}{'L':>3}{'balance nnz':>13}{'bits/nnz':>10}{'model':>7}{'bound':>7}{'ratio':>7}"
             f"{'compile s':>11}{'sim cycles':>12}{'mismatch':>10}{'sim s':>8}{'kcycle/s':>10}")
@@ -57,22 +48,22 @@ def main():
     print("-" * len(head))
     for p, l in ((2, 1), (4, 2), (8, 2)):
         t = time.perf_counter()
-        prog = compile_network(qnet, ArchConfig(pes=p, lanes=l))
+        prog = stages.compile_for(qnet, pes=p, lanes=l).program
         dt = time.perf_counter() - t
         with tempfile.TemporaryDirectory() as tmp:
-            build = write_build(prog, Path(tmp) / "b")
-            cosimulate(prog, build, ds.x_test[:2])                  # builds the simulator
+            build = stages.emit(prog, Path(tmp) / "b")
+            stages.cosimulate(prog, build, ds.x_test[:2])           # builds the simulator
             t = time.perf_counter()
-            res = cosimulate(prog, build, ds.x_test)
+            res = stages.cosimulate(prog, build, ds.x_test)
             st = time.perf_counter() - t
         print(f"{p:>3}{l:>3}{balance(prog)['nnz']:>13.3f}{prog.memory['weight_bits_per_nnz']:>10.1f}"
-              f"{prog.cycles_per_inference:>7}{prog.cycle_bound:>7}"
-              f"{prog.cycles_per_inference / prog.cycle_bound:>7.3f}{dt:>11.2f}"
+              f"{prog.cycles_model:>7}{prog.cycles_bound:>7}"
+              f"{prog.cycles_model / prog.cycles_bound:>7.3f}{dt:>11.2f}"
               f"{'/'.join(map(str, sorted(set(res.cycles)))):>12}{res.mismatches:>10}{st:>8.1f}"
               f"{sum(res.cycles) / st / 1000:>10.0f}", flush=True)
         figures["configs"].append({"pes": p, "lanes": l, "balance": balance(prog)["nnz"],
                                    "bits_per_nnz": prog.memory["weight_bits_per_nnz"],
-                                   "model": prog.cycles_per_inference, "bound": prog.cycle_bound,
+                                   "model": prog.cycles_model, "bound": prog.cycles_bound,
                                    "sim_cycles": sorted(set(res.cycles)), "mismatches": res.mismatches,
                                    "sim_seconds": st})
     rng = np.random.default_rng(0)
@@ -81,14 +72,14 @@ def main():
     w.flat[idx] = rng.integers(1, 127, size=len(idx))
     big = QuantNetwork([QuantLayer(w, np.zeros(768, np.int32), "mam", 1, 8, False)])
     t = time.perf_counter()
-    compile_network(big, ArchConfig(pes=8, lanes=2))
+    stages.compile_for(big, pes=8, lanes=2)
     big_s = time.perf_counter() - t
     print(f"\ncompiling a 3072 x 768 MAM layer at 0.1 % kept ({len(idx)} nonzeros), P=8 L=2: {big_s:.2f} s")
     figures["compile_3072x768_s"] = big_s
 
     # a million nonzero weights: a dense 1024 x 1024 MAM layer and a 10-row classifier
     from mamfpga.boards import fit
-    from mamfpga.boards.targets import DEVICES
+    from mamfpga.compile.device import DEVICES
 
     w = rng.integers(-127, 128, (1024, 1024), dtype=np.int8)
     w[w == 0] = 1
@@ -96,7 +87,7 @@ def main():
                           QuantLayer(np.ones((10, 1024), np.int8), np.zeros(10, np.int32), "mac", 1 << 14, 24, False)])
     nnz = int(sum(l.nnz for l in dense.layers))
     t = time.perf_counter()
-    compile_network(dense, ArchConfig(pes=4, lanes=2))
+    stages.compile_for(dense, pes=4, lanes=2)
     dense_s = time.perf_counter() - t
     t = time.perf_counter()
     refusal = fit.lower_bound_problem(dense, DEVICES["iCE40UP5K"])

@@ -16,10 +16,10 @@ import numpy as np
 
 def pe_area(mode: str, lanes: int, family: str, pes: int = 1):
     from mamfpga.boards.resources import synth_resources
-    from mamfpga.hw.arch import ArchConfig
+    from mamfpga.compile.arch import ArchConfig
     from mamfpga.hw.pe import pe_from_program
     from mamfpga.hw.verilog import to_verilog
-    from mamfpga.sw.compiler import compile_network
+    from mamfpga.compile import compile_network
     from mamfpga.sw.qnet import QuantLayer, QuantNetwork
 
     rng = np.random.default_rng(0)

@@ -32,13 +32,10 @@ NETWORKS = {
 
 
 def run(names, board_name: str, out: Path, log=lambda _m: None) -> list[dict]:
-    from mamfpga.boards.flow import build_for_board
-    from mamfpga.boards.targets import board
+    from mamfpga import stages
     from mamfpga.demo import demo_network
-    from mamfpga.sw import data
 
-    ds = data.load()
-    brd = board(board_name)
+    ds = stages.load_dataset("digits")
     rows = []
     for name in names:
         seed, cls, hidden = NETWORKS[name]
@@ -47,19 +44,19 @@ def run(names, board_name: str, out: Path, log=lambda _m: None) -> list[dict]:
         build = out / name
         if build.exists():
             shutil.rmtree(build)
-        r = build_for_board(qnet, brd, build, log=log)
-        syn, prog = r["syn"], r["program"]
-        res = syn.get("resources") or {}
-        est = syn.get("estimate") or {}
+        r = stages.build_for_board(qnet, board_name, build, log=log)
+        syn, prog = r.synth, r.program
+        res = (syn.resources if syn else None) or {}
+        est = (syn.estimate if syn else None) or {}
         rows.append({
             "network": name, "sizes": [qnet.input_size] + [l.rows for l in qnet.layers],
             "nnz": int(sum(l.nnz for l in qnet.layers)),
-            "config": r["choice"].chosen.label, "first_choice_fallbacks": r["fallbacks"],
-            "cycles": prog.cycles_per_inference,
+            "config": r.choice.chosen.label, "first_choice_fallbacks": r.fallbacks,
+            "cycles": prog.cycles_model,
             "lc_estimate": est.get("lc"), "lc_placed": res.get("lut"), "lc_avail": res.get("lut_avail"),
-            "bram": res.get("bram"), "dsp": res.get("dsp"), "fmax_mhz": syn.get("fmax_mhz"),
-            "clock_mhz": (syn.get("clock") or {}).get("mhz"), "met": bool(syn.get("timing_met")),
-            "bitstream": bool(syn.get("bitstream")), "error": syn.get("error"),
+            "bram": res.get("bram"), "dsp": res.get("dsp"), "fmax_mhz": syn.fmax_mhz if syn else None,
+            "clock_mhz": syn.clock["mhz"] if syn else None, "met": bool(syn and syn.timing_met),
+            "bitstream": bool(syn and syn.bitstream), "error": r.error,
             "seconds": round(time.monotonic() - t0, 1),
         })
         print(_row(rows[-1]), flush=True)

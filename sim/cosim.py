@@ -2,10 +2,11 @@
 
 :func:`cosimulate` runs a build's ``accelerator.v`` on Verilator (or Icarus),
 streams every input through it, and compares each output with the golden
-model. The first mismatch is named by sample and output neuron; the golden
-model's and the program's per-layer activations then name the first layer
-where the compiled program departs from the contract (the RTL's own layers
-are not observable from its ports).
+model. The first mismatch is named by sample and output neuron, and by the
+first layer that went wrong twice over: in the RTL (the sample run again with
+every write into the activation buffers captured, :func:`rtl_layer_outputs`)
+and in the compiled program (its memory images run by
+:mod:`mamfpga.compile.progsim`), each against the golden model's layer.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mamfpga.sim.runner import SimResult, run_cocotb
+from mamfpga import progress
+from mamfpga.compile.ir import Program
+from mamfpga.compile.progsim import first_differing_layer, first_difference
+from mamfpga.hw.emit import TOP_NAME
+from mamfpga.hw.pe import act_addr_bits_of
+from mamfpga.sim.runner import SimResult, SimulationError, run_cocotb
+from mamfpga.sw import golden
 
-__all__ = ["CosimResult", "cosimulate", "HostLinkResult", "cosimulate_hostlink"]
+__all__ = ["CosimResult", "cosimulate", "rtl_layer_outputs", "HostLinkResult", "cosimulate_hostlink"]
 
 
 @dataclass
@@ -38,60 +45,86 @@ class CosimResult:
         return self.mismatches == 0
 
 
-def cosimulate(program, build: Path, x_net: np.ndarray, *, simulator: str = "verilator",
+def _run(program: Program, build: Path, xq: np.ndarray, work: Path, *, simulator: str, waves: bool = False,
+         gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0, capture: bool = False,
+         show: bool = False) -> tuple[dict, SimResult]:
+    """The testbench on the inputs ``xq`` (int8, the source network's columns): its results."""
+    work.mkdir(parents=True, exist_ok=True)
+    inputs = work / "inputs.npy"
+    np.save(inputs, np.ascontiguousarray(xq[:, program.columns]))
+    results, prog_file = work / "results.json", work / "progress"
+    for f in (results, prog_file):
+        if f.exists():
+            f.unlink()
+    n = len(xq)
+    config = {"inputs": str(inputs), "results": str(results), "n_out": program.net.output_size,
+              "gap_prob": gap_prob, "stall_prob": stall_prob, "seed": seed, "capture": capture,
+              "aw_addr_bits": act_addr_bits_of(program), "pes": program.config.pes,
+              "max_cycles": n * (4 * program.cycles_model + 1000) + 10_000}
+
+    def poll():
+        try:
+            return int(prog_file.read_text() or 0), None
+        except (OSError, ValueError):
+            return None, None
+
+    if show:
+        config["progress"] = str(prog_file)
+    with progress.waiting(f"co-simulating on {simulator} (building the model first)", poll if show else None,
+                          total=n if show else None, unit="sample"):
+        res = run_cocotb(verilog_sources=[build / "accelerator.v"], toplevel=TOP_NAME,
+                         test_module="mamfpga.sim.tb_accelerator", build_dir=work, simulator=simulator,
+                         waves=waves, config=config)
+    if not res.ok or not results.exists():
+        raise SimulationError(f"{simulator} co-simulation failed: {'; '.join(res.failures) or 'no results'} "
+                              f"(log: {work / 'test.log'})")
+    return json.loads(results.read_text()), res
+
+
+def cosimulate(program: Program, build: Path, x_net: np.ndarray, *, simulator: str = "verilator",
                waves: bool = False, gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0,
                work: Path | None = None) -> CosimResult:
     """Run ``x_net`` (inputs of the source QuantNetwork: int8, or float through input_scale)
     through ``build/accelerator.v``; compare with the golden model."""
-    from mamfpga.sw import golden
-
     build = Path(build).resolve()          # cocotb runs the testbench from the build folder
     xq = golden.prepare_inputs(program.source, x_net)
     expected = golden.run(program.source, xq)
     work = Path(work).resolve() if work is not None else build / f"sim_{simulator}"
-    work.mkdir(parents=True, exist_ok=True)
-    inputs = work / "inputs.npy"
-    np.save(inputs, np.ascontiguousarray(xq[:, program.columns]))
-    results = work / "results.json"
-    if results.exists():
-        results.unlink()
     n = len(xq)
-    res = run_cocotb(
-        verilog_sources=[build / "accelerator.v"], toplevel="mamfpga_accel",
-        test_module="mamfpga.sim.tb_accelerator", build_dir=work, simulator=simulator, waves=waves,
-        config={"inputs": str(inputs), "results": str(results), "n_out": program.net.output_size,
-                "gap_prob": gap_prob, "stall_prob": stall_prob, "seed": seed,
-                "max_cycles": n * (4 * program.cycles_per_inference + 1000) + 10_000})
-    if not res.ok or not results.exists():
-        raise RuntimeError(f"{simulator} co-simulation failed: {'; '.join(res.failures) or 'no results'} "
-                           f"(log: {work / 'test.log'})")
-    data = json.loads(results.read_text())
+    data, res = _run(program, build, xq, work, simulator=simulator, waves=waves, gap_prob=gap_prob,
+                     stall_prob=stall_prob, seed=seed, show=n > 1)
     outputs = np.array(data["outputs"], dtype=np.int8).reshape(n, program.net.output_size)
     out = CosimResult(simulator, outputs, expected, data["cycles"], data["layer_cycles"], res)
     bad = np.argwhere(outputs != expected)
     out.mismatches = int((outputs != expected).any(axis=1).sum())
     if len(bad):
         s, j = (int(v) for v in bad[0])
-        out.first_mismatch = {"sample": s, "layer": len(program.layers) - 1, "neuron": j,
-                              "got": int(outputs[s, j]), "expected": int(expected[s, j]),
-                              "program_layer": _first_program_layer(program, xq[s:s + 1])}
+        one = xq[s:s + 1]
+        want = golden.run_layers(program.net, one[:, program.columns])
+        again, _ = _run(program, build, one, work / "capture", simulator=simulator, capture=True)
+        out.first_mismatch = {"sample": s, "neuron": j, "got": int(outputs[s, j]), "expected": int(expected[s, j]),
+                              "layer": first_difference(rtl_layer_outputs(program, again["writes"]), want),
+                              "program_layer": first_differing_layer(program, one[:, program.columns])}
     return out
 
 
-def _first_program_layer(program, xq) -> int | None:
-    """The first layer where the compiled program's activations (its memory images, run by
-    :mod:`mamfpga.sw.progsim`) differ from the golden model's on the network the program
-    computes (None: the program is right, so the RTL departs from it)."""
-    from mamfpga.sw import golden
-    from mamfpga.sw.progsim import run_program_layers
-
-    x = xq[:, program.columns]
-    got = run_program_layers(program, x)
-    want = golden.run_layers(program.net, x)
-    for k, (g, w) in enumerate(zip(got, want)):
-        if not np.array_equal(g, w):
-            return k
-    return None
+def rtl_layer_outputs(program: Program, writes: list) -> list[np.ndarray]:
+    """Each layer's int8 outputs [1, M_k] in the network's row order, from the (layer, addr,
+    data, mask) activation-buffer writes the testbench captured for one inference: a write
+    puts byte p of ``data`` at activation (addr without its side bit) * P + p where ``mask``
+    has bit p (the address map of :mod:`mamfpga.compile.arch`). A row never written reads -1000."""
+    P = program.config.pes
+    side_mask = (1 << (act_addr_bits_of(program) - 1)) - 1
+    acts = [np.full(l.rows if l.split else l.rows_per_pe * P, -1000, dtype=np.int64) for l in program.layers]
+    for k, addr, data, mask in writes:
+        if k >= len(acts):
+            continue
+        base = (addr & side_mask) * P
+        for p in range(P):
+            if mask >> p & 1 and base + p < len(acts[k]):
+                b = data >> (8 * p) & 0xFF
+                acts[k][base + p] = b - 256 if b > 127 else b
+    return [a[plan.out_address][None, :] for a, plan in zip(acts, program.layers)]
 
 
 @dataclass
@@ -116,7 +149,6 @@ def cosimulate_hostlink(program, x_net: np.ndarray, work: Path, *, divisor: int 
     under cocotb, driven bit by bit by a UART model speaking the host protocol."""
     from mamfpga.boards.top import BOARD_TOP_NAME, HostLinkTop
     from mamfpga.hw.verilog import write_verilog
-    from mamfpga.sw import golden
 
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -135,7 +167,7 @@ def cosimulate_hostlink(program, x_net: np.ndarray, work: Path, *, divisor: int 
                      config={"inputs": str(inputs), "results": str(results), "n_out": program.net.output_size,
                              "divisor": divisor, "frame_timeout": top.frame_timeout})
     if not res.ok or not results.exists():
-        raise RuntimeError(f"host link co-simulation failed: {'; '.join(res.failures) or 'no results'}")
+        raise SimulationError(f"host link co-simulation failed: {'; '.join(res.failures) or 'no results'}")
     data = json.loads(results.read_text())
     outputs = np.array(data["outputs"], dtype=np.int8).reshape(len(xq), program.net.output_size)
     return HostLinkResult(bytes.fromhex(data["info"]), outputs, expected, data["cycles"],

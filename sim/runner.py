@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mamfpga import toolchain
+from mamfpga.errors import MamfpgaError
 
 __all__ = ["SIMULATORS", "SimResult", "SimulationError", "run_cocotb"]
 
@@ -23,7 +24,7 @@ __all__ = ["SIMULATORS", "SimResult", "SimulationError", "run_cocotb"]
 SIMULATORS = {"verilator": ("verilator", "verilator"), "icarus": ("icarus", "iverilog")}
 
 
-class SimulationError(RuntimeError):
+class SimulationError(MamfpgaError, RuntimeError):
     """The simulator could not build or run the design (not a mismatch)."""
 
 

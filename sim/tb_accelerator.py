@@ -2,7 +2,9 @@
 
 Config (MAMFPGA_TB_CONFIG): inputs (.npy int8 [B, N_0], the program's input
 columns), n_out, results (.json to write), gap_prob, stall_prob, seed,
-max_cycles (watchdog). It streams every sample in and every output out
+max_cycles (watchdog), progress (a file to write the samples done into, now
+and then), capture (record every write into the activation
+buffers while a layer runs, for :func:`mamfpga.sim.cosim.rtl_layer_outputs`). It streams every sample in and every output out
 (random input gaps and output back-pressure when asked), and records the
 outputs, the cycles of each inference (first input beat to last output beat)
 and, from the ``phase``/``layer`` status outputs, the cycles of each layer of
@@ -13,11 +15,13 @@ Comparison with the golden model is the caller's (mamfpga.sim.cosim).
 from __future__ import annotations
 
 import json
+import os
 import random
+import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import Edge, First, ReadOnly
+from cocotb.triggers import Edge, FallingEdge, First, ReadOnly
 from cocotb.utils import get_sim_time
 
 from mamfpga.sim.runner import env_config
@@ -40,6 +44,24 @@ async def _watch_layers(dut, events: list):
         await First(Edge(dut.phase), Edge(dut.layer))
 
 
+async def _capture_writes(dut, writes: list, addr_bits: int, pes: int):
+    """(layer, addr, data, mask) of every activation-buffer write while a layer runs, read in
+    the middle of the cycle that commits it. The ``aw`` port is one vector: en (bit 0), then
+    addr, data (8 bits per PE) and mask, low bits first (mamfpga.hw.pe.act_write_layout)."""
+    while True:
+        await FallingEdge(dut.clk)
+        await ReadOnly()
+        aw = dut.aw.value
+        if not aw.is_resolvable or not dut.phase.value.is_resolvable:
+            continue
+        aw = int(aw)
+        if aw & 1 and int(dut.phase.value) == 1:
+            aw >>= 1
+            addr, aw = aw & ((1 << addr_bits) - 1), aw >> addr_bits
+            data, mask = aw & ((1 << 8 * pes) - 1), aw >> 8 * pes
+            writes.append((int(dut.layer.value), addr, data, mask))
+
+
 @cocotb.test()
 async def run_inputs(dut):
     cfg = env_config()
@@ -53,8 +75,23 @@ async def run_inputs(dut):
 
     starts, ends, events = {}, {}, []
     src.on_accept = lambda k: starts.setdefault(k // n_in, _cycle() - 1) if k % n_in == 0 else None
-    sink.on_item = lambda k: ends.__setitem__(k // n_out, _cycle()) if k % n_out == n_out - 1 else None
+    progress = cfg.get("progress")
+    shown = [time.monotonic()]
+
+    def on_item(k):
+        if k % n_out == n_out - 1:
+            ends[k // n_out] = _cycle()
+            if progress and time.monotonic() - shown[0] > 0.25:      # samples done, for a progress bar
+                shown[0] = time.monotonic()
+                with open(progress + ".tmp", "w") as f:
+                    f.write(str(k // n_out + 1))
+                os.replace(progress + ".tmp", progress)
+
+    sink.on_item = on_item
     cocotb.start_soon(_watch_layers(dut, events))
+    writes: list = []
+    if cfg.get("capture"):
+        cocotb.start_soon(_capture_writes(dut, writes, cfg["aw_addr_bits"], cfg["pes"]))
     cocotb.start_soon(src.send([int(v) & 0xFF for v in x.reshape(-1)]))
     await tb.run_with_watchdog(sink.collect(len(x) * n_out, signed_bits=8), max_cycles=cfg["max_cycles"],
                                what=f"the accelerator ({len(x)} samples)")
@@ -74,6 +111,7 @@ async def run_inputs(dut):
         "outputs": np.array(sink.items, dtype=np.int64).reshape(len(x), n_out).tolist(),
         "cycles": [ends[s] - starts[s] + 1 for s in range(len(x))],   # both end beats included
         "layer_cycles": cycles_layers,
+        "writes": writes,
     }
     with open(cfg["results"], "w") as f:
         json.dump(results, f)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-from mamfpga.outputs import atomic_write_bytes, atomic_write_text
+from mamfpga.outputs import atomic_write_text, pyplot, save_figure
 from mamfpga.sw import data as data_mod
 from mamfpga.sw import prune as prune_mod
 from mamfpga.sw.mam import to_mac
@@ -86,12 +86,11 @@ def write_csv(rows: list[SweepRow], path) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def plot(rows: list[SweepRow], path, title: str = "digits") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows: list[SweepRow], path, title: str = "digits") -> Path | None:
+    """Accuracy against the fraction kept, per stage (None: no matplotlib)."""
+    plt = pyplot()
+    if plt is None:
+        return None
     stages = ["one-shot", "fine-tuned", "mam->mac"]
     methods = list(dict.fromkeys(r.method for r in rows))
     colour = {m: plt.cm.tab10(k % 10) for k, m in enumerate(methods)}
@@ -111,8 +110,4 @@ def plot(rows: list[SweepRow], path, title: str = "digits") -> Path:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     axes[0].legend(fontsize=6, ncol=2, loc="lower left", title="solid MAM, dashed MAC", title_fontsize=6)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, path)

@@ -21,7 +21,7 @@ import torch
 from mamfpga.sw.mam import maxmin_values
 from mamfpga.sw.qnet import ACT_MAX, ACT_MIN, QNetError, QuantLayer, QuantNetwork
 
-__all__ = ["layer_forward", "run", "run_layers", "accumulate", "requantize", "prepare_inputs"]
+__all__ = ["layer_forward", "run", "run_layers", "accumulate", "requantize", "requantize_values", "prepare_inputs"]
 
 
 def accumulate(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
@@ -37,13 +37,24 @@ def accumulate(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
     return acc + b
 
 
+def requantize_values(acc, mult: int, shift: int, relu: bool):
+    """The contract's requantization of ``acc`` (an int, a numpy array or a torch tensor of
+    int64): multiply, round half up at the shift, clamp to [0 or -128, 127]. The one
+    definition the golden model, the compiler and the program simulator use."""
+    r = acc * int(mult)
+    if shift > 0:
+        r = (r + (1 << (shift - 1))) >> shift               # arithmetic shift = floor division
+    lo = 0 if relu else ACT_MIN
+    if isinstance(r, torch.Tensor):
+        return r.clamp(lo, ACT_MAX)
+    if isinstance(r, np.ndarray):
+        return np.clip(r, lo, ACT_MAX)
+    return max(lo, min(ACT_MAX, r))
+
+
 def requantize(layer: QuantLayer, acc: torch.Tensor) -> torch.Tensor:
     """int8 outputs [B, M] (as int64) from acc, with rounding, shift and clamp."""
-    r = acc * int(layer.mult)
-    if layer.shift > 0:
-        r = (r + (1 << (layer.shift - 1))) >> layer.shift    # arithmetic shift = floor division
-    lo = 0 if layer.relu else ACT_MIN
-    return r.clamp(lo, ACT_MAX)
+    return requantize_values(acc, layer.mult, layer.shift, layer.relu)
 
 
 def layer_forward(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:

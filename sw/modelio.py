@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from mamfpga.errors import MamfpgaError
 from mamfpga.outputs import atomic_write_bytes
 from mamfpga.sw.mam import MAMLinear
 from mamfpga.sw.network import InputSelect
@@ -27,8 +28,10 @@ __all__ = ["FORMAT", "save_model", "load_model", "ModelFileError"]
 FORMAT = "mamfpga.model/1"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(MamfpgaError, ValueError):
     """A model file mamfpga cannot read."""
+
+    exit_code = 2
 
 
 def save_model(model: nn.Sequential, path: str | os.PathLike, meta: dict | None = None) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mamfpga.errors import MamfpgaError
 from mamfpga.sw.mam import MAMLinear
 
 __all__ = ["Layer", "Network", "from_torch", "to_torch", "ModelFormatError"]
@@ -22,8 +23,10 @@ __all__ = ["Layer", "Network", "from_torch", "to_torch", "ModelFormatError"]
 MODES = ("mac", "mam")
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(MamfpgaError, ValueError):
     """The model is not something mamfpga can take (named op, position, shapes)."""
+
+    exit_code = 2
 
 
 @dataclass

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mamfpga.errors import MamfpgaError
 from mamfpga.outputs import atomic_write_bytes
 
-__all__ = ["FORMAT", "QuantLayer", "QuantNetwork", "QNetError", "load_qnet", "save_qnet", "ACT_MIN", "ACT_MAX"]
+__all__ = ["FORMAT", "QuantLayer", "QuantNetwork", "QNetError", "load_qnet", "save_qnet", "ACT_MIN", "ACT_MAX",
+           "round_half_away"]
 
 FORMAT = "mamfpga.qnet/1"
 ACT_MIN, ACT_MAX = -128, 127
@@ -28,8 +30,10 @@ MULT_MAX = 1 << 16
 SHIFT_MAX = 62
 
 
-class QNetError(ValueError):
+class QNetError(MamfpgaError, ValueError):
     """A QuantNetwork (file or object) that breaks the format; the message names the key."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -76,9 +80,13 @@ class QuantNetwork:
         """Float inputs to int8 through input_scale (round half away from zero, saturate)."""
         if self.input_scale is None:
             raise QNetError("input_scale: absent, so float inputs cannot be quantized; give int8 inputs")
-        q = np.asarray(x, dtype=np.float64) / self.input_scale
-        q = np.sign(q) * np.floor(np.abs(q) + 0.5)
+        q = round_half_away(np.asarray(x, dtype=np.float64) / self.input_scale)
         return np.clip(q, ACT_MIN, ACT_MAX).astype(np.int8)
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """The contract's rounding of a float to an integer: half away from zero."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
 def _fail(key: str, problem: str):

@@ -22,15 +22,11 @@ import math
 import numpy as np
 
 from mamfpga.sw.network import Network
-from mamfpga.sw.qnet import MULT_MAX, SHIFT_MAX, QNetError, QuantLayer, QuantNetwork
+from mamfpga.sw.qnet import MULT_MAX, SHIFT_MAX, QNetError, QuantLayer, QuantNetwork, round_half_away
 
-__all__ = ["quantize", "mult_shift", "round_half_away"]
+__all__ = ["quantize", "mult_shift"]
 
 INT32_MAX = (1 << 31) - 1
-
-
-def round_half_away(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
 def mult_shift(scale: float) -> tuple[int, int]:

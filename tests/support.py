@@ -1,13 +1,33 @@
-"""Test support shared by every hardware test: stream helpers for Amaranth's simulator."""
+"""Test support shared across the tests: random int8 networks, stream helpers for Amaranth's simulator."""
 
 from __future__ import annotations
 
 import random
 
+import numpy as np
 from amaranth import ClockDomain, Module
 from amaranth.sim import Simulator
 
-__all__ = ["stream_put", "stream_get", "run_sim", "put_all", "get_all"]
+from mamfpga.sw.qnet import QuantLayer, QuantNetwork
+
+__all__ = ["random_network", "simulate_accelerator", "stream_put", "stream_get", "run_sim", "put_all", "get_all"]
+
+
+def random_network(rng, shapes, density, modes):
+    """A QuantNetwork of random int8 layers (``shapes`` N_0, N_1, ...; ``modes`` cycled), each
+    with an empty row and a dense row of extremes, biases and requantizers that reach saturation."""
+    layers = []
+    for k, (n, m) in enumerate(zip(shapes[:-1], shapes[1:])):
+        w = (rng.integers(-127, 128, size=(m, n)) * (rng.random((m, n)) < density)).astype(np.int8)
+        if m > 2:
+            w[0] = 0                                            # an empty row
+            w[1] = rng.choice([-127, 127], size=n)              # a dense row of extremes
+        b = rng.integers(-20000, 20000, size=m).astype(np.int32)
+        mult = int(rng.integers(1, 2**16))
+        shift = int(rng.integers(8, 24))
+        layers.append(QuantLayer(w, b, modes[k % len(modes)], mult, shift, k < len(shapes) - 2))
+    return QuantNetwork(layers)
+
 
 
 async def stream_put(ctx, stream, payload):
@@ -84,3 +104,70 @@ def run_sim(dut, *testbenches, vcd=None, max_cycles=200_000):
             go()
     else:
         go()
+
+
+def simulate_accelerator(program, x, *, gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0,
+             max_cycles: int | None = None):
+    """Run inputs x (int8 [B, N_0], the program's columns) through the accelerator in Amaranth's
+    simulator. Returns (outputs int8 [B, M], cycles of sample 0 from its first input beat to
+    its last output beat). Random input gaps and output stalls when asked."""
+    from mamfpga.hw.accelerator import Accelerator
+
+    dut = Accelerator(program)
+    top = Module()
+    top.submodules.dut = dut
+    top.domains.sync = ClockDomain("sync")
+    n_out = program.net.output_size
+    outs, marks, done = [], {}, []
+    clock = {"t": 0}
+
+    async def producer(ctx):
+        rng = random.Random(seed)
+        for s, sample in enumerate(x):
+            for j, v in enumerate(sample):
+                while gap_prob and rng.random() < gap_prob:
+                    await ctx.tick()
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, int(v))
+                await ctx.tick().until(dut.i.ready)
+                if s == 0 and j == 0:
+                    marks["start"] = clock["t"] - 1
+                ctx.set(dut.i.valid, 0)
+        done.append("producer")
+
+    async def consumer(ctx):
+        rng = random.Random(seed + 1)
+        for s in range(len(x)):
+            row = []
+            for _ in range(n_out):
+                while stall_prob and rng.random() < stall_prob:
+                    ctx.set(dut.o.ready, 0)
+                    await ctx.tick()
+                ctx.set(dut.o.ready, 1)
+                (v,) = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+                row.append(v)
+                ctx.set(dut.o.ready, 0)
+            if s == 0:
+                marks["end"] = clock["t"] - 1
+            outs.append(row)
+        done.append("consumer")
+
+    async def count(ctx):
+        while True:
+            await ctx.tick()
+            clock["t"] += 1
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(count, background=True)
+    limit = max_cycles or (len(x) * (program.cycles_model * 4 + 1000) + 10_000)
+    step = 10_000
+    for t0 in range(0, limit, step):
+        sim.run_until((t0 + step) * 1e-6)
+        if len(done) == 2:
+            break
+    else:
+        raise TimeoutError(f"the accelerator did not finish {len(x)} samples within {limit} cycles")
+    return np.array(outs, dtype=np.int8).reshape(len(x), n_out), marks["end"] - marks["start"] + 1

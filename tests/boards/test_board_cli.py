@@ -13,16 +13,20 @@ import pytest
 
 from mamfpga import cli
 from mamfpga.boards import hostlink
-from mamfpga.hw.arch import ArchConfig
-from mamfpga.sw import compiler, golden
-from tests.sim.test_accelerator_cosim import random_network
+from mamfpga.boards.targets import board_device
+from mamfpga.compile.arch import ArchConfig
+import mamfpga.compile as compiler
+from mamfpga.hw.emit import emit
+from mamfpga.sw import golden
+from tests.support import random_network
 
 
 def _build(tmp_path, shapes=(16, 12, 4), density=0.3, P=2, L=1, seed=3, board=None):
     rng = np.random.default_rng(seed)
     net = random_network(rng, list(shapes), density, ["mam", "mac"])
-    program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L), board=board)
-    build = compiler.write_build(program, tmp_path / "build", board=board)
+    device = board_device(board) if board else None
+    program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L), device=device)
+    build = emit(program, tmp_path / "build", board=board)
     return program, build
 
 
@@ -33,13 +37,13 @@ def test_synth_icebreaker_bitstream(tmp_path, capsys):
     captured = capsys.readouterr()
     out = captured.out
     assert rc == 0, out + captured.err
-    report = json.loads((build / "report.json").read_text())
+    report = json.loads((build / "report.json").read_text())["synth"]
     res = report["resources"]
     assert 100 < res["lut"] <= res["lut_avail"] == 5280
     assert res["ff"] > 50 and 0 < res["bram"] <= 30 and res["dsp"] <= 8
     assert report["fmax_mhz"] >= 24 and report["timing_met"]
     assert report["clock"]["mhz"] == 24 and report["clock"]["pll"]["DIVF"] >= 0
-    assert report["latency_us"] == pytest.approx(program.cycles_per_inference / 24)
+    assert report["latency_us"] == pytest.approx(program.cycles_model / 24)
     bitstream = build / "board-icebreaker" / "mamfpga_board.bin"
     assert report["bitstream"] == str(bitstream) and bitstream.stat().st_size > 100_000
     assert "Fmax" in out and "LUT" in out and "bitstream:" in out
@@ -61,7 +65,7 @@ def test_synth_exports_for_a_board_without_open_flow(tmp_path):
     assert cli.main(["synth", str(build), "--board", "arty-a7-35"]) == 0
     out = build / "board-arty-a7-35"
     assert (out / "mamfpga_board.v").is_file() and (out / "mamfpga_board.xdc").is_file()
-    assert json.loads((build / "report.json").read_text())["export_only"] == str(out)
+    assert json.loads((build / "report.json").read_text())["synth"]["export_only"] == str(out)
 
 
 def test_synth_refuses_bad_input(tmp_path, capsys):
@@ -112,7 +116,7 @@ class FakeBoard(threading.Thread):
                         y[0] ^= 1
                     self.served += 1
                     os.write(self.master, bytes([hostlink.REPLY_OUT]) + y.tobytes()
-                             + struct.pack("<I", p.cycles_per_inference))
+                             + struct.pack("<I", p.cycles_model))
         except (EOFError, OSError):
             return
 
@@ -131,7 +135,7 @@ def test_run_checks_every_answer(tmp_path, capsys, corrupt):
                    "--labels", str(tmp_path / "y.npy"), "--outputs", str(tmp_path / "out.npy"), "--timeout", "5"])
     cap = capsys.readouterr()
     run = json.loads((build / "report.json").read_text())["board_run"]
-    assert run["samples"] == 6 and run["cycles"] == [program.cycles_per_inference]
+    assert run["samples"] == 6 and run["cycles_board"] == [program.cycles_model]
     if corrupt is None:
         assert rc == 0, cap.err
         assert run["mismatches"] == 0 and run["accuracy"] == 1.0

@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mamfpga.compile as compiler
 from mamfpga import cli
 from mamfpga.boards import fit, flow
-from mamfpga.boards.targets import DEVICES, Device, board
-from mamfpga.hw.arch import ArchConfig
-from mamfpga.sw import compiler
+from mamfpga.boards.targets import board
+from mamfpga.compile.arch import ArchConfig
+from mamfpga.compile.device import DEVICES, Device
+from mamfpga.report import SynthFigures
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork, save_qnet
-from tests.sim.test_accelerator_cosim import random_network
+from tests.support import random_network
 
 
 def _cell(type_, **conns):
@@ -131,24 +133,34 @@ def test_split_option_is_recorded_and_reproduced(tmp_path):
     assert any(l["kind"] == "column-split" for l in kinds)
 
 
-def test_memory_estimate_is_what_the_rtl_builds():
-    """memory_use's block RAMs equal the memories hw.pe instantiates (sizes, not yosys)."""
-    from mamfpga.boards.targets import bram_blocks
-    from mamfpga.hw.pe import pe_from_program
+BRAM_CASES = [
+    # (seed, shapes, density, P, L, split, family): column-split, row-parallel, mixed; tiny memories
+    (0, [50, 70, 9], 0.2, 2, 1, "always", "ice40"),
+    (1, [50, 70, 9], 0.2, 4, 2, "never", "ice40"),
+    (4, [200, 300, 10], 0.05, 2, 2, "auto", "ice40"),
+    (3, [6, 4], 0.5, 1, 1, "auto", "ice40"),
+    (2, [50, 70, 9], 0.2, 4, 1, "auto", "ecp5"),
+]
 
-    rng = np.random.default_rng(3)
-    net = random_network(rng, [50, 70, 9], 0.2, ["mam", "mac"])
-    for P, L, split in ((2, 1, "always"), (4, 2, "never"), (4, 3, "auto"), (1, 2, "never")):
-        prog = compiler.compile_network(net, ArchConfig(P, L), split=split)
-        use = compiler.memory_use(prog, "ice40")
-        built = 0
-        for p in range(P):
-            pe = pe_from_program(prog, p)
-            from mamfpga.hw.arch import word_bits
-            built += bram_blocks(word_bits(prog.config), len(pe.weights), "ice40")
-            built += bram_blocks(prog.config.acc_bits + 1, len(pe.biases), "ice40")
-            built += L * bram_blocks(8 * P, 2 * pe.act_depth, "ice40")
-        assert use["bram"] == built, (P, L, split)
+
+@pytest.mark.synth
+@pytest.mark.parametrize("case", BRAM_CASES, ids=[f"{c[6]}-P{c[3]}L{c[4]}-{c[5]}" for c in BRAM_CASES])
+def test_block_ram_estimate_equals_yosys(case):
+    """The compiler's block-RAM count (memory_use) is what yosys builds from the accelerator's
+    Verilog, for row-parallel and column-split layers: every memory is marked block RAM or logic
+    as the compiler decided, ROMs as wide as their varying bits."""
+    from mamfpga.boards.resources import synth_resources
+    from mamfpga.hw.accelerator import Accelerator
+    from mamfpga.hw.verilog import to_verilog
+
+    seed, shapes, density, P, L, split, family = case
+    net = random_network(np.random.default_rng(seed), shapes, density, ["mam", "mac"])
+    prog = compiler.compile_network(net, ArchConfig(P, L), split=split)
+    if split != "auto":
+        assert all(l.split == (split == "always") for l in prog.layers)
+    use = compiler.memory_use(prog, family)
+    res = synth_resources(to_verilog(Accelerator(prog, family), "mamfpga_accel"), "mamfpga_accel", family)
+    assert use["bram"] == res.bram, use["memories"]
 
 
 def test_eval_into_a_closed_pipe_is_quiet(tmp_path):
@@ -184,7 +196,7 @@ def test_compile_chooses_what_fits_and_synth_builds_it(tmp_path, capsys, monkeyp
 
     assert cli.main(["synth", str(build), "--board", "icebreaker", "--bitstream", "--clock", "24"]) == 0
     report = json.loads((build / "report.json").read_text())
-    est, placed = report["estimate"]["lc"], report["resources"]["lut"]
+    est, placed = report["synth"]["estimate"]["lc"], report["synth"]["resources"]["lut"]
     assert placed <= est <= placed * 1.03, (placed, est)
 
     # the same build on a device with a tenth of the logic: refused before nextpnr, naming logic cells
@@ -223,20 +235,22 @@ def test_choose_fastest_that_fits_and_fall_back(tmp_path, monkeypatch):
     def synth(build, board, *, bitstream, log, retries):
         prog = compiler.load_build(build)
         calls.append(prog.config.pes * prog.config.lanes)
+        clock, link = {"mhz": 32.0}, {"baud": 115200}
         if len(calls) == 1:                                     # the first choice misses timing
-            return {"fmax_mhz": 30.0, "clock": {"mhz": 32.0}, "attempts": [{}] * 4, "timing_met": False}
-        return {"bitstream": str(build / "x.bin"), "timing_met": True}
+            return SynthFigures("icebreaker", "iCE40UP5K", clock, link, fmax_mhz=30.0, attempts=[{}] * 4,
+                                timing_met=False)
+        return SynthFigures("icebreaker", "iCE40UP5K", clock, link, bitstream=str(build / "x.bin"), timing_met=True)
 
     monkeypatch.setattr(flow, "synth_board", synth)
     logs = []
     r = flow.build_for_board(net, brd, tmp_path / "b", log=logs.append)
-    assert r["fallbacks"] == 1 and len(calls) == 2 and r["syn"]["bitstream"]
+    assert r.fallbacks == 1 and len(calls) == 2 and r.synth.bitstream and r.ok
     assert any("falling back to" in m for m in logs)
-    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["choice"]["chosen"] == r["choice"].chosen.label
-    assert r["choice"].chosen.label != ch.chosen.label
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["choice"]["chosen"] == r.choice.chosen.label
+    assert r.choice.chosen.label != ch.chosen.label
 
     # nothing ever gives a bitstream: the number of tries is bounded, and the result says why
     calls.clear()
     monkeypatch.setattr(flow, "synth_board", lambda *a, **k: (_ for _ in ()).throw(flow.CapacityError("too big")))
     r = flow.build_for_board(net, brd, tmp_path / "c", log=lambda _m: None)
-    assert r["fallbacks"] == flow.MAX_FALLBACKS and "too big" in r["syn"]["error"]
+    assert r.fallbacks == flow.MAX_FALLBACKS and "too big" in r.error and not r.ok

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from mamfpga.boards import hostlink
-from mamfpga.hw.arch import ArchConfig
+from mamfpga.compile.arch import ArchConfig
 from mamfpga.sim.cosim import cosimulate_hostlink
-from mamfpga.sw import compiler
-from tests.sim.test_accelerator_cosim import random_network
+import mamfpga.compile as compiler
+from tests.support import random_network
 
 
 @pytest.mark.sim
@@ -32,6 +32,6 @@ def test_board_top_over_uart(seed, shapes, density, modes, P, L, tmp_path):
     assert res.stray_answer == b"", "stray bytes while idle must get no answer"
     assert res.cut_answer == b"", "a frame cut short must be dropped without an answer"
     assert res.mismatches == 0, (res.outputs, res.expected)
-    assert res.cycles == [program.cycles_per_inference] * len(x)
+    assert res.cycles == [program.cycles_model] * len(x)
     assert res.leds & 0b1000, "LED 3 records the timed-out frame"
     assert not res.leds & 0b0100, "no framing error was sent"

@@ -44,15 +44,18 @@ def test_demo_runs_and_writes_report(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "-q"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["sim"] == {"simulator": "verilator", "samples": 540, "mismatches": 0}
-    assert report["accuracy"]["hardware"] == report["accuracy"]["quantized"] >= 0.95
-    assert all(l["cycles"] == l["cycle_model"] for l in report["layers"])
-    assert report["resources"]["bram"] <= report["resources"]["bram_avail"]
-    assert report["timing_met"] and report["fmax_mhz"] >= report["clock"]["mhz"] > 30
-    assert report["latency_us"] == pytest.approx(report["cycles_per_inference"] / report["clock"]["mhz"])
-    assert report["inferences_per_s"] == pytest.approx(1e6 / report["latency_us"])
-    assert 0.99 < report["sparsity"] < 1 and report["nnz"] == sum(l["nnz"] for l in report["layers"])
-    assert not report["dense_mac"]["fits"] and report["dense_mac"]["bram"] > 30
+    assert report == json.loads((out / "build" / "report.json").read_text())
+    sim, comp, syn, demo = report["sim"], report["compile"], report["synth"], report["demo"]
+    assert (sim["simulator"], sim["samples"], sim["mismatches"]) == ("verilator", 540, 0)
+    assert sim["cycles_sim"] == [comp["cycles_model"]]
+    assert sim["layer_cycles_sim"] == [l["cycles_model"] for l in comp["layers"]]
+    assert demo["accuracy"]["hardware"] == demo["accuracy"]["quantized"] >= 0.95
+    assert syn["resources"]["bram"] <= syn["resources"]["bram_avail"]
+    assert syn["timing_met"] and syn["fmax_mhz"] >= syn["clock"]["mhz"] > 30
+    assert syn["latency_us"] == pytest.approx(comp["cycles_model"] / syn["clock"]["mhz"])
+    assert syn["inferences_per_s"] == pytest.approx(1e6 / syn["latency_us"])
+    assert 0.99 < demo["sparsity"] < 1 and demo["nnz"] == comp["nnz"] == sum(l["nnz"] for l in comp["layers"])
+    assert not demo["dense_mac"]["fits"] and demo["dense_mac"]["bram"] > 30
     assert (out / "build" / "board-icebreaker" / "mamfpga_board.bin").stat().st_size > 100_000
     assert (out / "build" / "accelerator.v").exists() and (out / "net.npz").exists()
     assert (out / "accuracy_vs_sparsity.png").exists() and (out / "resources.png").exists()
@@ -93,3 +96,21 @@ def test_yowasp_first_compile_runs_once_across_processes(tmp_path):
     outs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs) and outs == [str(tool)] * 3
     assert log.read_text().split() == ["start", "end"]
+
+
+def test_optional_extras_say_what_to_install(monkeypatch):
+    """A feature of an optional extra that is not installed names the extra; plots are left out."""
+    from mamfpga import errors, outputs, sweep_hw
+    from mamfpga.boards import hostlink
+
+    with pytest.raises(errors.MissingExtraError, match=r"pip install 'mamfpga\[cluster\]'"):
+        errors.require_extra("mamfpga_no_such_module.distributed", "cluster", "--scheduler")
+    monkeypatch.setitem(sys.modules, "serial", None)         # as if pyserial were not installed
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(errors.MissingExtraError, match=r"mamfpga\[board\]"):
+        hostlink.open_serial("/dev/null", 115200)
+    assert outputs.pyplot() is None
+    assert sweep_hw.plot_pareto([{"board": "b", "status": "ok", "lut": 1, "cycles_model": 2, "pes": 1,
+                                  "lanes": 1}], "never-written.png") is None
+    optional = {d for d, required in toolchain.PYTHON_PACKAGES if not required}
+    assert {"matplotlib", "dask", "distributed", "pyserial"} <= optional

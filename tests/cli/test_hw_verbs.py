@@ -47,8 +47,11 @@ def test_compile_writes_build(net_npz, tmp_path, capsys):
     m = json.loads((build / "manifest.json").read_text())
     assert m["config"]["pes"] == 2 and m["config"]["lanes"] == 1
     assert m["memory"]["bram"] <= 30
-    assert m["cycles_per_inference"] >= m["cycle_bound"]
-    assert all({"nnz", "cycle_model", "cycle_bound", "pe_words"} <= set(l) for l in m["layers"])
+    assert m["cycles_model"] >= m["cycles_bound"]
+    assert all({"nnz", "cycles_model", "cycles_bound", "pe_words"} <= set(l) for l in m["layers"])
+    report = json.loads((build / "report.json").read_text())
+    assert report["format"] == "mamfpga.report/1" and report["board"] == "icebreaker"
+    assert report["compile"]["cycles_model"] == m["cycles_model"] and report["sim"] is None
     assert (build / "pe1_weights.hex").read_text().strip()
     assert (build / "net.npz").exists()
     # a second compile into the same BUILD is fine: mamfpga wrote it
@@ -84,7 +87,8 @@ def test_truncated_net(net_npz, tmp_path, capsys):
 def test_compile_capacity_refusal(net_npz, tmp_path, capsys):
     assert cli.main(["compile", str(net_npz), "--pes", "16", "--lanes", "4", "--board", "icebreaker",
                      "-o", str(tmp_path / "b")]) == 2
-    assert "iCE40UP5K on icebreaker has 30" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "icebreaker: the program needs" in err and "the iCE40UP5K has 30" in err
 
 
 def test_report_before_and_after_nothing_simulated(net_npz, tmp_path, capsys):
@@ -93,9 +97,9 @@ def test_report_before_and_after_nothing_simulated(net_npz, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["report", str(build)]) == 0
     out = capsys.readouterr().out
-    assert "co-simulation: not run" in out and "cycles per inference: - simulated" in out
+    assert "co-simulation: not run" in out and "P=2 PEs x L=1 lanes" in out
     assert cli.main(["report", str(build), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["manifest"]["config"]["pes"] == 2 and data["report"] == {}
+    assert data["compile"]["pes"] == 2 and data["sim"] is None and data["synth"] is None
     assert cli.main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a build folder" in capsys.readouterr().err

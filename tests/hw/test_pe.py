@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from mamfpga.hw.arch import ArchConfig
+from mamfpga.compile.arch import ArchConfig
 from mamfpga.hw.pe import pe_from_program
-from mamfpga.sw import compiler
-from mamfpga.sw.progsim import _run_rows
+import mamfpga.compile as compiler
+from mamfpga.compile.progsim import _run_rows
 from mamfpga.sw.qnet import QuantNetwork
 from tests.support import run_sim
 from tests.sw.test_golden import random_qnet

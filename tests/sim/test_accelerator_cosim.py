@@ -7,25 +7,13 @@ import numpy as np
 import pytest
 
 from mamfpga import cli
-from mamfpga.hw.arch import ArchConfig
+from mamfpga.compile.arch import ArchConfig
 from mamfpga.sim.cosim import cosimulate
 from mamfpga.sim.runner import run_cocotb
-from mamfpga.sw import compiler
-from mamfpga.sw.qnet import QuantLayer, QuantNetwork, save_qnet
-
-
-def random_network(rng, shapes, density, modes):
-    layers = []
-    for k, (n, m) in enumerate(zip(shapes[:-1], shapes[1:])):
-        w = (rng.integers(-127, 128, size=(m, n)) * (rng.random((m, n)) < density)).astype(np.int8)
-        if m > 2:
-            w[0] = 0                                            # an empty row
-            w[1] = rng.choice([-127, 127], size=n)              # a dense row of extremes
-        b = rng.integers(-20000, 20000, size=m).astype(np.int32)
-        mult = int(rng.integers(1, 2**16))
-        shift = int(rng.integers(8, 24))
-        layers.append(QuantLayer(w, b, modes[k % len(modes)], mult, shift, k < len(shapes) - 2))
-    return QuantNetwork(layers)
+import mamfpga.compile as compiler
+from mamfpga.hw.emit import emit
+from mamfpga.sw.qnet import save_qnet
+from tests.support import random_network
 
 
 CASES = [
@@ -49,15 +37,15 @@ def test_random_network_bit_exact(case, tmp_path):
     rng = np.random.default_rng(seed)
     net = random_network(rng, shapes, density, modes)
     program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L))
-    build = compiler.write_build(program, tmp_path / "build")
+    build = emit(program, tmp_path / "build")
     x = rng.integers(-128, 128, size=(6, shapes[0])).astype(np.int8)
     x[0] = 0                                                     # all-zero input
     x[1] = 127                                                   # saturating input
     res = cosimulate(program, build, x, simulator=simulator, gap_prob=gap, stall_prob=stall, seed=seed)
     assert res.mismatches == 0, res.first_mismatch
-    assert res.layer_cycles == [l.cycles for l in program.layers]
+    assert res.layer_cycles == [l.cycles_model for l in program.layers]
     if gap == 0.0 and stall == 0.0:
-        assert set(res.cycles) == {program.cycles_per_inference}
+        assert set(res.cycles) == {program.cycles_model}
 
 
 @pytest.mark.sim
@@ -66,7 +54,7 @@ def test_verilator_and_icarus_agree(tmp_path):
     rng = np.random.default_rng(11)
     net = random_network(rng, [20, 30, 5], 0.1, ["mam", "mac"])
     program = compiler.compile_network(net, ArchConfig(pes=2, lanes=2))
-    build = compiler.write_build(program, tmp_path / "b")
+    build = emit(program, tmp_path / "b")
     x = rng.integers(-128, 128, size=(5, 20)).astype(np.int8)
     a = cosimulate(program, build, x, simulator="verilator")
     b = cosimulate(program, build, x, simulator="icarus")
@@ -78,7 +66,7 @@ def test_watchdog_stops_a_hung_simulation(tmp_path):
     rng = np.random.default_rng(3)
     net = random_network(rng, [6, 4], 0.5, ["mac"])
     program = compiler.compile_network(net, ArchConfig(pes=2, lanes=1))
-    build = compiler.write_build(program, tmp_path / "b")
+    build = emit(program, tmp_path / "b")
     np.save(tmp_path / "x.npy", rng.integers(-5, 5, size=(1, 6)).astype(np.int8))
     # ask for more outputs than the accelerator will ever send: the sink waits forever
     res = run_cocotb(verilog_sources=[build / "accelerator.v"], toplevel="mamfpga_accel",
@@ -101,9 +89,10 @@ def test_cli_sim_net_and_mismatch_report(tmp_path, capsys):
     assert cli.main(["sim", str(path), "--inputs", str(x), "--outputs", str(tmp_path / "y.npy"),
                      "--pes", "2", "--lanes", "2", "--build", str(build)]) == 0
     report = json.loads((build / "report.json").read_text())
-    assert report["sim"] == {"simulator": "verilator", "samples": 8, "mismatches": 0, "first_mismatch": None}
-    assert report["cycles_per_inference"] == report["cycle_model"]
-    assert all(l["cycles"] == l["cycle_model"] for l in report["layers"])
+    sim, comp = report["sim"], report["compile"]
+    assert (sim["simulator"], sim["samples"], sim["mismatches"], sim["first_mismatch"]) == ("verilator", 8, 0, None)
+    assert sim["cycles_sim"] == [comp["cycles_model"]]
+    assert sim["layer_cycles_sim"] == [l["cycles_model"] for l in comp["layers"]]
     # corrupt one weight word of the build: the RTL now computes something else
     hexfile = build / "pe0_weights.hex"
     # the Verilog carries the memory init itself; regenerate it from a tampered program instead
@@ -112,7 +101,7 @@ def test_cli_sim_net_and_mismatch_report(tmp_path, capsys):
     last = program.layers[-1]
     last.bias[0][0] ^= 1 << (cfg.acc_bits - 3)                  # a large change to a bias of the last layer
     from mamfpga.sw import golden
-    from mamfpga.sw.progsim import run_program
+    from mamfpga.compile.progsim import run_program
 
     xs = np.load(x)
     assert not np.array_equal(run_program(program, xs[:, program.columns]), golden.run(net, xs))
@@ -124,8 +113,9 @@ def test_cli_sim_net_and_mismatch_report(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["sim", str(build), "--inputs", str(x), "--outputs", str(tmp_path / "y2.npy")]) == 1
     err = capsys.readouterr().err
-    assert "MISMATCH: first at sample" in err and "layer 1, neuron" in err
+    assert "MISMATCH: first at sample" in err and "the RTL's first wrong layer is layer 1" in err
     assert "the compiled program is right, so the RTL departs from it" in err
+    assert json.loads((build / "report.json").read_text())["sim"]["first_mismatch"]["layer"] == 1
 
 
 def test_cli_sim_rejects_bad_pes(tmp_path, capsys):
@@ -135,3 +125,60 @@ def test_cli_sim_rejects_bad_pes(tmp_path, capsys):
     assert cli.main(["sim", str(tmp_path / "n.npz"), "--inputs", str(tmp_path / "x.npy"), "--outputs",
                      str(tmp_path / "y.npy"), "--pes", "3"]) == 2
     assert "--pes must be a power of two" in capsys.readouterr().err
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("bad_layer,split", [(1, "never"), (0, "always")])
+def test_fault_in_one_rtl_layer_is_named(tmp_path, bad_layer, split):
+    """A fault in the RTL of one layer (its biases changed in the generated Verilog only; the
+    program stays right) is found by capturing what each layer writes into the activation
+    buffers: that layer is named, not the last one, and the program is cleared."""
+    import copy
+
+    from mamfpga.hw.accelerator import Accelerator
+    from mamfpga.hw.verilog import write_verilog
+
+    from mamfpga.compile.progsim import first_differing_layer, run_program
+
+    # a network whose outputs this fault reaches (random requantizers often saturate them all):
+    # the first seed where the tampered program's outputs differ, its first wrong layer the faulty one
+    for seed in range(21, 60):
+        rng = np.random.default_rng(seed)
+        net = random_network(rng, [12, 10, 8, 4], 0.5, ["mac", "mam", "mac"])
+        program = compiler.compile_network(net, ArchConfig(pes=2, lanes=2), split=split)
+        tampered = copy.deepcopy(program)
+        cfg = program.config
+        for p in range(cfg.pes):                # a large change to every bias of the layer
+            tampered.layers[bad_layer].bias[p] = [b ^ (1 << (cfg.acc_bits - 2))
+                                                  for b in tampered.layers[bad_layer].bias[p]]
+        x = rng.integers(-128, 128, size=(4, 12)).astype(np.int8)
+        xc = x[:, program.columns]
+        if (first_differing_layer(tampered, xc) == bad_layer
+                and not np.array_equal(run_program(tampered, xc), run_program(program, xc))):
+            break
+    assert all(l.split == (split == "always") for l in program.layers)
+    build = emit(program, tmp_path / "b")
+    write_verilog(Accelerator(tampered), "mamfpga_accel", build / "accelerator.v")
+    res = cosimulate(program, build, x)
+    assert res.mismatches > 0
+    m = res.first_mismatch
+    assert m["layer"] == bad_layer and m["program_layer"] is None, m
+
+
+@pytest.mark.sim
+def test_rtl_layer_capture_agrees_with_golden_when_right(tmp_path):
+    """The captured writes of a correct RTL decode to every layer's golden outputs (row-parallel
+    and column-split layers in one program)."""
+    from mamfpga.sim.cosim import _run, rtl_layer_outputs
+    from mamfpga.sw import golden
+
+    rng = np.random.default_rng(22)
+    net = random_network(rng, [16, 3, 12, 5], 0.6, ["mam", "mac"])
+    program = compiler.compile_network(net, ArchConfig(pes=4, lanes=1))
+    assert {l.split for l in program.layers} == {True, False}
+    build = emit(program, tmp_path / "b")
+    x = rng.integers(-128, 128, size=(1, 16)).astype(np.int8)
+    data, _ = _run(program, build.resolve(), x, (tmp_path / "w").resolve(), simulator="verilator", capture=True)
+    got = rtl_layer_outputs(program, data["writes"])
+    want = golden.run_layers(program.net, x[:, program.columns])
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))

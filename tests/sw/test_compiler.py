@@ -3,11 +3,13 @@ import time
 import numpy as np
 import pytest
 
-from mamfpga.hw.arch import ArchConfig
-from mamfpga.sw import compiler, golden
-from mamfpga.sw.progsim import run_program
+from mamfpga.compile.arch import ArchConfig
+import mamfpga.compile as compiler
+from mamfpga.compile import passes
+from mamfpga.sw import golden
+from mamfpga.compile.progsim import run_program
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork
-from tests.sim.test_accelerator_cosim import random_network
+from tests.support import random_network
 from tests.sw.test_golden import random_qnet
 
 
@@ -48,7 +50,7 @@ def test_accumulator_proof_refuses_with_numbers():
     w = np.full((2, 300), 127, np.int8)
     net = QuantNetwork([QuantLayer(w, np.zeros(2, np.int32), "mac", 1, 0, False)])
     with pytest.raises(compiler.CompileError, match=r"layer 0 needs a 24-bit accumulator.*has 16"):
-        compiler.prove_accumulators(net, 16)
+        passes.prove_accumulators(net, 16)
 
 
 def test_dead_elimination_is_integer_exact():
@@ -61,7 +63,7 @@ def test_dead_elimination_is_integer_exact():
     w1[:, 5] = 0                                                    # unread neuron
     net = QuantNetwork([QuantLayer(w0, np.array([1, 2, 300, 4, -50, 6], np.int32), "mac", 3, 2, True),
                         QuantLayer(w1, np.array([10, -10, 0], np.int32), "mac", 5, 4, False)])
-    small, index, info = compiler.eliminate(net)
+    small, index, info = passes.eliminate(net)
     assert info["sizes_after"] == [4, 3, 3]
     x = rng.integers(-128, 128, size=(50, 5)).astype(np.int8)
     assert np.array_equal(golden.run(small, x[:, index]), golden.run(net, x))
@@ -83,8 +85,8 @@ def test_balance_is_better_than_round_robin():
 def test_capacity_refused_with_numbers():
     w = np.ones((1024, 1024), np.int8)
     net = QuantNetwork([QuantLayer(w, np.zeros(1024, np.int32), "mac", 1, 20, False)])
-    with pytest.raises(compiler.CompileError, match=r"needs \d+ block RAMs .* the iCE40UP5K on icebreaker has 30"):
-        compiler.compile_network(net, ArchConfig(pes=2, lanes=2), board="icebreaker")
+    with pytest.raises(compiler.CompileError, match=r"needs \d+ block RAMs .* the iCE40UP5K has 30"):
+        compiler.compile_network(net, ArchConfig(pes=2, lanes=2), device=compiler.device("iCE40UP5K"))
 
 
 def test_compiles_a_3072x768_layer_at_0_1_percent_in_under_a_second():
@@ -102,7 +104,7 @@ def test_compiles_a_3072x768_layer_at_0_1_percent_in_under_a_second():
 @pytest.mark.parametrize("bad_layer", [None, 0, 1, 2])
 def test_first_differing_layer_of_a_program_is_named(bad_layer):
     """A fault in one layer's memory image is blamed on that layer, not on the last one."""
-    from mamfpga.sim.cosim import _first_program_layer
+    from mamfpga.compile.progsim import first_differing_layer
 
     rng = np.random.default_rng(12)
     net = random_network(rng, [20, 16, 12, 6], 0.5, ["mam", "mac", "mac"])
@@ -112,4 +114,4 @@ def test_first_differing_layer_of_a_program_is_named(bad_layer):
         cfg = prog.config
         for p in range(cfg.pes):                # a large change to every bias of the layer
             prog.layers[bad_layer].bias[p] = [b ^ (1 << (cfg.acc_bits - 2)) for b in prog.layers[bad_layer].bias[p]]
-    assert _first_program_layer(prog, x) == bad_layer
+    assert first_differing_layer(prog, x) == bad_layer

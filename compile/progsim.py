@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from mamfpga.hw.arch import bias_word_fields, unpack, weight_word_fields
-from mamfpga.sw.compiler import Program
+from mamfpga.compile.arch import bias_word_fields, unpack, weight_word_fields
+from mamfpga.compile.ir import Program
+from mamfpga.sw import golden
+from mamfpga.sw.golden import requantize_values
 
-__all__ = ["run_program", "run_program_layers"]
+__all__ = ["run_program", "run_program_layers", "first_differing_layer", "first_difference"]
 
 
 def _decode(word: int, cfg) -> tuple[list[tuple[int, int]], bool]:
     f = unpack(weight_word_fields(cfg), word)
     return [(f[f"delta{k}"], f[f"weight{k}"]) for k in range(cfg.lanes)], bool(f["eor"])
-
-
-def _requant(acc: int, mult: int, shift: int, relu: bool) -> int:
-    r = acc * mult
-    if shift > 0:
-        r = (r + (1 << (shift - 1))) >> shift
-    return max(0 if relu else -128, min(127, r))
 
 
 def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, cfg, origin: int = 0):
@@ -82,12 +77,27 @@ def run_program_layers(program: Program, x_int8: np.ndarray) -> list[np.ndarray]
                         acc = b + sum(parts)
                     else:
                         acc = b + max(h for h, _ in parts if h is not None) + min(l for _, l in parts if l is not None)
-                    nxt[r] = _requant(acc, plan.mult, plan.shift, plan.relu)
+                    nxt[r] = requantize_values(acc, plan.mult, plan.shift, plan.relu)
             else:
                 for p in range(cfg.pes):
                     for t, (b, part) in enumerate(_run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg)):
                         acc = b + (part if plan.mode == "mac" else part[0] + part[1])
-                        nxt[t * cfg.pes + p] = _requant(acc, plan.mult, plan.shift, plan.relu)
+                        nxt[t * cfg.pes + p] = requantize_values(acc, plan.mult, plan.shift, plan.relu)
             acts = nxt
             per_layer[k].append(acts[plan.out_address])
     return [np.array(o, dtype=np.int8).reshape(len(x_int8), plan.rows) for o, plan in zip(per_layer, program.layers)]
+
+
+def first_difference(got: list[np.ndarray], want: list[np.ndarray]) -> int | None:
+    """The first layer whose outputs differ between two per-layer lists (None: none does)."""
+    for k, (g, w) in enumerate(zip(got, want)):
+        if not np.array_equal(np.asarray(g, dtype=np.int64), np.asarray(w, dtype=np.int64)):
+            return k
+    return None
+
+
+def first_differing_layer(program: Program, x_int8: np.ndarray) -> int | None:
+    """The first layer where the program's memory images, run here, compute something else than
+    the golden model on the network the program computes (None: the program is right), for
+    inputs selected to the program's input columns."""
+    return first_difference(run_program_layers(program, x_int8), golden.run_layers(program.net, x_int8))

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
-           "unpack"]
+           "unpack", "PRODUCT_BITS", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
@@ -139,6 +139,60 @@ def weight_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
 def bias_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
     """The bias word: the row's bias (acc_bits, signed) and its zero-candidate bit on top."""
     return [("bias", 0, cfg.acc_bits, True), ("zero_candidate", cfg.acc_bits, 1, False)]
+
+
+#: width of one lane's product (int8 x int8), as the PE's trees and result records carry it
+PRODUCT_BITS = 16
+
+
+def result_fields(cfg: ArchConfig, kinds: set[tuple[bool, str]]) -> list[tuple[str, int]]:
+    """The fields a PE's result record carries through its FIFO to the requantizers, for the
+    (split, mode) layer kinds a program has: ``acc`` (bias + sum, or + max + min) for
+    row-parallel layers; for column-split ones the partial ``sum`` (MAC), the ``bias``, and the
+    partial ``hi``/``lo`` (MAM), which the cross-PE tree combines. Only what some layer
+    reads, so that the FIFO memory is as wide as what synthesis keeps of it."""
+    a = cfg.acc_bits
+    split_modes = {mode for split, mode in kinds if split}
+    fields = [("acc", a)] if any(not split for split, _ in kinds) else []
+    if "mac" in split_modes:
+        fields.append(("sum", a))
+    if split_modes:
+        fields.append(("bias", a))
+    if "mam" in split_modes:
+        fields += [("hi", PRODUCT_BITS), ("lo", PRODUCT_BITS)]
+    return fields
+
+
+def results_may_use_block_ram(kinds: set[tuple[bool, str]]) -> bool:
+    """Whether a PE's result FIFO can live in block RAM: its read is combinational, which block
+    RAM can serve only when the data goes straight into a register (the requantizers' inputs,
+    row-parallel layers alone); the cross-PE tree of column-split layers adds first."""
+    return not any(split for split, _ in kinds)
+
+
+def bias_bits_used(cfg: ArchConfig, modes: set[str]) -> int:
+    """Bits of a bias word the PE reads: the zero-candidate bit only matters to MAM layers."""
+    return cfg.acc_bits + (1 if "mam" in modes else 0)
+
+
+def rom_width(words: list[int], used: int) -> int:
+    """The bits of a ROM that synthesis keeps: those the logic reads (``used``, a mask) that
+    are not the same in every word (a constant bit is no memory). A PE builds its weight and
+    bias memories this wide in block RAM or logic (:func:`mamfpga.compile.device.memory_style`),
+    and the compiler counts them so."""
+    import numpy as np
+
+    if not len(words):
+        return 0
+    try:
+        a = np.asarray(words, dtype=np.uint64)
+        any_one, all_one = int(np.bitwise_or.reduce(a)), int(np.bitwise_and.reduce(a))
+    except OverflowError:                    # words wider than 64 bits
+        any_one, all_one = 0, -1
+        for w in words:
+            any_one |= w
+            all_one &= w
+    return bin(any_one & ~all_one & used).count("1")
 
 
 def pack(fields, values: dict) -> list[int]:

@@ -1,0 +1,394 @@
+"""The pipeline: one function per arrow of the data flow, typed in and out.
+
+    data set --train--> model --prune--> model (.pt)             (and evaluate, sweep)
+    model (.pt/.onnx) --quantize--> QuantNetwork --compile_for--> Program --emit--> build folder
+    build --cosimulate--> SimFigures      build --synthesize--> SynthFigures (a bitstream)
+    build --run_on_board--> BoardRunFigures
+
+The CLI verbs, the demo, ``sweep-hw`` and the bench scripts call these and
+nothing else of the pipeline. A stage that works on a build folder writes its
+section of the folder's report (:mod:`mamfpga.report`): :func:`emit` starts the
+report with the compile section; :func:`cosimulate`, :func:`synthesize` and
+:func:`run_on_board` add theirs. Errors are :class:`mamfpga.errors.MamfpgaError`
+subclasses, with the exit code each maps to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from mamfpga.boards import fit
+from mamfpga.boards.fit import LOGIC_MARGIN, NoFitError
+from mamfpga.boards import flow as board_flow
+from mamfpga.boards import run as board_run
+from mamfpga.boards.targets import Board, board as board_by_name
+from mamfpga.compile import ArchConfig, MemoryFitError, Program, compile_network, load_build
+from mamfpga.compile.device import DEVICES
+from mamfpga.errors import UsageError
+from mamfpga.outputs import PLOTS_HINT
+from mamfpga.hw import emit as hw_emit
+from mamfpga.hw.emit import TOP_NAME
+from mamfpga.report import CompileFigures, Report, SimFigures, SynthFigures
+from mamfpga.sim import cosim
+from mamfpga.sw import golden
+from mamfpga.sw import data as data_mod
+from mamfpga.sw import experiments
+from mamfpga.sw.experiments import pruning_batches
+from mamfpga.sw.mam import MAMLinear
+from mamfpga.sw.mam import to_mac as mam_to_mac
+from mamfpga.sw.modelio import load_model, save_model
+from mamfpga.sw.network import Network, from_torch, to_torch
+from mamfpga.sw.onnx_io import import_onnx
+from mamfpga.sw.prune import METHODS, iterative_prune, layer_sparsity, prunable_layers, prune_model
+from mamfpga.sw.prune import sparsity as sparsity_of
+from mamfpga.sw.qnet import QuantNetwork, load_qnet, save_qnet
+from mamfpga.sw.quantize import quantize as quantize_network
+from mamfpga.sw.simplify import SimplifyReport
+from mamfpga.sw.simplify import simplify as simplify_network
+from mamfpga.sw.train import DEFAULT_HIDDEN, TrainConfig, accuracy, build_mlp
+from mamfpga.sw.train import fit as fit_model
+from mamfpga.sw.train import finetune as finetune_model
+
+__all__ = ["load_dataset", "load_model", "save_model", "Trained", "train", "Pruned", "prune", "evaluate", "Swept",
+           "sweep", "Quantized", "load_float_network", "quantize", "accuracy_float_int8", "load_qnet", "save_qnet",
+           "Compiled", "compile_for", "emit", "load", "cosimulate", "synthesize", "build_for_board", "run_on_board",
+           "get_board",
+           "Report", "TOP_NAME", "LOGIC_MARGIN", "NoFitError"]
+
+
+def get_board(name: str) -> Board:
+    """The board called ``name``, or a :class:`UsageError` listing the known ones."""
+    try:
+        return board_by_name(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- software: train, prune, evaluate
+
+def load_dataset(name: str) -> data_mod.Dataset:
+    """A built-in data set, or a :class:`UsageError` listing them."""
+    try:
+        return data_mod.load(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_method(method: str) -> None:
+
+    if method not in METHODS:
+        raise UsageError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+@dataclass
+class Trained:
+    model: nn.Sequential
+    meta: dict                          # what save_model stores beside it
+    accuracy: float
+
+
+def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, schedule: str | None = None, per: str | None = None,
+          vc_epochs: int | None = None, epochs: int | None = None, lr: float | None = None, batch: int | None = None,
+          weight_decay: float = 1e-4, prune_at: int | None = None, method: str = "gmp", sparsity: float = 0.99,
+          seed: int = 0, progress: bool = True, log=print) -> Trained:
+    """An MLP trained on ``ds``: MAM hidden layers with vanishing contributions (beta to 0 over
+    ``vc_epochs``), or MAC; with ``prune_at``, pruned by ``method`` after that epoch."""
+
+    if prune_at is not None:
+        _check_method(method)
+    given = {"schedule": schedule, "per": per, "vc_epochs": vc_epochs, "epochs": epochs, "lr": lr, "batch": batch}
+    cfg = TrainConfig(weight_decay=weight_decay, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    hidden = tuple(hidden or DEFAULT_HIDDEN)
+    model = build_mlp(ds.features, ds.classes, hidden, mode=mode, seed=seed)
+    targets = [n for n, m in model.named_modules() if type(m).__name__ == "MAMLinear"] or None
+    pset = pruning_batches(ds) if prune_at is not None else None
+
+    def prune_fn(m):
+        prune_model(m, method, sparsity, data=pset, seed=seed)
+    log(f"training a {mode.upper()} MLP {ds.features}-{'-'.join(map(str, hidden))}-{ds.classes} on {ds.name} "
+        f"({len(ds.y_train)} train / {len(ds.y_test)} test), {cfg.epochs} epochs"
+        + (f", beta {cfg.schedule} over {cfg.vc_epochs} epochs" if mode == "mam" else ""))
+    fit_model(model, ds, cfg, progress=progress, prune_at=prune_at, prune_fn=prune_fn if pset else None)
+    acc = accuracy(model, ds.x_test, ds.y_test)
+    meta = {"dataset": ds.name, "mode": mode, "hidden": list(hidden), "train": vars(cfg), "accuracy": acc}
+    if targets:
+        meta["pruned_layers"] = targets
+    if prune_at is not None:
+        meta["pruning"] = {"method": method, "sparsity": sparsity, "at_epoch": prune_at}
+    return Trained(model, meta, acc)
+
+
+def _targets(model, names) -> list[str]:
+
+    try:
+        return [n for n, _ in prunable_layers(model, names)]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@dataclass
+class Pruned:
+    model: nn.Sequential
+    meta: dict
+    accuracy: float
+
+
+def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str, sparsity: float,
+          layers: list[str] | None = None, rounds: int = 1, finetune: int = 0, patience: int | None = None,
+          to_mac: bool = False, simplify: bool = False, seed: int = 0, progress: bool = True, log=print) -> Pruned:
+    """``model`` (in place) pruned to ``sparsity`` over ``layers`` (default: those the model's
+    metadata names, else its MAM layers), one-shot or in ``rounds``; optionally reverted
+    MAM -> MAC, fine-tuned, and simplified (dead neurons and unread inputs removed)."""
+
+    _check_method(method)
+    targets = _targets(model, layers or meta.get("pruned_layers"))
+    pset = pruning_batches(ds)
+    before = accuracy(model, ds.x_test, ds.y_test)
+    try:
+        if rounds > 1:
+            iterative_prune(model, method, sparsity, rounds=rounds, layers=targets, data=pset, seed=seed, log=log,
+                            finetune=lambda r: finetune_model(model, ds, epochs=max(finetune, 1), patience=patience,
+                                                              progress=progress))
+        else:
+            prune_model(model, method, sparsity, layers=targets, data=pset, seed=seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    log(f"{method}: sparsity {sparsity_of(model, targets):.4f} over {', '.join(targets)}; "
+        f"accuracy {before:.4f} -> {accuracy(model, ds.x_test, ds.y_test):.4f}")
+    if to_mac:
+        mam_to_mac(model)
+        log("reverted MAM layers to MAC (MAM -> MAC), keeping the sparse weights")
+    if finetune and rounds <= 1:
+        acc = finetune_model(model, ds, epochs=finetune, patience=patience, progress=progress)
+        log(f"fine-tuned {finetune} epochs: accuracy {acc:.4f}")
+    acc = accuracy(model, ds.x_test, ds.y_test)
+    if simplify:
+        net, report = simplify_network(from_torch(model))
+        model = to_torch(net)
+        log(f"simplified: {report.summary()}")
+        targets = None
+    meta = {**meta, "accuracy": acc, "pruned_layers": targets,
+            "pruning": {"method": method, "sparsity": sparsity, "finetune": finetune, "rounds": rounds,
+                        "to_mac": to_mac, "simplified": simplify}}
+    if targets is None:
+        meta.pop("pruned_layers")
+    return Pruned(model, meta, acc)
+
+
+def evaluate(model: nn.Sequential, meta: dict, ds: data_mod.Dataset) -> dict:
+    """Test accuracy, sparsity over the pruned layers, and each Linear layer's mode and sparsity."""
+
+    try:
+        acc = accuracy(model, ds.x_test, ds.y_test)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"the model does not fit the {ds.name} data ({ds.features} features): {exc}") from None
+    targets = _targets(model, meta.get("pruned_layers") if ("pruned_layers" in meta or meta.get("mode")) else None)
+    layers = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            mode = ("mac" if not isinstance(m, MAMLinear) else "mam" if m.beta == 0.0 else f"blend(beta={m.beta:g})")
+            layers.append({"name": name, "mode": mode, "sparsity": layer_sparsity(m), "pruned": name in targets})
+    return {"accuracy": acc, "sparsity": sparsity_of(model, targets), "targets": targets, "layers": layers}
+
+
+@dataclass
+class Swept:
+    rows: list
+    table: list[str]                    # one line per (network, method, kept): one-shot, fine-tuned, mam->mac
+    csv: Path
+    plot: Path | str                    # the plot, or why there is none
+
+
+def sweep(ds: data_mod.Dataset, out: Path, *, models: dict | None = None, methods: list[str] | None = None,
+          kept=None, finetune: int = 10, hidden=None, epochs: int | None = None, vc_epochs: int | None = None,
+          weight_decay: float = 1e-4, progress: bool = True) -> Swept:
+    """Accuracy against the fraction kept, MAC against MAM, every pruning method, and MAM -> MAC;
+    ``out``/sweep.csv and sweep.png."""
+
+    methods = methods or list(METHODS)
+    for m in methods:
+        _check_method(m)
+    given = {"epochs": epochs, "vc_epochs": vc_epochs}
+    cfg = TrainConfig(weight_decay=weight_decay, **{k: v for k, v in given.items() if v is not None})
+    rows = experiments.sweep(ds, models=models, methods=methods, kept=kept or experiments.DEFAULT_KEPT,
+                             finetune_epochs=finetune, train_cfg=cfg, hidden=hidden, progress=progress)
+    by: dict = {}
+    for r in rows:
+        by.setdefault((r.network, r.method, r.kept), {})[r.stage] = r.accuracy
+    table = [f"{'network':<8}{'method':<10}{'kept':>8}  {'one-shot':>9}{'fine-tuned':>11}{'mam->mac':>10}"]
+    for (net, method, k), st in by.items():
+        cells = "".join(f"{st[s]:>{w}.4f}" if s in st else " " * w
+                        for s, w in (("one-shot", 9), ("fine-tuned", 11), ("mam->mac", 10)))
+        table.append(f"{net:<8}{method:<10}{k:>8g}  {cells}")
+    return Swept(rows, table, experiments.write_csv(rows, out / "sweep.csv"),
+                 experiments.plot(rows, out / "sweep.png", title=ds.name) or f"no sweep.png ({PLOTS_HINT})")
+
+
+# --------------------------------------------------------------------------- quantize
+
+@dataclass
+class Quantized:
+    qnet: QuantNetwork
+    float_net: Network                 # the float network quantized (after simplification)
+    simplified: SimplifyReport | None  # None: not simplified
+
+
+def load_float_network(path: Path, log=print) -> tuple[Network, dict | None]:
+    """The float network of a .pt (mamfpga model: with its metadata) or an .onnx file."""
+
+    if Path(path).suffix.lower() == ".onnx":
+        return import_onnx(path, log=log), None
+    model, meta = load_model(path)
+    return from_torch(model), meta
+
+
+def accuracy_float_int8(q: Quantized, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Class accuracy on (x, y) of the float network quantized and of its int8 QuantNetwork."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    return (float((q.float_net.forward(x).argmax(1) == y).mean()),
+            float((golden.classify(golden.run(q.qnet, x)) == y).mean()))
+
+
+def quantize(net: Network, calib: np.ndarray, *, simplify_first: bool = True) -> Quantized:
+    """int8 QuantNetwork of ``net``, calibrated on ``calib`` (after integer-exact
+    simplification, unless ``simplify_first`` is False)."""
+    report = None
+    if simplify_first:
+        net, report = simplify_network(net)
+    return Quantized(quantize_network(net, calib), net, report)
+
+
+# --------------------------------------------------------------------------- compile
+
+@dataclass
+class Compiled:
+    program: Program
+    choice: fit.Choice | None          # how the configuration was chosen (None: it was given)
+
+
+def compile_for(qnet: QuantNetwork, *, pes: int | None = None, lanes: int | None = None, board: str | None = None,
+                acc_bits: int | None = None, delta_bits: int | None = None, split: str | None = None,
+                log=None) -> Compiled:
+    """The network compiled: for a board without ``pes`` and ``lanes``, the fastest
+    configuration that fits it (:func:`mamfpga.boards.fit.choose`); otherwise the one given
+    (P=4, L=2 by default), its block RAMs checked against the board's device if there is one."""
+    for name, v in (("pes", pes), ("lanes", lanes)):
+        if v is not None and (v < 1 or (name == "pes" and v & (v - 1))):
+            raise UsageError(f"--{name} must be a {'power of two' if name == 'pes' else 'positive number'} "
+                             f"for the generated accelerator, not {v}")
+    brd = get_board(board) if board is not None else None
+    if brd is not None:
+        problem = fit.lower_bound_problem(qnet, fit.device_of(brd))
+        if problem:
+            raise fit.NoFitError(f"does not fit the {brd.name}: {problem}")
+        if pes is None or lanes is None:
+            choice = fit.choose(qnet, brd, pes=[pes] if pes else None, lanes=[lanes] if lanes else None,
+                                splits=[split] if split else None, acc_bits=acc_bits, delta_bits=delta_bits,
+                                log=log or (lambda _m: None))
+            return Compiled(choice.program, choice)
+    cfg = ArchConfig(pes=pes or 4, lanes=lanes or 2, acc_bits=acc_bits or 32)
+    device = DEVICES[brd.device] if brd is not None else None
+    try:
+        return Compiled(compile_network(qnet, cfg, device=device, delta_bits=delta_bits, acc_bits=acc_bits,
+                                        split=split or "auto"), None)
+    except MemoryFitError as exc:
+        raise MemoryFitError(f"{brd.name}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- emit / load
+
+def emit(compiled: Compiled | Program, build: str | Path, *, board: str | None = None) -> Path:
+    """BUILD/: memory images, manifest, ``accelerator.v``, and a report with its compile section."""
+    if isinstance(compiled, Program):
+        compiled = Compiled(compiled, None)
+    choice = compiled.choice.record() if compiled.choice else None
+    build = hw_emit.emit(compiled.program, build, board=board, choice=choice)
+    device = DEVICES[board_by_name(board).device].name if board else None
+    Report(board, device, CompileFigures.of(compiled.program, choice)).save(build)
+    return build
+
+
+def load(build: str | Path) -> tuple[Program, Report]:
+    """A build folder's program (compiled again from its net.npz and manifest) and report."""
+    build = Path(build)
+    if not (build / "manifest.json").is_file():
+        raise UsageError(f"{build}: not a build folder (no manifest.json); run mamfpga compile first")
+    program = load_build(build)
+    report = Report.load(build)
+    if report.compile is None:          # a build written by the compiler alone
+        report.compile = CompileFigures.of(program)
+    return program, report
+
+
+# --------------------------------------------------------------------------- simulate
+
+def cosimulate(program: Program, build: str | Path, x: np.ndarray, *, simulator: str = "verilator",
+               waves: bool = False) -> cosim.CosimResult:
+    """``x`` through the build's RTL on ``simulator``, against the golden model; the report's
+    sim section."""
+    res = cosim.cosimulate(program, build, x, simulator=simulator, waves=waves)
+    report = Report.load(build)
+    report.sim = SimFigures.of(res)
+    report.save(build)
+    return res
+
+
+# --------------------------------------------------------------------------- board
+
+def synthesize(build: str | Path, board_name: str, *, bitstream: bool = False, clock_mhz: float | None = None,
+               baud: int = board_flow.DEFAULT_BAUD, seed: int = 1, retries: int = 3, log=print) -> SynthFigures:
+    """The board top of ``build`` through yosys and nextpnr (a bitstream when asked and timing
+    is met); the report's synth section."""
+    brd = get_board(board_name)
+    if clock_mhz is not None and clock_mhz <= 0:
+        raise UsageError(f"--clock must be a positive frequency in MHz, not {clock_mhz}")
+    try:
+        syn = board_flow.synth_board(Path(build), brd, bitstream=bitstream,
+                                     clock_hz=clock_mhz * 1e6 if clock_mhz else None, baud=baud, seed=seed,
+                                     retries=retries, log=log)
+    except ValueError as exc:           # a baud rate the clock cannot make, a PLL out of range
+        raise UsageError(str(exc)) from None
+    report = Report.load(build)
+    report.board, report.device, report.synth = brd.name, syn.device, syn
+    report.save(build)
+    return syn
+
+
+def build_for_board(qnet: QuantNetwork, board_name: str, build: str | Path, *, on_build=None,
+                    log=print) -> board_flow.BoardBuild:
+    """A network to a bitstream for a board, whatever it turns out to need: the fastest
+    configuration that fits, emitted, ``on_build(program, build)`` (the caller's checks, as a
+    co-simulation), and the board build, falling back to the next configuration that fits when
+    one gives no bitstream (:func:`mamfpga.boards.flow.build_for_board`); the build's report
+    gets its compile and synth sections."""
+    brd = get_board(board_name)
+    done = board_flow.build_for_board(qnet, brd, Path(build), on_build=on_build, log=log)
+    report = Report.load(done.build)
+    report.board, report.device = brd.name, DEVICES[brd.device].name
+    report.compile = CompileFigures.of(done.program, done.choice.record())
+    report.synth = done.synth
+    report.save(done.build)
+    return done
+
+
+def run_on_board(program: Program, build: str | Path, port: str, x: np.ndarray, *, labels: np.ndarray | None = None,
+                 baud: int | None = None, timeout: float = 2.0, limit: int | None = None,
+                 log=print) -> board_run.BoardRun:
+    """``x`` through the board on ``port`` carrying ``build``, checked against the golden model;
+    the report's board_run section."""
+    xq = golden.prepare_inputs(program.source, x)
+    if labels is not None and len(labels) != len(xq):
+        raise UsageError(f"{len(labels)} labels for {len(xq)} input rows")
+    if limit:
+        xq = xq[:limit]
+        labels = labels[:limit] if labels is not None else None
+    report = Report.load(build)
+    baud = baud or (report.synth.host_link["baud"] if report.synth else board_flow.DEFAULT_BAUD)
+    run = board_run.run_on_board(program, build, port, xq, baud=baud, timeout=timeout, labels=labels, log=log)
+    report.board_run = run.figures
+    report.save(build)
+    return run
