@@ -97,7 +97,6 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, schedule: str
           seed: int = 0, progress: bool = True, log=print) -> Trained:
     """An MLP trained on ``ds``: MAM hidden layers with vanishing contributions (beta to 0 over
     ``vc_epochs``), or MAC; with ``prune_at``, pruned by ``method`` after that epoch."""
-
     if prune_at is not None:
         _check_method(method)
     given = {"schedule": schedule, "per": per, "vc_epochs": vc_epochs, "epochs": epochs, "lr": lr, "batch": batch}
@@ -143,7 +142,6 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
     """``model`` (in place) pruned to ``sparsity`` over ``layers`` (default: those the model's
     metadata names, else its MAM layers), one-shot or in ``rounds``; optionally reverted
     MAM -> MAC, fine-tuned, and simplified (dead neurons and unread inputs removed)."""
-
     _check_method(method)
     targets = _targets(model, layers or meta.get("pruned_layers"))
     pset = pruning_batches(ds)
@@ -181,7 +179,6 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
 
 def evaluate(model: nn.Sequential, meta: dict, ds: data_mod.Dataset) -> dict:
     """Test accuracy, sparsity over the pruned layers, and each Linear layer's mode and sparsity."""
-
     try:
         acc = accuracy(model, ds.x_test, ds.y_test)
     except (ValueError, RuntimeError) as exc:
@@ -208,7 +205,6 @@ def sweep(ds: data_mod.Dataset, out: Path, *, models: dict | None = None, method
           weight_decay: float = 1e-4, progress: bool = True) -> Swept:
     """Accuracy against the fraction kept, MAC against MAM, every pruning method, and MAM -> MAC;
     ``out``/sweep.csv and sweep.png."""
-
     methods = methods or list(METHODS)
     for m in methods:
         _check_method(m)
@@ -239,7 +235,6 @@ class Quantized:
 
 def load_float_network(path: Path, log=print) -> tuple[Network, dict | None]:
     """The float network of a .pt (mamfpga model: with its metadata) or an .onnx file."""
-
     if Path(path).suffix.lower() == ".onnx":
         return import_onnx(path, log=log), None
     model, meta = load_model(path)
