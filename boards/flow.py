@@ -188,6 +188,33 @@ def _split_script(prep: _Prepared) -> tuple[str, str]:
     return "\n".join(head + synth) + "\n", "\n".join(head + rest) + "\n"
 
 
+# A tool run that ends by one of these signals crashed in its runtime, not on the design.
+_CRASH_SIGNALS = {7: "Bus error", 11: "Segmentation fault"}
+
+
+def _run_script(script: str, out: Path, logfile: Path, what: str, poll) -> int:
+    """Run ``sh script`` in ``out`` with its output in ``logfile``; its exit status.
+
+    A run killed by SIGBUS or SIGSEGV is run once more, with a note in the log.
+    YoWASP's tools run from a compiled module that wasmtime maps from YoWASP's
+    cache, and YoWASP rewrites that file in place whenever a run cannot load
+    it (mamfpga compiles each tool once under a lock, :func:`toolchain.require`,
+    but a process outside mamfpga or a failed load can still rewrite it): the
+    tools mapping it at that moment die with a bus error, through no fault of
+    the design. A second crash is reported as it is.
+    """
+    for attempt in (1, 2):
+        with open(logfile, "a" if attempt == 2 else "w") as fh, progress.waiting(what, poll):
+            proc = subprocess.run(["sh", script], cwd=out, stdout=fh, stderr=subprocess.STDOUT, env=os.environ)
+        sig = proc.returncode - 128 if proc.returncode > 128 else -proc.returncode
+        if attempt == 2 or sig not in _CRASH_SIGNALS:
+            return proc.returncode
+        with open(logfile, "a") as fh:
+            fh.write(f"\nmamfpga: {script} died by signal {sig} ({_CRASH_SIGNALS[sig]}), "
+                     "a crash of the tool's runtime; running it once more\n")
+    raise AssertionError("unreachable")
+
+
 def _synthesize(prep: _Prepared, family: str, logfile: Path, log=None) -> "fit.Needs":
     """yosys on the prepared top (cached by its exact input), then its needs by the fit rules.
 
@@ -222,12 +249,11 @@ def _synthesize(prep: _Prepared, family: str, logfile: Path, log=None) -> "fit.N
         toolchain.require(os.environ["YOSYS"])
         synth_script, _ = _split_script(prep)
         (out / "synth.sh").write_text(synth_script)
-        with open(logfile, "w") as fh, progress.waiting("synthesizing with yosys",
-                                                        progress.last_line(logfile, "Executing")):
-            proc = subprocess.run(["sh", "synth.sh"], cwd=out, stdout=fh, stderr=subprocess.STDOUT, env=os.environ)
-        if proc.returncode != 0 or not netlist.is_file():
+        rc = _run_script("synth.sh", out, logfile, "synthesizing with yosys",
+                         progress.last_line(logfile, "Executing"))
+        if rc != 0 or not netlist.is_file():
             tail = logfile.read_text(errors="replace").splitlines()[-15:]
-            raise SynthError(f"synthesis failed (exit {proc.returncode}); the end of {logfile}:\n" + "\n".join(tail))
+            raise SynthError(f"synthesis failed (exit {rc}); the end of {logfile}:\n" + "\n".join(tail))
         cache.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cache / "netlist.json.gz", gzip.compress(netlist.read_bytes(), compresslevel=3))
         atomic_write_bytes(cache / "stat.json", stat.read_bytes())
@@ -291,17 +317,16 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
         f"placing and routing with nextpnr-{board.family}")
     _, pnr_script = _split_script(prep)
     (out / "pnr.sh").write_text(pnr_script)
-    with open(logfile, "w") as fh, progress.waiting(f"placing and routing with nextpnr-{board.family}",
-                                                    progress.last_line(logfile, "Info:")):
-        proc = subprocess.run(["sh", "pnr.sh"], cwd=out, stdout=fh, stderr=subprocess.STDOUT, env=os.environ)
+    rc = _run_script("pnr.sh", out, logfile, f"placing and routing with nextpnr-{board.family}",
+                     progress.last_line(logfile, "Info:"))
     seconds = time.monotonic() - t0
-    if proc.returncode != 0:
+    if rc != 0:
         tail = logfile.read_text(errors="replace").splitlines()[-15:]
         text = "\n".join(tail)
         if "Unable to place" in text or "no BELs remaining" in text:
             raise CapacityError(f"nextpnr could not place the design although its estimate fits "
                                 f"({needs.lc} logic cells of {device.lut}): {tail[-1] if tail else ''}")
-        raise SynthError(f"the board build failed (exit {proc.returncode}); the end of {logfile}:\n" + text)
+        raise SynthError(f"the board build failed (exit {rc}); the end of {logfile}:\n" + text)
     stat = count_cells(dict(json.loads((out / "stat.json").read_text())["design"]["num_cells_by_type"]),
                        board.family)
     placed = parse_nextpnr_report(json.loads((out / "nextpnr.json").read_text()), board.family)

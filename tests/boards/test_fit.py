@@ -254,3 +254,25 @@ def test_choose_fastest_that_fits_and_fall_back(tmp_path, monkeypatch):
     monkeypatch.setattr(flow, "synth_board", lambda *a, **k: (_ for _ in ()).throw(flow.CapacityError("too big")))
     r = flow.build_for_board(net, brd, tmp_path / "c", log=lambda _m: None)
     assert r.fallbacks == flow.MAX_FALLBACKS and "too big" in r.error and not r.ok
+
+
+def test_a_tool_run_that_crashes_in_its_runtime_runs_once_more(tmp_path):
+    """synth.sh/pnr.sh killed by SIGBUS (YoWASP's cache file rewritten under it) runs a second
+    time, noted in the log; a second crash, or an ordinary failure, is reported as it is."""
+    from mamfpga.boards.flow import _run_script
+
+    crash_once = ("if [ ! -f crashed ]; then touch crashed; sh -c 'kill -BUS $$'; exit $?; fi\n"
+                  "echo built > result\n")
+    (tmp_path / "once.sh").write_text(crash_once)
+    log = tmp_path / "build.log"
+    assert _run_script("once.sh", tmp_path, log, "building", None) == 0
+    assert (tmp_path / "result").read_text() == "built\n"
+    assert "died by signal 7 (Bus error)" in log.read_text()
+
+    (tmp_path / "always.sh").write_text("sh -c 'kill -BUS $$'\n")
+    assert _run_script("always.sh", tmp_path, log, "building", None) == 128 + 7
+    assert log.read_text().count("died by signal 7") == 1
+
+    (tmp_path / "fails.sh").write_text("echo no >&2; exit 1\n")
+    assert _run_script("fails.sh", tmp_path, log, "building", None) == 1
+    assert "died by signal" not in log.read_text()
