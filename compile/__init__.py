@@ -17,7 +17,7 @@ from mamfpga.compile.arch import ArchConfig
 from mamfpga.compile.build import load_build, write_build
 from mamfpga.compile.device import DEVICES, Device, device
 from mamfpga.compile.ir import CompileError, LayerPlan, MemoryFitError, Program
-from mamfpga.compile.passes import check_capacity, compile_network, memory_use
+from mamfpga.compile.passes import check_capacity, compile_network, memory_use, supported
 
 __all__ = ["ArchConfig", "Device", "DEVICES", "device", "CompileError", "MemoryFitError", "LayerPlan", "Program",
-           "compile_network", "memory_use", "check_capacity", "write_build", "load_build"]
+           "compile_network", "memory_use", "check_capacity", "supported", "write_build", "load_build"]

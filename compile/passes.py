@@ -446,7 +446,26 @@ class Compilation:
     program: Program | None = None
 
 
+def supported(net: QuantNetwork) -> QuantNetwork:
+    """``net`` as the accelerator runs it: dense layers with one mult and shift each (a per-row
+    array whose entries are all equal becomes that one value), else CompileError naming the layer."""
+    layers, changed = [], False
+    for k, l in enumerate(net.layers):
+        if l.kind != "dense":
+            raise CompileError(f"layer{k} is a {l.kind} layer; the accelerator runs dense layers only so far "
+                               "(the golden model runs this network: mamfpga golden)")
+        if l.per_channel:
+            if np.unique(np.asarray(l.mult)).size > 1 or np.unique(np.asarray(l.shift)).size > 1:
+                raise CompileError(f"layer{k} has a mult and shift per output row; the accelerator has one "
+                                   "per layer so far (quantize with per-tensor scales for it)")
+            l, changed = QuantLayer(l.weight, l.bias, l.mode, int(np.ravel(l.mult)[0]),
+                                    int(np.ravel(l.shift)[0]), l.relu), True
+        layers.append(l)
+    return QuantNetwork(layers, net.input_scale, net.output_scale, net.extra) if changed else net
+
+
 def _eliminate(c: Compilation) -> None:
+    c.source = supported(c.source)
     c.net, c.index, c.eliminated = eliminate(c.source)
 
 

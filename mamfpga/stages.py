@@ -26,7 +26,7 @@ from mamfpga.boards.fit import LOGIC_MARGIN, NoFitError
 from mamfpga.boards import flow as board_flow
 from mamfpga.boards import run as board_run
 from mamfpga.boards.targets import Board, board as board_by_name
-from mamfpga.compile import ArchConfig, MemoryFitError, Program, compile_network, load_build
+from mamfpga.compile import ArchConfig, MemoryFitError, Program, compile_network, load_build, supported
 from mamfpga.compile.device import DEVICES
 from mamfpga.errors import UsageError
 from mamfpga.outputs import PLOTS_HINT
@@ -275,6 +275,7 @@ def compile_for(qnet: QuantNetwork, *, pes: int | None = None, lanes: int | None
         if v is not None and (v < 1 or (name == "pes" and v & (v - 1))):
             raise UsageError(f"--{name} must be a {'power of two' if name == 'pes' else 'positive number'} "
                              f"for the generated accelerator, not {v}")
+    qnet = supported(qnet)          # the accelerator's layer kinds, before any board figure
     brd = get_board(board) if board is not None else None
     if brd is not None:
         problem = fit.lower_bound_problem(qnet, fit.device_of(brd))

@@ -1,33 +1,67 @@
-"""The golden model: DESIGN.md's arithmetic contract, exactly, on batches.
+"""The golden model: DESIGN.md's arithmetic contract (version 2), exactly, on batches.
 
-    p_ij  = W_ij * x_j                                   (all N columns)
-    mac:  acc_i = b_i + sum_j p_ij
-    mam:  acc_i = b_i + max_j p_ij + min_j p_ij          (zero products included)
-    r_i   = floor((acc_i * mult + 2**(shift-1)) / 2**shift)   if shift > 0
-          = acc_i * mult                                      if shift = 0
-    y_i   = clamp(r_i, 0 if relu else -128, 127)
+    p     = W * x over a row (dense) or a window of the zero-padded input (conv2d)
+    mac:  acc = b + sum p
+    mam:  acc = b + max p + min p                        (zero products included)
+    r     = floor((acc * mult + 2**(shift-1)) / 2**shift)     if shift > 0
+          = acc * mult                                        if shift = 0
+    y     = clamp(r, 0 if relu else -128, 127)           (mult, shift per row / channel or one)
+    maxpool2d: y = max over the window (no padding, floor)
 
-Integers throughout (int64). MAC sums are exact in int64; the MAM max and min
-run on float32 copies of the int8 operands, where every product of two int8
-values (|p| <= 16384 < 2**24) is exact, so the fused CPU kernel serves them
-bit for bit. Memory stays O(B*M + M*N): no B x M x N tensor.
+Integers throughout (int64). MAC sums are exact in int64 (dense) or in
+float64 (conv2d through torch's convolution: every partial sum is an integer
+far below 2**53). The MAM max and min run on float32 copies of the int8
+operands, where every product of two int8 values (|p| <= 16384 < 2**24) is
+exact, so the fused CPU kernel serves them bit for bit; a conv layer's
+windows are unfolded into rows for it, a batch chunk at a time. Memory stays
+of the order of the activations: no B x M x (C*KH*KW) x positions tensor.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
-from mamfpga.sw.mam import maxmin_values
+from mamfpga.sw.mam import CHUNK_ELEMENTS, maxmin_values
 from mamfpga.sw.qnet import ACT_MAX, ACT_MIN, QNetError, QuantLayer, QuantNetwork
 
 __all__ = ["layer_forward", "run", "run_layers", "accumulate", "requantize", "requantize_values", "prepare_inputs"]
 
 
+def _conv_windows(x: torch.Tensor, layer: QuantLayer) -> tuple[torch.Tensor, int, int]:
+    """The zero-padded input's windows as rows [B * OH * OW, C * KH * KW] (float32), OH, OW."""
+    top, left, bottom, right = layer.padding
+    xp = F.pad(x.to(torch.float32), (left, right, top, bottom))
+    kh, kw = layer.weight.shape[2:]
+    cols = F.unfold(xp, (kh, kw), stride=layer.stride)          # [B, C*KH*KW, OH*OW]
+    oh = (xp.shape[2] - kh) // layer.stride[0] + 1
+    ow = (xp.shape[3] - kw) // layer.stride[1] + 1
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1]), oh, ow
+
+
 def accumulate(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
-    """acc [B, M] (int64) of one layer for int inputs x [B, N]."""
+    """acc (int64) of one dense or conv2d layer: [B, M] for x [B, N], [B, M, OH, OW] for x [B, C, H, W]."""
     w = torch.from_numpy(layer.weight.astype(np.int64))
     b = torch.from_numpy(layer.bias.astype(np.int64))
+    if layer.kind == "conv2d":
+        m = w.shape[0]
+        if layer.mode == "mac":
+            top, left, bottom, right = layer.padding
+            xp = F.pad(x.to(torch.float64), (left, right, top, bottom))
+            acc = F.conv2d(xp, w.to(torch.float64), stride=layer.stride).round().to(torch.int64)
+            return acc + b[:, None, None]
+        wf = w.reshape(m, -1).to(torch.float32)
+        per_sample = int(np.prod(x.shape[1:])) * int(np.prod(w.shape[2:]))   # unfolded values per sample
+        step = max(1, CHUNK_ELEMENTS // max(1, per_sample))
+        outs = []
+        for s in range(0, x.shape[0], step):
+            rows, oh, ow = _conv_windows(x[s:s + step], layer)
+            vmax, vmin = maxmin_values(rows, wf)                      # [b * OH * OW, M]
+            acc = (vmax.to(torch.int64) + vmin.to(torch.int64)).view(-1, oh * ow, m)
+            outs.append(acc.transpose(1, 2).reshape(-1, m, oh, ow))
+        return torch.cat(outs) + b[:, None, None]
+    x = x.reshape(x.shape[0], -1)
     if layer.mode == "mac":
         # int64 matmul is exact; float64 would be too (|sum| < 2**53), but stay in integers
         acc = x.to(torch.int64) @ w.t()
@@ -37,13 +71,32 @@ def accumulate(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
     return acc + b
 
 
-def requantize_values(acc, mult: int, shift: int, relu: bool):
+def _per_row(v, acc):
+    """A mult or shift as it applies to ``acc``'s rows: an int, or an array [M] shaped to
+    broadcast over acc's axis 1 ([B, M] or [B, M, OH, OW]; a 1-D acc is one row each)."""
+    if np.ndim(v) == 0:
+        return int(v)
+    a = np.asarray(v, dtype=np.int64)
+    ndim = np.ndim(acc)
+    if ndim >= 2:
+        a = a.reshape((-1,) + (1,) * (ndim - 2))
+    return torch.from_numpy(a) if isinstance(acc, torch.Tensor) else a
+
+
+def requantize_values(acc, mult, shift, relu: bool):
     """The contract's requantization of ``acc`` (an int, a numpy array or a torch tensor of
-    int64): multiply, round half up at the shift, clamp to [0 or -128, 127]. The one
-    definition the golden model, the compiler and the program simulator use."""
-    r = acc * int(mult)
-    if shift > 0:
-        r = (r + (1 << (shift - 1))) >> shift               # arithmetic shift = floor division
+    int64): multiply, round half up at the shift, clamp to [0 or -128, 127]. ``mult`` and
+    ``shift`` are one integer or one per row / channel (axis 1 of acc). The one definition
+    the golden model, the compiler and the program simulator use."""
+    mult, shift = _per_row(mult, acc), _per_row(shift, acc)
+    r = acc * mult
+    if isinstance(shift, int):
+        if shift > 0:
+            r = (r + (1 << (shift - 1))) >> shift           # arithmetic shift = floor division
+    else:
+        half = (1 << np.maximum(shift - 1, 0)) * (shift > 0) if isinstance(shift, np.ndarray) else \
+            torch.bitwise_left_shift(torch.ones_like(shift), (shift - 1).clamp(min=0)) * (shift > 0)
+        r = (r + half) >> shift
     lo = 0 if relu else ACT_MIN
     if isinstance(r, torch.Tensor):
         return r.clamp(lo, ACT_MAX)
@@ -53,21 +106,31 @@ def requantize_values(acc, mult: int, shift: int, relu: bool):
 
 
 def requantize(layer: QuantLayer, acc: torch.Tensor) -> torch.Tensor:
-    """int8 outputs [B, M] (as int64) from acc, with rounding, shift and clamp."""
+    """int8 outputs (as int64) from acc, with rounding, shift and clamp."""
     return requantize_values(acc, layer.mult, layer.shift, layer.relu)
 
 
 def layer_forward(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
+    """One layer on a batch: x [B, N] or [B, C, H, W] (int64) -> its int8 outputs as int64."""
+    if layer.kind == "maxpool2d":
+        # float32 holds every int8 value exactly
+        return F.max_pool2d(x.to(torch.float32), layer.kernel, layer.stride).to(torch.int64)
     return requantize(layer, accumulate(layer, x))
 
 
 def prepare_inputs(net: QuantNetwork, x: np.ndarray) -> np.ndarray:
-    """int8 [B, N0] from int8 or float inputs (floats go through input_scale)."""
+    """int8 [B, *input_shape] from int8 or float inputs (floats go through input_scale), given as
+    [B, *input_shape] or flattened [B, input_size] (a single sample may leave out B)."""
     x = np.asarray(x)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2:
-        raise QNetError(f"inputs: must be [B, {net.input_size}], not shape {x.shape}")
+    shape = tuple(net.input_shape)
+    if x.ndim == len(shape) and x.shape == shape or x.ndim == 1:
+        x = x[None]
+    if x.ndim == 1 + len(shape) and x.shape[1:] == shape or x.ndim == 2:
+        pass
+    else:
+        raise QNetError(f"inputs: must be [B, {', '.join(map(str, shape))}]"
+                        + (f" or [B, {net.input_size}]" if len(shape) > 1 else "") + f", not shape {x.shape}")
+    x = x.reshape(len(x), -1)
     full = net.extra.get("input_size")
     if full is not None and "input_index" in net.extra and x.shape[1] == int(full) != net.input_size:
         x = x[:, np.asarray(net.extra["input_index"])]     # the columns a simplified network reads
@@ -75,30 +138,34 @@ def prepare_inputs(net: QuantNetwork, x: np.ndarray) -> np.ndarray:
         also = f" (or {int(full)} before its input selection)" if full is not None else ""
         raise QNetError(f"inputs: have {x.shape[1]} values per sample, the network takes {net.input_size}{also}")
     if x.dtype == np.int8:
-        return x
-    if x.dtype.kind == "f":
-        return net.quantize_input(x)
-    if x.dtype.kind in "iu":
+        pass
+    elif x.dtype.kind == "f":
+        x = net.quantize_input(x)
+    elif x.dtype.kind in "iu":
         if x.size and (x.min() < ACT_MIN or x.max() > ACT_MAX):
             raise QNetError(f"inputs: integer values must be in [-128, 127], got [{x.min()}, {x.max()}]")
-        return x.astype(np.int8)
-    raise QNetError(f"inputs: must be int8 or float, not {x.dtype}")
+        x = x.astype(np.int8)
+    else:
+        raise QNetError(f"inputs: must be int8 or float, not {x.dtype}")
+    return x.reshape((len(x),) + shape)
 
 
 def run_layers(net: QuantNetwork, x: np.ndarray, batch: int = 1024) -> list[np.ndarray]:
-    """Every layer's int8 output [B, M_k] for inputs x (int8, or float through input_scale)."""
+    """Every layer's int8 output, flattened to [B, values] (C, H, W order for a feature map), for
+    inputs x (int8, or float through input_scale)."""
     xq = prepare_inputs(net, x)
+    sizes = [int(np.prod(s)) for s in net.shapes[1:]]
     outs: list[list[np.ndarray]] = [[] for _ in net.layers]
     for s in range(0, len(xq), batch):
         h = torch.from_numpy(xq[s:s + batch].astype(np.int64))
         for k, layer in enumerate(net.layers):
             h = layer_forward(layer, h)
-            outs[k].append(h.numpy().astype(np.int8))
-    return [np.concatenate(o) if o else np.zeros((0, l.rows), np.int8) for o, l in zip(outs, net.layers)]
+            outs[k].append(h.reshape(h.shape[0], -1).numpy().astype(np.int8))
+    return [np.concatenate(o) if o else np.zeros((0, n), np.int8) for o, n in zip(outs, sizes)]
 
 
 def run(net: QuantNetwork, x: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """The network's int8 output [B, M_{K-1}]."""
+    """The network's int8 output [B, values of the last layer]."""
     return run_layers(net, x, batch)[-1]
 
 
