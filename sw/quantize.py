@@ -1,13 +1,16 @@
-"""Post-training quantization of a float Network into a QuantNetwork (contract v1).
+"""Post-training quantization of a float Network into a QuantNetwork (contract v2).
 
-- weights: symmetric int8 per layer, s_w = max|W| / 127 (the contract has one
-  mult/shift per layer, so one scale per layer);
+- weights: symmetric int8, s_w = max|W| / 127, per output channel for conv
+  layers (the default; ``per_channel`` sets it for every weighted layer) or
+  per layer;
 - activations: int8, one scale per layer output, calibrated on data: the
   largest float activation over the calibration set maps to 127 (ReLU
-  outputs use 0..127; the logits of the last layer use -127..127);
+  outputs use 0..127; the logits of the last layer use -127..127); a max
+  pool keeps its input's scale;
 - bias: int32, b / (s_w * s_in);
 - requantization: y = acc * (s_w * s_in / s_out) as mult / 2**shift, with the
-  largest shift that keeps mult < 2**16 (most precision).
+  largest shift that keeps mult < 2**16 (most precision), one per output
+  channel or row when the weights are scaled per channel.
 
 A network simplified beforehand may read only some input columns; the
 QuantNetwork then carries ``input_index`` and ``input_size`` (optional keys)
@@ -47,8 +50,10 @@ def _scale(max_abs: float) -> float:
     return max_abs / 127.0 if max_abs > 0 else 1.0
 
 
-def quantize(net: Network, calib: np.ndarray) -> QuantNetwork:
-    """Quantize ``net`` with activation ranges measured on ``calib`` (float [B, input_size])."""
+def quantize(net: Network, calib: np.ndarray, *, per_channel: bool | None = None) -> QuantNetwork:
+    """Quantize ``net`` with activation ranges measured on ``calib`` (float [B, input_size] or
+    [B, *input_shape]). ``per_channel``: weight scales per output row/channel for every layer
+    (True), for none (False), or for conv layers only (None, the default)."""
     calib = np.asarray(calib, dtype=np.float64).reshape(len(calib), -1)
     if calib.shape[1] != net.input_size:
         raise QNetError(f"calibration data has {calib.shape[1]} features per sample, the network takes "
@@ -56,24 +61,40 @@ def quantize(net: Network, calib: np.ndarray) -> QuantNetwork:
     if len(calib) == 0:
         raise QNetError("calibration data is empty")
     x = calib[:, net.input_index] if net.input_index is not None else calib
+    x = x.reshape((len(x),) + net.input_shape)
     s_in = _scale(float(np.abs(x).max()))
     input_scale = s_in
     layers = []
     for k, layer in enumerate(net.layers):
+        z = layer.forward(x)
+        if layer.kind == "maxpool2d":
+            layers.append(QuantLayer(None, None, kind="maxpool2d", kernel=layer.kernel, stride=layer.stride))
+            x = z
+            continue
         w = layer.weight
-        s_w = _scale(float(np.abs(w).max()))
-        wq = np.clip(round_half_away(w / s_w), -127, 127).astype(np.int8)
+        channel = per_channel if per_channel is not None else layer.kind == "conv2d"
+        if channel:
+            s_w = np.array([_scale(float(np.abs(row).max())) for row in w.reshape(len(w), -1)])
+        else:
+            s_w = np.full(len(w), _scale(float(np.abs(w).max())))
+        wq = np.clip(round_half_away(w / s_w.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)
         bq = round_half_away(layer.bias / (s_w * s_in))
         if np.abs(bq).max(initial=0) > INT32_MAX:
             raise QNetError(f"layer{k}.bias: a bias of {np.abs(layer.bias).max():g} does not fit int32 "
-                            f"at scale {s_w * s_in:g}")
-        z = layer.forward(x)
+                            f"at scale {float(np.min(s_w)) * s_in:g}")
         s_out = _scale(float(np.abs(z).max()))
-        mult, shift = mult_shift(s_w * s_in / s_out)
-        layers.append(QuantLayer(wq, bq.astype(np.int32), layer.mode, mult, shift, bool(layer.relu)))
+        pairs = [mult_shift(float(sw) * s_in / s_out) for sw in (s_w if channel else s_w[:1])]
+        if channel:
+            mult = np.array([p[0] for p in pairs], np.int64)
+            shift = np.array([p[1] for p in pairs], np.int64)
+        else:
+            mult, shift = pairs[0]
+        layers.append(QuantLayer(wq, bq.astype(np.int32), layer.mode, mult, shift, bool(layer.relu),
+                                 kind=layer.kind, stride=layer.stride, padding=layer.padding))
         x, s_in = z, s_out
     extra = {}
     if net.input_index is not None:
         extra = {"input_index": np.asarray(net.input_index, dtype=np.int64),
                  "input_size": np.array(net.input_size, dtype=np.int64)}
-    return QuantNetwork(layers, input_scale=input_scale, output_scale=s_in, extra=extra)
+    return QuantNetwork(layers, input_scale=input_scale, output_scale=s_in, extra=extra,
+                        input_shape=net.input_shape)

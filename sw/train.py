@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,11 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from mamfpga.errors import MamfpgaError
 from mamfpga.sw import data as data_mod
-from mamfpga.sw.mam import MAMLinear, mam_layers
+from mamfpga.sw.mam import MAMConv1d, MAMConv2d, MAMLinear, mam_layers
 from mamfpga.sw.schedules import BetaScheduler
 
-__all__ = ["build_mlp", "TrainConfig", "fit", "accuracy", "finetune", "DEFAULT_HIDDEN"]
+__all__ = ["build_mlp", "build_model", "parse_arch", "ArchError", "TrainConfig", "fit", "accuracy", "finetune", "DEFAULT_HIDDEN"]
 
 #: Hidden layer sizes of the default digits network.
 DEFAULT_HIDDEN = (1024, 1024)
@@ -35,6 +37,89 @@ def build_mlp(inputs: int, classes: int, hidden=DEFAULT_HIDDEN, mode: str = "mam
         mods += [MAMLinear(n, h, beta=1.0) if mode == "mam" else nn.Linear(n, h), nn.ReLU()]
         n = h
     mods.append(nn.Linear(n, classes))
+    return nn.Sequential(*mods)
+
+
+class ArchError(MamfpgaError, ValueError):
+    """An --arch that does not parse or does not fit the data (names the item and the numbers)."""
+
+    exit_code = 2
+
+
+_ARCH_ITEM = re.compile(r"^(?:conv(?P<c>\d+)k(?P<k>\d+)(?:s(?P<cs>\d+))?(?:p(?P<p>\d+))?"
+                        r"|pool(?P<pk>\d+)(?:s(?P<ps>\d+))?|fc(?P<m>\d+))$")
+
+
+def parse_arch(spec: str) -> list[tuple]:
+    """``"conv8k3,pool2,conv16k3,pool2"`` -> [("conv", 8, 3, 1, 0), ("pool", 2, 2), ...]: conv<C>k<K>[s<S>][p<P>]
+    (stride 1, padding 0 unless given), pool<K>[s<S>] (stride K unless given), fc<M>."""
+    items = []
+    for pos, raw in enumerate(spec.split(",")):
+        item = raw.strip()
+        mt = _ARCH_ITEM.match(item)
+        if mt is None:
+            raise ArchError(f"--arch item {pos + 1} {item!r} is not conv<C>k<K>[s<S>][p<P>], pool<K>[s<S>] or fc<M>")
+        g = {k: (int(v) if v is not None else None) for k, v in mt.groupdict().items()}
+        if g["c"] is not None:
+            items.append(("conv", g["c"], g["k"], g["cs"] or 1, g["p"] or 0))
+        elif g["pk"] is not None:
+            items.append(("pool", g["pk"], g["ps"] or g["pk"]))
+        else:
+            items.append(("fc", g["m"]))
+        if min(v for v in items[-1][1:] if v is not None) < (0 if items[-1][0] == "conv" else 1) or \
+                items[-1][1] < 1 or (items[-1][0] == "conv" and (items[-1][2] < 1 or items[-1][3] < 1)):
+            raise ArchError(f"--arch item {pos + 1} {item!r}: sizes, kernels and strides must be at least 1")
+    seen_fc = False
+    for pos, it in enumerate(items):
+        if it[0] == "fc":
+            seen_fc = True
+        elif seen_fc:
+            raise ArchError(f"--arch item {pos + 1} {spec.split(',')[pos].strip()!r}: convolutions and pooling "
+                            "come before the fully connected layers")
+    return items
+
+
+def build_model(arch: str, sample_shape: tuple, classes: int, mode: str = "mam", seed: int = 0) -> nn.Sequential:
+    """The network ``arch`` describes (:func:`parse_arch`) for samples of ``sample_shape``, the
+    classifier (fc to ``classes``, MAC) appended; ReLU after every conv and fc. It takes flat
+    inputs [B, features] and unflattens them: Conv2d for [C, H, W] samples, Conv1d for vectors.
+    With mode "mam" the conv and hidden fc layers are MAM (beta = 1 to start)."""
+    if mode not in ("mac", "mam"):
+        raise ValueError(f"mode must be mac or mam, not {mode!r}")
+    items = parse_arch(arch)
+    torch.manual_seed(seed)
+    one_d = len(sample_shape) == 1
+    shape = (1, sample_shape[0]) if one_d else tuple(sample_shape)     # (C, L) or (C, H, W)
+    mods: list[nn.Module] = [nn.Unflatten(1, shape)] if any(it[0] != "fc" for it in items) else []
+    mam = mode == "mam"
+    flat = not mods
+    for pos, it in enumerate(items):
+        where = f"--arch item {pos + 1} ({it[0]}{it[1]})"
+        if it[0] == "conv":
+            _, c, k, st, p = it
+            cls = (MAMConv1d if one_d else MAMConv2d) if mam else (nn.Conv1d if one_d else nn.Conv2d)
+            extra = {"beta": 1.0} if mam else {}
+            mods += [cls(shape[0], c, k, stride=st, padding=p, **extra), nn.ReLU()]
+            spatial = [(n + 2 * p - k) // st + 1 for n in shape[1:]]
+        elif it[0] == "pool":
+            _, k, st = it
+            mods.append(nn.MaxPool1d(k, st) if one_d else nn.MaxPool2d(k, st))
+            c = shape[0]
+            spatial = [(n - k) // st + 1 for n in shape[1:]]
+        else:
+            if not flat:
+                mods.append(nn.Flatten())
+                flat = True
+            n = int(np.prod(shape))
+            mods += [MAMLinear(n, it[1], beta=1.0) if mam else nn.Linear(n, it[1]), nn.ReLU()]
+            shape = (it[1],)
+            continue
+        if min(spatial) < 1:
+            raise ArchError(f"{where} does not fit: the feature map before it is {list(shape)}")
+        shape = (c, *spatial)
+    if not flat:
+        mods.append(nn.Flatten())
+    mods.append(nn.Linear(int(np.prod(shape)), classes))
     return nn.Sequential(*mods)
 
 

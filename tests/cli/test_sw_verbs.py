@@ -72,7 +72,7 @@ def test_errors_are_one_line_with_exit_2(mam_model, tmp_path, capsys):
     assert "unknown dataset 'mnist'" in capsys.readouterr().err
     assert cli.main(["prune", str(mam_model), "--method", "gmp", "--sparsity", "0.5", "--layers", "7",
                      "-o", str(tmp_path / "y.pt")]) == 2
-    assert "no Linear layer named '7'" in capsys.readouterr().err
+    assert "no Linear or Conv layer named '7'" in capsys.readouterr().err
 
 
 def test_sweep_writes_csv_and_plot(mam_model, tmp_path, capsys):

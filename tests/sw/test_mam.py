@@ -133,7 +133,7 @@ def test_to_mam_to_mac_keep_weights_and_masks():
 
 
 def test_to_mam_unknown_layer_named():
-    with pytest.raises(ValueError, match="no Linear layer named 'fc9'"):
+    with pytest.raises(ValueError, match="no Linear or Conv layer named 'fc9'"):
         to_mam(nn.Sequential(nn.Linear(2, 2)), ["fc9"])
 
 
