@@ -168,7 +168,7 @@ def cmd_sweep(args) -> int:
               if path is not None}
     out = claim_dir(args.out, what="sweep output folder")
     s = stages.sweep(ds, out, models=models, methods=args.methods.split(",") if args.methods else None, kept=kept,
-                     finetune=args.finetune, hidden=_sizes(args.hidden), epochs=args.epochs,
+                     finetune=args.finetune, hidden=_sizes(args.hidden), arch=args.arch, epochs=args.epochs,
                      vc_epochs=args.vc_epochs, weight_decay=args.weight_decay, progress=not args.quiet)
     _show(["", *s.table, "", f"wrote {s.csv} and {s.plot}"])
     return 0
@@ -344,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--force", action="store_true", help="overwrite the output file")
     training = argparse.ArgumentParser(add_help=False)           # what shapes a trained network
     training.add_argument("--hidden", help=f"MLP hidden layer sizes (default {hidden})")
+    training.add_argument("--arch", help='layers before the classifier instead, e.g. "conv8k3,pool2,conv16k3,pool2" '
+                                         "(conv<C>k<K>[s<S>][p<P>], pool<K>[s<S>], fc<M>)")
     training.add_argument("--epochs", type=int, default=tc.epochs)
     training.add_argument("--vc-epochs", type=int, default=tc.vc_epochs, help="Q: epochs for beta to reach 0")
     training.add_argument("--weight-decay", type=float, default=1e-4,
@@ -364,8 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
     d = verb("train", cmd_train, "train an MLP or a CNN (MAM layers with vanishing contributions, or MAC)",
              training, output)
     d.add_argument("--dataset", default="digits", help=DATASET_HELP)
-    d.add_argument("--arch", help='layers before the classifier, e.g. "conv8k3,pool2,conv16k3,pool2" '
-                                  "(conv<C>k<K>[s<S>][p<P>], pool<K>[s<S>], fc<M>)")
     d.add_argument("--mode", choices=["mac", "mam"], default="mam")
     d.add_argument("--schedule", choices=["linear", "parabolic", "exponential"], default=tc.schedule)
     d.add_argument("--per", choices=["epoch", "step"], default=tc.per, help="step beta per epoch or per batch")

@@ -212,17 +212,20 @@ class Swept:
 
 
 def sweep(ds: data_mod.Dataset, out: Path, *, models: dict | None = None, methods: list[str] | None = None,
-          kept=None, finetune: int = 10, hidden=None, epochs: int | None = None, vc_epochs: int | None = None,
-          weight_decay: float = 1e-4, progress: bool = True) -> Swept:
+          kept=None, finetune: int = 10, hidden=None, arch: str | None = None, epochs: int | None = None,
+          vc_epochs: int | None = None, weight_decay: float = 1e-4, progress: bool = True) -> Swept:
     """Accuracy against the fraction kept, MAC against MAM, every pruning method, and MAM -> MAC;
-    ``out``/sweep.csv and sweep.png."""
+    ``out``/sweep.csv and sweep.png. The networks: ``models``, else trained (an MLP of ``hidden``,
+    or ``arch``)."""
+    if arch is not None and hidden is not None:
+        raise UsageError("give --arch or --hidden, not both")
     methods = methods or list(METHODS)
     for m in methods:
         _check_method(m)
     given = {"epochs": epochs, "vc_epochs": vc_epochs}
     cfg = TrainConfig(weight_decay=weight_decay, **{k: v for k, v in given.items() if v is not None})
     rows = experiments.sweep(ds, models=models, methods=methods, kept=kept or experiments.DEFAULT_KEPT,
-                             finetune_epochs=finetune, train_cfg=cfg, hidden=hidden, progress=progress)
+                             finetune_epochs=finetune, train_cfg=cfg, hidden=hidden, arch=arch, progress=progress)
     by: dict = {}
     for r in rows:
         by.setdefault((r.network, r.method, r.kept), {})[r.stage] = r.accuracy

@@ -22,7 +22,7 @@ from mamfpga.outputs import atomic_write_text, pyplot, save_figure
 from mamfpga.sw import data as data_mod
 from mamfpga.sw import prune as prune_mod
 from mamfpga.sw.mam import to_mac
-from mamfpga.sw.train import TrainConfig, accuracy, build_mlp, finetune, fit
+from mamfpga.sw.train import TrainConfig, accuracy, build_mlp, build_model, finetune, fit
 
 __all__ = ["SweepRow", "sweep", "write_csv", "plot", "DEFAULT_KEPT", "pruning_batches"]
 
@@ -46,8 +46,8 @@ def pruning_batches(ds: data_mod.Dataset, batch: int = 256):
 
 def sweep(ds: data_mod.Dataset, *, models: dict[str, nn.Module] | None = None,
           methods=tuple(prune_mod.METHODS), kept=DEFAULT_KEPT, finetune_epochs: int = 10,
-          train_cfg: TrainConfig | None = None, hidden=None, log: Callable[[str], None] = print,
-          progress: bool = True) -> list[SweepRow]:
+          train_cfg: TrainConfig | None = None, hidden=None, arch: str | None = None,
+          log: Callable[[str], None] = print, progress: bool = True) -> list[SweepRow]:
     from tqdm.auto import tqdm
 
     models = dict(models or {})
@@ -55,8 +55,11 @@ def sweep(ds: data_mod.Dataset, *, models: dict[str, nn.Module] | None = None,
     for mode in ("mac", "mam"):
         if mode not in models:
             log(f"training the {mode.upper()} network ...")
-            kwargs = {} if hidden is None else {"hidden": hidden}
-            m = build_mlp(ds.features, ds.classes, mode=mode, seed=cfg.seed, **kwargs)
+            if arch is not None:
+                m = build_model(arch, ds.sample_shape, ds.classes, mode=mode, seed=cfg.seed)
+            else:
+                kwargs = {} if hidden is None else {"hidden": hidden}
+                m = build_mlp(ds.features, ds.classes, mode=mode, seed=cfg.seed, **kwargs)
             fit(m, ds, cfg, progress=progress)
             models[mode] = m
     pset = pruning_batches(ds)
