@@ -142,7 +142,7 @@ def cmd_prune(args) -> int:
 
 def cmd_eval(args) -> int:
     model, meta = stages.load_model(args.model)
-    ds = stages.load_dataset(args.dataset)
+    ds = stages.load_dataset(args.dataset or meta.get("dataset", "digits"))
     e = stages.evaluate(model, meta, ds)
     if args.json:
         print(json.dumps({"accuracy": e["accuracy"], "sparsity": e["sparsity"],
@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = verb("eval", cmd_eval, "accuracy and sparsity of a float model")
     d.add_argument("model", type=Path)
-    d.add_argument("--dataset", default="digits", help=DATASET_HELP)
+    d.add_argument("--dataset", help="the data set to test on (default: the model's; " + DATASET_HELP + ")")
     d.add_argument("--json", action="store_true")
 
     d = verb("sweep", cmd_sweep, "accuracy against kept fraction: MAC vs MAM, every method, MAM -> MAC", training)

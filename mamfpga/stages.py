@@ -151,6 +151,9 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
     metadata names, else its MAM layers), one-shot or in ``rounds``; optionally reverted
     MAM -> MAC, fine-tuned, and simplified (dead neurons and unread inputs removed)."""
     _check_method(method)
+    if simplify and any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in model.modules()):
+        raise UsageError("--simplify removes dead neurons of fully connected networks only so far; "
+                         "this model has convolutions")
     targets = _targets(model, layers or meta.get("pruned_layers"))
     pset = pruning_batches(ds)
     before = accuracy(model, ds.x_test, ds.y_test)
@@ -173,9 +176,6 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
         log(f"fine-tuned {finetune} epochs: accuracy {acc:.4f}")
     acc = accuracy(model, ds.x_test, ds.y_test)
     if simplify:
-        if any(l.kind != "dense" for l in from_torch(model).layers):
-            raise UsageError("--simplify removes dead neurons of fully connected networks only so far; "
-                             "this model has convolutions")
         net, report = simplify_network(from_torch(model))
         model = to_torch(net)
         log(f"simplified: {report.summary()}")
