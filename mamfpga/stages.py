@@ -89,8 +89,9 @@ class Trained:
     accuracy: float
 
 
-def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | None = None, schedule: str | None = None, per: str | None = None,
-          vc_epochs: int | None = None, epochs: int | None = None, lr: float | None = None, batch: int | None = None,
+def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | None = None,
+          schedule: str | None = None, per: str | None = None, vc_epochs: int | None = None,
+          epochs: int | None = None, lr: float | None = None, batch: int | None = None,
           weight_decay: float = 1e-4, prune_at: int | None = None, method: str = "gmp", sparsity: float = 0.99,
           seed: int = 0, progress: bool = True, log=print) -> Trained:
     """A network trained on ``ds``: an MLP of ``hidden`` sizes, or the layers of ``arch``
