@@ -152,9 +152,6 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
     metadata names, else its MAM layers), one-shot or in ``rounds``; optionally reverted
     MAM -> MAC, fine-tuned, and simplified (dead neurons and unread inputs removed)."""
     _check_method(method)
-    if simplify and any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in model.modules()):
-        raise UsageError("--simplify removes dead neurons of fully connected networks only so far; "
-                         "this model has convolutions")
     targets = _targets(model, layers or meta.get("pruned_layers"))
     pset = pruning_batches(ds)
     before = accuracy(model, ds.x_test, ds.y_test)
@@ -267,7 +264,7 @@ def quantize(net: Network, calib: np.ndarray, *, simplify_first: bool = True) ->
     """int8 QuantNetwork of ``net``, calibrated on ``calib`` (after integer-exact
     simplification, unless ``simplify_first`` is False)."""
     report = None
-    if simplify_first and all(l.kind == "dense" for l in net.layers):   # (conv networks: not yet)
+    if simplify_first:
         net, report = simplify_network(net)
     return Quantized(quantize_network(net, calib), net, report)
 

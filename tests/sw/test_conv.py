@@ -293,3 +293,60 @@ def test_mnist_cnn_with_batchnorm_through_onnx_quantizes_to_agree_with_onnxrunti
     agree = float((float_answer == int_answer).mean())
     assert agree >= 0.98, agree
     assert float((float_answer == ds.y_test).mean()) > 0.9         # it did learn
+
+
+def _random_cnn(rng):
+    from mamfpga.sw.network import Layer, Network
+
+    c, h, w = int(rng.integers(1, 4)), int(rng.integers(5, 10)), int(rng.integers(5, 10))
+    layers, shape = [], (c, h, w)
+    for _ in range(int(rng.integers(1, 4))):
+        if layers and rng.random() < 0.3 and min(shape[1:]) >= 2:
+            layers.append(Layer(None, None, kind="maxpool2d", kernel=(2, 2), stride=(2, 2)))
+        else:
+            m, k, p = int(rng.integers(2, 6)), int(rng.integers(1, 4)), int(rng.integers(0, 2))
+            k = k if min(shape[1:]) + 2 * p >= k else 1
+            wt = rng.normal(size=(m, shape[0], k, k)) * (rng.random((m, shape[0], k, k)) < rng.choice([0.1, 0.3, 0.7]))
+            layers.append(Layer(wt, rng.normal(size=m), str(rng.choice(["mac", "mam"])), bool(rng.random() < 0.6),
+                                kind="conv2d", padding=(p, p, p, p)))
+        shape = Network(layers, c * h * w, input_shape=(c, h, w)).shapes[-1]
+    n = int(np.prod(shape))
+    for _ in range(int(rng.integers(1, 3))):
+        m = int(rng.integers(2, 6))
+        wt = rng.normal(size=(m, n)) * (rng.random((m, n)) < rng.choice([0.1, 0.5]))
+        layers.append(Layer(wt, rng.normal(size=m), str(rng.choice(["mac", "mam"])), bool(rng.random() < 0.5)))
+        n = m
+    return Network(layers, c * h * w, input_shape=(c, h, w))
+
+
+def test_simplify_removes_dead_channels_of_cnns_exactly():
+    """Dead output channels and unread input channels go, constants fold through pooling and
+    flatten (not into a padded conv), MAM layers keep a structural zero: the function stays."""
+    from mamfpga.sw.simplify import simplify
+
+    rng = np.random.default_rng(13)
+    removed = 0
+    for n in range(120):
+        net = _random_cnn(rng)
+        x = rng.normal(size=(5, net.input_size))
+        small, report = simplify(net)
+        assert np.allclose(small.forward(x), net.forward(x), atol=1e-9), (n, report.summary())
+        removed += sum(report.removed_neurons)
+    assert removed > 100
+
+
+def test_prune_simplify_on_a_cnn(tmp_path, capsys):
+    out = tmp_path / "p.pt"
+    model = tmp_path / "m.pt"
+    assert cli.main(["train", "--arch", "conv8k3p1,pool2,fc16", "--mode", "mac", "--epochs", "2", "-q",
+                     "-o", str(model)]) == 0
+    assert cli.main(["prune", str(model), "--method", "lmp", "--sparsity", "0.95", "--simplify", "-q",
+                     "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "simplified to" in text
+    from mamfpga.sw.modelio import load_model
+
+    pruned, _ = load_model(out)
+    # 95 % of the conv layer's 72 weights pruned leaves at most 4 of its 8 filters alive; the dead
+    # ones fold through the pool and the flatten into the dense layer's bias
+    assert pruned[1].out_channels <= 4
