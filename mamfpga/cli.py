@@ -58,9 +58,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _inputs(arg: Path, labels: Path | None = None):
-    """X.npy (and labels), or 'digits': the built-in test set with its labels."""
-    if str(arg) == "digits":
-        ds = stages.load_dataset("digits")
+    """X.npy (and labels), or a data set (digits, mnist5k, DATA.npz): its test set with its labels."""
+    if str(arg) in DATASETS or str(arg).endswith(".npz"):
+        ds = stages.load_dataset(str(arg))
         return ds.x_test, ds.y_test
     return _npy(arg, "inputs"), (_npy(labels, "labels") if labels else None)
 
@@ -109,9 +109,11 @@ def cmd_demo(args) -> int:
     from mamfpga.demo import run_demo
 
     stages.get_board(args.board)
+    ds = stages.load_dataset(args.dataset)          # a bad data set: one line, nothing created
     out = claim_dir(args.out, what="demo output folder")
-    print(f"mamfpga demo: digits -> MAM training -> pruning -> int8 -> compiled for {args.board}, into {out}/")
-    return 0 if run_demo(out, args.board, quiet=args.quiet).ok else 1
+    print(f"mamfpga demo: {ds.name} -> MAM training -> pruning -> int8 -> compiled for {args.board}, "
+          f"into {out}/")
+    return 0 if run_demo(out, args.board, dataset=ds, quiet=args.quiet).ok else 1
 
 
 def cmd_train(args) -> int:
@@ -362,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = verb("demo", cmd_demo, "the whole flow on the built-in default")
     d.add_argument("--out", default="build/demo", type=Path, help="output folder (default build/demo)")
     d.add_argument("--board", default="icebreaker", help="target board (default icebreaker)")
+    d.add_argument("--dataset", default="digits", help=DATASET_HELP)
 
     d = verb("train", cmd_train, "train an MLP or a CNN (MAM layers with vanishing contributions, or MAC)",
              training, output)
@@ -455,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("build", type=Path)
     d.add_argument("--port", required=True, help="serial device (/dev/ttyUSB1) or a pyserial URL")
     d.add_argument("--inputs", type=Path, required=True,
-                   help="X.npy (int8, or float through input_scale), or 'digits' for the built-in test set")
+                   help="X.npy (int8, or float through input_scale), or a data set's test set: digits, mnist5k, DATA.npz")
     d.add_argument("--labels", type=Path, help="Y.npy class labels, for accuracy")
     d.add_argument("--outputs", type=Path, help="write the board's outputs (.npy)")
     d.add_argument("--baud", type=int, help="default: the one the build was synthesized for")
@@ -471,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--acc-bits", default="auto", help="accumulator widths, or auto (default)")
     d.add_argument("--delta-bits", default="auto", help="column delta widths, or auto (default)")
     d.add_argument("--inputs", type=Path, default=Path("digits"),
-                   help="X.npy, or 'digits' (the built-in test set, the default)")
+                   help="X.npy, or a data set's test set: digits (the default), mnist5k, DATA.npz")
     d.add_argument("--samples", type=int, default=50, help="inputs co-simulated per point (default 50)")
     d.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     d.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at this address (tcp://host:8786)")

@@ -1,4 +1,4 @@
-"""``mamfpga demo``: the whole flow on the built-in digits set.
+"""``mamfpga demo``: the whole flow on a data set (the built-in digits by default).
 
 train a MAM MLP (vanishing contributions) -> prune the MAM layers (global
 magnitude) -> keep MAM or revert to MAC, whichever fine-tunes better -> prune
@@ -86,16 +86,18 @@ class DemoResult:
     ok: bool
 
 
-def run_demo(out: Path, board: str, *, quiet: bool = False) -> DemoResult:
+def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False) -> DemoResult:
+    """The whole flow on ``dataset`` (a name, a DATA.npz path, or a loaded Dataset)."""
     steps = Steps(8)
-    ds = stages.load_dataset("digits")
+    ds = stages.load_dataset(dataset) if isinstance(dataset, str) else dataset
     brd = stages.get_board(board)
     dev = DEVICES[brd.device]
 
-    steps.start("training a MAM MLP 64-1024-1024-10 on digits (beta 1 -> 0 over 20 epochs, 60 epochs)")
+    steps.start(f"training a MAM MLP {ds.features}-1024-1024-{ds.classes} on {ds.name} "
+                "(beta 1 -> 0 over 20 epochs, 60 epochs)")
     model = train_dense(ds, progress=not quiet)
     dense_acc = accuracy(model, ds.x_test, ds.y_test)
-    stages.save_model(model, out / "mam.pt", {"dataset": "digits", "mode": "mam", "accuracy": dense_acc,
+    stages.save_model(model, out / "mam.pt", {"dataset": ds.name, "mode": "mam", "accuracy": dense_acc,
                                               "pruned_layers": ["0", "2"]})
     dense_model = copy.deepcopy(model)
     steps.done(f"test accuracy {dense_acc:.4f}")
@@ -109,7 +111,7 @@ def run_demo(out: Path, board: str, *, quiet: bool = False) -> DemoResult:
         curve.append({"kept": kept, "accuracy": accuracy(trial, ds.x_test, ds.y_test)})
     pr = prune_and_finetune(model, ds)
     chosen, chosen_name, float_acc = pr["model"], pr["name"], pr["accuracy"]
-    stages.save_model(chosen, out / "pruned.pt", {"dataset": "digits", "accuracy": float_acc})
+    stages.save_model(chosen, out / "pruned.pt", {"dataset": ds.name, "accuracy": float_acc})
     steps.done(f"one-shot {pr['one_shot']:.4f}; fine-tuned MAM {pr['mam_acc']:.4f}, MAM->MAC {pr['mac_acc']:.4f}: "
                f"keeping {chosen_name}")
 
@@ -169,7 +171,7 @@ def run_demo(out: Path, board: str, *, quiet: bool = False) -> DemoResult:
         sparsity=1.0 - nnz / total_weights, nnz=nnz, weights=total_weights, one_shot_curve=curve, dense_mac=dense,
         fallbacks=done.fallbacks, lint_warnings=issues)
     report.save(build, out)                      # `mamfpga report BUILD` shows it too
-    plots = [_plot_accuracy(curve, report.demo.accuracy, out / "accuracy_vs_sparsity.png")]
+    plots = [_plot_accuracy(curve, report.demo.accuracy, out / "accuracy_vs_sparsity.png", ds.name)]
     if syn and syn.resources:
         plots.append(_plot_resources(syn.resources, dense, dev, out / "resources.png"))
     plots = [str(p) for p in plots if p] or [f"no plots ({PLOTS_HINT})"]
@@ -179,7 +181,7 @@ def run_demo(out: Path, board: str, *, quiet: bool = False) -> DemoResult:
           " the models and net.npz")
     if syn and syn.bitstream:
         print(f"on a board: load it with {brd.programmer.replace('BUILD', str(build))}, then\n"
-              f"  mamfpga run {build} --port <{brd.serial}> --inputs digits")
+              f"  mamfpga run {build} --port <{brd.serial}> --inputs {ds.name}")
     ok = not issues and cos.mismatches == 0 and set(cos.cycles) == {program.cycles_model} and done.ok
     return DemoResult(report, ok)
 
@@ -215,7 +217,7 @@ def _checks(steps: Steps, program, build: Path, ds) -> dict:
     return {"lint": issues, "cos": cos, "hw_acc": hw_acc}
 
 
-def _plot_accuracy(curve, acc, path) -> Path | None:
+def _plot_accuracy(curve, acc, path, name: str = "digits") -> Path | None:
     plt = pyplot()
     if plt is None:
         return None
@@ -228,7 +230,7 @@ def _plot_accuracy(curve, acc, path) -> Path | None:
     ax.set_xscale("log")
     ax.invert_xaxis()
     ax.set_xlabel("fraction of hidden-layer weights kept")
-    ax.set_ylabel("digits test accuracy")
+    ax.set_ylabel(f"{name} test accuracy")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     return save_figure(fig, path)

@@ -114,3 +114,10 @@ def test_optional_extras_say_what_to_install(monkeypatch):
                                   "lanes": 1}], "never-written.png") is None
     optional = {d for d, required in toolchain.PYTHON_PACKAGES if not required}
     assert {"matplotlib", "dask", "distributed", "pyserial"} <= optional
+
+
+def test_demo_refuses_a_bad_data_set_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--dataset", str(tmp_path / "none.npz"), "--out", str(out)]) == 2
+    assert "none.npz: no such file" in capsys.readouterr().err
+    assert not out.exists()
