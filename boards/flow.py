@@ -203,16 +203,19 @@ def _run_script(script: str, out: Path, logfile: Path, what: str, poll) -> int:
     tools mapping it at that moment die with a bus error, through no fault of
     the design. A second crash is reported as it is.
     """
-    for attempt in (1, 2):
-        with open(logfile, "a" if attempt == 2 else "w") as fh, progress.waiting(what, poll):
-            proc = subprocess.run(["sh", script], cwd=out, stdout=fh, stderr=subprocess.STDOUT, env=os.environ)
-        sig = proc.returncode - 128 if proc.returncode > 128 else -proc.returncode
-        if attempt == 2 or sig not in _CRASH_SIGNALS:
-            return proc.returncode
+    def run(mode: str) -> int:
+        with open(logfile, mode) as fh, progress.waiting(what, poll):
+            return subprocess.run(["sh", script], cwd=out, stdout=fh, stderr=subprocess.STDOUT,
+                                  env=os.environ).returncode
+
+    rc = run("w")
+    sig = rc - 128 if rc > 128 else -rc
+    if sig in _CRASH_SIGNALS:
         with open(logfile, "a") as fh:
             fh.write(f"\nmamfpga: {script} died by signal {sig} ({_CRASH_SIGNALS[sig]}), "
                      "a crash of the tool's runtime; running it once more\n")
-    raise AssertionError("unreachable")
+        rc = run("a")
+    return rc
 
 
 def _synthesize(prep: _Prepared, family: str, logfile: Path, log=None) -> "fit.Needs":

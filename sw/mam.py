@@ -286,7 +286,17 @@ def conv_maxmin(xp: torch.Tensor, weight: torch.Tensor, stride) -> torch.Tensor:
 
 
 class _MAMConv:
-    """The MAM forward shared by MAMConv1d and MAMConv2d (a Conv1d is a Conv2d of height 1)."""
+    """What MAMConv1d and MAMConv2d share: ``beta``, the checks, the forward pass (a Conv1d is
+    a Conv2d of height 1). Mixed in before the torch class, whose parameters it keeps."""
+
+    def __init__(self, *args, beta: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check_mam()
+        self.beta = float(beta)
+        self.counter: SelectionCounter | None = None
+
+    def forward(self, x):
+        return self._mam_forward(x, self._conv_forward)
 
     def _check_mam(self):
         if self.groups != 1:
@@ -331,27 +341,9 @@ class MAMConv2d(_MAMConv, nn.Conv2d):
     Same parameters and state dict as ``nn.Conv2d``; groups 1, dilation 1, zero padding.
     """
 
-    def __init__(self, *args, beta: float = 0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._check_mam()
-        self.beta = float(beta)
-        self.counter: SelectionCounter | None = None
-
-    def forward(self, x):
-        return self._mam_forward(x, self._conv_forward)
-
 
 class MAMConv1d(_MAMConv, nn.Conv1d):
     """``nn.Conv1d`` as MAM: :class:`MAMConv2d` on a feature map of height 1."""
-
-    def __init__(self, *args, beta: float = 0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._check_mam()
-        self.beta = float(beta)
-        self.counter: SelectionCounter | None = None
-
-    def forward(self, x):
-        return self._mam_forward(x, self._conv_forward)
 
 
 #: the MAM layer types; a weighted layer is MAM when it is one of these

@@ -60,15 +60,19 @@ def parse_arch(spec: str) -> list[tuple]:
         if mt is None:
             raise ArchError(f"--arch item {pos + 1} {item!r} is not conv<C>k<K>[s<S>][p<P>], pool<K>[s<S>] or fc<M>")
         g = {k: (int(v) if v is not None else None) for k, v in mt.groupdict().items()}
+        def given(v, default):
+            return default if v is None else v
         if g["c"] is not None:
-            items.append(("conv", g["c"], g["k"], g["cs"] or 1, g["p"] or 0))
+            stride = given(g["cs"], 1)
+            item_t, sizes = ("conv", g["c"], g["k"], stride, given(g["p"], 0)), (g["c"], g["k"], stride)
         elif g["pk"] is not None:
-            items.append(("pool", g["pk"], g["ps"] or g["pk"]))
+            item_t = ("pool", g["pk"], given(g["ps"], g["pk"]))
+            sizes = item_t[1:]
         else:
-            items.append(("fc", g["m"]))
-        if min(v for v in items[-1][1:] if v is not None) < (0 if items[-1][0] == "conv" else 1) or \
-                items[-1][1] < 1 or (items[-1][0] == "conv" and (items[-1][2] < 1 or items[-1][3] < 1)):
+            item_t, sizes = ("fc", g["m"]), (g["m"],)
+        if min(sizes) < 1:                     # (the padding may be 0)
             raise ArchError(f"--arch item {pos + 1} {item!r}: sizes, kernels and strides must be at least 1")
+        items.append(item_t)
     seen_fc = False
     for pos, it in enumerate(items):
         if it[0] == "fc":

@@ -146,6 +146,9 @@ def test_arch_grammar_and_its_errors(tmp_path, capsys):
         ("conv", 8, 3, 1, 0), ("pool", 2, 2), ("conv", 16, 3, 2, 1), ("pool", 3, 2), ("fc", 32)]
     with pytest.raises(ArchError, match=r"item 2 'conv8x3' is not conv<C>k<K>"):
         parse_arch("pool2,conv8x3")
+    for bad in ("conv0k3", "conv8k3s0", "pool2s0", "fc0"):
+        with pytest.raises(ArchError, match=rf"item 1 '{bad}': sizes, kernels and strides must be at least 1"):
+            parse_arch(bad)
     with pytest.raises(ArchError, match=r"item 2 'conv8k3': convolutions and pooling come before"):
         parse_arch("fc10,conv8k3")
     with pytest.raises(ArchError, match=r"item 3 \(conv16\) does not fit: the feature map before it is \[8, 3, 3\]"):
