@@ -50,7 +50,7 @@ def run_on_board(program: Program, build, port: str, xq: np.ndarray, *, baud: in
         cycles = []
         t0 = time.monotonic()
         for i in range(len(xq)):
-            outputs[i], c = link.infer(np.ascontiguousarray(xq[i, program.columns]), n_out)
+            outputs[i], c = link.infer(np.ascontiguousarray(xq[i].reshape(-1)[program.columns]), n_out)
             cycles.append(c)
         wall = time.monotonic() - t0
     finally:

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
-           "unpack", "PRODUCT_BITS", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width"]
+           "unpack", "PRODUCT_BITS", "MULT_BITS", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
@@ -136,16 +136,30 @@ def weight_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
     return fields + [("eor", cfg.lanes * eb, 1, False)]
 
 
-def bias_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
-    """The bias word: the row's bias (acc_bits, signed) and its zero-candidate bit on top."""
-    return [("bias", 0, cfg.acc_bits, True), ("zero_candidate", cfg.acc_bits, 1, False)]
+#: widths of a row's own requantizer constants (per-channel scales), as the bias word carries them
+MULT_BITS, SHIFT_BITS = 16, 6
+
+
+def bias_word_fields(cfg: ArchConfig, scales: bool = False) -> list[tuple[str, int, int, bool]]:
+    """The bias word: the row's bias (acc_bits, signed) and its zero-candidate bit on top; with
+    ``scales`` (a program with a mult and shift per row or channel), the row's mult and shift above."""
+    fields = [("bias", 0, cfg.acc_bits, True), ("zero_candidate", cfg.acc_bits, 1, False)]
+    if scales:
+        fields += [("mult", cfg.acc_bits + 1, MULT_BITS, False),
+                   ("shift", cfg.acc_bits + 1 + MULT_BITS, SHIFT_BITS, False)]
+    return fields
+
+
+def bias_bits(cfg: ArchConfig, scales: bool = False) -> int:
+    """Width of a bias word."""
+    return sum(w for _, _, w, _ in bias_word_fields(cfg, scales))
 
 
 #: width of one lane's product (int8 x int8), as the PE's trees and result records carry it
 PRODUCT_BITS = 16
 
 
-def result_fields(cfg: ArchConfig, kinds: set[tuple[bool, str]]) -> list[tuple[str, int]]:
+def result_fields(cfg: ArchConfig, kinds: set[tuple[bool, str]], scales: bool = False) -> list[tuple[str, int]]:
     """The fields a PE's result record carries through its FIFO to the requantizers, for the
     (split, mode) layer kinds a program has: ``acc`` (bias + sum, or + max + min) for
     row-parallel layers; for column-split ones the partial ``sum`` (MAC), the ``bias``, and the
@@ -160,6 +174,8 @@ def result_fields(cfg: ArchConfig, kinds: set[tuple[bool, str]]) -> list[tuple[s
         fields.append(("bias", a))
     if "mam" in split_modes:
         fields += [("hi", PRODUCT_BITS), ("lo", PRODUCT_BITS)]
+    if scales:
+        fields += [("mult", MULT_BITS), ("shift", SHIFT_BITS)]
     return fields
 
 
@@ -170,9 +186,15 @@ def results_may_use_block_ram(kinds: set[tuple[bool, str]]) -> bool:
     return not any(split for split, _ in kinds)
 
 
-def bias_bits_used(cfg: ArchConfig, modes: set[str]) -> int:
-    """Bits of a bias word the PE reads: the zero-candidate bit only matters to MAM layers."""
-    return cfg.acc_bits + (1 if "mam" in modes else 0)
+def bias_bits_used(cfg: ArchConfig, modes: set[str], scales: bool = False) -> int:
+    """A mask of the bits of a bias word the PE reads: the zero-candidate bit only matters to
+    MAM layers; the scales are there only in a program with per-row scales."""
+    mask = (1 << cfg.acc_bits) - 1
+    if "mam" in modes:
+        mask |= 1 << cfg.acc_bits
+    if scales:
+        mask |= ((1 << (MULT_BITS + SHIFT_BITS)) - 1) << (cfg.acc_bits + 1)
+    return mask
 
 
 def rom_width(words: list[int], used: int) -> int:

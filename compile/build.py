@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mamfpga.compile.arch import ArchConfig, word_bits
+from mamfpga.compile.arch import ArchConfig, bias_bits, word_bits
 from mamfpga.compile.device import DEVICES
 from mamfpga.compile.ir import CompileError, Program
 from mamfpga.compile.passes import compile_network
@@ -38,7 +38,7 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
     cfg = program.config
     save_qnet(program.source, build / "net.npz")
     ww = -(-word_bits(cfg) // 4)
-    bw = -(-(cfg.acc_bits + 1) // 4)
+    bw = -(-bias_bits(cfg, program.scales) // 4)
     for p in range(cfg.pes):
         words = [w for l in program.layers for w in l.words[p]]
         atomic_write_text(build / f"pe{p}_weights.hex", "".join(f"{w:0{ww}x}\n" for w in words))

@@ -18,6 +18,7 @@ import numpy as np
 
 from mamfpga.compile.arch import OUTPUT_CYCLES, ArchConfig
 from mamfpga.compile.device import Device
+from mamfpga.compile.maps import ConvGeometry, OutGen
 from mamfpga.errors import MamfpgaError
 from mamfpga.sw.qnet import QuantNetwork
 
@@ -49,20 +50,35 @@ class LayerPlan:
     words: list[list[int]]           # per PE: weight words
     bias: list[list[int]]            # per PE: (bias, zero-candidate) packed, one per row
     row_words: list[list[int]]       # per PE: words of each row
-    out_address: np.ndarray          # original row -> activation address t*P + p
+    out_address: np.ndarray          # every output value (rows; C, H, W of a map) -> its byte address in the side
     cycles_model: int                # cycles the layer takes (the cycle model of mamfpga.compile.arch)
     cycles_bound: int                # the per-layer lower bound (nnz / (P L), rows / P)
     pe_nnz: list[int] = field(default_factory=list)   # per PE: nonzero weights
     split: bool = False              # column-split layer (all PEs on every row)
     col_ranges: list[int] = field(default_factory=list)  # split: address range starts per PE, and the end
+    geom: "ConvGeometry | None" = None   # conv: how it walks its input map (mamfpga.compile.maps)
+    out: "OutGen | None" = None          # row-parallel: where its results go
+    net_index: int = 0                   # the layer of ``Program.net`` whose output this computes
+    kind: str = "dense"                  # "dense" | "conv2d" (with its max pool fused, if any)
+
+    @property
+    def positions(self) -> int:
+        """Positions the layer computes its rows at (1: a dense layer)."""
+        return self.geom.positions if self.geom is not None else 1
 
     @property
     def pe_words(self) -> list[int]:
         return [len(w) for w in self.words]
 
     def manifest(self) -> dict:
-        return {"mode": self.mode, "rows": self.rows, "cols": self.cols, "nnz": self.nnz,
-                "mult": self.mult, "shift": self.shift, "relu": self.relu, "rows_per_pe": self.rows_per_pe,
+        def scale(v):
+            return np.asarray(v).tolist() if np.ndim(v) else int(v)
+
+        g = self.geom
+        conv = None if g is None else {"kernel": list(g.kernel), "stride": list(g.stride), "pool": list(g.pool),
+                                       "out": [g.out_h, g.out_w], "positions": g.positions}
+        return {"kind": self.kind, "conv": conv, "mode": self.mode, "rows": self.rows, "cols": self.cols,
+                "nnz": self.nnz, "mult": scale(self.mult), "shift": scale(self.shift), "relu": self.relu, "rows_per_pe": self.rows_per_pe,
                 "pe_words": self.pe_words, "pe_nnz": self.pe_nnz, "cycles_model": self.cycles_model,
                 "cycles_bound": self.cycles_bound, "kind": "column-split" if self.split else "row-parallel",
                 "col_ranges": self.col_ranges}
@@ -82,6 +98,9 @@ class Program:
     memory: dict = field(default_factory=dict)
     split: str = "auto"               # the compile option that chose each layer's kind
     device: "Device | None" = None    # the device it was compiled (and its memories counted) for
+    side_bytes: int = 0               # activations one side of the ping-pong buffers holds (all its regions)
+    scales: bool = False              # per-row mult and shift, carried in the bias words
+    input_address: np.ndarray | None = None   # byte address of every input value (side 0)
 
     @property
     def cycles_model(self) -> int:
@@ -90,10 +109,9 @@ class Program:
 
     @property
     def widest(self) -> int:
-        """Activations of the widest vector a layer reads or writes, as the buffers hold it
-        (a row-parallel layer writes rows_per_pe * P words' worth, padding rows included)."""
-        P = self.config.pes
-        return max([self.net.input_size] + [(l.rows if l.split else l.rows_per_pe * P) for l in self.layers])
+        """Activations one buffer side holds: every map placed on it (mamfpga.compile.maps.place),
+        padding rows and borders included."""
+        return self.side_bytes
 
     @property
     def cycles_bound(self) -> int:

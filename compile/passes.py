@@ -20,24 +20,23 @@ The word formats and the cycle model are those of :mod:`mamfpga.compile.arch`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mamfpga.compile.arch import (ArchConfig, act_side_words, bias_bits_used, bias_word_fields, bound_cycles,
-                                   layer_overhead, pack, result_fields, results_may_use_block_ram, rom_width,
-                                   split_overhead,
-                                   weight_word_fields,
-                                   word_bits)
+from mamfpga.compile.arch import (ArchConfig, act_side_words, bias_bits, bias_bits_used, bias_word_fields,
+                                   bound_cycles, layer_overhead, pack, result_fields, results_may_use_block_ram,
+                                   rom_width, split_overhead, weight_word_fields, word_bits)
 from mamfpga.compile.device import Device, memory_blocks
 from mamfpga.compile.ir import CompileError, LayerPlan, MemoryFitError, Program
+from mamfpga.compile.maps import ConvGeometry, MapLayout, OutGen, place
 from mamfpga.sw.golden import requantize_values
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork
 from mamfpga.sw.simplify import eliminate_dead
 
 __all__ = ["PASSES", "Compilation", "compile_network", "prove_accumulators", "eliminate", "plan_layers",
            "LayerShape", "choose_delta_bits", "assign_rows", "encode_layer", "memory_use", "check_capacity",
-           "required_acc_bits", "fifo_depths"]
+           "required_acc_bits", "fifo_depths", "hw_layers"]
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -46,7 +45,9 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 def required_acc_bits(layer: QuantLayer) -> int:
     """Signed accumulator width that holds every value the layer can reach."""
-    w = np.abs(layer.weight.astype(np.int64))
+    if layer.weight is None:                     # a max pool: no accumulator
+        return 8
+    w = np.abs(layer.weight.reshape(layer.rows, -1).astype(np.int64))
     b = np.abs(layer.bias.astype(np.int64))
     if layer.mode == "mac":
         reach = b + w.sum(axis=1) * 128
@@ -72,7 +73,10 @@ def _requant_const(layer: QuantLayer) -> np.ndarray:
 
 def eliminate(net: QuantNetwork) -> tuple[QuantNetwork, np.ndarray, dict]:
     """Integer-exact removal of dead neurons and unread inputs (see :mod:`mamfpga.sw.simplify`)."""
-    layers = [QuantLayer(l.weight.copy(), l.bias.copy(), l.mode, l.mult, l.shift, l.relu) for l in net.layers]
+    layers = [QuantLayer(None if l.weight is None else l.weight.copy(), None if l.bias is None else l.bias.copy(),
+                         l.mode, np.copy(l.mult) if np.ndim(l.mult) else l.mult,
+                         np.copy(l.shift) if np.ndim(l.shift) else l.shift, l.relu, kind=l.kind, stride=l.stride,
+                         padding=l.padding, kernel=l.kernel) for l in net.layers]
 
     def fold(nxt, cols, values):
         bias = nxt.bias.astype(np.int64) + nxt.weight[:, cols].astype(np.int64) @ values.astype(np.int64)
@@ -80,12 +84,15 @@ def eliminate(net: QuantNetwork) -> tuple[QuantNetwork, np.ndarray, dict]:
             return None
         return bias.astype(np.int32)
 
-    layers, index, report = eliminate_dead(layers, net.input_size, None, _requant_const, fold)
+    layers, index, report = eliminate_dead(layers, net.input_size, None, _requant_const, fold,
+                                           input_shape=net.input_shape)
     for l in layers:
-        l.weight = np.ascontiguousarray(l.weight, dtype=np.int8)
-        l.bias = np.ascontiguousarray(l.bias, dtype=np.int32)
+        if l.weight is not None:
+            l.weight = np.ascontiguousarray(l.weight, dtype=np.int8)
+            l.bias = np.ascontiguousarray(l.bias, dtype=np.int32)
     extra = {k: v for k, v in net.extra.items() if k not in ("input_index", "input_size")}
-    out = QuantNetwork(layers, net.input_scale, net.output_scale, extra)
+    out = QuantNetwork(layers, net.input_scale, net.output_scale, extra,
+                       input_shape=net.input_shape if len(net.input_shape) == 3 else None)
     info = {"removed_neurons": report.removed_neurons, "removed_inputs": report.removed_inputs,
             "sizes_before": report.sizes_before, "sizes_after": report.sizes_after}
     return out, index, info
@@ -117,7 +124,8 @@ class _CSR:
 def _csr(layer: QuantLayer, col_address: np.ndarray, lo: int | None = None, hi: int | None = None) -> _CSR:
     """The layer's nonzeros as a :class:`_CSR` over the activation addresses of its columns
     (only those in [lo, hi), relative to lo, for one PE of a column-split layer)."""
-    rr, cc = np.nonzero(layer.weight)
+    weight = layer.weight.reshape(layer.weight.shape[0], -1)         # a conv's filters as rows
+    rr, cc = np.nonzero(weight)
     addr = np.asarray(col_address, dtype=np.int64)[cc]
     if lo is not None:
         keep = (addr >= lo) & (addr < hi)
@@ -126,7 +134,7 @@ def _csr(layer: QuantLayer, col_address: np.ndarray, lo: int | None = None, hi: 
     rr, cc, addr = rr[order], cc[order], addr[order]
     indptr = np.zeros(layer.rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(rr, minlength=layer.rows), out=indptr[1:])
-    return _CSR(indptr, addr, layer.weight[rr, cc].astype(np.int64))
+    return _CSR(indptr, addr, weight[rr, cc].astype(np.int64))
 
 
 def _fillers(delta: np.ndarray, max_delta: int) -> np.ndarray:
@@ -229,69 +237,162 @@ def _split_ranges(layer: QuantLayer, col_address: np.ndarray, pes: int) -> list[
     starts = [int(addr[c]) if c > 0 else 0 for c in cuts]
     return starts + [int(addr[-1]) + 1]
 
-
 @dataclass
 class LayerShape:
     """A layer laid out on the PEs before its words are encoded: row-parallel (``rows``: each
     PE's rows in order, -1 a padding row, one CSR for all) or column-split (every PE every
     row, ``csrs`` the nonzeros of each PE's address range, ``ranges`` their starts and end),
-    and the activation address each output row goes to. The layout does not depend on the
+    and the activation address each output value goes to. A conv layer is row-parallel, its rows
+    the output channels, run at each of ``geom``'s positions. The layout does not depend on the
     delta width, so that width can be chosen over it in one pass (:func:`choose_delta_bits`)."""
     split: bool
     rows: list[list[int]]
     csrs: list[_CSR]
     ranges: list[int]
-    out_address: np.ndarray
+    out_address: np.ndarray              # byte address of every output value (C, H, W order)
     in_range: list[int]                  # split: real columns in each PE's range
+    geom: ConvGeometry | None = None     # conv: how it walks its input
+    out: OutGen | None = None            # row-parallel: where its results go
+    net_index: int = 0                   # the network layer whose output this is (a fused pool's)
+
+    @property
+    def positions(self) -> int:
+        return self.geom.positions if self.geom is not None else 1
 
     def pe_words(self, cfg: ArchConfig) -> list[int]:
-        """Weight words each PE reads for this layer at ``cfg``'s delta width."""
+        """Weight words each PE reads for this layer (per position) at ``cfg``'s delta width; a
+        conv layer's PEs all read as many (the shorter ones padded), so that none runs ahead."""
         if self.split:
             return [int(_row_costs(c, cfg).sum()) for c in self.csrs]
         costs = _row_costs(self.csrs[0], cfg)
-        return [int(sum(costs[r] if r >= 0 else 1 for r in rows)) for rows in self.rows]
+        words = [int(sum(costs[r] if r >= 0 else 1 for r in rows)) for rows in self.rows]
+        return [max(words)] * len(words) if self.geom is not None else words
 
     def cycles(self, cfg: ArchConfig) -> int:
-        return max(self.pe_words(cfg)) + layer_overhead(cfg) + (split_overhead(cfg) if self.split else 0)
+        return (self.positions * max(self.pe_words(cfg)) + layer_overhead(cfg)
+                + (split_overhead(cfg) if self.split else 0))
 
 
-def _row_parallel_shape(layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig) -> LayerShape:
+def _row_parallel_shape(layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig, base: int) -> LayerShape:
     csr = _csr(layer, col_address)
     rows = assign_rows(_row_costs(csr, cfg).tolist(), cfg.pes)
     out_address = np.zeros(layer.rows, dtype=np.int64)
     for p, rs in enumerate(rows):
         r = np.asarray(rs, dtype=np.int64)
-        out_address[r[r >= 0]] = np.flatnonzero(r >= 0) * cfg.pes + p
-    return LayerShape(False, rows, [csr], [], out_address, [])
+        out_address[r[r >= 0]] = base + np.flatnonzero(r >= 0) * cfg.pes + p
+    out = OutGen(base // cfg.pes, len(rows[0]), 1, 0, 1)
+    return LayerShape(False, rows, [csr], [], out_address, [], out=out)
 
 
-def _split_shape(layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig) -> LayerShape:
+def _split_shape(layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig, base: int) -> LayerShape:
     ranges = _split_ranges(layer, col_address, cfg.pes)
     col_address = np.asarray(col_address, dtype=np.int64)
     csrs = [_csr(layer, col_address, ranges[p], ranges[p + 1]) for p in range(cfg.pes)]
     in_range = [int(((col_address >= ranges[p]) & (col_address < ranges[p + 1])).sum()) for p in range(cfg.pes)]
-    return LayerShape(True, [list(range(layer.rows))] * cfg.pes, csrs, ranges, np.arange(layer.rows), in_range)
+    return LayerShape(True, [list(range(layer.rows))] * cfg.pes, csrs, ranges, base + np.arange(layer.rows),
+                      in_range)
 
 
-def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> list[LayerShape]:
-    """Pass: every layer laid out, row-parallel or column-split, whichever takes fewer cycles
-    (``split``: "auto"; "never"; "always" where the layer has at least P columns). Rows are
-    balanced and kinds chosen by the word counts at ``cfg``'s delta width, which is the
-    architecture's default, not the width chosen later: the layout of a network is the same
-    whatever width it is finally encoded with, so a build recompiles to the same program."""
+def _conv_shape(layer: QuantLayer, pool: QuantLayer | None, src: MapLayout, base: int, pad: tuple,
+                cfg: ArchConfig) -> tuple[LayerShape, MapLayout]:
+    """A conv layer (and its fused pool) on the PEs: output channels balanced over the PEs like
+    rows, the filters' columns at their offsets from a position's origin; its output map, in the
+    layout of :mod:`mamfpga.compile.maps`, with the border ``pad`` its consumer needs."""
+    P = cfg.pes
+    m, c, kh, kw = layer.weight.shape
+    oh = (src.hp - kh) // layer.stride[0] + 1
+    ow = (src.wp - kw) // layer.stride[1] + 1
+    ph, pw = pool.kernel if pool is not None else (1, 1)
+    out_h, out_w = (oh - ph) // ph + 1, (ow - pw) // pw + 1
+    geom = ConvGeometry(src, (kh, kw), tuple(layer.stride), (ph, pw), out_h, out_w)
+    csr = _csr(layer, geom.offsets(c))
+    rows = assign_rows(_row_costs(csr, cfg).tolist(), P)
+    R = len(rows[0])
+    chan = np.zeros(m, dtype=np.int64)
+    for p, rs in enumerate(rows):
+        for r, row in enumerate(rs):
+            if row >= 0:
+                chan[row] = r * P + p
+    dst = MapLayout(base, R * P, tuple(int(v) for v in chan), out_h, out_w, tuple(pad))
+    out = OutGen((base + (pad[0] * dst.wp + pad[1]) * R * P) // P, R, out_w, (pad[1] + pad[3]) * R,
+                 out_h * out_w, ph * pw)
+    return LayerShape(False, rows, [csr], [], dst.addresses(), [], geom=geom, out=out), dst
+
+
+def hw_layers(net: QuantNetwork) -> list[tuple[int, int | None]]:
+    """The layers the accelerator runs: (weighted layer, the max pool fused after it or None)."""
+    groups = []
+    for k, layer in enumerate(net.layers):
+        if layer.kind == "maxpool2d":
+            groups[-1] = (groups[-1][0], k)
+        else:
+            groups.append((k, None))
+    return groups
+
+
+def _padding_of(net: QuantNetwork, groups, g: int) -> tuple:
+    """The zero border hardware layer ``g`` reads its input with (none past the last layer)."""
+    if g < len(groups) and net.layers[groups[g][0]].kind == "conv2d":
+        return tuple(net.layers[groups[g][0]].padding)
+    return (0, 0, 0, 0)
+
+
+def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> tuple[list[LayerShape], int, np.ndarray]:
+    """Pass: every layer laid out. First the maps: the input on side 0, layer g's output on side
+    (g + 1) % 2, regions placed by :func:`mamfpga.compile.maps.place` (sizes known before any
+    row is assigned: R = ceil(rows / P) slots per position). Then each layer: conv layers
+    row-parallel over their channels; dense ones row-parallel or column-split, whichever takes
+    fewer cycles (``split``: "auto"; "never"; "always" where the layer has at least P columns and
+    one mult and shift). Rows are balanced and kinds chosen by the word counts at ``cfg``'s delta
+    width, which is the architecture's default, not the width chosen later: the layout of a
+    network is the same whatever width it is finally encoded with, so a build recompiles to the
+    same program. Returns the shapes, the bytes a buffer side holds and the address of every
+    input value (side 0)."""
+    P = cfg.pes
+    groups = hw_layers(net)
+    qshapes = net.shapes
+    first = net.layers[0]
+    in_pad = _padding_of(net, groups, 0)
+    if first.kind == "conv2d":
+        sizes = [(0, MapLayout.extent_of_channel_major(*net.input_shape, in_pad), any(in_pad))]
+    else:
+        sizes = [(0, net.input_size, False)]
+    for g, (k, pk) in enumerate(groups):
+        layer, pad = net.layers[k], _padding_of(net, groups, g + 1)
+        slots = -(-layer.rows // P) * P
+        if layer.kind == "conv2d":
+            _, h, w = qshapes[(pk if pk is not None else k) + 1]
+            sizes.append(((g + 1) % 2, slots * (pad[0] + h + pad[2]) * (pad[1] + w + pad[3]), any(pad)))
+        else:
+            sizes.append(((g + 1) % 2, slots, False))
+    bases, need = place(sizes, P)
+
     shapes = []
-    col_address = np.arange(net.input_size)
-    for layer in net.layers:
-        shape = _row_parallel_shape(layer, col_address, cfg) if split != "always" else None
-        if split != "never" and cfg.pes > 1 and layer.cols >= cfg.pes:
-            alt = _split_shape(layer, col_address, cfg)
-            if shape is None or alt.cycles(cfg) < shape.cycles(cfg):
-                shape = alt
-        if shape is None:
-            shape = _row_parallel_shape(layer, col_address, cfg)
+    src = None
+    if first.kind == "conv2d":
+        src = MapLayout.channel_major(bases[0], *net.input_shape, in_pad)
+        col_address = src.addresses()
+    else:
+        col_address = bases[0] + np.arange(net.input_size)
+    input_address = col_address
+    for g, (k, pk) in enumerate(groups):
+        layer, base = net.layers[k], bases[g + 1]
+        if layer.kind == "conv2d":
+            shape, src = _conv_shape(layer, net.layers[pk] if pk is not None else None, src, base,
+                                     _padding_of(net, groups, g + 1), cfg)
+        else:
+            may_split = split != "never" and P > 1 and layer.cols >= P and not layer.per_channel
+            shape = _row_parallel_shape(layer, col_address, cfg, base) if split != "always" or not may_split \
+                else None
+            if may_split:
+                alt = _split_shape(layer, col_address, cfg, base)
+                if shape is None or alt.cycles(cfg) < shape.cycles(cfg):
+                    shape = alt
+            src = None
+        shape.net_index = pk if pk is not None else k
         shapes.append(shape)
         col_address = shape.out_address
-    return shapes
+    return shapes, max(need), input_address
 
 
 def choose_delta_bits(shapes: list[LayerShape], cfg: ArchConfig, family: str | None = None,
@@ -309,54 +410,78 @@ def choose_delta_bits(shapes: list[LayerShape], cfg: ArchConfig, family: str | N
         key = (words * word_bits(c), words)
         if family is not None:
             bram = sum(memory_blocks(word_bits(c), max(1, dp), family, rom=True) for dp in depth)
-            cycles = sum(max(w) for w in per_layer)
+            cycles = sum(max(w) * sh.positions for w, sh in zip(per_layer, shapes))
             key = (bram, words * word_bits(c), cycles)
         if best is None or key < best[0]:
             best = (key, d)
     return best[1]
 
 
-def encode_layer(k: int, layer: QuantLayer, shape: LayerShape, cfg: ArchConfig) -> LayerPlan:
+def _scale_of(v, rows: np.ndarray) -> np.ndarray:
+    """A mult or shift (one, or one per row) for the listed rows (-1: padding, 0)."""
+    real = rows >= 0
+    if np.ndim(v) == 0:
+        return np.where(real, int(v), 0)
+    return np.where(real, np.asarray(v, dtype=np.int64)[np.where(real, rows, 0)], 0)
+
+
+def encode_layer(k: int, layer: QuantLayer, shape: LayerShape, cfg: ArchConfig, scales: bool = False) -> LayerPlan:
     """Pass: one layer's weight words and bias entries per PE, at ``cfg``'s delta width, in the
     layout ``shape`` gives. A row-parallel PE encodes its rows (a padding row: one word of zero
     entries, bias 0 and a zero candidate; its output is never read); a column-split PE encodes,
     for every row, the entries in its address range (deltas from the range start), its bias entry
-    the row's bias (PE 0 only) and whether the row has a zero weight among the range's columns."""
+    the row's bias (PE 0 only) and whether the row has a zero weight among the range's columns.
+    A conv layer's PEs are padded to the same words per position with zero words (before the
+    last word of their last row: they add 0, and MAM ignores them). With ``scales`` (a program
+    with per-row scales), every bias entry also carries its row's mult and shift."""
     words, bias, row_words, pe_nnz = [], [], [], []
+    target = max(shape.pe_words(cfg)) if shape.geom is not None else None
     for p in range(cfg.pes):
         csr = shape.csrs[p] if shape.split else shape.csrs[0]
         rows = shape.rows[p]
         w_p, rw_p = _encode_rows(csr, rows, cfg)
+        if target is not None and len(w_p) < target:
+            extra = target - len(w_p)
+            w_p = w_p[:-1] + [0] * extra + w_p[-1:]
+            rw_p = rw_p[:-1] + [rw_p[-1] + extra]
         nnz_row = np.diff(csr.indptr)
+        r = np.asarray(rows, dtype=np.int64)
         if shape.split:
             b = layer.bias.astype(np.int64) if p == 0 else np.zeros(layer.rows, dtype=np.int64)
             zc = nnz_row < shape.in_range[p]
             pe_nnz.append(int(nnz_row.sum()))
         else:
-            r = np.asarray(rows, dtype=np.int64)
             real = r >= 0
             safe = np.where(real, r, 0)
             b = np.where(real, layer.bias[safe], 0)
             zc = np.where(real, nnz_row[safe] < layer.cols, 1)        # the row has a pruned weight
             pe_nnz.append(int(nnz_row[r[real]].sum()))
-        bias.append(pack(bias_word_fields(cfg), {"bias": b, "zero_candidate": zc}))
+        values = {"bias": b, "zero_candidate": zc}
+        if scales:
+            values["mult"], values["shift"] = _scale_of(layer.mult, r), _scale_of(layer.shift, r)
+        bias.append(pack(bias_word_fields(cfg, scales), values))
         words.append(w_p)
         row_words.append(rw_p)
     overhead = layer_overhead(cfg) + (split_overhead(cfg) if shape.split else 0)
+    positions = shape.positions
+    out_values = shape.out.positions * layer.rows if shape.out is not None else layer.rows
     return LayerPlan(k, layer.mode, layer.rows, layer.cols, layer.nnz, layer.mult, layer.shift, layer.relu,
                      layer.rows if shape.split else len(shape.rows[0]), shape.rows, words, bias, row_words,
-                     shape.out_address, cycles_model=max(len(w) for w in words) + overhead,
-                     cycles_bound=bound_cycles(layer.nnz, layer.rows, cfg), pe_nnz=pe_nnz, split=shape.split,
-                     col_ranges=shape.ranges)
+                     shape.out_address, cycles_model=positions * max(len(w) for w in words) + overhead,
+                     cycles_bound=bound_cycles(layer.nnz * positions, out_values, cfg), pe_nnz=pe_nnz,
+                     split=shape.split, col_ranges=shape.ranges, geom=shape.geom, out=shape.out,
+                     net_index=shape.net_index, kind=layer.kind)
 
 
 def fifo_depths(program) -> list[int]:
     """Per PE, the result FIFO depth that never fills: the largest number of results a PE
-    has produced that the slowest PE has not yet matched, over every layer."""
+    has produced that the slowest PE has not yet matched, over every layer (a conv layer over
+    two positions: its PEs read as many words per position, so the pattern repeats)."""
     P = program.config.pes
     depth = [1] * P
     for plan in program.layers:
-        finish = [np.cumsum(plan.row_words[p]) for p in range(P)]   # cycle of each row's result
+        reps = 2 if plan.geom is not None and plan.geom.positions > 1 else 1
+        finish = [np.cumsum(plan.row_words[p] * reps) for p in range(P)]   # cycle of each row's result
         pop = np.max(np.stack(finish), axis=0) + 1                   # when row t leaves every FIFO
         for p in range(P):
             for t, f in enumerate(finish[p]):
@@ -378,23 +503,25 @@ def memory_use(program: Program, family: str | None) -> dict:
     act_depth = 2 * act_side_words(program.widest, P)
     modes = {l.mode for l in program.layers}
     kinds = {(l.split, l.mode) for l in program.layers}
-    wb, bb = word_bits(cfg), bias_bits_used(cfg, modes)
+    wb, bb = word_bits(cfg), bias_bits(cfg, program.scales)
+    bb_used = bias_bits_used(cfg, modes, program.scales)
     words_w = [[w for l in program.layers for w in l.words[p]] for p in range(P)]
     words_b = [[b for l in program.layers for b in l.bias[p]] for p in range(P)]
     mems = {
         "weights": {"copies": P, "width": wb, "depths": depth_w, "rom": True, "enables": 0,
                     "widths": [rom_width(w, (1 << wb) - 1) for w in words_w]},
-        "bias": {"copies": P, "width": bb, "depths": depth_b, "rom": True, "enables": 0,
-                 "widths": [rom_width(b, (1 << bb) - 1) for b in words_b]},
+        "bias": {"copies": P, "width": bin(bb_used).count("1"), "depths": depth_b, "rom": True, "enables": 0,
+                 "widths": [rom_width(b, bb_used) for b in words_b]},
         # every lane of every PE reads its own copy, both ping-pong sides in one memory, written
         # a byte (activation) at a time
         "activations": {"copies": P * L, "width": 8 * P, "depths": [act_depth] * (P * L), "rom": False,
                         "enables": P},
         # each PE's result FIFO (the fields some layer reads); in logic where block RAM cannot serve it
-        "results": {"copies": P, "width": sum(w for _, w in result_fields(cfg, kinds)),
+        "results": {"copies": P, "width": sum(w for _, w in result_fields(cfg, kinds, program.scales)),
                     "depths": fifo_depths(program), "rom": False, "enables": 1,
                     "logic": not results_may_use_block_ram(kinds)},
     }
+    del bb
     # The weights are initialised from the bitstream, so they live in block RAM: the
     # iCE40UP's SPRAMs have no initial contents (they would need run-time weight loading).
     total_bits = total_blocks = 0
@@ -423,7 +550,8 @@ def check_capacity(program: Program, device: Device) -> dict:
     if use["bram"] > device.bram:
         parts = ", ".join(f"{name} {m['bram']}" for name, m in use["memories"].items() if m["bram"])
         raise MemoryFitError(f"the program needs {use['bram']} block RAMs ({parts}); the {device.name} "
-                             f"has {device.bram} (fewer PEs or lanes, or more pruning, would fit)")
+                             f"has {device.bram}, {use['bram'] - device.bram} too few (fewer PEs or lanes, "
+                             "or more pruning, would fit)")
     return use
 
 
@@ -442,26 +570,35 @@ class Compilation:
     index: np.ndarray | None = None      # its input columns among the source's
     eliminated: dict | None = None
     shapes: list[LayerShape] | None = None
+    side_bytes: int = 0                  # bytes of one activation buffer side
+    input_address: np.ndarray | None = None   # where each input value goes (side 0)
     plans: list[LayerPlan] | None = None
     program: Program | None = None
 
 
 def supported(net: QuantNetwork) -> QuantNetwork:
-    """``net`` as the accelerator runs it: dense layers with one mult and shift each (a per-row
-    array whose entries are all equal becomes that one value), else CompileError naming the layer."""
+    """``net`` as the accelerator runs it, else CompileError naming the layer: dense and conv2d
+    layers (a conv reads a feature map: the input or a conv's, as the format has it), a max pool
+    right after a conv with its stride equal to its kernel (fused into the conv's output). A per-row mult or shift
+    array whose entries are all equal becomes that one value."""
     layers, changed = [], False
     for k, l in enumerate(net.layers):
-        if l.kind != "dense":
-            raise CompileError(f"layer{k} is a {l.kind} layer; the accelerator runs dense layers only so far "
-                               "(the golden model runs this network: mamfpga golden)")
-        if l.per_channel:
-            if np.unique(np.asarray(l.mult)).size > 1 or np.unique(np.asarray(l.shift)).size > 1:
-                raise CompileError(f"layer{k} has a mult and shift per output row; the accelerator has one "
-                                   "per layer so far (quantize with per-tensor scales for it)")
-            l, changed = QuantLayer(l.weight, l.bias, l.mode, int(np.ravel(l.mult)[0]),
-                                    int(np.ravel(l.shift)[0]), l.relu), True
+        prev = net.layers[k - 1].kind if k else None
+        if l.kind == "maxpool2d":
+            if prev != "conv2d":
+                raise CompileError(f"layer{k} is a max pool after {'the input' if prev is None else 'a ' + prev}"
+                                   " layer; the accelerator fuses a max pool into the conv layer before it")
+            if tuple(l.kernel) != tuple(l.stride):
+                raise CompileError(f"layer{k} is a {l.kernel[0]} x {l.kernel[1]} max pool with stride "
+                                   f"{l.stride[0]} x {l.stride[1]}; the accelerator fuses pools whose stride "
+                                   "equals their kernel (non-overlapping windows)")
+        if l.per_channel and np.unique(np.asarray(l.mult)).size == 1 and np.unique(np.asarray(l.shift)).size == 1:
+            l, changed = replace(l, mult=int(np.ravel(l.mult)[0]), shift=int(np.ravel(l.shift)[0])), True
         layers.append(l)
-    return QuantNetwork(layers, net.input_scale, net.output_scale, net.extra) if changed else net
+    if not changed:
+        return net
+    return QuantNetwork(layers, net.input_scale, net.output_scale, net.extra,
+                        input_shape=net.input_shape if len(net.input_shape) == 3 else None)
 
 
 def _eliminate(c: Compilation) -> None:
@@ -483,7 +620,7 @@ def _prove_accumulators(c: Compilation) -> None:
 
 def _plan_layers(c: Compilation) -> None:
     layout = ArchConfig(c.cfg.pes, c.cfg.lanes, c.cfg.weight_bits, c.cfg.act_bits, c.cfg.acc_bits)
-    c.shapes = plan_layers(c.net, layout, c.split)
+    c.shapes, c.side_bytes, c.input_address = plan_layers(c.net, layout, c.split)
 
 
 def _choose_delta_bits(c: Compilation) -> None:
@@ -493,12 +630,15 @@ def _choose_delta_bits(c: Compilation) -> None:
 
 
 def _encode(c: Compilation) -> None:
-    c.plans = [encode_layer(k, layer, shape, c.cfg) for k, (layer, shape) in enumerate(zip(c.net.layers, c.shapes))]
+    scales = any(l.per_channel for l in c.net.layers)
+    c.plans = [encode_layer(g, c.net.layers[k], shape, c.cfg, scales)
+               for g, ((k, _), shape) in enumerate(zip(hw_layers(c.net), c.shapes))]
     extra = c.source.extra
     src_index = np.asarray(extra["input_index"]) if "input_index" in extra else None
     input_index = src_index[c.index] if src_index is not None else c.index
     c.program = Program(c.cfg, c.net, c.source, input_index, c.index, c.plans, c.plans[-1].out_address,
-                        c.eliminated, split=c.split, device=c.device)
+                        c.eliminated, split=c.split, device=c.device, side_bytes=c.side_bytes, scales=scales,
+                        input_address=c.input_address)
 
 
 def _check_capacity(c: Compilation) -> None:

@@ -17,7 +17,7 @@ from mamfpga.compile.ir import Program
 from mamfpga.sw import golden
 from mamfpga.sw.golden import requantize_values
 
-__all__ = ["run_program", "run_program_layers", "first_differing_layer", "first_difference"]
+__all__ = ["run_program", "run_program_layers", "golden_layers", "first_differing_layer", "first_difference"]
 
 
 def _decode(word: int, cfg) -> tuple[list[tuple[int, int]], bool]:
@@ -25,12 +25,14 @@ def _decode(word: int, cfg) -> tuple[list[tuple[int, int]], bool]:
     return [(f[f"delta{k}"], f[f"weight{k}"]) for k in range(cfg.lanes)], bool(f["eor"])
 
 
-def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, cfg, origin: int = 0):
-    """Yield (bias, partial) per row of one PE: partial = sum, or (max, min) / None if no candidate."""
+def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, cfg, origin: int = 0,
+              scales: bool = False):
+    """Yield (bias word fields, partial) per row of one PE: partial = sum, or (max, min) / None if
+    no candidate."""
     pos = 0
     for entry in biases:
-        f = unpack(bias_word_fields(cfg), entry)
-        b, zc = f["bias"], bool(f["zero_candidate"])
+        f = unpack(bias_word_fields(cfg, scales), entry)
+        zc = bool(f["zero_candidate"])
         col = origin
         total, hi, lo = 0, None, None
         if zc and mode == "mam":
@@ -48,7 +50,7 @@ def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, 
                     lo = p if lo is None else min(lo, p)
             if eor:
                 break
-        yield b, (total if mode == "mac" else (hi, lo))
+        yield f, (total if mode == "mac" else (hi, lo))
 
 
 def run_program(program: Program, x_int8: np.ndarray) -> np.ndarray:
@@ -56,36 +58,62 @@ def run_program(program: Program, x_int8: np.ndarray) -> np.ndarray:
     return run_program_layers(program, x_int8)[-1]
 
 
+def _row_parallel(program: Program, plan, acts: np.ndarray, dst: np.ndarray) -> None:
+    """One row-parallel layer (a conv layer at each of its positions, its pool fused): each PE
+    runs its rows from the position's origin, the results requantized (the row's own mult and
+    shift with per-row scales), pooled over the window, written at the addresses of ``plan.out``."""
+    cfg, P = program.config, program.config.pes
+    origins = plan.geom.origins() if plan.geom is not None else [0]
+    R, window = plan.out.rows, plan.out.window
+    words = plan.out.words()
+    for p in range(P):
+        y = np.zeros((len(origins), R), dtype=np.int64)
+        for i, origin in enumerate(origins):
+            for r, (f, part) in enumerate(_run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg, int(origin),
+                                                     program.scales)):
+                acc = f["bias"] + (part if plan.mode == "mac" else part[0] + part[1])
+                mult, shift = (f["mult"], f["shift"]) if program.scales else (plan.mult, plan.shift)
+                y[i, r] = requantize_values(acc, mult, shift, plan.relu)
+        y = y.reshape(-1, window, R).max(axis=1).ravel()       # the max pool, window by window
+        dst[words * P + p] = y
+
+
 def run_program_layers(program: Program, x_int8: np.ndarray) -> list[np.ndarray]:
-    """Every layer's int8 output [B, M_k], rows in the order of ``program.net`` (read back
-    through each layer's address map), for inputs selected to the program's input columns."""
+    """Every hardware layer's int8 output [B, values] (the network's order: rows, or C, H, W),
+    read back through its addresses, for inputs selected to the program's input columns. The two
+    buffer sides persist from sample to sample, as the memories do (a border some write
+    reached would show)."""
     cfg = program.config
-    x_int8 = np.asarray(x_int8)
+    x_int8 = np.asarray(x_int8).reshape(len(x_int8), -1)
     per_layer: list[list[np.ndarray]] = [[] for _ in program.layers]
+    sides = [np.zeros(program.side_bytes, dtype=np.int64) for _ in range(2)]
     for sample in x_int8:
-        acts = sample.astype(np.int64)
+        sides[0][program.input_address] = sample.astype(np.int64)
         for k, plan in enumerate(program.layers):
-            size = plan.rows if plan.split else plan.rows_per_pe * cfg.pes
-            nxt = np.zeros(size, dtype=np.int64)
+            acts, nxt = sides[k % 2], sides[(k + 1) % 2]
             if plan.split:
-                rows = [list(_run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg, plan.col_ranges[p]))
-                        for p in range(cfg.pes)]
+                rows = [list(_run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg, plan.col_ranges[p],
+                                       program.scales)) for p in range(cfg.pes)]
                 for r in range(plan.rows):
-                    b = sum(rows[p][r][0] for p in range(cfg.pes))
+                    b = sum(rows[p][r][0]["bias"] for p in range(cfg.pes))
                     parts = [rows[p][r][1] for p in range(cfg.pes)]
                     if plan.mode == "mac":
                         acc = b + sum(parts)
                     else:
                         acc = b + max(h for h, _ in parts if h is not None) + min(l for _, l in parts if l is not None)
-                    nxt[r] = requantize_values(acc, plan.mult, plan.shift, plan.relu)
+                    nxt[plan.out_address[r]] = requantize_values(acc, plan.mult, plan.shift, plan.relu)
             else:
-                for p in range(cfg.pes):
-                    for t, (b, part) in enumerate(_run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg)):
-                        acc = b + (part if plan.mode == "mac" else part[0] + part[1])
-                        nxt[t * cfg.pes + p] = requantize_values(acc, plan.mult, plan.shift, plan.relu)
-            acts = nxt
-            per_layer[k].append(acts[plan.out_address])
-    return [np.array(o, dtype=np.int8).reshape(len(x_int8), plan.rows) for o, plan in zip(per_layer, program.layers)]
+                _row_parallel(program, plan, acts, nxt)
+            per_layer[k].append(nxt[plan.out_address].copy())
+    return [np.array(o, dtype=np.int8).reshape(len(x_int8), len(plan.out_address))
+            for o, plan in zip(per_layer, program.layers)]
+
+
+def golden_layers(program: Program, x_int8: np.ndarray) -> list[np.ndarray]:
+    """The golden model's outputs of the network layers the hardware layers compute (a conv's
+    fused pool: the pool's), flattened, for inputs selected to the program's input columns."""
+    want = golden.run_layers(program.net, np.asarray(x_int8).reshape(len(x_int8), -1))
+    return [want[plan.net_index] for plan in program.layers]
 
 
 def first_difference(got: list[np.ndarray], want: list[np.ndarray]) -> int | None:
@@ -100,4 +128,4 @@ def first_differing_layer(program: Program, x_int8: np.ndarray) -> int | None:
     """The first layer where the program's memory images, run here, compute something else than
     the golden model on the network the program computes (None: the program is right), for
     inputs selected to the program's input columns."""
-    return first_difference(run_program_layers(program, x_int8), golden.run_layers(program.net, x_int8))
+    return first_difference(run_program_layers(program, x_int8), golden_layers(program, x_int8))

@@ -21,7 +21,11 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.compile.arch import PRODUCT_BITS, clog2, index_bits, result_fields, results_may_use_block_ram
+import numpy as np
+
+from mamfpga.compile.arch import (MULT_BITS, PRODUCT_BITS, SHIFT_BITS, clog2, index_bits, result_fields,
+                                   results_may_use_block_ram)
+from mamfpga.compile.maps import OutGen
 from mamfpga.compile.device import memory_style
 from mamfpga.compile.passes import fifo_depths
 from mamfpga.hw.pe import act_addr_bits_of, act_write_layout, pe_from_program
@@ -67,6 +71,26 @@ class Accelerator(wiring.Component):
             "aw": Out(act_write_layout(cfg.pes, act_addr_bits_of(program))),
         })
 
+    def _input_walk(self) -> dict:
+        """The input's address walk: ``first`` address; ``w`` values a row, ``h`` rows a channel
+        plane; ``row_skip`` and ``plane_skip`` addresses of border jumped after a row and a plane.
+        A vector input is one row. The walk is checked against the compiler's addresses."""
+        prog = self.program
+        net = prog.net
+        a = np.asarray(prog.input_address, dtype=np.int64)
+        if net.layers[0].kind == "conv2d":
+            c, h, w = net.input_shape
+            top, left, bottom, right = net.layers[0].padding
+            walk = {"first": int(a[0]), "w": w, "h": h, "row_skip": left + right, "plane_skip": (top + bottom) * (w + left + right)}
+        else:
+            walk = {"first": int(a[0]), "w": len(a), "h": 1, "row_skip": 0, "plane_skip": 0}
+        steps = np.ones(len(a) - 1, dtype=np.int64)
+        idx = np.arange(1, len(a))
+        steps[idx % walk["w"] == 0] += walk["row_skip"]
+        steps[idx % (walk["w"] * walk["h"]) == 0] += walk["plane_skip"]
+        assert np.array_equal(np.diff(a), steps), "the input walk does not match the compiler's input addresses"
+        return walk
+
     def elaborate(self, platform):
         m = Module()
         prog, cfg = self.program, self.cfg
@@ -87,7 +111,9 @@ class Accelerator(wiring.Component):
         for pe in pes:
             m.d.comb += [pe.aw.en.eq(aw_en), pe.aw.addr.eq(aw_addr), pe.aw.data.eq(aw_data),
                          pe.aw.mask.eq(aw_mask)]
-        out_words = -(-max(int(a) for a in prog.output_address) // P) + 1
+        # the output memory holds the last layer's region, from its first word on
+        out_first = min(int(a) for a in prog.output_address) // P
+        out_words = max(int(a) for a in prog.output_address) // P - out_first + 1
         m.submodules.omem = omem = Memory(shape=unsigned(8 * P), depth=out_words, init=[])
         o_wr = omem.write_port(granularity=8)
         o_rd = omem.read_port(domain="comb")      # M_last values: LUT RAM, read in the same cycle
@@ -96,14 +122,33 @@ class Accelerator(wiring.Component):
         layer = Signal(index_bits(K + 1))
         split = Signal()
         mam = Signal()
-        mult, shift, relu = Signal(16), Signal(6), Signal()
-        words_to_write = Signal(index_bits(max(max(l.rows_per_pe, l.rows) for l in prog.layers) + 1))
+        mult, shift, relu = Signal(MULT_BITS), Signal(SHIFT_BITS), Signal()
+
+        def to_write(plan):
+            """Words a layer writes: a split one a row at a time, a row-parallel one P rows a word."""
+            return plan.rows if plan.split else plan.out.positions * plan.out.rows
+
+        words_to_write = Signal(index_bits(max(to_write(l) for l in prog.layers) + 1))
+        # where row-parallel results go (mamfpga.compile.maps.OutGen): word of the first position,
+        # rows per position, positions per map row, the border skipped at a row's end, pool window
+        gens = [l.out if l.out is not None else OutGen(0, 1, 1, 0, 1) for l in prog.layers]
+        g_first = Signal(act_bits)
+        g_rows = Signal(index_bits(max(g.rows for g in gens) + 1))
+        g_per_row = Signal(index_bits(max(g.per_row for g in gens) + 1))
+        g_skip = Signal(act_bits)
+        g_window = Signal(index_bits(max(g.window for g in gens) + 1))
+        split_base = Signal(act_bits + log2p)
         with m.Switch(layer):
             for k, plan in enumerate(prog.layers):
                 with m.Case(k):
-                    m.d.comb += [split.eq(plan.split), mam.eq(plan.mode == "mam"), mult.eq(plan.mult),
-                                 shift.eq(plan.shift), relu.eq(plan.relu),
-                                 words_to_write.eq(plan.rows if plan.split else plan.rows_per_pe)]
+                    g = gens[k]
+                    m.d.comb += [split.eq(plan.split), mam.eq(plan.mode == "mam"), relu.eq(plan.relu),
+                                 words_to_write.eq(to_write(plan)), g_first.eq(g.first), g_rows.eq(g.rows),
+                                 g_per_row.eq(g.per_row), g_skip.eq(g.skip), g_window.eq(g.window)]
+                    if plan.split:
+                        m.d.comb += split_base.eq(int(plan.out_address[0]))
+                    if np.ndim(plan.mult) == 0 and np.ndim(plan.shift) == 0:
+                        m.d.comb += [mult.eq(int(plan.mult)), shift.eq(int(plan.shift))]
         out_side = Signal()                        # side the current layer writes
         m.d.comb += out_side.eq(~layer[0])
         last_layer = Signal()
@@ -112,7 +157,7 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ result FIFOs
         # each record carries the fields some layer reads (mamfpga.compile.arch.result_fields)
         kinds = {(plan.split, plan.mode) for plan in prog.layers}
-        rec_fields = result_fields(cfg, kinds)
+        rec_fields = result_fields(cfg, kinds, prog.scales)
         rec_bits = sum(w for _, w in rec_fields)
         depths = fifo_depths(prog)
         fifos = []
@@ -142,6 +187,8 @@ class Accelerator(wiring.Component):
             if name not in offsets:
                 return Const(0, signed(cfg.acc_bits if name in ("acc", "sum", "bias") else PRODUCT_BITS))
             off, w = offsets[name]
+            if name in ("mult", "shift"):
+                return f.r_data[off:off + w]
             return f.r_data[off:off + w].as_signed()
 
         # ------------------------------------------------------------ row-parallel: P requantizers
@@ -151,7 +198,9 @@ class Accelerator(wiring.Component):
             rq = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits)
             m.submodules[f"rq{p}"] = rq
             m.d.comb += [rq.i.valid.eq(pop & ~split), rq.i.payload.acc.eq(field(fifos[p], "acc")),
-                         rq.i.payload.mult.eq(mult), rq.i.payload.shift.eq(shift),
+                         # a row's own mult and shift in a program with per-row scales
+                         rq.i.payload.mult.eq(field(fifos[p], "mult") if prog.scales else mult),
+                         rq.i.payload.shift.eq(field(fifos[p], "shift") if prog.scales else shift),
                          rq.i.payload.relu.eq(relu), rq.i.payload.tag.eq(t_idx)]
             rq_row.append(rq)
 
@@ -181,6 +230,9 @@ class Accelerator(wiring.Component):
                          rq_split.i.payload.relu.eq(relu), rq_split.i.payload.tag.eq(tree_tag)]
 
         # ------------------------------------------------------------ writes of results
+        # row-parallel results arrive in order, position by position, R rows each: counters give
+        # each its word (mamfpga.compile.maps.OutGen); a fused max pool keeps the running max of the
+        # window's results per row and writes it with the window's last
         written = Signal.like(words_to_write)
         row_out = Signal()
         m.d.comb += row_out.eq(rq_row[0].o.valid)
@@ -188,46 +240,95 @@ class Accelerator(wiring.Component):
         res_mask = Signal(P)
         res_addr = Signal(act_bits)
         res_en = Signal()
+        r_cnt, j_cnt, x_cnt = Signal.like(g_rows), Signal.like(g_window), Signal.like(g_per_row)
+        pos_word = Signal(act_bits)
+        y_row = Cat(*[rq.o.payload.y for rq in rq_row])
+        window_last = Signal()
+        m.d.comb += window_last.eq(j_cnt == g_window - 1)
+        pooled = any(g.window > 1 for g in gens)
+        if pooled:
+            bank_rows = max(g.rows for g in gens if g.window > 1)
+            bank = [Signal(8 * P, name=f"pool_max{r}") for r in range(bank_rows)]
+            held = Signal(8 * P)
+            with m.Switch(r_cnt):
+                for r in range(bank_rows):
+                    with m.Case(r):
+                        m.d.comb += held.eq(bank[r])
+            best = Signal(8 * P)
+            for p in range(P):
+                y, h = y_row.word_select(p, 8).as_signed(), held.word_select(p, 8).as_signed()
+                m.d.comb += best.word_select(p, 8).eq(Mux((j_cnt == 0) | (y > h), y, h))
+            with m.If(row_out):
+                with m.Switch(r_cnt):
+                    for r in range(bank_rows):
+                        with m.Case(r):
+                            m.d.sync += bank[r].eq(best)
+        else:
+            best = y_row
         with m.If(row_out):
-            m.d.comb += [res_en.eq(1), res_addr.eq(rq_row[0].o.payload.tag),
-                         res_data.eq(Cat(*[rq.o.payload.y for rq in rq_row])), res_mask.eq((1 << P) - 1)]
+            m.d.comb += [res_en.eq(window_last), res_addr.eq(pos_word + r_cnt), res_data.eq(best),
+                         res_mask.eq((1 << P) - 1)]
+            with m.If(r_cnt != g_rows - 1):
+                m.d.sync += r_cnt.eq(r_cnt + 1)
+            with m.Else():
+                m.d.sync += r_cnt.eq(0)
+                with m.If(~window_last):
+                    m.d.sync += j_cnt.eq(j_cnt + 1)
+                with m.Else():
+                    m.d.sync += j_cnt.eq(0)
+                    with m.If(x_cnt != g_per_row - 1):
+                        m.d.sync += [x_cnt.eq(x_cnt + 1), pos_word.eq(pos_word + g_rows)]
+                    with m.Else():
+                        m.d.sync += [x_cnt.eq(0), pos_word.eq(pos_word + g_rows + g_skip)]
         if has_split:
             with m.Elif(rq_split.o.valid):
-                r = rq_split.o.payload.tag
+                r = Signal(act_bits + log2p)
+                m.d.comb += r.eq(split_base + rq_split.o.payload.tag)
                 m.d.comb += [res_en.eq(1), res_addr.eq(r >> log2p),
                              res_data.eq(Cat(*[rq_split.o.payload.y] * P)),
                              res_mask.eq(1 << (r[:log2p] if log2p else 0))]
-        m.d.comb += [o_wr.addr.eq(res_addr), o_wr.data.eq(res_data),
+        m.d.comb += [o_wr.addr.eq(res_addr - out_first), o_wr.data.eq(res_data),
                      o_wr.en.eq(Mux(res_en & last_layer, res_mask, 0))]
         with m.If(res_en):
             m.d.sync += written.eq(written + 1)
 
         # ------------------------------------------------------------ sequencer
         in_count = Signal(index_bits(n_in + 1))
+        # the input's addresses (Program.input_address): C, H, W order into its map, the border skipped
+        in_at = self._input_walk()
+        in_addr = Signal(act_bits + log2p, init=in_at["first"])
+        in_x, in_y = Signal(index_bits(in_at["w"])), Signal(index_bits(in_at["h"]))
         out_count = Signal(index_bits(m_out + 1))
         rom = Signal(index_bits(out_words * P + 1))
         with m.Switch(out_count):
             for r, a in enumerate(prog.output_address):
                 with m.Case(r):
-                    m.d.comb += rom.eq(int(a))
+                    m.d.comb += rom.eq(int(a) - out_first * P)
         m.d.comb += o_rd.addr.eq(rom >> log2p)
 
         with m.FSM():
             with m.State("LOAD"):
                 m.d.comb += [self.i.ready.eq(1), self.phase.eq(0)]
                 with m.If(self.i.valid):
-                    m.d.comb += [aw_en.eq(1), aw_addr.eq(in_count >> log2p),
+                    m.d.comb += [aw_en.eq(1), aw_addr.eq(in_addr >> log2p),
                                  aw_data.eq(Cat(*[self.i.payload] * P)),
-                                 aw_mask.eq(1 << (in_count[:log2p] if log2p else 0))]
+                                 aw_mask.eq(1 << (in_addr[:log2p] if log2p else 0))]
                     m.d.sync += in_count.eq(in_count + 1)
+                    with m.If(in_x != in_at["w"] - 1):
+                        m.d.sync += [in_x.eq(in_x + 1), in_addr.eq(in_addr + 1)]
+                    with m.Elif(in_y != in_at["h"] - 1):
+                        m.d.sync += [in_x.eq(0), in_y.eq(in_y + 1), in_addr.eq(in_addr + 1 + in_at["row_skip"])]
+                    with m.Else():
+                        m.d.sync += [in_x.eq(0), in_y.eq(0),
+                                     in_addr.eq(in_addr + 1 + in_at["row_skip"] + in_at["plane_skip"])]
                     with m.If(in_count == n_in - 1):
-                        m.d.sync += [in_count.eq(0), layer.eq(0)]
+                        m.d.sync += [in_count.eq(0), layer.eq(0), in_x.eq(0), in_y.eq(0), in_addr.eq(in_at["first"])]
                         m.next = "START"
             with m.State("START"):
                 m.d.comb += self.phase.eq(1)
                 for pe in pes:
                     m.d.comb += [pe.start.eq(1), pe.layer.eq(layer)]
-                m.d.sync += [t_idx.eq(0), written.eq(0)]
+                m.d.sync += [t_idx.eq(0), written.eq(0), r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0), pos_word.eq(g_first)]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [pop.eq(all_ready), self.phase.eq(1)]

@@ -31,9 +31,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, ArchConfig, act_side_words, bias_bits_used,
-                                   bias_word_fields, clog2, index_bits, pow2_at_least, rom_width, weight_word_fields,
-                                   word_bits)
+from mamfpga.compile.arch import (MULT_BITS, PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words,
+                                   bias_bits, bias_bits_used, bias_word_fields, clog2, index_bits, pow2_at_least,
+                                   rom_width, weight_word_fields, word_bits)
 from mamfpga.compile.device import memory_style
 from mamfpga.hw.adder_tree import AdderTree
 from mamfpga.hw.maxmin_tree import MaxMinTree
@@ -46,19 +46,24 @@ LATENCY = PE_LATENCY
 
 @dataclass(frozen=True)
 class PELayer:
-    """What one PE needs to know about one layer (compile-time constants)."""
+    """What one PE needs to know about one layer (compile-time constants). A layer runs its
+    ``rows`` (words ``words``) at each of ``positions`` positions; a dense layer has one."""
     w_base: int
-    words: int
+    words: int         # per position
     b_base: int
-    rows: int
+    rows: int          # per position
     mode: str          # "mac" | "mam"
-    origin: int        # first column of the PE's range (column-split layers), else 0
+    origin: int        # column of the first position: a conv's input region, a split PE's range start, or 0
     side: int          # ping-pong side the layer reads (0 or 1)
+    positions: int = 1
+    window: tuple = (1, 1)       # the fused pool's window (ph, pw): positions walked within it
+    out_w: int = 1               # pooled outputs per map row
+    steps: tuple = (0, 0, 0, 0)  # origin increments: window x, window y, pooled x, pooled y
 
 
 class PE(wiring.Component):
     def __init__(self, cfg: ArchConfig, *, weights: list[int], biases: list[int], layers: list[PELayer],
-                 act_depth: int, family: str | None = None):
+                 act_depth: int, family: str | None = None, scales: bool = False):
         if not layers:
             raise ValueError("a PE needs at least one layer")
         self.cfg = cfg
@@ -67,6 +72,7 @@ class PE(wiring.Component):
         self.layers = list(layers)
         self.act_depth = pow2_at_least(act_depth)      # one ping-pong side; a power of two
         self.family = family                             # memories marked block RAM or logic for it
+        self.scales = scales                             # bias words carry each row's mult and shift
         self.act_addr_bits = index_bits(2 * self.act_depth)
         self.tree_latency = clog2(cfg.lanes)
         #: the reductions this PE builds: only those its layers use
@@ -77,7 +83,8 @@ class PE(wiring.Component):
             "aw": In(act_write_layout(cfg.pes, self.act_addr_bits)),
             "res": Out(stream.Signature(data.StructLayout({
                 "acc": signed(cfg.acc_bits), "sum": signed(cfg.acc_bits), "bias": signed(cfg.acc_bits),
-                "hi": signed(PRODUCT_BITS), "lo": signed(PRODUCT_BITS)}), always_ready=True)),
+                "hi": signed(PRODUCT_BITS), "lo": signed(PRODUCT_BITS), "mult": unsigned(MULT_BITS),
+                "shift": unsigned(SHIFT_BITS)}), always_ready=True)),
             "busy": Out(1),
         })
 
@@ -94,13 +101,13 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- memories
         # each memory marked block RAM or logic as the compiler counted it (mamfpga.compile.device)
         fam = self.family
-        wb, bb = word_bits(cfg), bias_bits_used(cfg, self.modes)
+        wb, bb = word_bits(cfg), bias_bits_used(cfg, self.modes, self.scales)
         m.submodules.wmem = wmem = Memory(shape=unsigned(wb), depth=len(self.weights), init=self.weights,
                                           attrs=memory_style(rom_width(self.weights, (1 << wb) - 1),
                                                              len(self.weights), fam, rom=True))
-        m.submodules.bmem = bmem = Memory(shape=unsigned(cfg.acc_bits + 1), depth=len(self.biases),
+        m.submodules.bmem = bmem = Memory(shape=unsigned(bias_bits(cfg, self.scales)), depth=len(self.biases),
                                           init=self.biases,
-                                          attrs=memory_style(rom_width(self.biases, (1 << bb) - 1),
+                                          attrs=memory_style(rom_width(self.biases, bb),
                                                              len(self.biases), fam, rom=True))
         w_rd = wmem.read_port()
         b_rd = bmem.read_port()
@@ -115,24 +122,63 @@ class PE(wiring.Component):
             act_rd.append(mem.read_port())
 
         # ---------------------------------------------------------------- layer registers
+        lays = self.layers
         w_addr = Signal(index_bits(len(self.weights) + 1))
-        w_left = Signal(index_bits(max(l.words for l in self.layers) + 1))
+        w_base = Signal.like(w_addr)
+        w_words = Signal(index_bits(max(l.words for l in lays) + 1))
+        w_left = Signal.like(w_words)
         b_base = Signal(index_bits(len(self.biases) + 1))
         origin = Signal(index_bits(2 * self.act_depth * P + 1))
         side = Signal()
         mam = Signal()
-        rows_left = Signal(index_bits(max(l.rows for l in self.layers) + 1))
+        rows_left = Signal(index_bits(max(l.rows * l.positions for l in lays) + 1))
+        rows_pp = Signal(index_bits(max(l.rows for l in lays) + 1))
+        pos_left = Signal(index_bits(max(l.positions for l in lays) + 1))
+        # the conv origin generator (mamfpga.compile.maps.ConvGeometry.origins): counters over the
+        # pool window (dx, dy) and the pooled row (px); the origins of the current pooled row,
+        # pooled position and window row
+        conv = any(l.positions > 1 for l in lays)
+        dx, dy = Signal(index_bits(max(l.window[1] for l in lays))), Signal(index_bits(max(l.window[0] for l in lays)))
+        px = Signal(index_bits(max(l.out_w for l in lays)))
+        dx_end, dy_end, px_end = Signal.like(dx), Signal.like(dy), Signal.like(px)
+        st = [Signal.like(origin, name=f"step_{n}") for n in ("x", "y", "px", "py")]
+        o_py, o_px, o_dy = Signal.like(origin), Signal.like(origin), Signal.like(origin)
         with m.If(self.start):
             with m.Switch(self.layer):
-                for k, lay in enumerate(self.layers):
+                for k, lay in enumerate(lays):
                     with m.Case(k):
-                        m.d.sync += [w_addr.eq(lay.w_base), w_left.eq(lay.words), b_base.eq(lay.b_base),
-                                     origin.eq(lay.origin), side.eq(lay.side), mam.eq(lay.mode == "mam"),
-                                     rows_left.eq(lay.rows)]
+                        m.d.sync += [w_addr.eq(lay.w_base), w_base.eq(lay.w_base), w_words.eq(lay.words),
+                                     w_left.eq(lay.words), b_base.eq(lay.b_base), origin.eq(lay.origin),
+                                     side.eq(lay.side), mam.eq(lay.mode == "mam"),
+                                     rows_left.eq(lay.rows * lay.positions), rows_pp.eq(lay.rows),
+                                     pos_left.eq(lay.positions)]
+                        if conv:
+                            m.d.sync += [o_py.eq(lay.origin), o_px.eq(lay.origin), o_dy.eq(lay.origin),
+                                         dx.eq(0), dy.eq(0), px.eq(0), dx_end.eq(lay.window[1] - 1),
+                                         dy_end.eq(lay.window[0] - 1), px_end.eq(lay.out_w - 1)]
+                            m.d.sync += [s.eq(v) for s, v in zip(st, lay.steps)]
         fetching = Signal()
         m.d.comb += [fetching.eq(w_left != 0), w_rd.addr.eq(w_addr)]
         with m.If(fetching & ~self.start):
-            m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
+            with m.If((w_left == 1) & (pos_left > 1)):
+                # the position's last word: read the layer's words again, at the next position
+                m.d.sync += [w_addr.eq(w_base), w_left.eq(w_words), pos_left.eq(pos_left - 1)]
+                if conv:
+                    with m.If(dx != dx_end):
+                        m.d.sync += [dx.eq(dx + 1), origin.eq(origin + st[0])]
+                    with m.Elif(dy != dy_end):
+                        m.d.sync += [dx.eq(0), dy.eq(dy + 1), o_dy.eq(o_dy + st[1]), origin.eq(o_dy + st[1])]
+                    with m.Elif(px != px_end):
+                        m.d.sync += [dx.eq(0), dy.eq(0), px.eq(px + 1), o_px.eq(o_px + st[2]),
+                                     o_dy.eq(o_px + st[2]), origin.eq(o_px + st[2])]
+                    with m.Else():
+                        m.d.sync += [dx.eq(0), dy.eq(0), px.eq(0), o_py.eq(o_py + st[3]), o_px.eq(o_py + st[3]),
+                                     o_dy.eq(o_py + st[3]), origin.eq(o_py + st[3])]
+            with m.Else():
+                m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
+        # the origin travels with the word it was fetched for (read, then registered: two cycles)
+        org_a, org_b = Signal.like(origin), Signal.like(origin)
+        m.d.sync += [org_a.eq(origin), org_b.eq(org_a)]
 
         # ---------------------------------------------------------------- S1: decode
         # the weight word is registered as it leaves the block RAM (its clock-to-out is long)
@@ -146,7 +192,7 @@ class PE(wiring.Component):
         row_start = Signal(init=1)                 # the next word starts a row
         base = Signal.like(origin)
         cols = []
-        acc_col = Mux(row_start, origin, base)
+        acc_col = Mux(row_start, org_b, base)
         for k in range(L):
             acc_col = acc_col + deltas[k]
             c = Signal.like(origin, name=f"col{k}")
@@ -264,7 +310,7 @@ class PE(wiring.Component):
         row_idx = Signal.like(rows_left)
         m.d.comb += b_rd.addr.eq(b_base + row_idx)
         with m.If(row_done):
-            m.d.sync += [row_idx.eq(row_idx + 1), rows_left.eq(rows_left - 1)]
+            m.d.sync += [row_idx.eq(Mux(row_idx == rows_pp - 1, 0, row_idx + 1)), rows_left.eq(rows_left - 1)]
         with m.If(self.start):
             m.d.sync += row_idx.eq(0)
         r_sum, r_hi, r_lo, r_seen, v6 = (Signal(signed(cfg.acc_bits)), Signal(signed(PRODUCT_BITS)),
@@ -280,7 +326,7 @@ class PE(wiring.Component):
         m.d.sync += [bias_word.eq(b_rd.data), s_sum.eq(r_sum), s_hi.eq(r_hi), s_lo.eq(r_lo),
                      s_seen.eq(r_seen), v7.eq(v6)]
         r_sum, r_hi, r_lo, r_seen, v6 = s_sum, s_hi, s_lo, s_seen, v7
-        bias_fields = data.View(word_layout(bias_word_fields(cfg)), bias_word)
+        bias_fields = data.View(word_layout(bias_word_fields(cfg, self.scales)), bias_word)
         bias, zc = bias_fields.bias, bias_fields.zero_candidate
         # S6c: zero candidate and one addition; S6d: the bias added
         f_hi, f_lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
@@ -300,6 +346,10 @@ class PE(wiring.Component):
             self.res.payload.bias.eq(c_bias),
             self.res.payload.acc.eq(c_bias + part),
         ]
+        if self.scales:                            # the row's own requantizer constants
+            c_mult, c_shift = Signal(MULT_BITS), Signal(SHIFT_BITS)
+            m.d.sync += [c_mult.eq(bias_fields.mult), c_shift.eq(bias_fields.shift),
+                         self.res.payload.mult.eq(c_mult), self.res.payload.shift.eq(c_shift)]
         m.d.comb += self.busy.eq(fetching | (rows_left != 0))
         return m
 
@@ -338,10 +388,16 @@ def pe_from_program(program, p: int, family: str | None = None) -> PE:
     """PE ``p`` of the accelerator for a compiled :class:`~mamfpga.compile.ir.Program`."""
     weights, biases, layers = [], [], []
     for k, plan in enumerate(program.layers):
+        g = plan.geom
+        if g is not None:
+            st = g.steps()
+            extra = dict(origin=int(g.src.base), positions=g.positions, window=tuple(g.pool), out_w=g.out_w,
+                         steps=(st["x"], st["y"], st["px"], st["py"]))
+        else:
+            extra = dict(origin=plan.col_ranges[p] if plan.split else 0)
         layers.append(PELayer(w_base=len(weights), words=len(plan.words[p]), b_base=len(biases),
-                              rows=len(plan.bias[p]), mode=plan.mode,
-                              origin=plan.col_ranges[p] if plan.split else 0, side=k % 2))
+                              rows=len(plan.bias[p]), mode=plan.mode, side=k % 2, **extra))
         weights += plan.words[p]
         biases += plan.bias[p]
     return PE(program.config, weights=weights, biases=biases, layers=layers, act_depth=act_depth_of(program),
-              family=family)
+              family=family, scales=program.scales)

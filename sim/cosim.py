@@ -19,7 +19,7 @@ import numpy as np
 
 from mamfpga import progress
 from mamfpga.compile.ir import Program
-from mamfpga.compile.progsim import first_differing_layer, first_difference
+from mamfpga.compile.progsim import first_difference, first_differing_layer, golden_layers
 from mamfpga.hw.emit import TOP_NAME
 from mamfpga.hw.pe import act_addr_bits_of
 from mamfpga.sim.runner import SimResult, SimulationError, run_cocotb
@@ -51,7 +51,7 @@ def _run(program: Program, build: Path, xq: np.ndarray, work: Path, *, simulator
     """The testbench on the inputs ``xq`` (int8, the source network's columns): its results."""
     work.mkdir(parents=True, exist_ok=True)
     inputs = work / "inputs.npy"
-    np.save(inputs, np.ascontiguousarray(xq[:, program.columns]))
+    np.save(inputs, np.ascontiguousarray(xq.reshape(len(xq), -1)[:, program.columns]))
     results, prog_file = work / "results.json", work / "progress"
     for f in (results, prog_file):
         if f.exists():
@@ -100,11 +100,11 @@ def cosimulate(program: Program, build: Path, x_net: np.ndarray, *, simulator: s
     if len(bad):
         s, j = (int(v) for v in bad[0])
         one = xq[s:s + 1]
-        want = golden.run_layers(program.net, one[:, program.columns])
+        want = golden_layers(program, one.reshape(1, -1)[:, program.columns])
         again, _ = _run(program, build, one, work / "capture", simulator=simulator, capture=True)
         out.first_mismatch = {"sample": s, "neuron": j, "got": int(outputs[s, j]), "expected": int(expected[s, j]),
                               "layer": first_difference(rtl_layer_outputs(program, again["writes"]), want),
-                              "program_layer": first_differing_layer(program, one[:, program.columns])}
+                              "program_layer": first_differing_layer(program, one.reshape(1, -1)[:, program.columns])}
     return out
 
 
@@ -112,10 +112,10 @@ def rtl_layer_outputs(program: Program, writes: list) -> list[np.ndarray]:
     """Each layer's int8 outputs [1, M_k] in the network's row order, from the (layer, addr,
     data, mask) activation-buffer writes the testbench captured for one inference: a write
     puts byte p of ``data`` at activation (addr without its side bit) * P + p where ``mask``
-    has bit p (the address map of :mod:`mamfpga.compile.arch`). A row never written reads -1000."""
+    has bit p (the addresses of :mod:`mamfpga.compile.maps`). A value never written reads -1000."""
     P = program.config.pes
     side_mask = (1 << (act_addr_bits_of(program) - 1)) - 1
-    acts = [np.full(l.rows if l.split else l.rows_per_pe * P, -1000, dtype=np.int64) for l in program.layers]
+    acts = [np.full(program.side_bytes, -1000, dtype=np.int64) for _ in program.layers]
     for k, addr, data, mask in writes:
         if k >= len(acts):
             continue
@@ -158,7 +158,7 @@ def cosimulate_hostlink(program, x_net: np.ndarray, work: Path, *, divisor: int 
                       heartbeat_bit=6)
     verilog = write_verilog(top, BOARD_TOP_NAME, work / f"{BOARD_TOP_NAME}.v")
     inputs = work / "inputs.npy"
-    np.save(inputs, np.ascontiguousarray(xq[:, program.columns]))
+    np.save(inputs, np.ascontiguousarray(xq.reshape(len(xq), -1)[:, program.columns]))
     results = work / "results.json"
     if results.exists():
         results.unlink()

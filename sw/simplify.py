@@ -132,6 +132,9 @@ def eliminate_dead(layers: list, input_size: int, input_index: np.ndarray | None
                     nxt.bias = bias
             keep = np.setdiff1d(np.arange(rows), np.array(remove))
             cur.weight, cur.bias = cur.weight[keep], cur.bias[keep]
+            for name in ("mult", "shift"):                 # per-row scales of a quantized layer
+                if np.ndim(getattr(cur, name, 0)):
+                    setattr(cur, name, np.asarray(getattr(cur, name))[keep])
             nxt.weight = by_unit[:, keep].reshape((nxt.weight.shape[0], len(keep) * group)) \
                 if getattr(nxt, "kind", "dense") == "dense" else nxt.weight[:, keep]
             removed_neurons[w_pos] += len(remove)

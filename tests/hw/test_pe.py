@@ -17,7 +17,8 @@ def _expected(program, p, acts):
     cfg = program.config
     origin = plan.col_ranges[p] if plan.split else 0
     out = []
-    for b, part in _run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg, origin):
+    for f, part in _run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg, origin):
+        b = f["bias"]
         if plan.mode == "mac":
             out.append({"acc": b + part, "sum": part, "bias": b})
         else:

@@ -272,10 +272,17 @@ def test_golden_cli_takes_image_batches(tmp_path, capsys):
     assert not (tmp_path / "y2.npy").exists()
 
 
-def test_compiler_refuses_what_the_accelerator_does_not_run_yet(tmp_path):
+def test_compiler_takes_a_conv_network_and_refuses_overlapping_pools(tmp_path):
     net, path = _conv_file(tmp_path)
     res = subprocess.run([sys.executable, "-m", "mamfpga", "compile", str(path), "-o", str(tmp_path / "b")],
                          capture_output=True, text=True)
+    assert res.returncode == 0 and (tmp_path / "b" / "accelerator.v").exists(), res.stderr
+    # a pool whose windows overlap is not fused: one line, exit 2, nothing written
+    _rewrite(path, **{"layer1.kernel": np.array([3, 3]), "layer1.stride": np.array([2, 2]),
+                      "layer2.weight": np.ones((4, 3 * 2 * 2), np.int8)})
+    res = subprocess.run([sys.executable, "-m", "mamfpga", "compile", str(path), "-o", str(tmp_path / "c")],
+                         capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
-    assert "layer0 is a conv2d layer; the accelerator runs dense layers only so far" in res.stderr
-    assert not (tmp_path / "b").exists()
+    assert "layer1 is a 3 x 3 max pool with stride 2 x 2; the accelerator fuses pools whose stride equals " \
+        "their kernel" in res.stderr
+    assert not (tmp_path / "c").exists()
