@@ -192,7 +192,9 @@ def lower_bound_problem(net, device) -> str | None:
 
     nnz = 0
     for layer in net.layers:
-        w = layer.weight
+        if layer.weight is None:               # a max pool: no weights
+            continue
+        w = layer.weight.reshape(layer.weight.shape[0], -1)
         live = np.count_nonzero(w, axis=1) > 0
         nnz += int(np.count_nonzero(w[live]))
     need = nnz * (8 + 1)

@@ -498,8 +498,8 @@ def memory_use(program: Program, family: str | None) -> dict:
     counts them in the synthesized design)."""
     cfg = program.config
     P, L = cfg.pes, cfg.lanes
-    depth_w = [max(1, sum(l.pe_words[p] for l in program.layers)) for p in range(P)]
-    depth_b = [max(1, sum(len(l.bias[p]) for l in program.layers)) for p in range(P)]
+    depth_w = [max(2, sum(l.pe_words[p] for l in program.layers)) for p in range(P)]   # as hw/pe.py pads them
+    depth_b = [max(2, sum(len(l.bias[p]) for l in program.layers)) for p in range(P)]
     act_depth = 2 * act_side_words(program.widest, P)
     modes = {l.mode for l in program.layers}
     kinds = {(l.split, l.mode) for l in program.layers}

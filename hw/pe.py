@@ -67,8 +67,9 @@ class PE(wiring.Component):
         if not layers:
             raise ValueError("a PE needs at least one layer")
         self.cfg = cfg
-        self.weights = list(weights) or [0]
-        self.biases = list(biases) or [0]
+        # at least two words each, so that every address has a bit (a one-word memory has none)
+        self.weights = (list(weights) + [0, 0])[:max(2, len(weights))]
+        self.biases = (list(biases) + [0, 0])[:max(2, len(biases))]
         self.layers = list(layers)
         self.act_depth = pow2_at_least(act_depth)      # one ping-pong side; a power of two
         self.family = family                             # memories marked block RAM or logic for it
@@ -160,7 +161,7 @@ class PE(wiring.Component):
         fetching = Signal()
         m.d.comb += [fetching.eq(w_left != 0), w_rd.addr.eq(w_addr)]
         with m.If(fetching & ~self.start):
-            with m.If((w_left == 1) & (pos_left > 1)):
+            with m.If((w_left == 1) & (pos_left > 1) if conv else 0):
                 # the position's last word: read the layer's words again, at the next position
                 m.d.sync += [w_addr.eq(w_base), w_left.eq(w_words), pos_left.eq(pos_left - 1)]
                 if conv:

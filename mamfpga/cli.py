@@ -108,12 +108,18 @@ def cmd_doctor(args) -> int:
 def cmd_demo(args) -> int:
     from mamfpga.demo import run_demo
 
+    from mamfpga.demo import demo_arch
+    from mamfpga.sw.train import build_model
+
     stages.get_board(args.board)
     ds = stages.load_dataset(args.dataset)          # a bad data set: one line, nothing created
+    arch = demo_arch(ds, args.arch)
+    if arch is not None:
+        build_model(arch, ds.sample_shape, ds.classes)   # a bad --arch: one line, nothing created
     out = claim_dir(args.out, what="demo output folder")
-    print(f"mamfpga demo: {ds.name} -> MAM training -> pruning -> int8 -> compiled for {args.board}, "
-          f"into {out}/")
-    return 0 if run_demo(out, args.board, dataset=ds, quiet=args.quiet).ok else 1
+    print(f"mamfpga demo: {ds.name} -> MAM training{f' ({arch})' if arch else ''} -> pruning -> int8 -> "
+          f"compiled for {args.board}, into {out}/")
+    return 0 if run_demo(out, args.board, dataset=ds, quiet=args.quiet, arch=arch).ok else 1
 
 
 def cmd_train(args) -> int:
@@ -365,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="build/demo", type=Path, help="output folder (default build/demo)")
     d.add_argument("--board", default="icebreaker", help="target board (default icebreaker)")
     d.add_argument("--dataset", default="digits", help=DATASET_HELP)
+    d.add_argument("--arch", help='the network before the classifier (default: the 1024-1024 MLP; on mnist5k '
+                                  'the CNN "conv8k3,pool2,conv16k3,pool2")')
 
     d = verb("train", cmd_train, "train an MLP or a CNN (MAM layers with vanishing contributions, or MAC)",
              training, output)

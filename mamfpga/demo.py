@@ -1,6 +1,7 @@
 """``mamfpga demo``: the whole flow on a data set (the built-in digits by default).
 
-train a MAM MLP (vanishing contributions) -> prune the MAM layers (global
+train a MAM MLP, or a MAM CNN with ``arch`` (the default on mnist5k), with vanishing
+contributions -> prune the MAM layers (global
 magnitude) -> keep MAM or revert to MAC, whichever fine-tunes better -> prune
 the classifier -> simplify and quantize -> compile for the board -> generate
 the accelerator's Verilog and lint it -> co-simulate the whole test set on
@@ -31,8 +32,11 @@ from mamfpga.sw.train import accuracy, finetune
 
 __all__ = ["run_demo", "DemoResult", "DEMO_KEPT", "train_dense", "prune_and_finetune", "demo_network"]
 
-DEMO_KEPT = 0.001          # fraction of the MAM layers' weights kept
+DEMO_KEPT = 0.001          # fraction of the MAM layers' weights kept (an MLP's)
+CNN_KEPT = 0.1             # a CNN's: its MAM conv layers have few weights to begin with
 CLASSIFIER_KEPT = 0.1      # fraction of the classifier's weights kept
+#: the network a demo trains on a data set when no --arch is given (else the 1024-1024 MLP)
+DEMO_ARCH = {"mnist5k": "conv8k3,pool2,conv16k3,pool2"}
 CURVE_KEPT = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 
 
@@ -51,9 +55,11 @@ class Steps:
         print(f"      {result} ({time.monotonic() - self._t:.1f} s)", flush=True)
 
 
-def train_dense(ds, *, hidden=(1024, 1024), seed: int = 0, progress: bool = False):
-    """Step 1: the dense MAM MLP, vanishing contributions (training seed ``seed``)."""
-    return stages.train(ds, mode="mam", hidden=hidden, seed=seed, progress=progress, log=lambda _m: None).model
+def train_dense(ds, *, hidden=(1024, 1024), arch: str | None = None, seed: int = 0, progress: bool = False):
+    """Step 1: the dense MAM MLP, or the network of ``arch``, vanishing contributions (training
+    seed ``seed``)."""
+    return stages.train(ds, mode="mam", hidden=None if arch else hidden, arch=arch, seed=seed, progress=progress,
+                        log=lambda _m: None).model
 
 
 def prune_and_finetune(model, ds, *, kept: float = DEMO_KEPT, classifier_kept: float = CLASSIFIER_KEPT) -> dict:
@@ -72,11 +78,14 @@ def prune_and_finetune(model, ds, *, kept: float = DEMO_KEPT, classifier_kept: f
             "mac_acc": mac_acc}
 
 
-def demo_network(ds, *, seed: int = 0, classifier_kept: float = CLASSIFIER_KEPT, hidden=(1024, 1024)):
+def demo_network(ds, *, seed: int = 0, classifier_kept: float = CLASSIFIER_KEPT, hidden=(1024, 1024),
+                 arch: str | None = None):
     """Steps 1-3 without the demo's printing: the int8 QuantNetwork the demo builds hardware for,
-    for a training seed and a perturbation (the robustness run, ``scripts/robustness.py``)."""
-    model = train_dense(ds, hidden=hidden, seed=seed)
-    pr = prune_and_finetune(model, ds, classifier_kept=classifier_kept)
+    for a training seed and a perturbation (the robustness run, ``scripts/robustness.py``), the
+    MLP or the network of ``arch`` (pruned as the demo prunes it)."""
+    model = train_dense(ds, hidden=hidden, arch=arch, seed=seed)
+    pr = prune_and_finetune(model, ds, kept=CNN_KEPT if arch and "conv" in arch else DEMO_KEPT,
+                            classifier_kept=classifier_kept)
     return stages.quantize(from_torch(pr["model"]), ds.x_train).qnet
 
 
@@ -86,30 +95,40 @@ class DemoResult:
     ok: bool
 
 
-def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False) -> DemoResult:
-    """The whole flow on ``dataset`` (a name, a DATA.npz path, or a loaded Dataset)."""
+def demo_arch(ds, arch: str | None) -> str | None:
+    """The network the demo trains on ``ds``: ``arch``, else the data set's default CNN, else
+    None (the MLP)."""
+    return arch if arch is not None else DEMO_ARCH.get(ds.name)
+
+
+def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False, arch: str | None = None) -> DemoResult:
+    """The whole flow on ``dataset`` (a name, a DATA.npz path, or a loaded Dataset); the MLP, or
+    the network of ``arch`` (the data set's default CNN if it has one)."""
     steps = Steps(8)
     ds = stages.load_dataset(dataset) if isinstance(dataset, str) else dataset
     brd = stages.get_board(board)
     dev = DEVICES[brd.device]
+    arch = demo_arch(ds, arch)
+    kept = CNN_KEPT if arch and "conv" in arch else DEMO_KEPT
 
-    steps.start(f"training a MAM MLP {ds.features}-1024-1024-{ds.classes} on {ds.name} "
-                "(beta 1 -> 0 over 20 epochs, 60 epochs)")
-    model = train_dense(ds, progress=not quiet)
+    what = (f"network {'x'.join(map(str, ds.sample_shape))} -> {arch} -> fc{ds.classes}" if arch
+            else f"MLP {ds.features}-1024-1024-{ds.classes}")
+    steps.start(f"training a MAM {what} on {ds.name} (beta 1 -> 0 over 20 epochs, 60 epochs)")
+    model = train_dense(ds, arch=arch, progress=not quiet)
     dense_acc = accuracy(model, ds.x_test, ds.y_test)
     stages.save_model(model, out / "mam.pt", {"dataset": ds.name, "mode": "mam", "accuracy": dense_acc,
-                                              "pruned_layers": ["0", "2"]})
+                                              "pruned_layers": [n for n, _ in prune.prunable_layers(model)]})
     dense_model = copy.deepcopy(model)
     steps.done(f"test accuracy {dense_acc:.4f}")
 
-    steps.start(f"pruning the MAM layers to {DEMO_KEPT:.1%} kept (global magnitude), the classifier to "
+    steps.start(f"pruning the MAM layers to {kept:.1%} kept (global magnitude), the classifier to "
                 f"{CLASSIFIER_KEPT:.0%} (local magnitude), fine-tuning MAM and MAM->MAC")
     curve = []
-    for kept in CURVE_KEPT:                     # one-shot accuracy against sparsity, for the plot
+    for share in CURVE_KEPT:                    # one-shot accuracy against sparsity, for the plot
         trial = copy.deepcopy(dense_model)
-        prune.prune_model(trial, "gmp", 1.0 - kept)
-        curve.append({"kept": kept, "accuracy": accuracy(trial, ds.x_test, ds.y_test)})
-    pr = prune_and_finetune(model, ds)
+        prune.prune_model(trial, "gmp", 1.0 - share)
+        curve.append({"kept": share, "accuracy": accuracy(trial, ds.x_test, ds.y_test)})
+    pr = prune_and_finetune(model, ds, kept=kept)
     chosen, chosen_name, float_acc = pr["model"], pr["name"], pr["accuracy"]
     stages.save_model(chosen, out / "pruned.pt", {"dataset": ds.name, "accuracy": float_acc})
     steps.done(f"one-shot {pr['one_shot']:.4f}; fine-tuned MAM {pr['mam_acc']:.4f}, MAM->MAC {pr['mac_acc']:.4f}: "
@@ -144,7 +163,8 @@ def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False) ->
 
     steps.start("the same network dense and MAC: what would it need?")
     cfg = program.config
-    total_weights = sum(int(m.weight.numel()) for m in dense_model.modules() if isinstance(m, nn.Linear))
+    total_weights = sum(int(m.weight.numel()) for m in dense_model.modules()
+                        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)))
     dense_q = stages.quantize(from_torch(to_mac(copy.deepcopy(dense_model))), ds.x_train,
                               simplify_first=False).qnet
     dense_prog = compile_network(dense_q, ArchConfig(pes=cfg.pes, lanes=cfg.lanes))
@@ -167,7 +187,7 @@ def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False) ->
     report = Report.load(build)
     report.demo = DemoFigures(
         accuracy={"dense_mam": dense_acc, "float": float_acc, "quantized": q_acc, "hardware": hw_acc,
-                  "kept": DEMO_KEPT, "classifier_kept": CLASSIFIER_KEPT, "chosen": chosen_name.lower()},
+                  "kept": kept, "classifier_kept": CLASSIFIER_KEPT, "chosen": chosen_name.lower()},
         sparsity=1.0 - nnz / total_weights, nnz=nnz, weights=total_weights, one_shot_curve=curve, dense_mac=dense,
         fallbacks=done.fallbacks, lint_warnings=issues)
     report.save(build, out)                      # `mamfpga report BUILD` shows it too

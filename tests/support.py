@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork
 
-__all__ = ["random_network", "simulate_accelerator", "stream_put", "stream_get", "run_sim", "put_all", "get_all"]
+__all__ = ["random_network", "random_conv_network", "random_weights", "random_scales", "conv_inputs", "simulate_accelerator", "stream_put", "stream_get", "run_sim", "put_all", "get_all"]
 
 
 def random_network(rng, shapes, density, modes):
@@ -28,6 +28,78 @@ def random_network(rng, shapes, density, modes):
         layers.append(QuantLayer(w, b, modes[k % len(modes)], mult, shift, k < len(shapes) - 2))
     return QuantNetwork(layers)
 
+
+def random_weights(rng, shape):
+    """int8 weights of a random density (0, 10 %, 50 %, all), often with an empty and a dense
+    row or filter of extremes."""
+    density = float(rng.choice([0.0, 0.1, 0.5, 1.0]))
+    w = rng.integers(-127, 128, size=shape) * (rng.random(shape) < density)
+    m = shape[0]
+    if m > 1 and rng.random() < 0.5:
+        w[rng.integers(m)] = 0                                   # an empty filter / row
+    if m > 1 and rng.random() < 0.5:
+        w[rng.integers(m)] = rng.choice([-127, 127], size=shape[1:])   # a dense filter of extremes
+    return w.astype(np.int8)
+
+
+def random_scales(rng, m):
+    """A mult and shift, one per row half the time, their extremes among the choices."""
+    def one(lo, hi, special):
+        return int(rng.choice([*special, int(rng.integers(lo, hi))]))
+    if rng.random() < 0.5:                                       # per channel / row
+        mult = np.array([one(1, 2**16, [1, 2**16 - 1]) for _ in range(m)], np.int64)
+        shift = np.array([one(0, 30, [0, 62]) for _ in range(m)], np.int64)
+        return mult, shift
+    return one(1, 2**16, [1, 2**16 - 1]), one(0, 30, [0, 62])
+
+
+def conv_inputs(rng, shape, count=4):
+    """int8 inputs of ``shape``: all zero, all 127, all -128, then random."""
+    x = rng.integers(-128, 128, size=(count, *shape))
+    x[0] = 0                                                     # all-zero input
+    x[1] = 127                                                   # extremes
+    x[2] = -128
+    return x.astype(np.int8)
+
+
+def random_conv_network(rng, max_hw=9):
+    """A random network of the layers the accelerator runs: conv2d (strides, zero padding,
+    kernels, dense/empty filters, per-channel scales, MAC and MAM), each maybe followed by a
+    max pool with stride = kernel, then maybe dense layers."""
+    c, h, w = int(rng.integers(1, 4)), int(rng.integers(1, max_hw + 1)), int(rng.integers(1, max_hw + 1))
+    conv1d = rng.random() < 0.2
+    if conv1d:
+        h = 1
+    layers = []
+    shape = (c, h, w)
+    for _ in range(int(rng.integers(1, 4))):
+        cc, hh, ww = shape
+        pad = tuple(int(v) for v in rng.integers(0, 3, size=4))
+        if conv1d:
+            pad = (0, pad[1], 0, pad[3])
+        kh = 1 if conv1d else int(rng.integers(1, min(4, hh + pad[0] + pad[2]) + 1))
+        kw = int(rng.integers(1, min(4, ww + pad[1] + pad[3]) + 1))
+        m = int(rng.integers(1, 6))
+        mult, shift = random_scales(rng, m)
+        bias_range = int(rng.choice([0, 100, 10**5]))
+        layers.append(QuantLayer(random_weights(rng, (m, cc, kh, kw)),
+                                 rng.integers(-bias_range, bias_range + 1, size=m).astype(np.int32),
+                                 str(rng.choice(["mac", "mam"])), mult, shift, bool(rng.random() < 0.6),
+                                 kind="conv2d", stride=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+                                 padding=pad))
+        shape = QuantNetwork(layers, input_shape=(c, h, w)).shapes[-1]
+        if rng.random() < 0.4 and shape[1] >= 1 and shape[2] >= 2:
+            k = (1 if shape[1] < 2 else int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            layers.append(QuantLayer(None, None, kind="maxpool2d", kernel=k, stride=k))
+            shape = QuantNetwork(layers, input_shape=(c, h, w)).shapes[-1]
+    for _ in range(int(rng.integers(0, 3))):
+        m = int(rng.integers(1, 6))
+        mult, shift = random_scales(rng, m)
+        layers.append(QuantLayer(random_weights(rng, (m, int(np.prod(shape)))),
+                                 rng.integers(-1000, 1001, size=m).astype(np.int32),
+                                 str(rng.choice(["mac", "mam"])), mult, shift, bool(rng.random() < 0.5)))
+        shape = (m,)
+    return QuantNetwork(layers, input_shape=(c, h, w))
 
 
 async def stream_put(ctx, stream, payload):

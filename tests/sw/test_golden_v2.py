@@ -14,6 +14,7 @@ import pytest
 from mamfpga import cli
 from mamfpga.sw import golden
 from mamfpga.sw.qnet import QNetError, QuantLayer, QuantNetwork, load_qnet, save_qnet
+from tests.support import conv_inputs as _inputs, random_scales as _scales, random_weights as _weights
 
 
 def _requant(acc: int, mult: int, shift: int, relu: bool) -> int:
@@ -73,27 +74,6 @@ def loop_reference(net: QuantNetwork, x: np.ndarray) -> np.ndarray:
     return np.array(h.reshape(-1), dtype=np.int64)
 
 
-def _weights(rng, shape):
-    density = float(rng.choice([0.0, 0.1, 0.5, 1.0]))
-    w = rng.integers(-127, 128, size=shape) * (rng.random(shape) < density)
-    m = shape[0]
-    if m > 1 and rng.random() < 0.5:
-        w[rng.integers(m)] = 0                                   # an empty filter / row
-    if m > 1 and rng.random() < 0.5:
-        w[rng.integers(m)] = rng.choice([-127, 127], size=shape[1:])   # a dense filter of extremes
-    return w.astype(np.int8)
-
-
-def _scales(rng, m):
-    def one(lo, hi, special):
-        return int(rng.choice([*special, int(rng.integers(lo, hi))]))
-    if rng.random() < 0.5:                                       # per channel / row
-        mult = np.array([one(1, 2**16, [1, 2**16 - 1]) for _ in range(m)], np.int64)
-        shift = np.array([one(0, 30, [0, 62]) for _ in range(m)], np.int64)
-        return mult, shift
-    return one(1, 2**16, [1, 2**16 - 1]), one(0, 30, [0, 62])
-
-
 def random_conv_qnet(rng) -> QuantNetwork:
     """A random conv front end (conv2d and maxpool2d), sometimes a dense layer after it."""
     c, h, w = int(rng.integers(1, 4)), int(rng.integers(1, 10)), int(rng.integers(1, 10))
@@ -130,14 +110,6 @@ def random_conv_qnet(rng) -> QuantNetwork:
                                  rng.integers(-1000, 1001, size=m).astype(np.int32),
                                  str(rng.choice(["mac", "mam"])), mult, shift, bool(rng.random() < 0.5)))
     return QuantNetwork(layers, input_shape=(c, h, w))
-
-
-def _inputs(rng, shape, count=4):
-    x = rng.integers(-128, 128, size=(count, *shape))
-    x[0] = 0                                                     # all-zero input
-    x[1] = 127                                                   # extremes
-    x[2] = -128
-    return x.astype(np.int8)
 
 
 def test_golden_equals_loop_reference_on_300_random_conv_networks(tmp_path):
