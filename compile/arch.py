@@ -60,8 +60,10 @@ PE_LATENCY = 12
 #: saturation flags, clamp (mamfpga.hw.requant): one step per stage, for the clock. Pipeline stages cost
 #: one cycle per layer each, a fraction of a per cent of an inference.
 REQUANT_LATENCY = 7
-#: Per layer, besides the pipeline: the sequencer's start cycle and the result FIFO.
-LAYER_HANDOFF = 2
+#: Per layer, besides the pipeline: the sequencer's start cycle, the result FIFO, and the
+#: registered write stage (mamfpga.hw.accelerator: the address adders and the fused pool's
+#: compare in a cycle of their own before the memories' write ports).
+LAYER_HANDOFF = 3
 #: Cycles per output value on the output stream.
 OUTPUT_CYCLES = 1
 

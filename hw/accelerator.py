@@ -138,6 +138,11 @@ class Accelerator(wiring.Component):
         g_skip = Signal(act_bits)
         g_window = Signal(index_bits(max(g.window for g in gens) + 1))
         split_base = Signal(act_bits + log2p)
+        # the constants the write side compares with, as registers set at the layer's start (not
+        # through the layer multiplexer in the same cycle): last word, R - 1, per-row - 1, window - 1
+        last_idx, rows_m1 = Signal.like(words_to_write), Signal.like(g_rows)
+        per_row_m1, window_m1 = Signal.like(g_per_row), Signal.like(g_window)
+        pos_step, row_step = Signal(act_bits), Signal(act_bits)         # words to the next position, row
         with m.Switch(layer):
             for k, plan in enumerate(prog.layers):
                 with m.Case(k):
@@ -244,31 +249,27 @@ class Accelerator(wiring.Component):
         pos_word = Signal(act_bits)
         y_row = Cat(*[rq.o.payload.y for rq in rq_row])
         window_last = Signal()
-        m.d.comb += window_last.eq(j_cnt == g_window - 1)
+        m.d.comb += window_last.eq(j_cnt == window_m1)
         pooled = any(g.window > 1 for g in gens)
         if pooled:
+            # the running maxima rotate through a shift register as the rows come: the one at its
+            # head is the row's now, the new one enters at the layer's R - 1 (no index decoding)
             bank_rows = max(g.rows for g in gens if g.window > 1)
             bank = [Signal(8 * P, name=f"pool_max{r}") for r in range(bank_rows)]
-            held = Signal(8 * P)
-            with m.Switch(r_cnt):
-                for r in range(bank_rows):
-                    with m.Case(r):
-                        m.d.comb += held.eq(bank[r])
             best = Signal(8 * P)
             for p in range(P):
-                y, h = y_row.word_select(p, 8).as_signed(), held.word_select(p, 8).as_signed()
+                y, h = y_row.word_select(p, 8).as_signed(), bank[0].word_select(p, 8).as_signed()
                 m.d.comb += best.word_select(p, 8).eq(Mux((j_cnt == 0) | (y > h), y, h))
             with m.If(row_out):
-                with m.Switch(r_cnt):
-                    for r in range(bank_rows):
-                        with m.Case(r):
-                            m.d.sync += bank[r].eq(best)
+                for r in range(bank_rows):
+                    nxt = bank[r + 1] if r + 1 < bank_rows else best
+                    m.d.sync += bank[r].eq(Mux(rows_m1 == r, best, nxt))
         else:
             best = y_row
         with m.If(row_out):
             m.d.comb += [res_en.eq(window_last), res_addr.eq(pos_word + r_cnt), res_data.eq(best),
                          res_mask.eq((1 << P) - 1)]
-            with m.If(r_cnt != g_rows - 1):
+            with m.If(r_cnt != rows_m1):
                 m.d.sync += r_cnt.eq(r_cnt + 1)
             with m.Else():
                 m.d.sync += r_cnt.eq(0)
@@ -276,10 +277,10 @@ class Accelerator(wiring.Component):
                     m.d.sync += j_cnt.eq(j_cnt + 1)
                 with m.Else():
                     m.d.sync += j_cnt.eq(0)
-                    with m.If(x_cnt != g_per_row - 1):
-                        m.d.sync += [x_cnt.eq(x_cnt + 1), pos_word.eq(pos_word + g_rows)]
+                    with m.If(x_cnt != per_row_m1):
+                        m.d.sync += [x_cnt.eq(x_cnt + 1), pos_word.eq(pos_word + pos_step)]
                     with m.Else():
-                        m.d.sync += [x_cnt.eq(0), pos_word.eq(pos_word + g_rows + g_skip)]
+                        m.d.sync += [x_cnt.eq(0), pos_word.eq(pos_word + row_step)]
         if has_split:
             with m.Elif(rq_split.o.valid):
                 r = Signal(act_bits + log2p)
@@ -287,9 +288,14 @@ class Accelerator(wiring.Component):
                 m.d.comb += [res_en.eq(1), res_addr.eq(r >> log2p),
                              res_data.eq(Cat(*[rq_split.o.payload.y] * P)),
                              res_mask.eq(1 << (r[:log2p] if log2p else 0))]
-        m.d.comb += [o_wr.addr.eq(res_addr - out_first), o_wr.data.eq(res_data),
-                     o_wr.en.eq(Mux(res_en & last_layer, res_mask, 0))]
-        with m.If(res_en):
+        # the write stage, registered: no requantizer output, pool compare or address adder shares
+        # a cycle with the memories' write ports (one cycle a layer: LAYER_HANDOFF)
+        w_en, w_addr, w_data, w_mask = Signal(), Signal(act_bits), Signal(8 * P), Signal(P)
+        w_oaddr = Signal(index_bits(out_words))
+        m.d.sync += [w_en.eq(res_en), w_addr.eq(Mux(out_side, half, 0) | res_addr), w_data.eq(res_data),
+                     w_mask.eq(res_mask), w_oaddr.eq(res_addr - out_first)]
+        m.d.comb += [o_wr.addr.eq(w_oaddr), o_wr.data.eq(w_data), o_wr.en.eq(Mux(w_en & last_layer, w_mask, 0))]
+        with m.If(w_en):
             m.d.sync += written.eq(written + 1)
 
         # ------------------------------------------------------------ sequencer
@@ -328,15 +334,16 @@ class Accelerator(wiring.Component):
                 m.d.comb += self.phase.eq(1)
                 for pe in pes:
                     m.d.comb += [pe.start.eq(1), pe.layer.eq(layer)]
-                m.d.sync += [t_idx.eq(0), written.eq(0), r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0), pos_word.eq(g_first)]
+                m.d.sync += [t_idx.eq(0), written.eq(0), r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0), pos_word.eq(g_first),
+                             last_idx.eq(words_to_write - 1), rows_m1.eq(g_rows - 1), per_row_m1.eq(g_per_row - 1),
+                             window_m1.eq(g_window - 1), pos_step.eq(g_rows), row_step.eq(g_rows + g_skip)]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [pop.eq(all_ready), self.phase.eq(1)]
                 with m.If(pop):
                     m.d.sync += t_idx.eq(t_idx + 1)
-                m.d.comb += [aw_en.eq(res_en), aw_addr.eq(Mux(out_side, half, 0) | res_addr),
-                             aw_data.eq(res_data), aw_mask.eq(res_mask)]
-                with m.If(res_en & (written == words_to_write - 1)):
+                m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
+                with m.If(w_en & (written == last_idx)):
                     with m.If(last_layer):
                         m.d.sync += out_count.eq(0)
                         m.next = "OUT"

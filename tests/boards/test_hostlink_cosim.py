@@ -9,21 +9,25 @@ from mamfpga.boards import hostlink
 from mamfpga.compile.arch import ArchConfig
 from mamfpga.sim.cosim import cosimulate_hostlink
 import mamfpga.compile as compiler
-from tests.support import random_network
+from tests.support import conv_inputs, random_conv_network, random_network
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("seed,shapes,density,modes,P,L", [
     (11, [20, 24, 6], 0.3, ["mam", "mac"], 2, 1),
-    (12, [9, 3], 1.0, ["mac"], 4, 2),
+    (15, None, None, None, 4, 2),                       # a conv network (fused pools, borders, per-channel scales)
 ])
 def test_board_top_over_uart(seed, shapes, density, modes, P, L, tmp_path):
     rng = np.random.default_rng(seed)
-    net = random_network(rng, shapes, density, modes)
+    if shapes is None:
+        net = random_conv_network(rng, max_hw=6)
+        x = conv_inputs(rng, net.input_shape, 4)
+    else:
+        net = random_network(rng, shapes, density, modes)
+        x = rng.integers(-128, 128, size=(4, shapes[0])).astype(np.int8)
+        x[0] = 0                                            # an all-zero input
+        x[1] = rng.choice([-128, 127], size=shapes[0])       # extremes
     program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L))
-    x = rng.integers(-128, 128, size=(4, shapes[0])).astype(np.int8)
-    x[0] = 0                                            # an all-zero input
-    x[1] = rng.choice([-128, 127], size=shapes[0])       # extremes
     res = cosimulate_hostlink(program, x, tmp_path, divisor=6, ident=0xC0FFEE)
 
     info = hostlink.decode_info(res.info)
