@@ -14,7 +14,7 @@ def main():
         path = OUT / f"{name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    comp, area, mam, brd = load("compile"), load("pe_area"), load("mam"), load("board")
+    comp, area, mam, brd, conv = load("compile"), load("pe_area"), load("mam"), load("board"), load("conv")
     rows = []
 
     def row(figure, target, measured, ok):
@@ -39,6 +39,11 @@ def main():
             row("compile a million nonzero weights / refuse what cannot fit", "seconds / < 1 s",
                 f"{comp['compile_1m_s']:.1f} s for {comp['compile_1m_nnz']:,} / {comp['refuse_1m_s'] * 1000:.0f} ms",
                 comp["compile_1m_s"] < 30 and comp["refuse_1m_s"] < 1)
+    if conv:
+        cf = conv["configs"]
+        row("MNIST CNN cycles / bound (model = simulated)", "<= 1.10",
+            ", ".join(f"{c['model'] / c['bound']:.3f} (P{c['pes']}L{c['lanes']})" for c in cf),
+            max(c["model"] / c["bound"] for c in cf) <= 1.10)
     rob = load("robustness")
     if rob:
         errs = [(r["lc_placed"] - r["lc_estimate"]) / r["lc_estimate"] for r in rob if r["lc_placed"] and r["lc_estimate"]]
