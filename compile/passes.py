@@ -11,7 +11,8 @@ function you can call and test alone:
    the same count on each (padding rows fill up), balancing the words each PE
    reads (:func:`assign_rows`: longest first, to the least loaded PE with room);
 4. :func:`choose_delta_bits` — the width of the delta-coded column index, in one
-   sweep over the layout: the smallest weight memory, or the fewest block RAMs;
+   sweep over the layout: among the widths within 2 % of the fewest cycles, the smallest
+   weight memory, or the fewest block RAMs;
 5. :func:`encode_layer` — weight words and bias entries per PE;
 6. :func:`check_capacity` — the memories (:func:`memory_use`) against the device.
 
@@ -395,26 +396,35 @@ def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> tupl
     return shapes, max(need), input_address
 
 
+#: how much slower than the fastest width the chosen delta width may be (gap fillers cost cycles,
+#: at every position of a conv layer)
+DELTA_CYCLE_SLACK = 0.02
+
+
 def choose_delta_bits(shapes: list[LayerShape], cfg: ArchConfig, family: str | None = None,
-                      max_bits: int = 16) -> int:
-    """Pass: the delta width, over the layout, in one sweep of the widths (no re-planning):
-    the smallest weight memory in bits (fewest words on ties); for a device ``family``, the
-    fewest block RAMs of the weight memories first (words must fit the block RAM shapes, which
-    bits alone do not see), then bits, then cycles."""
-    best = None
+                      max_bits: int = 16, memory_first: bool = False) -> int:
+    """Pass: the delta width, over the layout, in one sweep of the widths (no re-planning).
+    Among the widths within :data:`DELTA_CYCLE_SLACK` of the fewest cycles (a narrow width pays
+    gap fillers, at every position of a conv layer; ``memory_first``: among all widths), the
+    smallest weight memory in bits (fewest words on ties); for a device ``family``, the fewest
+    block RAMs of the weight memories first (words must fit the block RAM shapes, which bits
+    alone do not see), then bits, then cycles."""
+    options = []
     for d in range(1, max_bits + 1):
         c = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, cfg.acc_bits, d)
         per_layer = [sh.pe_words(c) for sh in shapes]
         depth = [sum(w[p] for w in per_layer) for p in range(cfg.pes)]
         words = sum(depth)
+        cycles = sum(max(w) * sh.positions for w, sh in zip(per_layer, shapes))
         key = (words * word_bits(c), words)
         if family is not None:
             bram = sum(memory_blocks(word_bits(c), max(1, dp), family, rom=True) for dp in depth)
-            cycles = sum(max(w) * sh.positions for w, sh in zip(per_layer, shapes))
             key = (bram, words * word_bits(c), cycles)
-        if best is None or key < best[0]:
-            best = (key, d)
-    return best[1]
+        options.append((key, cycles, d))
+    fastest = min(cycles for _, cycles, _ in options)
+    if not memory_first:
+        options = [o for o in options if o[1] <= fastest * (1 + DELTA_CYCLE_SLACK)]
+    return min(options)[2]
 
 
 def _scale_of(v, rows: np.ndarray) -> np.ndarray:
@@ -655,8 +665,21 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, device:
                     split: str = "auto") -> Program:
     """``net`` compiled for the architecture ``cfg`` (P, L; the widths are the compiler's unless
     given): the :data:`PASSES` in order. With a ``device``, the delta width is the one needing
-    the fewest block RAMs, and the program must fit (:class:`MemoryFitError`)."""
+    the fewest block RAMs (among those within a slack of the fewest cycles, or of all if that one
+    does not fit), and the program must fit (:class:`MemoryFitError`)."""
     c = Compilation(net, cfg or ArchConfig(), device, split, delta_bits, acc_bits)
-    for run in PASSES:
+    for run in PASSES[:-1]:
         run(c)
+    try:
+        _check_capacity(c)
+    except MemoryFitError:
+        if delta_bits is not None or device is None:
+            raise
+        # the width chosen for cycles needs too much memory: the one needing the least, if another
+        c.delta_bits = choose_delta_bits(c.shapes, c.cfg, device.family, memory_first=True)
+        if c.delta_bits == c.cfg.delta_bits:
+            raise
+        _choose_delta_bits(c)
+        _encode(c)
+        _check_capacity(c)
     return c.program

@@ -121,3 +121,11 @@ def test_demo_refuses_a_bad_data_set_before_any_work(tmp_path, capsys):
     assert cli.main(["demo", "--dataset", str(tmp_path / "none.npz"), "--out", str(out)]) == 2
     assert "none.npz: no such file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_demo_refuses_a_bad_arch_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--arch", "conv8k3,pool9,pool9", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--arch" in err and "Traceback" not in err
+    assert not out.exists()
