@@ -1,13 +1,15 @@
 """The accelerator: P processing elements running a compiled network layer by layer.
 
-    i (int8 stream) -> input load into every PE's buffer (side 0)
-    for each layer k:   start all PEs -> results ->
-        row-parallel:  per-PE FIFOs -> P requantizers -> one P-activation word at t
+    i (int8 stream) -> input load into every PE's buffer (side 0, at the input's addresses)
+    for each layer k:   start all PEs -> results (a conv layer's at every position) ->
+        row-parallel:  per-PE FIFOs -> P requantizers -> [fused max pool] -> one P-activation
+                       word at the write counters' address (mamfpga.compile.maps.OutGen)
         column-split:  per-PE FIFOs -> cross-PE tree -> requantizer -> activation r
-      written to every PE's buffer (side (k+1) % 2), the last layer also to the output memory
+      -> the registered write stage -> every PE's buffer (side (k+1) % 2), the last layer
+      also to the output memory
     o (int8 stream) <- the output memory, in the network's row order
 
-Everything the hardware does is fixed by the compiled Program (hw/arch.py):
+Everything the hardware does is fixed by the compiled Program (compile/arch.py, compile/maps.py):
 memory images, per-layer constants, FIFO depths (from the compile-time drift
 of the PEs), the output order table. The streams honour valid/ready; the
 cycle count of an inference with no stalls is the program's ``cycles_model``.
@@ -81,7 +83,8 @@ class Accelerator(wiring.Component):
         if net.layers[0].kind == "conv2d":
             c, h, w = net.input_shape
             top, left, bottom, right = net.layers[0].padding
-            walk = {"first": int(a[0]), "w": w, "h": h, "row_skip": left + right, "plane_skip": (top + bottom) * (w + left + right)}
+            walk = {"first": int(a[0]), "w": w, "h": h, "row_skip": left + right,
+                    "plane_skip": (top + bottom) * (w + left + right)}
         else:
             walk = {"first": int(a[0]), "w": len(a), "h": 1, "row_skip": 0, "plane_skip": 0}
         steps = np.ones(len(a) - 1, dtype=np.int64)

@@ -2,9 +2,11 @@
 
 It implements the PE of :mod:`mamfpga.compile.arch`. Per layer (``start`` with the
 layer index) it reads its ``words`` weight words from ``w_base`` on, one per
-cycle, and emits one result per row:
+cycle, and emits one result per row; a conv layer reads them again at each of its
+positions, the first column of every row being the position's origin (the origin
+generator of :class:`mamfpga.compile.maps.ConvGeometry`), with no bubble between positions:
 
-    fetch -> word: decode L entries, columns = prefix sum of deltas
+    fetch -> word: decode L entries, columns = origin + prefix sum of deltas
           -> register -> activation read -> register -> byte select (each lane its own copy of the buffer)
           -> multiply -> adder tree (MAC) or comparator tree (MAM)
           -> running sum / max-min per row -> at the end of the row: + bias
