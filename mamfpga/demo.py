@@ -187,7 +187,8 @@ def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False, ar
         "accuracy": float((golden.classify(golden.run(dense_q, ds.x_test)) == ds.y_test).mean()),
     }
     dense["fits"] = min(dense["bram"], dense["bram_compiled"]) <= dev.bram
-    steps.done(f"{total_weights} int8 weights = {dense['bits'] / 2**20:.1f} Mbit: {dense['bram']} block RAMs, the "
+    size = f"{dense['bits'] / 2**20:.1f} Mbit" if dense["bits"] >= 2**20 else f"{dense['bits'] / 2**10:.1f} Kbit"
+    steps.done(f"{total_weights} int8 weights = {size}: {dense['bram']} block RAMs, the "
                f"{dev.name} has {dev.bram} ({dev.bram * dev.bram_bits // 1024} Kbit); compiled, with the "
                f"{dense['nnz_after_int8']} weights int8 rounding leaves nonzero, still {dense['bram_compiled']}; "
                f"{dense['cycles_model']} cycles per inference at P={cfg.pes}, L={cfg.lanes}")
