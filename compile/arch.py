@@ -17,11 +17,15 @@ Dataflow (per layer, all P processing elements in parallel):
   0 when the row's zero-candidate bit says it has a pruned weight, else at
   the first product (DESIGN.md's zero-candidate rule). A row costs one cycle per word, no bubbles
   between rows.
-- The t-th result of PE p goes to activation address ``t * P + p``: the P
-  results of step t form one P-activation word, written to every copy of the
-  next layer's buffer at once. The compiler renumbers the next layer's
-  columns to these addresses, and the output is read through a table that
-  restores the original row order.
+- The t-th result of PE p goes to activation address ``t * P + p`` of the layer's
+  region: the P results of step t form one P-activation word, written to every
+  copy of the next layer's buffer at once. The compiler renumbers the next
+  layer's columns to these addresses, and the output is read through a table
+  that restores the original row order.
+- A conv layer's rows are its output channels; each PE runs its R rows at every
+  position (its words read again, the first column of each row the position's
+  origin), and the results go to the feature-map layout of
+  :mod:`mamfpga.compile.maps` (a fused max pool keeps each window's max).
 - A layer with fewer rows than PEs, or whose rows balance badly, runs
   *column-split* instead: PE p takes the columns of one contiguous address
   range (the compiler balances the ranges by nonzeros) for every row; the P
@@ -34,10 +38,11 @@ Dataflow (per layer, all P processing elements in parallel):
 Cycle model of one inference (inputs streamed one activation per cycle,
 outputs read one per cycle, the environment never stalling):
 
-    cycles = N_0 + sum_k (max_p words_{k,p} + layer_overhead [+ split_overhead])
+    cycles = N_0 + sum_k (positions_k * max_p words_{k,p} + layer_overhead [+ split_overhead])
              + OUTPUT_CYCLES * M_{K-1}
 
-where ``words_{k,p}`` is the number of weight words PE p reads in layer k.
+where ``words_{k,p}`` is the number of weight words PE p reads in layer k (per position; a
+dense layer has one position, and a conv layer's PEs are padded to the same count).
 """
 
 from __future__ import annotations
