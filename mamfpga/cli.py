@@ -106,9 +106,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from mamfpga.demo import run_demo
-
-    from mamfpga.demo import demo_arch
+    from mamfpga.demo import demo_arch, run_demo
     from mamfpga.sw.train import build_model
 
     stages.get_board(args.board)
