@@ -77,7 +77,7 @@ def eliminate(net: QuantNetwork) -> tuple[QuantNetwork, np.ndarray, dict]:
     layers = [QuantLayer(None if l.weight is None else l.weight.copy(), None if l.bias is None else l.bias.copy(),
                          l.mode, np.copy(l.mult) if np.ndim(l.mult) else l.mult,
                          np.copy(l.shift) if np.ndim(l.shift) else l.shift, l.relu, kind=l.kind, stride=l.stride,
-                         padding=l.padding, kernel=l.kernel) for l in net.layers]
+                         padding=l.padding, kernel=l.kernel, weight_bits=l.weight_bits) for l in net.layers]
 
     def fold(nxt, cols, values):
         bias = nxt.bias.astype(np.int64) + nxt.weight[:, cols].astype(np.int64) @ values.astype(np.int64)

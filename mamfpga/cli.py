@@ -28,7 +28,7 @@ from mamfpga.boards.targets import BOARDS
 from mamfpga.errors import MamfpgaError, UsageError
 from mamfpga.outputs import atomic_write_bytes, claim_dir
 from mamfpga.report import render, render_board_run, render_compile, render_sim, render_synth
-from mamfpga.sw import golden
+from mamfpga.sw import golden, qonnx_io
 from mamfpga.sw.data import DATASETS
 
 __all__ = ["main", "build_parser"]
@@ -180,17 +180,53 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def cmd_quantize(args) -> int:
-    out = _output_file(args.output, args.force)
-    net, _ = stages.load_float_network(args.model)
-    test = None
-    if args.calib in DATASETS or args.calib.endswith(".npz"):
-        ds = stages.load_dataset(args.calib)
-        calib, test = ds.x_train, (ds.x_test, ds.y_test)
-    else:
-        calib = _npy(Path(args.calib), "calibration data")
+def _calibration(args):
+    """(calibration inputs or None, (test x, test y) or None) from --calib / --test / --labels."""
+    calib = test = None
+    if args.calib is not None:
+        if args.calib in DATASETS or args.calib.endswith(".npz"):
+            ds = stages.load_dataset(args.calib)
+            calib, test = ds.x_train, (ds.x_test, ds.y_test)
+        else:
+            calib = _npy(Path(args.calib), "calibration data")
     if args.test is not None:
         test = (_npy(args.test, "test inputs"), _npy(args.labels, "test labels") if args.labels else None)
+    return calib, test
+
+
+def _quantize_qonnx(args, out: Path) -> int:
+    """A QONNX model: the integer network its own scales define; --calib only measures."""
+    qnet, report = stages.import_quantized(args.model)
+    calib, test = _calibration(args)
+    measured = qonnx_io.exactness(qnet, report, calib) if calib is not None else None
+    test_acc = (float((golden.classify(golden.run(qnet, test[0])) == test[1]).mean())
+                if test is not None and test[1] is not None else None)
+    stages.save_qnet(qnet, out)
+    bits = sorted({l.weight_bits for l in qnet.layers if l.weight_bits})
+    kinds = [l.kind if l.kind == "maxpool2d" else f"{'' if l.kind == 'dense' else l.kind + ' '}{l.mode}"
+             for l in qnet.layers]
+    print(f"imported QONNX: {len(qnet.layers)} layers ({', '.join(kinds)}), {sum(l.nnz for l in qnet.layers)} "
+          f"nonzero weights of {'/'.join(map(str, bits))} bits, the model's own scales (input_scale "
+          f"{qnet.input_scale:.6g}, output_scale {qnet.output_scale:.6g}); saved {out}")
+    _show(report.lines())
+    if measured is not None:
+        differ, total, worst = measured
+        print(f"on {len(calib)} calibration samples: {differ} of {total} layer outputs differ from the model's exact "
+              f"requantization (round half to even, float ratio){f', by at most {worst:.0f} step' if differ else ''}")
+    if test_acc is not None:
+        print(f"accuracy on {len(test[1])} test samples: quantized {test_acc:.4f}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    out = _output_file(args.output, args.force)
+    if stages.is_qonnx_file(args.model):
+        return _quantize_qonnx(args, out)
+    if args.calib is None:
+        raise UsageError(f"{args.model}: --calib is needed: the model carries no quantization of its own "
+                         "(only a QONNX model does)")
+    net, _ = stages.load_float_network(args.model)
+    calib, test = _calibration(args)
     q = stages.quantize(net, calib, simplify_first=not args.no_simplify)
     if q.simplified is not None:
         print(f"simplified: {q.simplified.summary()}")
@@ -413,9 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--mam-model", type=Path, help="use this trained MAM model instead of training one")
     d.add_argument("--mac-model", type=Path, help="use this trained MAC model instead of training one")
 
-    d = verb("quantize", cmd_quantize, "int8 QuantNetwork (.npz) from a float model (.pt or .onnx)", output)
+    d = verb("quantize", cmd_quantize, "int8 QuantNetwork (.npz) from a float model (.pt or .onnx) or a "
+                                         "QONNX model (its own scales)", output)
     d.add_argument("model", type=Path)
-    d.add_argument("--calib", required=True, help="calibration inputs: X.npy, or a data set (digits, mnist5k, DATA.npz)")
+    d.add_argument("--calib", help="calibration inputs: X.npy, or a data set (digits, mnist5k, DATA.npz); "
+                                   "needed for a float model, for a QONNX model only to count inexact outputs")
     d.add_argument("--test", type=Path, help="test inputs (.npy) for the accuracy comparison")
     d.add_argument("--labels", type=Path, help="labels (.npy) of --test")
     d.add_argument("--no-simplify", action="store_true", help="keep dead neurons and unread inputs")

@@ -43,6 +43,7 @@ from mamfpga.sw.mam import to_mac as mam_to_mac
 from mamfpga.sw.modelio import load_model, save_model
 from mamfpga.sw.network import Network, from_torch, to_torch
 from mamfpga.sw.onnx_io import import_onnx
+from mamfpga.sw import qonnx_io
 from mamfpga.sw.prune import METHODS, iterative_prune, layer_sparsity, prunable_layers, prune_model
 from mamfpga.sw.prune import sparsity as sparsity_of
 from mamfpga.sw.qnet import QuantNetwork, load_qnet, save_qnet
@@ -251,6 +252,25 @@ def load_float_network(path: Path, log=print) -> tuple[Network, dict | None]:
         return import_onnx(path, log=log), None
     model, meta = load_model(path)
     return from_torch(model), meta
+
+
+def is_qonnx_file(path: Path) -> bool:
+    """Whether ``path`` is an ONNX model that carries its own quantization (QONNX Quant nodes)."""
+    if Path(path).suffix.lower() != ".onnx" or not Path(path).is_file():
+        return False
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception:  # not readable: import_onnx names the problem
+        return False
+    return qonnx_io.is_qonnx(model)
+
+
+def import_quantized(path: Path) -> tuple[QuantNetwork, qonnx_io.ImportReport]:
+    """The QuantNetwork a QONNX model's own scales define (no calibration), and how exactly
+    its mult/shift reproduce them."""
+    return qonnx_io.import_qonnx(path)
 
 
 def accuracy_float_int8(q: Quantized, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -61,6 +61,7 @@ class QuantLayer:
     stride: tuple = (1, 1)      # conv2d, maxpool2d
     padding: tuple = (0, 0, 0, 0)   # conv2d: top, left, bottom, right
     kernel: tuple = (1, 1)      # maxpool2d (a conv's kernel is its weight's shape)
+    weight_bits: int | None = None  # every weight fits this many bits (2..8); None: 8
 
     @property
     def rows(self) -> int:
@@ -233,6 +234,14 @@ def validate(net: QuantNetwork) -> None:
         if layer.kind == "conv2d":
             layer.stride = _pair(p, "stride", layer.stride, 2, 1)
             layer.padding = _pair(p, "padding", layer.padding, 4, 0)
+        if layer.weight_bits is not None:
+            bits = layer.weight_bits
+            if not _is_int(bits) or not 2 <= bits <= 8:
+                _fail(f"{p}.weight_bits", f"must be an integer in [2, 8], not {bits!r}")
+            lim = (1 << (bits - 1)) - 1
+            if w.size and np.abs(w.astype(np.int64)).max() > lim:
+                _fail(f"{p}.weight_bits", f"says {bits} bits, but a weight of "
+                                          f"{int(np.abs(w.astype(np.int64)).max())} exceeds {lim}")
         if k > 0 and layer.kind == "dense" and len(shape) == 1 and w.shape[1] != shape[0] \
                 and net.layers[k - 1].kind == "dense":
             _fail(f"{p}.weight", f"has {w.shape[1]} columns but layer{k - 1} has {shape[0]} rows")
@@ -263,6 +272,8 @@ def save_qnet(net: QuantNetwork, path: str | os.PathLike) -> Path:
         if layer.kind == "conv2d":
             arrays[f"{p}.stride"] = np.array(layer.stride, dtype=np.int64)
             arrays[f"{p}.padding"] = np.array(layer.padding, dtype=np.int64)
+        if layer.weight_bits is not None:
+            arrays[f"{p}.weight_bits"] = np.array(int(layer.weight_bits), dtype=np.int64)
     if net.input_scale is not None:
         arrays["input_scale"] = np.array(float(net.input_scale))
     if net.output_scale is not None:
@@ -385,14 +396,7 @@ def load_qnet(path: str | os.PathLike) -> QuantNetwork:
                 layer.stride = tuple(_ints(z, f"{p}.stride", 2))
                 layer.padding = tuple(_ints(z, f"{p}.padding", 4))
             if f"{p}.weight_bits" in keys:
-                bits = _scalar(z, f"{p}.weight_bits", int)
-                lim = (1 << (bits - 1)) - 1 if 2 <= bits <= 8 else None
-                if lim is None:
-                    _fail(f"{p}.weight_bits", f"must be in [2, 8], not {bits}")
-                if isinstance(layer.weight, np.ndarray) and layer.weight.size \
-                        and np.abs(layer.weight.astype(np.int64)).max() > lim:
-                    _fail(f"{p}.weight_bits", f"says {bits} bits, but a weight of "
-                                              f"{int(np.abs(layer.weight.astype(np.int64)).max())} exceeds {lim}")
+                layer.weight_bits = _scalar(z, f"{p}.weight_bits", int)      # checked by validate
             layers.append(layer)
         input_scale = _scalar(z, "input_scale", float) if "input_scale" in keys else None
         output_scale = _scalar(z, "output_scale", float) if "output_scale" in keys else None

@@ -1,0 +1,427 @@
+"""QONNX import: a model quantized elsewhere (Brevitas ``export_qonnx``) to a QuantNetwork.
+
+A QONNX graph carries its own quantization in ``Quant`` nodes
+(``y = s * (clip(round(x / s + z), qmin, qmax) - z)``, qmin/qmax from the bit width,
+signedness and narrow range). The integer network is read off the model's own scales; no
+calibration data is needed:
+
+- the input's Quant (signed 8-bit) gives ``input_scale``;
+- a Quant on a constant weight (2-8 bits, per tensor or per output channel, zero point 0)
+  gives the int8 weights W_q = clip(round(W / s_w)) exactly, and the layer's
+  ``weight_bits``;
+- the bias (a Quant, Brevitas's Int32Bias, or float) becomes int32 at the accumulator's
+  scale s_acc = s_in * s_w (per channel);
+- the Quant after a layer (after its Relu, if any) gives the output scale s_out; each
+  row's requantization ``mult / 2**shift`` approximates s_acc / s_out (16-bit mult,
+  the largest shift), and the quantizer's range gives the clamp: signed 8-bit is
+  [-128, 127], unsigned 7-bit (or signed 8-bit after a Relu) is the ReLU clamp [0, 127];
+- MaxPool passes the scale through (before or after the Quant: max commutes with a
+  monotone quantizer); Flatten/Reshape to [B, -1] pass; Identity passes.
+
+What the contract cannot express is refused by node name and reason, before anything
+is written: activation quantizers other than signed 8-bit or unsigned 7-bit (the contract
+has int8 activations clamped to [-128, 127] or [0, 127]: an unsigned 8-bit ReLU spans
+[0, 255]), a nonzero zero point, BipolarQuant, Trunc, MultiThreshold, rounding modes other
+than ROUND on activations, a layer whose input is not quantized, a last layer without an
+output Quant (mamfpga's outputs are int8 at a scale the model must fix).
+
+Exactness: the contract rounds half up after an integer multiply; QONNX rounds half to even
+with the exact float ratio. :class:`ImportReport` gives per layer the worst-case deviation
+the mult/shift approximation can cause over the reachable accumulators (in output steps),
+and :func:`exactness` counts the outputs that differ on given inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mamfpga.sw.network import ModelFormatError
+from mamfpga.sw.onnx_io import _attrs, _conv_layer, _flattens, _Graph, _pool_layer
+from mamfpga.sw.qnet import ACT_MAX, ACT_MIN, QuantLayer, QuantNetwork
+from mamfpga.sw.quantize import INT32_MAX, mult_shift
+
+__all__ = ["is_qonnx", "import_qonnx", "ImportReport", "LayerScale", "exactness", "QUANT_OPS"]
+
+#: QONNX quantization ops; only Quant is mapped.
+QUANT_OPS = {"Quant", "BipolarQuant", "Trunc", "MultiThreshold", "IntQuant", "FloatQuant"}
+
+
+def is_qonnx(model) -> bool:
+    """Whether an ONNX model carries QONNX quantization nodes."""
+    return any(n.op_type in QUANT_OPS or n.domain.startswith(("qonnx", "finn")) for n in model.graph.node)
+
+
+@dataclass
+class _Q:
+    """A Quant node's parameters."""
+    scale: np.ndarray        # float64, broadcastable to the input
+    zero: np.ndarray
+    bits: int
+    signed: bool
+    narrow: bool
+    rounding: str
+
+    @property
+    def qmin(self) -> int:
+        if not self.signed:
+            return 0
+        return -(1 << (self.bits - 1)) + (1 if self.narrow else 0)
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1 - (1 if self.narrow else 0)
+
+    def describe(self) -> str:
+        return (f"{self.bits}-bit {'signed' if self.signed else 'unsigned'}{' narrow' if self.narrow else ''} "
+                f"[{self.qmin}, {self.qmax}]")
+
+
+_ROUND = {
+    "ROUND": np.round,                 # half to even, as numpy and QONNX do
+    "HALF_EVEN": np.round,
+    "ROUND_TO_ZERO": np.trunc,
+    "FLOOR": np.floor,
+    "CEIL": np.ceil,
+    "HALF_UP": lambda v: np.floor(v + 0.5),
+    "HALF_DOWN": lambda v: np.ceil(v - 0.5),
+}
+
+
+@dataclass
+class LayerScale:
+    """How one weighted layer's requantization approximates the model's scales."""
+    name: str                    # the ONNX node
+    ratio: np.ndarray            # s_acc / s_out per row (the exact requantization)
+    mult: np.ndarray
+    shift: np.ndarray
+    acc_bound: np.ndarray        # |acc| any input can reach, per row
+    lo: int
+    hi: int
+
+    @property
+    def worst_steps(self) -> float:
+        """Largest |acc * (mult / 2**shift - ratio)| over reachable accumulators, in output steps."""
+        approx = self.mult / np.exp2(self.shift.astype(np.float64))
+        return float(np.max(self.acc_bound * np.abs(approx - self.ratio)))
+
+
+@dataclass
+class ImportReport:
+    scales: list[LayerScale] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = list(self.notes)
+        for s in self.scales:
+            pow2 = bool(np.all(s.mult / np.exp2(s.shift.astype(np.float64)) == s.ratio))
+            out.append(f"{s.name}: requantization {'exact (power-of-two ratio)' if pow2 else 'mult/2^shift'}, "
+                       f"worst-case deviation {s.worst_steps:.2e} output steps over |acc| <= "
+                       f"{int(s.acc_bound.max())} (an output can differ by one step only when that deviation "
+                       f"crosses a rounding boundary)")
+        return out
+
+
+def _const_param(g: _Graph, node, k: int, what: str) -> np.ndarray:
+    name = node.input[k] if len(node.input) > k else ""
+    if not name or name not in g.consts:
+        raise ModelFormatError(f"{g.where(node)}: its {what} must be a constant (an initializer)")
+    return np.asarray(g.consts[name], dtype=np.float64)
+
+
+def _quant_params(g: _Graph, node, path) -> _Q:
+    if node.op_type != "Quant":
+        why = {"BipolarQuant": "binary (bipolar) quantization has no int8 equivalent in the contract",
+               "Trunc": "truncation (average pooling's rescaling) is not a contract operation",
+               "MultiThreshold": "thresholds (FINN's streamlined activations) are not a contract operation",
+               }.get(node.op_type, "it is not a quantizer mamfpga maps")
+        raise ModelFormatError(f"{path}: {g.where(node)}: {node.op_type} is not supported: {why}")
+    a = _attrs(node)
+    scale = _const_param(g, node, 1, "scale")
+    zero = _const_param(g, node, 2, "zero point")
+    bits = _const_param(g, node, 3, "bit width")
+    if bits.size != 1 or bits.reshape(-1)[0] != round(float(bits.reshape(-1)[0])):
+        raise ModelFormatError(f"{path}: {g.where(node)}: bit width {bits.reshape(-1).tolist()} must be one "
+                               "integer")
+    rounding = a.get("rounding_mode", b"ROUND")
+    rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
+    q = _Q(scale, zero, int(round(float(bits.reshape(-1)[0]))), bool(a.get("signed", 1)), bool(a.get("narrow", 0)),
+           rounding.upper())
+    if q.rounding not in _ROUND:
+        raise ModelFormatError(f"{path}: {g.where(node)}: rounding mode {q.rounding!r} is not one QONNX defines")
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise ModelFormatError(f"{path}: {g.where(node)}: scale must be positive and finite")
+    if np.any(zero != 0):
+        raise ModelFormatError(f"{path}: {g.where(node)}: zero point {zero.reshape(-1)[:4].tolist()} is not 0; "
+                               "the contract's int8 values are symmetric (no zero point)")
+    return q
+
+
+def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, ImportReport]:
+    """The QuantNetwork of a QONNX model, and how exactly it reproduces the model's scales."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ModelFormatError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    g = _Graph(model)
+    report = ImportReport()
+
+    # weights and biases: a Quant on a constant is a quantized constant (its integer values and
+    # scale kept; the dequantized floats stand in the graph so that the layer readers see them)
+    qconst: dict[str, tuple[np.ndarray, _Q]] = {}
+    for node in g.nodes:
+        if node.op_type in QUANT_OPS and node.input and node.input[0] in g.consts:
+            q = _quant_params(g, node, path)
+            x = np.asarray(g.consts[node.input[0]], dtype=np.float64)
+            ints = np.clip(_ROUND[q.rounding](x / q.scale), q.qmin, q.qmax)
+            qconst[node.output[0]] = (ints, q)
+            g.consts[node.output[0]] = ints * q.scale
+
+    inputs = [i for i in g.g.input if i.name not in g.consts]
+    if len(inputs) != 1:
+        raise ModelFormatError(f"{path}: expected one graph input, found {len(inputs)}")
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    cur = inputs[0].name
+    layers: list[QuantLayer] = []
+    scale: np.ndarray | float | None = None       # the integer scale of cur (None: still float)
+    input_scale = None
+    pending: dict | None = None                   # a weighted layer awaiting its output Quant
+    after: list[QuantLayer] = []                  # max pools between a layer and its output Quant
+
+    def weighted(node, w_name, kind_layer):
+        """Start a weighted layer on the quantized ``cur``: int weights, int32 bias, acc scale."""
+        nonlocal pending
+        if scale is None:
+            raise ModelFormatError(f"{path}: {g.where(node)}: its input is not quantized (no Quant node "
+                                   "before it); add an input quantizer (Brevitas QuantIdentity)")
+        if pending is not None:
+            raise ModelFormatError(f"{path}: {g.where(node)}: the layer before it has no output Quant")
+        if w_name not in qconst:
+            raise ModelFormatError(f"{path}: {g.where(node)}: its weight is not quantized (no Quant node on it)")
+        wq, q = qconst[w_name]
+        wq = np.asarray(wq)
+        if wq.shape != kind_layer.weight.shape:
+            raise ModelFormatError(f"{path}: {g.where(node)}: weight of shape {list(wq.shape)}, expected "
+                                   f"{list(kind_layer.weight.shape)}")
+        if q.bits > 8 or q.bits < 2:
+            raise ModelFormatError(f"{path}: {g.where(node)}: weights of {q.bits} bits; mamfpga takes 2 to 8")
+        if wq.min() < -127:
+            raise ModelFormatError(f"{path}: {g.where(node)}: a weight quantizes to {int(wq.min())}; the contract's "
+                                   "weights lie in [-127, 127] (use narrow range for 8-bit weights)")
+        rows = kind_layer.weight.shape[0]
+        sw = np.asarray(q.scale, dtype=np.float64)
+        if sw.size == 1:
+            s_w = np.full(rows, float(sw.reshape(-1)[0]))
+        elif sw.shape[:1] == (rows,) and sw.size == rows:
+            s_w = sw.reshape(rows).copy()
+        else:
+            raise ModelFormatError(f"{path}: {g.where(node)}: a weight scale of shape {list(sw.shape)} is neither per "
+                                   f"tensor nor per output channel ({rows} rows)")
+        w_int = wq
+        s_acc = s_w * float(scale)
+        b_real = kind_layer.bias
+        b_int = np.rint(b_real / s_acc)
+        if np.any(np.abs(b_int) > INT32_MAX):
+            raise ModelFormatError(f"{path}: {g.where(node)}: a bias is {int(np.abs(b_int).max())} accumulator "
+                                   "steps, beyond int32")
+        if np.any(np.abs(b_int * s_acc - b_real) > 1e-6 * np.maximum(np.abs(b_real), s_acc)):
+            report.notes.append(f"{node.name or node.op_type}: bias rounded to the accumulator scale s_in * s_w "
+                                f"(largest change {np.max(np.abs(b_int * s_acc - b_real) / s_acc):.3f} steps)")
+        pending = {"node": node, "layer": QuantLayer(
+            w_int.astype(np.int8), b_int.astype(np.int32), "mac", 1, 0, False, kind=kind_layer.kind,
+            stride=kind_layer.stride, padding=kind_layer.padding, weight_bits=q.bits), "s_acc": s_acc,
+            "relu": False}
+
+    def finish(node, q: _Q):
+        """The output Quant of the pending layer: its requantization and clamp."""
+        nonlocal pending, scale
+        lay, s_acc = pending["layer"], pending["s_acc"]
+        if np.size(q.scale) != 1:
+            raise ModelFormatError(f"{path}: {g.where(node)}: per-channel activation scales are not supported "
+                                   "(the next layer's weights would need one scale per input column)")
+        s_out = float(np.asarray(q.scale).reshape(-1)[0])
+        lo, hi = _act_range(q, pending["relu"], g, node, path)
+        if q.rounding not in ("ROUND", "HALF_EVEN", "HALF_UP"):
+            raise ModelFormatError(f"{path}: {g.where(node)}: activation rounding {q.rounding}; the contract rounds "
+                                   "to nearest (half up)")
+        ratio = s_acc / s_out
+        ms = [mult_shift(float(r)) for r in ratio]
+        mult = np.array([m for m, _ in ms], dtype=np.int64)
+        shift = np.array([s for _, s in ms], dtype=np.int64)
+        lay.relu = lo == 0
+        if np.all(mult == mult[0]) and np.all(shift == shift[0]):
+            lay.mult, lay.shift = int(mult[0]), int(shift[0])
+        else:
+            lay.mult, lay.shift = mult, shift
+        w = lay.weight.reshape(lay.rows, -1).astype(np.int64)
+        bound = np.abs(lay.bias.astype(np.int64)) + np.abs(w).sum(1) * 128
+        report.scales.append(LayerScale(pending["node"].name or pending["node"].op_type, ratio, mult, shift,
+                                        bound, lo, hi))
+        layers.append(lay)
+        layers.extend(after)
+        after.clear()
+        scale = s_out
+        pending = None
+
+    while True:
+        users = g.only_consumer(cur)
+        if not users:
+            break
+        if len(users) > 1:
+            raise ModelFormatError(f"{path}: tensor {cur!r} feeds {len(users)} nodes "
+                                   f"({', '.join(u.op_type for u in users)}); mamfpga takes a chain of layers")
+        node = users[0]
+        op, a = node.op_type, _attrs(node)
+        if op in QUANT_OPS:
+            q = _quant_params(g, node, path)
+            if pending is not None:
+                finish(node, q)
+            elif scale is None:                         # the input quantizer
+                if np.size(q.scale) != 1:
+                    raise ModelFormatError(f"{path}: {g.where(node)}: the input needs one scale, not "
+                                           f"{np.size(q.scale)}")
+                if not (q.signed and q.bits == 8 and not q.narrow):
+                    raise ModelFormatError(f"{path}: {g.where(node)}: the input quantizer is {q.describe()}; "
+                                           "mamfpga's inputs are int8 [-128, 127] (signed 8-bit, not narrow)")
+                scale = input_scale = float(q.scale.reshape(-1)[0])
+            else:                                        # a requantization of a quantized tensor
+                same = np.size(q.scale) == 1 and math.isclose(float(q.scale.reshape(-1)[0]), float(scale),
+                                                              rel_tol=1e-9)
+                lo = layers[-1].relu if layers else False
+                if not same or q.qmin > (0 if lo else ACT_MIN) or q.qmax < ACT_MAX:
+                    raise ModelFormatError(f"{path}: {g.where(node)}: a Quant ({q.describe()}) of an already "
+                                           "quantized tensor at another scale or a narrower range is not a "
+                                           "contract operation")
+        elif op in ("Gemm", "MatMul", "Conv"):
+            w_name = node.input[1]
+            if op == "Gemm":
+                if a.get("transA", 0):
+                    raise ModelFormatError(f"{path}: {g.where(node)}: transA=1 is not supported")
+                w = g.const(w_name, node).astype(np.float64)
+                w = w if a.get("transB", 0) else w.T
+                if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+                    raise ModelFormatError(f"{path}: {g.where(node)}: alpha and beta must be 1 in a quantized Gemm")
+                b = (g.const(node.input[2], node).astype(np.float64).reshape(-1)
+                     if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0]))
+                kl = QuantLayer(w, np.broadcast_to(b, (w.shape[0],)).copy(), kind="dense")
+                if not a.get("transB", 0) and w_name in qconst:
+                    qconst[w_name] = (qconst[w_name][0].T, _transposed(qconst[w_name][1]))
+            elif op == "MatMul":
+                w = g.const(w_name, node).astype(np.float64)
+                if w.ndim != 2:
+                    raise ModelFormatError(f"{path}: {g.where(node)}: weight must be 2-D, not {list(w.shape)}")
+                kl = QuantLayer(w.T, np.zeros(w.shape[1]), kind="dense")
+                if w_name in qconst:
+                    qconst[w_name] = (qconst[w_name][0].T, _transposed(qconst[w_name][1]))
+            else:
+                if g.const(w_name, node).ndim != 4:
+                    raise ModelFormatError(f"{path}: {g.where(node)}: only 2-D convolutions are imported from QONNX")
+                fl = _conv_layer(g, node, path, "conv")
+                kl = QuantLayer(fl.weight, fl.bias, kind="conv2d", stride=fl.stride, padding=fl.padding)
+            weighted(node, w_name, kl)
+        elif op == "Add" and pending is not None and pending["node"].op_type == "MatMul" \
+                and not pending["relu"] and pending["layer"].bias.any() == 0:
+            other = next(i for i in node.input if i != cur)
+            b = g.const(other, node).astype(np.float64).reshape(-1)
+            lay = pending["layer"]
+            b_int = np.rint(np.broadcast_to(b, (lay.rows,)) / pending["s_acc"])
+            lay.bias = b_int.astype(np.int32)
+        elif op == "Relu":
+            if pending is None or pending["relu"]:
+                raise ModelFormatError(f"{path}: {g.where(node)}: Relu must follow a Gemm, MatMul or Conv")
+            pending["relu"] = True
+        elif op == "MaxPool":
+            fl = _pool_layer(g, node, path, "pool")
+            pool = QuantLayer(None, None, kind="maxpool2d", kernel=fl.kernel, stride=fl.stride)
+            if pending is not None:
+                after.append(pool)
+            elif scale is None:
+                raise ModelFormatError(f"{path}: {g.where(node)}: max pooling of the float input; quantize first")
+            else:
+                layers.append(pool)
+        elif op in ("Flatten", "Reshape") and (scale is None and not layers or _flattens(g, node)):
+            pass
+        elif op in ("Identity", "Dropout"):
+            pass
+        else:
+            raise ModelFormatError(f"{path}: {g.where(node)}: unsupported op {op!r} (a QONNX model for mamfpga "
+                                   "takes Quant, Gemm, MatMul(+Add), Conv, Relu, MaxPool, Flatten/Reshape)")
+        cur = node.output[0]
+    if pending is not None:
+        raise ModelFormatError(f"{path}: {g.where(pending['node'])}: the last layer's output has no Quant node; "
+                               "mamfpga's outputs are int8, so add an output quantizer (a signed 8-bit "
+                               "QuantIdentity)")
+    if not any(l.kind != "maxpool2d" for l in layers):
+        raise ModelFormatError(f"{path}: no quantized Gemm, MatMul or Conv layer found")
+    shape = [d for d in dims[1:]]
+    if layers[0].kind != "dense":
+        if len(shape) != 3 or min(shape) < 1:
+            raise ModelFormatError(f"{path}: a model that starts with Conv needs a graph input of known shape "
+                                   f"[B, C, H, W], not {dims}")
+        in_shape = tuple(shape)
+    else:
+        in_shape = (layers[0].weight.shape[1],)
+    net = QuantNetwork(layers, input_scale=input_scale, output_scale=float(scale), input_shape=in_shape,
+                       extra={"provenance": np.array(f"qonnx:{path.name}")})
+    return net, report
+
+
+def _transposed(q: _Q) -> _Q:
+    """A weight quantizer's parameters for the transposed weight (scale per row either way)."""
+    s = np.asarray(q.scale)
+    return _Q(s.T if s.ndim == 2 else s, q.zero, q.bits, q.signed, q.narrow, q.rounding)
+
+
+def _act_range(q: _Q, relu: bool, g: _Graph, node, path) -> tuple[int, int]:
+    """The clamp of an activation quantizer, as the contract has it: [-128, 127] or [0, 127]."""
+    lo, hi = q.qmin, q.qmax
+    if relu:
+        lo = max(lo, 0)
+    if (lo, hi) == (ACT_MIN, ACT_MAX):
+        return lo, hi
+    if (lo, hi) == (0, ACT_MAX):
+        return lo, hi
+    need = "signed 8-bit (not narrow), or unsigned 7-bit after a ReLU"
+    if hi > ACT_MAX:
+        why = (f"its range [{lo}, {hi}] exceeds int8; the contract's activations are int8 "
+               f"(use {need}, e.g. QuantReLU(bit_width=7))")
+    else:
+        why = f"its range [{lo}, {hi}] is narrower than the contract's clamp [0 or -128, 127] (use {need})"
+    raise ModelFormatError(f"{path}: {g.where(node)}: activation quantizer {q.describe()}"
+                           f"{' after a Relu' if relu else ''}: {why}")
+
+
+def exactness(net: QuantNetwork, report: ImportReport, x: np.ndarray) -> tuple[int, int, float]:
+    """(outputs that differ, outputs in all, largest difference in steps) between each weighted
+    layer's requantization and the exact one (the model's ratio, rounding half to even), layer
+    by layer on the network's own activations, for inputs ``x`` (float, or int8)."""
+    import torch
+
+    from mamfpga.sw import golden
+
+    h = torch.from_numpy(golden.prepare_inputs(net, x).astype(np.int64)).reshape((len(x),) + net.input_shape)
+    scales = iter(report.scales)
+    differ = total = 0
+    worst = 0.0
+    for layer in net.layers:
+        if layer.kind == "maxpool2d":
+            h = golden.layer_forward(layer, h)
+            continue
+        s = next(scales)
+        acc = golden.accumulate(layer, h)
+        ours = golden.requantize(layer, acc).numpy()
+        r = s.ratio.reshape((1, -1) + (1,) * (acc.ndim - 2))
+        exact = np.clip(np.round(acc.numpy() * r), s.lo, s.hi)
+        diff = np.abs(ours - exact)
+        differ += int(np.count_nonzero(diff))
+        total += diff.size
+        worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        h = torch.from_numpy(ours)
+    return differ, total, worst
