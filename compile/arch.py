@@ -50,10 +50,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
-           "unpack", "PRODUCT_BITS", "MULT_BITS", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width"]
+           "unpack", "PRODUCT_BITS", "MULT_BITS", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
+           "weight_bits_of"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
@@ -110,12 +113,22 @@ class ArchConfig:
                 raise ValueError(f"{name} must be an integer between {lo} and {hi}, not {v!r}")
         if self.pes & (self.pes - 1):
             raise ValueError(f"the generated accelerator needs a power-of-two number of PEs, not {self.pes}")
-        if self.weight_bits != 8 or self.act_bits != 8:
-            raise ValueError("contract v1 has 8-bit weights and activations")
+        if isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, int) \
+                or not 2 <= self.weight_bits <= 8:
+            raise ValueError(f"weight_bits must be an integer between 2 and 8, not {self.weight_bits!r}")
+        if self.act_bits != 8:
+            raise ValueError("the contract has 8-bit activations")
 
     @property
     def max_delta(self) -> int:
         return (1 << self.delta_bits) - 1
+
+
+def weight_bits_of(weights) -> int:
+    """The narrowest signed width, 2 to 8 bits, that holds every weight of ``weights`` (arrays
+    of int8 in [-127, 127]) symmetrically: max |w| <= 2**(b-1) - 1."""
+    top = max((int(np.abs(w.astype(np.int64)).max()) for w in weights if w is not None and w.size), default=0)
+    return max(2, top.bit_length() + 1)
 
 
 def entry_bits(cfg: ArchConfig) -> int:

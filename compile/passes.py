@@ -27,7 +27,8 @@ import numpy as np
 
 from mamfpga.compile.arch import (ArchConfig, act_side_words, bias_bits, bias_bits_used, bias_word_fields,
                                    bound_cycles, layer_overhead, pack, result_fields, results_may_use_block_ram,
-                                   rom_width, split_overhead, weight_word_fields, word_bits)
+                                   rom_width, split_overhead, weight_bits_of, weight_word_fields,
+                                   word_bits)
 from mamfpga.compile.device import Device, memory_blocks
 from mamfpga.compile.ir import CompileError, LayerPlan, MemoryFitError, Program
 from mamfpga.compile.maps import ConvGeometry, MapLayout, OutGen, place
@@ -624,7 +625,10 @@ def _prove_accumulators(c: Compilation) -> None:
         # keep acc * mult within 64 bits for the golden model and the requantizer alike
         raise CompileError(f"the network needs a {max(need)}-bit accumulator; the accelerator supports "
                            "at most 40")
-    c.cfg = ArchConfig(c.cfg.pes, c.cfg.lanes, c.cfg.weight_bits, c.cfg.act_bits, acc, c.cfg.delta_bits)
+    # weights are stored as narrow as the network's widest layer needs (sign-extended to 8 bits
+    # as they leave the memory): a network of 4-bit weights packs 4 bits per weight
+    wbits = weight_bits_of([l.weight for l in c.net.layers])
+    c.cfg = ArchConfig(c.cfg.pes, c.cfg.lanes, wbits, c.cfg.act_bits, acc, c.cfg.delta_bits)
     prove_accumulators(c.net, acc)
 
 

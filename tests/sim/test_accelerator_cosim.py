@@ -2,6 +2,7 @@
 cycles equal to the compiler's model; Verilator, and Icarus on a subset."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from mamfpga.sim.cosim import cosimulate
 from mamfpga.sim.runner import run_cocotb
 import mamfpga.compile as compiler
 from mamfpga.hw.emit import emit
-from mamfpga.sw.qnet import save_qnet
+from mamfpga.sw.qnet import QuantNetwork, save_qnet
 from tests.support import random_network
 
 
@@ -46,6 +47,31 @@ def test_random_network_bit_exact(case, tmp_path):
     assert res.layer_cycles == [l.cycles_model for l in program.layers]
     if gap == 0.0 and stall == 0.0:
         assert set(res.cycles) == {program.cycles_model}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("bits", [2, 4])
+def test_narrow_weights_packed_and_bit_exact(bits, tmp_path):
+    """Weights of ``bits`` bits (extremes included) are packed that wide and sign-extended in the
+    PE: MAC and MAM, bit-exact, fewer bits per nonzero than the same network at 8 bits."""
+    rng = np.random.default_rng(40 + bits)
+    net = random_network(rng, [24, 40, 6], 0.3, ["mam", "mac"])
+    lim = 2 ** (bits - 1) - 1
+    for layer in net.layers:
+        layer.weight = np.clip(layer.weight, -lim, lim).astype(np.int8)
+        layer.weight[1] = rng.choice([-lim, lim], size=layer.weight.shape[1])      # a dense row of extremes
+    program = compiler.compile_network(net, ArchConfig(pes=2, lanes=2), delta_bits=4)
+    assert program.config.weight_bits == bits
+    net8 = QuantNetwork([replace(l, weight=l.weight.copy()) for l in net.layers])
+    net8.layers[0].weight[0, 0] = 127                            # one 8-bit weight: all stored 8 wide
+    p8 = compiler.compile_network(net8, ArchConfig(pes=2, lanes=2), delta_bits=4)
+    assert p8.config.weight_bits == 8
+    assert program.memory["weight_bits_per_nnz"] < p8.memory["weight_bits_per_nnz"]
+    x = rng.integers(-128, 128, size=(5, 24)).astype(np.int8)
+    x[0] = -128
+    res = cosimulate(program, emit(program, tmp_path / "build"), x)
+    assert res.mismatches == 0, res.first_mismatch
+    assert set(res.cycles) == {program.cycles_model}
 
 
 @pytest.mark.sim
