@@ -5,7 +5,8 @@ bound, compile time, and the generated RTL co-simulated on Verilator over the 54
 Trains the default digits network (MAM, 64-1024-1024-10), prunes it to 0.1 %
 kept, reverts to MAC and fine-tunes as the demo does, quantizes, and compiles
 it at (P, L) = (2, 1), (4, 2), (8, 2); then times the compilation of a random
-3072 x 768 MAM layer at 0.1 % kept. Usage: .venv/bin/python scripts/bench_compile.py
+3072 x 768 MAM layer at 0.1 % kept, and gives the weight bits per nonzero of the
+same network with its weights at 8, 4 and 2 bits. Usage: .venv/bin/python scripts/bench_compile.py
 """
 
 from __future__ import annotations
@@ -66,6 +67,26 @@ def main():
                                    "model": prog.cycles_model, "bound": prog.cycles_bound,
                                    "sim_cycles": sorted(set(res.cycles)), "mismatches": res.mismatches,
                                    "sim_seconds": st})
+    # narrow weights (issue: QONNX and 2-8-bit weights): the same network's nonzeros rescaled to
+    # b bits (none becomes zero), compiled at P=4 L=2; the weight memory stores b bits a weight
+    from dataclasses import replace
+
+    print(f"\n{'weight bits':>12}{'stored':>8}{'delta':>7}{'bits/nnz':>10}{'model cycles':>14}")
+    figures["narrow"] = []
+    for bits in (8, 4, 2):
+        lim = 2 ** (bits - 1) - 1
+        layers = []
+        for l in qnet.layers:
+            w = l.weight.astype(np.int64)
+            narrow = np.sign(w) * np.maximum(1, np.rint(np.abs(w) * lim / 127)) * (w != 0)
+            layers.append(replace(l, weight=narrow.astype(np.int8)))
+        prog = stages.compile_for(QuantNetwork(layers, qnet.input_scale, qnet.output_scale,
+                                               input_shape=qnet.input_shape), pes=4, lanes=2).program
+        print(f"{bits:>12}{prog.config.weight_bits:>8}{prog.config.delta_bits:>7}"
+              f"{prog.memory['weight_bits_per_nnz']:>10.1f}{prog.cycles_model:>14}")
+        figures["narrow"].append({"bits": bits, "stored": prog.config.weight_bits,
+                                  "bits_per_nnz": prog.memory["weight_bits_per_nnz"]})
+
     rng = np.random.default_rng(0)
     w = np.zeros((768, 3072), np.int8)
     idx = rng.choice(w.size, size=w.size // 1000, replace=False)

@@ -30,6 +30,11 @@ def main():
             all(c["sim_cycles"] == [c["model"]] for c in cf))
         row("weight memory bits per nonzero", "<= 16", ", ".join(f"{c['bits_per_nnz']:.1f}" for c in cf),
             max(c["bits_per_nnz"] for c in cf) <= 16)
+        if "narrow" in comp:
+            nw = comp["narrow"]
+            row("weight bits per nonzero at 8 / 4 / 2-bit weights", "fewer with fewer bits",
+                " / ".join(f"{c['bits_per_nnz']:.1f}" for c in nw),
+                all(a["bits_per_nnz"] > b["bits_per_nnz"] for a, b in zip(nw, nw[1:])))
         row("PE load balance, max / mean nnz", "<= 1.05", ", ".join(f"{c['balance']:.3f}" for c in cf),
             max(c["balance"] for c in cf) <= 1.05)
         row("co-simulation of the 540-sample test set", "< 60 s",
