@@ -195,6 +195,19 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
     pending: dict | None = None                   # a weighted layer awaiting its output Quant
     after: list[QuantLayer] = []                  # max pools between a layer and its output Quant
 
+    def bias_int(node, b_real, s_acc) -> np.ndarray:
+        """A float bias as int32 at the accumulator's scale (per row)."""
+        b_real = np.broadcast_to(np.asarray(b_real, dtype=np.float64).reshape(-1), s_acc.shape)
+        b_int = np.rint(b_real / s_acc)
+        if np.any(np.abs(b_int) > INT32_MAX):
+            raise ModelFormatError(f"{path}: {g.where(node)}: a bias is {int(np.abs(b_int).max())} accumulator "
+                                   "steps, beyond int32")
+        moved = np.abs(b_int * s_acc - b_real) / s_acc
+        if np.any(moved > 1e-6):
+            report.notes.append(f"{node.name or node.op_type}: bias rounded to the accumulator scale s_in * s_w "
+                                f"(largest change {moved.max():.3f} steps)")
+        return b_int.astype(np.int32)
+
     def weighted(node, w_name, kind_layer):
         """Start a weighted layer on the quantized ``cur``: int weights, int32 bias, acc scale."""
         nonlocal pending
@@ -224,19 +237,12 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
         else:
             raise ModelFormatError(f"{path}: {g.where(node)}: a weight scale of shape {list(sw.shape)} is neither per "
                                    f"tensor nor per output channel ({rows} rows)")
-        w_int = wq
         s_acc = s_w * float(scale)
-        b_real = kind_layer.bias
-        b_int = np.rint(b_real / s_acc)
-        if np.any(np.abs(b_int) > INT32_MAX):
-            raise ModelFormatError(f"{path}: {g.where(node)}: a bias is {int(np.abs(b_int).max())} accumulator "
-                                   "steps, beyond int32")
-        if np.any(np.abs(b_int * s_acc - b_real) > 1e-6 * np.maximum(np.abs(b_real), s_acc)):
-            report.notes.append(f"{node.name or node.op_type}: bias rounded to the accumulator scale s_in * s_w "
-                                f"(largest change {np.max(np.abs(b_int * s_acc - b_real) / s_acc):.3f} steps)")
+        # the model's width, one more where a non-narrow quantizer used its -2^(b-1)
+        bits = q.bits if np.abs(wq).max(initial=0) <= (1 << (q.bits - 1)) - 1 else q.bits + 1
         pending = {"node": node, "layer": QuantLayer(
-            w_int.astype(np.int8), b_int.astype(np.int32), "mac", 1, 0, False, kind=kind_layer.kind,
-            stride=kind_layer.stride, padding=kind_layer.padding, weight_bits=q.bits), "s_acc": s_acc,
+            wq.astype(np.int8), bias_int(node, kind_layer.bias, s_acc), "mac", 1, 0, False, kind=kind_layer.kind,
+            stride=kind_layer.stride, padding=kind_layer.padding, weight_bits=bits), "s_acc": s_acc,
             "relu": False}
 
     def finish(node, q: _Q):
@@ -310,6 +316,8 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
                     raise ModelFormatError(f"{path}: {g.where(node)}: alpha and beta must be 1 in a quantized Gemm")
                 b = (g.const(node.input[2], node).astype(np.float64).reshape(-1)
                      if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0]))
+                # the float layer as the readers give it (QuantLayer only as a holder: its
+                # weights are the dequantized floats here; the integers come from the Quant)
                 kl = QuantLayer(w, np.broadcast_to(b, (w.shape[0],)).copy(), kind="dense")
                 if not a.get("transB", 0) and w_name in qconst:
                     qconst[w_name] = (qconst[w_name][0].T, _transposed(qconst[w_name][1]))
@@ -327,12 +335,9 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
                 kl = QuantLayer(fl.weight, fl.bias, kind="conv2d", stride=fl.stride, padding=fl.padding)
             weighted(node, w_name, kl)
         elif op == "Add" and pending is not None and pending["node"].op_type == "MatMul" \
-                and not pending["relu"] and pending["layer"].bias.any() == 0:
-            other = next(i for i in node.input if i != cur)
-            b = g.const(other, node).astype(np.float64).reshape(-1)
-            lay = pending["layer"]
-            b_int = np.rint(np.broadcast_to(b, (lay.rows,)) / pending["s_acc"])
-            lay.bias = b_int.astype(np.int32)
+                and not pending["relu"] and not pending["layer"].bias.any():
+            other = next(i for i in node.input if i != cur)           # MatMul + Add: the bias
+            pending["layer"].bias = bias_int(node, g.const(other, node), pending["s_acc"])
         elif op == "Relu":
             if pending is None or pending["relu"]:
                 raise ModelFormatError(f"{path}: {g.where(node)}: Relu must follow a Gemm, MatMul or Conv")
