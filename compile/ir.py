@@ -60,6 +60,8 @@ class LayerPlan:
     out: "OutGen | None" = None          # row-parallel: where its results go
     net_index: int = 0                   # the layer of ``Program.net`` whose output this computes
     kind: str = "dense"                  # "dense" | "conv2d" (with its max pool fused, if any)
+    act_max: int = 127                   # the outputs' clamp: [0 or -(act_max + 1), act_max]
+    in_unsigned: bool = False            # it reads unsigned bytes (the layer before has act_max 255)
 
     @property
     def positions(self) -> int:
@@ -78,7 +80,8 @@ class LayerPlan:
         conv = None if g is None else {"kernel": list(g.kernel), "stride": list(g.stride), "pool": list(g.pool),
                                        "out": [g.out_h, g.out_w], "positions": g.positions}
         return {"kind": self.kind, "conv": conv, "mode": self.mode, "rows": self.rows, "cols": self.cols,
-                "nnz": self.nnz, "mult": scale(self.mult), "shift": scale(self.shift), "relu": self.relu, "rows_per_pe": self.rows_per_pe,
+                "nnz": self.nnz, "mult": scale(self.mult), "shift": scale(self.shift), "relu": self.relu,
+                "act_max": self.act_max, "rows_per_pe": self.rows_per_pe,
                 "pe_words": self.pe_words, "pe_nnz": self.pe_nnz, "cycles_model": self.cycles_model,
                 "cycles_bound": self.cycles_bound, "kind": "column-split" if self.split else "row-parallel",
                 "col_ranges": self.col_ranges}

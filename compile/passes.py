@@ -33,7 +33,7 @@ from mamfpga.compile.device import Device, memory_blocks
 from mamfpga.compile.ir import CompileError, LayerPlan, MemoryFitError, Program
 from mamfpga.compile.maps import ConvGeometry, MapLayout, OutGen, place
 from mamfpga.sw.golden import requantize_values
-from mamfpga.sw.qnet import QuantLayer, QuantNetwork
+from mamfpga.sw.qnet import QuantLayer, QuantNetwork, input_max
 from mamfpga.sw.simplify import eliminate_dead
 
 __all__ = ["PASSES", "Compilation", "compile_network", "prove_accumulators", "eliminate", "plan_layers",
@@ -45,32 +45,33 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 # ---------------------------------------------------------------------------- passes
 
-def required_acc_bits(layer: QuantLayer) -> int:
-    """Signed accumulator width that holds every value the layer can reach."""
+def required_acc_bits(layer: QuantLayer, in_max: int = 128) -> int:
+    """Signed accumulator width that holds every value the layer can reach, its inputs at most
+    ``in_max`` in magnitude (128 for int8, 255 for the unsigned bytes of an act_max-255 layer)."""
     if layer.weight is None:                     # a max pool: no accumulator
         return 8
     w = np.abs(layer.weight.reshape(layer.rows, -1).astype(np.int64))
     b = np.abs(layer.bias.astype(np.int64))
     if layer.mode == "mac":
-        reach = b + w.sum(axis=1) * 128
+        reach = b + w.sum(axis=1) * in_max
     else:
-        reach = b + 2 * w.max(axis=1) * 128
+        reach = b + 2 * w.max(axis=1) * in_max
     return int(reach.max()).bit_length() + 1
 
 
 def prove_accumulators(net: QuantNetwork, acc_bits: int) -> list[int]:
-    need = [required_acc_bits(l) for l in net.layers]
+    need = [required_acc_bits(l, input_max(net.layers, k)) for k, l in enumerate(net.layers)]
     for k, bits in enumerate(need):
         if bits > acc_bits:
             raise CompileError(f"layer {k} needs a {bits}-bit accumulator to rule out overflow "
-                               f"(|b| + {'sum' if net.layers[k].mode == 'mac' else '2 max'} |W| * 128); "
-                               f"the accelerator has {acc_bits} (use --acc-bits {bits})")
+                               f"(|b| + {'sum' if net.layers[k].mode == 'mac' else '2 max'} |W| * "
+                               f"{input_max(net.layers, k)}); the accelerator has {acc_bits} (use --acc-bits {bits})")
     return need
 
 
 def _requant_const(layer: QuantLayer) -> np.ndarray:
     """What each row outputs when all its inputs are 0: its bias, requantized."""
-    return requantize_values(layer.bias.astype(np.int64), layer.mult, layer.shift, layer.relu)
+    return requantize_values(layer.bias.astype(np.int64), layer.mult, layer.shift, layer.relu, layer.act_max)
 
 
 def eliminate(net: QuantNetwork) -> tuple[QuantNetwork, np.ndarray, dict]:
@@ -78,7 +79,8 @@ def eliminate(net: QuantNetwork) -> tuple[QuantNetwork, np.ndarray, dict]:
     layers = [QuantLayer(None if l.weight is None else l.weight.copy(), None if l.bias is None else l.bias.copy(),
                          l.mode, np.copy(l.mult) if np.ndim(l.mult) else l.mult,
                          np.copy(l.shift) if np.ndim(l.shift) else l.shift, l.relu, kind=l.kind, stride=l.stride,
-                         padding=l.padding, kernel=l.kernel, weight_bits=l.weight_bits) for l in net.layers]
+                         padding=l.padding, kernel=l.kernel, weight_bits=l.weight_bits, act_max=l.act_max)
+              for l in net.layers]
 
     def fold(nxt, cols, values):
         bias = nxt.bias.astype(np.int64) + nxt.weight[:, cols].astype(np.int64) @ values.astype(np.int64)
@@ -481,7 +483,7 @@ def encode_layer(k: int, layer: QuantLayer, shape: LayerShape, cfg: ArchConfig, 
                      shape.out_address, cycles_model=positions * max(len(w) for w in words) + overhead,
                      cycles_bound=bound_cycles(layer.nnz * positions, out_values, cfg), pe_nnz=pe_nnz,
                      split=shape.split, col_ranges=shape.ranges, geom=shape.geom, out=shape.out,
-                     net_index=shape.net_index, kind=layer.kind)
+                     net_index=shape.net_index, kind=layer.kind, act_max=layer.act_max)
 
 
 def fifo_depths(program) -> list[int]:
@@ -618,7 +620,7 @@ def _eliminate(c: Compilation) -> None:
 
 
 def _prove_accumulators(c: Compilation) -> None:
-    need = [required_acc_bits(l) for l in c.net.layers]
+    need = [required_acc_bits(l, input_max(c.net.layers, k)) for k, l in enumerate(c.net.layers)]
     acc = c.acc_bits if c.acc_bits is not None else max(8, max(need))
     if acc > 40:
         # 40 bits hold any layer of the contract (int32 bias, 65536 int8 inputs need 34), and
@@ -647,6 +649,8 @@ def _encode(c: Compilation) -> None:
     scales = any(l.per_channel for l in c.net.layers)
     c.plans = [encode_layer(g, c.net.layers[k], shape, c.cfg, scales)
                for g, ((k, _), shape) in enumerate(zip(hw_layers(c.net), c.shapes))]
+    for plan, (k, _) in zip(c.plans, hw_layers(c.net)):
+        plan.in_unsigned = input_max(c.net.layers, k) > 128      # it reads unsigned bytes
     extra = c.source.extra
     src_index = np.asarray(extra["input_index"]) if "input_index" in extra else None
     input_index = src_index[c.index] if src_index is not None else c.index

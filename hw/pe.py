@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -61,6 +61,7 @@ class PELayer:
     window: tuple = (1, 1)       # the fused pool's window (ph, pw): positions walked within it
     out_w: int = 1               # pooled outputs per map row
     steps: tuple = (0, 0, 0, 0)  # origin increments: window x, window y, pooled x, pooled y
+    unsigned: bool = False       # it reads unsigned bytes (0..255), not int8
 
 
 class PE(wiring.Component):
@@ -134,6 +135,7 @@ class PE(wiring.Component):
         origin = Signal(index_bits(2 * self.act_depth * P + 1))
         side = Signal()
         mam = Signal()
+        uns = Signal()                             # the layer reads unsigned bytes
         rows_left = Signal(index_bits(max(l.rows * l.positions for l in lays) + 1))
         rows_pp = Signal(index_bits(max(l.rows for l in lays) + 1))
         pos_left = Signal(index_bits(max(l.positions for l in lays) + 1))
@@ -152,7 +154,7 @@ class PE(wiring.Component):
                     with m.Case(k):
                         m.d.sync += [w_addr.eq(lay.w_base), w_base.eq(lay.w_base), w_words.eq(lay.words),
                                      w_left.eq(lay.words), b_base.eq(lay.b_base), origin.eq(lay.origin),
-                                     side.eq(lay.side), mam.eq(lay.mode == "mam"),
+                                     side.eq(lay.side), mam.eq(lay.mode == "mam"), uns.eq(lay.unsigned),
                                      rows_left.eq(lay.rows * lay.positions), rows_pp.eq(lay.rows),
                                      pos_left.eq(lay.positions)]
                         if conv:
@@ -236,9 +238,11 @@ class PE(wiring.Component):
         for k in range(L):
             a2b = Signal(8 * P, name=f"a2b_{k}")
             w2b, sel2b = Signal(signed(8), name=f"w2b_{k}"), Signal.like(sel2[k], name=f"sel2b_{k}")
-            x, w = Signal(signed(8), name=f"x2c_{k}"), Signal(signed(8), name=f"w2c_{k}")
+            # the byte as a 9-bit value: sign-extended (int8) or zero-extended (unsigned bytes)
+            x, w = Signal(signed(9), name=f"x2c_{k}"), Signal(signed(8), name=f"w2c_{k}")
+            byte = a2b.word_select(sel2b, 8) if P > 1 else a2b
             m.d.sync += [a2b.eq(act_rd[k].data), w2b.eq(w2[k]), sel2b.eq(sel2[k]),
-                         x.eq(a2b.word_select(sel2b, 8) if P > 1 else a2b), w.eq(w2b)]
+                         x.eq(Cat(byte, byte[7] & ~uns)), w.eq(w2b)]
             x2c.append(x)
             w2c.append(w)
 
@@ -281,8 +285,9 @@ class PE(wiring.Component):
         # sum / max / min, so the running accumulators' loops start and end at flip-flops
         r_ws, r_wmax, r_wmin = Signal.like(word_sum), Signal.like(wmax), Signal.like(wmin)
         r_v5, r_eor5, r_wv5 = Signal(), Signal(), Signal()
-        # a word with no valid lane carries sentinels that lose every comparison (products of
-        # int8 values lie in [-16256, 16384], inside the 16-bit range's ends)
+        # a word with no valid lane carries sentinels that lose every comparison (products of an
+        # int8 weight and an activation in [-128, 255] lie in [-32385, 32385], inside the 16-bit
+        # range's ends)
         hi_sent, lo_sent = -(1 << (PRODUCT_BITS - 1)), (1 << (PRODUCT_BITS - 1)) - 1
         m.d.sync += [r_ws.eq(word_sum), r_wmax.eq(Mux(wv5, wmax, hi_sent)), r_wmin.eq(Mux(wv5, wmin, lo_sent)),
                      r_v5.eq(v5), r_eor5.eq(eor5), r_wv5.eq(wv5)]
@@ -399,7 +404,8 @@ def pe_from_program(program, p: int, family: str | None = None) -> PE:
         else:
             extra = dict(origin=plan.col_ranges[p] if plan.split else 0)
         layers.append(PELayer(w_base=len(weights), words=len(plan.words[p]), b_base=len(biases),
-                              rows=len(plan.bias[p]), mode=plan.mode, side=k % 2, **extra))
+                              rows=len(plan.bias[p]), mode=plan.mode, side=k % 2, unsigned=plan.in_unsigned,
+                              **extra))
         weights += plan.words[p]
         biases += plan.bias[p]
     return PE(program.config, weights=weights, biases=biases, layers=layers, act_depth=act_depth_of(program),

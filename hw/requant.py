@@ -1,13 +1,15 @@
-"""Requantization: int8 y = clamp(round(acc * mult / 2**shift), 0 or -128, 127), contract v1.
+"""Requantization: y = clamp(round(acc * mult / 2**shift), lo, hi), the contract's, one byte out.
 
-Seven registered stages (operands; two partial products; their sum; shift by the multiple of 8, then by the
-rest; saturation flags; clamp), one result per cycle, mult/shift/relu given per
-operation (they change per layer). The rounding uses
+The clamp is [0 or -2**n, 2**n - 1] (``relu``; ``n`` = 1..8 from the layer's act_max =
+2**n - 1: n = 7 is int8's [-128, 127] or the ReLU's [0, 127]; n = 8 with relu gives unsigned
+bytes [0, 255]). Seven registered stages (operands; two partial products; their sum; shift by
+the multiple of 8, then by the rest; saturation flags; clamp), one result per cycle,
+mult/shift/relu/n given per operation (they change per layer). The rounding uses
 floor((p + 2**(s-1)) / 2**s) == ((2p >> s) + 1) >> 1, which needs no wide
 rounding constant and no case for s = 0; clamping looks at 2p >> s directly,
 so no wide adder follows the shifter and no wide compare (a carry chain) feeds the clamp:
-stage 4 reduces the high bits to four flags with LUT trees. Streams: ``i`` {acc, mult, shift, relu, tag},
-``o`` {y, tag}; the tag (an address, say) travels along. No back-pressure:
+stage 4 reduces the high bits to four flags with LUT trees, under masks made from n a stage
+before. Streams: ``i`` {acc, mult, shift, relu, n, tag}, ``o`` {y (the byte), tag}; the tag (an address, say) travels along. No back-pressure:
 ``o`` is always taken (its consumer is a memory write port).
 """
 
@@ -32,8 +34,8 @@ class Requant(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "acc": signed(acc_bits), "mult": unsigned(16), "shift": unsigned(6), "relu": 1,
-                "tag": unsigned(tag_bits)}), always_ready=True)),
-            "o": Out(stream.Signature(data.StructLayout({"y": signed(8), "tag": unsigned(tag_bits)}),
+                "n": unsigned(4), "tag": unsigned(tag_bits)}), always_ready=True)),
+            "o": Out(stream.Signature(data.StructLayout({"y": unsigned(8), "tag": unsigned(tag_bits)}),
                                       always_ready=True)),
         })
 
@@ -48,7 +50,8 @@ class Requant(wiring.Component):
         # stage 0: the operands registered (they come from FIFOs and per-layer case tables)
         acc0, mult0 = Signal(signed(self._acc_bits)), Signal(16)
         shift0, relu0, tag0, v0 = Signal(6), Signal(), Signal.like(i.tag), Signal()
-        m.d.sync += [acc0.eq(i.acc), mult0.eq(i.mult),
+        n0, n1a, n1, n2 = Signal(4), Signal(4), Signal(4), Signal(4)
+        m.d.sync += [acc0.eq(i.acc), mult0.eq(i.mult), n0.eq(i.n),
                      shift0.eq(i.shift), relu0.eq(i.relu), tag0.eq(i.tag), v0.eq(self.i.valid)]
         # stages 1a, 1b: the product as two partial products of at most 16 x 16 bits (one DSP
         # block each where the family has them), then their sum
@@ -56,7 +59,7 @@ class Requant(wiring.Component):
         shift1a, relu1a, tag1a, v1a = Signal(6), Signal(), Signal.like(i.tag), Signal()
         shift1, relu1, tag1, v1 = Signal(6), Signal(), Signal.like(i.tag), Signal()
         m.d.sync += [shift1a.eq(shift0), relu1a.eq(relu0), tag1a.eq(tag0), v1a.eq(v0),
-                     shift1.eq(shift1a), relu1.eq(relu1a), tag1.eq(tag1a), v1.eq(v1a)]
+                     shift1.eq(shift1a), relu1.eq(relu1a), tag1.eq(tag1a), v1.eq(v1a), n1a.eq(n0), n1.eq(n1a)]
         if self._acc_bits > 16:
             p_lo, p_hi = Signal(32), Signal(signed(pw - 16))
             m.d.sync += [p_lo.eq(acc0[:16] * mult0), p_hi.eq(acc0[16:].as_signed() * mult0),
@@ -69,26 +72,36 @@ class Requant(wiring.Component):
         coarse = Signal(signed(pw + 1))
         fine2, relu2, tag2, v2 = Signal(3), Signal(), Signal.like(i.tag), Signal()
         m.d.sync += [coarse.eq((prod << 1) >> Cat(C(0, 3), shift1[3:])),
-                     fine2.eq(shift1[:3]), relu2.eq(relu1), tag2.eq(tag1), v2.eq(v1)]
+                     fine2.eq(shift1[:3]), relu2.eq(relu1), tag2.eq(tag1), v2.eq(v1), n2.eq(n1)]
         half = Signal(signed(pw + 1))
         relu3, tag3, v3 = Signal(), Signal.like(i.tag), Signal()
-        m.d.sync += [half.eq(coarse >> fine2), relu3.eq(relu2), tag3.eq(tag2), v3.eq(v2)]
+        # the clamp's masks and bounds from n, registered alongside (n is a layer constant):
+        # m_hi marks the bits of half at n + 1 and above, m_lo bits 1..n; hi = 2**n - 1, lo the
+        # byte of -2**n (or 0 with relu)
+        m_hi, m_lo = Signal(pw + 1), Signal(9)
+        hi3, lo3 = Signal(8), Signal(8)
+        m.d.sync += [half.eq(coarse >> fine2), relu3.eq(relu2), tag3.eq(tag2), v3.eq(v2),
+                     m_hi.eq(Cat(*[n2 < j for j in range(1, pw + 2)]).as_unsigned() << 1),
+                     m_lo.eq(Cat(C(0, 1), *[n2 >= j for j in range(1, 9)])),
+                     hi3.eq((C(1, 9) << n2) - 1), lo3.eq(Mux(relu2, 0, -(C(1, 9) << n2)))]
         # stage 4: wide reductions of half (no carry chain). With g = half >> 1 and h0 = half[0],
-        # the rounded value is g + h0, and g's bits 7.. are half[8:]; see stage 5
-        sign, o8, a8 = Signal(), Signal(), Signal()
+        # the rounded value is g + h0, and g's bits n.. are half[n+1:]; see stage 5
+        sign, o_n, a_n, ones = Signal(), Signal(), Signal(), Signal()
         low9 = Signal(9)
         relu4, tag4, v4 = Signal(), Signal.like(i.tag), Signal()
-        m.d.sync += [sign.eq(half[-1]), o8.eq(half[8:-1].any()), a8.eq(half[8:].all()),
-                     low9.eq(half[:9]), relu4.eq(relu3), tag4.eq(tag3), v4.eq(v3)]
+        hi4, lo4 = Signal(8), Signal(8)
+        m.d.sync += [sign.eq(half[-1]), o_n.eq((half[:-1] & m_hi[:-1]).any()),
+                     a_n.eq((half | ~m_hi).all()), ones.eq((half[:9] | ~m_lo)[1:9].all()),
+                     low9.eq(half[:9]), relu4.eq(relu3), tag4.eq(tag3), v4.eq(v3), hi4.eq(hi3), lo4.eq(lo3)]
         # stage 5: saturate and clamp.
-        #   rounded > 127 <=> g >= 128, or g = 127 and h0     (g >= 0 with bits 7.. = half[8:])
-        #   rounded < -128 when g < -128 (half[8:] not all ones); g = -129 with h0 rounds to -128,
-        #   which the clamp gives as well; with relu: rounded < 0 when g < 0 (g = -1 with h0 gives 0
-        #   either way). In range, y is bits 1..8 of half + 1, which need the low 9 bits alone.
+        #   rounded > 2**n - 1 <=> g >= 2**n, or g = 2**n - 1 and h0   (g >= 0: bits n.. = half[n+1:])
+        #   rounded < -2**n when g < -2**n (half[n+1:] not all ones); g = -2**n - 1 with h0 rounds to
+        #   -2**n, which the clamp gives as well; with relu: rounded < 0 when g < 0 (g = -1 with h0
+        #   gives 0 either way). In range, y is bits 1..8 of half + 1, which need the low 9 bits alone.
         h0 = low9[0]
-        over = ~sign & (o8 | (h0 & low9[1:8].all()))
-        under = sign & (relu4 | ~a8)
-        y = Signal(signed(8))
-        m.d.comb += y.eq(Mux(over, 127, Mux(under, Mux(relu4, 0, -128), (low9 + 1)[1:9])))
+        over = ~sign & (o_n | (h0 & ones))
+        under = sign & (relu4 | ~a_n)
+        y = Signal(8)
+        m.d.comb += y.eq(Mux(over, hi4, Mux(under, lo4, (low9 + 1)[1:9])))
         m.d.sync += [self.o.payload.y.eq(y), self.o.payload.tag.eq(tag4), self.o.valid.eq(v4)]
         return m

@@ -210,9 +210,10 @@ def _quantize_qonnx(args, out: Path) -> int:
           f"{qnet.input_scale:.6g}, output_scale {qnet.output_scale:.6g}); saved {out}")
     _show(report.lines())
     if measured is not None:
-        differ, total, worst = measured
-        print(f"on {len(calib)} calibration samples: {differ} of {total} layer outputs differ from the model's exact "
-              f"requantization (round half to even, float ratio){f', by at most {worst:.0f} step' if differ else ''}")
+        e = measured
+        print(f"on {len(calib)} calibration samples: {e.differ} of {e.total} layer outputs differ from the model's "
+              f"exact requantization (round half to even, float ratio)"
+              f"{f', by at most {e.worst:.0f} step' if e.differ else ''}")
     if test_acc is not None:
         print(f"accuracy on {len(test[1])} test samples: quantized {test_acc:.4f}")
     return 0

@@ -5,13 +5,14 @@
     mam:  acc = b + max p + min p                        (zero products included)
     r     = floor((acc * mult + 2**(shift-1)) / 2**shift)     if shift > 0
           = acc * mult                                        if shift = 0
-    y     = clamp(r, 0 if relu else -128, 127)           (mult, shift per row / channel or one)
+    y     = clamp(r, 0 if relu else -(act_max+1), act_max)  (mult, shift per row / channel or one;
+                                                          act_max 127 unless the layer says)
     maxpool2d: y = max over the window (no padding, floor)
 
 Integers throughout (int64). MAC sums are exact in int64 (dense) or in
 float64 (conv2d through torch's convolution: every partial sum is an integer
-far below 2**53). The MAM max and min run on float32 copies of the int8
-operands, where every product of two int8 values (|p| <= 16384 < 2**24) is
+far below 2**53). The MAM max and min run on float32 copies of the operands
+(int8 weights, activations in [-128, 255]), where every product (|p| <= 32385 < 2**24) is
 exact, so the fused CPU kernel serves them bit for bit; a conv layer's
 windows are unfolded into rows for it, a batch chunk at a time. Memory stays
 of the order of the activations: no B x M x (C*KH*KW) x positions tensor.
@@ -83,11 +84,11 @@ def _per_row(v, acc):
     return torch.from_numpy(a) if isinstance(acc, torch.Tensor) else a
 
 
-def requantize_values(acc, mult, shift, relu: bool):
+def requantize_values(acc, mult, shift, relu: bool, act_max: int = ACT_MAX):
     """The contract's requantization of ``acc`` (an int, a numpy array or a torch tensor of
-    int64): multiply, round half up at the shift, clamp to [0 or -128, 127]. ``mult`` and
-    ``shift`` are one integer or one per row / channel (axis 1 of acc). The one definition
-    the golden model, the compiler and the program simulator use."""
+    int64): multiply, round half up at the shift, clamp to [0 or -(act_max + 1), act_max].
+    ``mult`` and ``shift`` are one integer or one per row / channel (axis 1 of acc). The one
+    definition the golden model, the compiler and the program simulator use."""
     mult, shift = _per_row(mult, acc), _per_row(shift, acc)
     r = acc * mult
     if isinstance(shift, int):
@@ -97,17 +98,17 @@ def requantize_values(acc, mult, shift, relu: bool):
         half = (1 << np.maximum(shift - 1, 0)) * (shift > 0) if isinstance(shift, np.ndarray) else \
             torch.bitwise_left_shift(torch.ones_like(shift), (shift - 1).clamp(min=0)) * (shift > 0)
         r = (r + half) >> shift
-    lo = 0 if relu else ACT_MIN
+    lo = 0 if relu else -(act_max + 1)
     if isinstance(r, torch.Tensor):
-        return r.clamp(lo, ACT_MAX)
+        return r.clamp(lo, act_max)
     if isinstance(r, np.ndarray):
-        return np.clip(r, lo, ACT_MAX)
-    return max(lo, min(ACT_MAX, r))
+        return np.clip(r, lo, act_max)
+    return max(lo, min(act_max, r))
 
 
 def requantize(layer: QuantLayer, acc: torch.Tensor) -> torch.Tensor:
-    """int8 outputs (as int64) from acc, with rounding, shift and clamp."""
-    return requantize_values(acc, layer.mult, layer.shift, layer.relu)
+    """The layer's outputs (as int64) from acc, with rounding, shift and clamp."""
+    return requantize_values(acc, layer.mult, layer.shift, layer.relu, layer.act_max)
 
 
 def layer_forward(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
@@ -151,8 +152,9 @@ def prepare_inputs(net: QuantNetwork, x: np.ndarray) -> np.ndarray:
 
 
 def run_layers(net: QuantNetwork, x: np.ndarray, batch: int = 1024) -> list[np.ndarray]:
-    """Every layer's int8 output, flattened to [B, values] (C, H, W order for a feature map), for
-    inputs x (int8, or float through input_scale)."""
+    """Every layer's output bytes as int8, flattened to [B, values] (C, H, W order for a feature
+    map), for inputs x (int8, or float through input_scale); a layer with act_max 255 writes
+    unsigned bytes, which read as int8 wrap (200 is -56), as the hardware's memories hold them."""
     xq = prepare_inputs(net, x)
     sizes = [int(np.prod(s)) for s in net.shapes[1:]]
     outs: list[list[np.ndarray]] = [[] for _ in net.layers]
@@ -160,7 +162,7 @@ def run_layers(net: QuantNetwork, x: np.ndarray, batch: int = 1024) -> list[np.n
         h = torch.from_numpy(xq[s:s + batch].astype(np.int64))
         for k, layer in enumerate(net.layers):
             h = layer_forward(layer, h)
-            outs[k].append(h.reshape(h.shape[0], -1).numpy().astype(np.int8))
+            outs[k].append(h.reshape(h.shape[0], -1).numpy().astype(np.uint8).view(np.int8))
     return [np.concatenate(o) if o else np.zeros((0, n), np.int8) for o, n in zip(outs, sizes)]
 
 

@@ -10,8 +10,9 @@ activations (a vector [N] or a feature map [C, H, W], channel-major):
 - ``maxpool2d``: ``kernel`` (kh, kw), ``stride`` (sh, sw), no padding, floor.
 
 dense and conv2d layers have a mode "mac" | "mam", ``mult`` in [1, 2**16) and
-``shift`` in [0, 62] (each one integer, or one per output row / channel) and a
-``relu``. Stored as ``.npz`` with the keys of DESIGN.md (format
+``shift`` in [0, 62] (each one integer, or one per output row / channel), a
+``relu`` and an ``act_max`` (2**n - 1: outputs clamp to [0 or -(act_max + 1), act_max];
+255 makes them unsigned bytes, which the next layer reads as 0..255). Stored as ``.npz`` with the keys of DESIGN.md (format
 ``mamfpga.qnet/2``; ``mamfpga.qnet/1`` files, all dense with scalar scales,
 are read too); validated on load, each problem reported as one line naming
 the key.
@@ -33,12 +34,15 @@ from mamfpga.errors import MamfpgaError
 from mamfpga.outputs import atomic_write_bytes
 
 __all__ = ["FORMAT", "FORMATS_READ", "KINDS", "QuantLayer", "QuantNetwork", "QNetError", "load_qnet", "save_qnet",
-           "ACT_MIN", "ACT_MAX", "round_half_away", "out_shape"]
+           "ACT_MIN", "ACT_MAX", "ACT_MAXES", "round_half_away", "out_shape", "act_range",
+           "input_max"]
 
 FORMAT = "mamfpga.qnet/2"
 FORMATS_READ = ("mamfpga.qnet/1", FORMAT)
 KINDS = ("dense", "conv2d", "maxpool2d")
 ACT_MIN, ACT_MAX = -128, 127
+#: the clamps a layer's outputs may have: 2**n - 1, n = 1..8 (255: unsigned bytes, with relu)
+ACT_MAXES = tuple((1 << n) - 1 for n in range(1, 9))
 MULT_MAX = 1 << 16
 SHIFT_MAX = 62
 
@@ -62,6 +66,7 @@ class QuantLayer:
     padding: tuple = (0, 0, 0, 0)   # conv2d: top, left, bottom, right
     kernel: tuple = (1, 1)      # maxpool2d (a conv's kernel is its weight's shape)
     weight_bits: int | None = None  # every weight fits this many bits (2..8); None: 8
+    act_max: int = 127          # the outputs' clamp: [0 if relu else -(act_max + 1), act_max]
 
     @property
     def rows(self) -> int:
@@ -156,6 +161,20 @@ class QuantNetwork:
         return np.clip(q, ACT_MIN, ACT_MAX).astype(np.int8)
 
 
+def act_range(layer: QuantLayer) -> tuple[int, int]:
+    """The clamp of a weighted layer's outputs: [0, act_max] with relu, else [-(act_max + 1), act_max]."""
+    return (0 if layer.relu else -(layer.act_max + 1)), layer.act_max
+
+
+def input_max(layers: list[QuantLayer], k: int) -> int:
+    """The largest |value| layer ``k`` reads: 255 when the weighted layer before it (through its
+    pools) writes unsigned bytes, else 128 (int8; the network's input is int8)."""
+    for prev in reversed(layers[:k]):
+        if prev.kind != "maxpool2d":
+            return 255 if prev.act_max > ACT_MAX else 128
+    return 128
+
+
 def round_half_away(x: np.ndarray) -> np.ndarray:
     """The contract's rounding of a float to an integer: half away from zero."""
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
@@ -234,6 +253,13 @@ def validate(net: QuantNetwork) -> None:
         if layer.kind == "conv2d":
             layer.stride = _pair(p, "stride", layer.stride, 2, 1)
             layer.padding = _pair(p, "padding", layer.padding, 4, 0)
+        if not _is_int(layer.act_max) or layer.act_max not in ACT_MAXES:
+            _fail(f"{p}.act_max", f"must be 2**n - 1 for n in 1..8 (1, 3, 7, ..., 255), not {layer.act_max!r}")
+        if layer.act_max > ACT_MAX and not layer.relu:
+            _fail(f"{p}.act_max", f"{layer.act_max} needs relu (outputs above 127 are unsigned bytes, [0, 255])")
+        if layer.act_max > ACT_MAX and k == len(net.layers) - 1:
+            _fail(f"{p}.act_max", f"{layer.act_max}: the network's outputs are int8, so the last layer's "
+                                  "act_max is at most 127")
         if layer.weight_bits is not None:
             bits = layer.weight_bits
             if not _is_int(bits) or not 2 <= bits <= 8:
@@ -274,6 +300,8 @@ def save_qnet(net: QuantNetwork, path: str | os.PathLike) -> Path:
             arrays[f"{p}.padding"] = np.array(layer.padding, dtype=np.int64)
         if layer.weight_bits is not None:
             arrays[f"{p}.weight_bits"] = np.array(int(layer.weight_bits), dtype=np.int64)
+        if layer.act_max != ACT_MAX:
+            arrays[f"{p}.act_max"] = np.array(int(layer.act_max), dtype=np.int64)
     if net.input_scale is not None:
         arrays["input_scale"] = np.array(float(net.input_scale))
     if net.output_scale is not None:
@@ -336,9 +364,9 @@ def _scale_value(z, key: str):
     return a.astype(np.int64)
 
 
-_LAYER_KEYS = {"dense": ("kind", "weight", "bias", "mode", "mult", "shift", "relu", "weight_bits"),
+_LAYER_KEYS = {"dense": ("kind", "weight", "bias", "mode", "mult", "shift", "relu", "weight_bits", "act_max"),
                "conv2d": ("kind", "weight", "bias", "mode", "mult", "shift", "relu", "stride", "padding",
-                          "weight_bits"),
+                          "weight_bits", "act_max"),
                "maxpool2d": ("kind", "kernel", "stride")}
 
 
@@ -397,6 +425,8 @@ def load_qnet(path: str | os.PathLike) -> QuantNetwork:
                 layer.padding = tuple(_ints(z, f"{p}.padding", 4))
             if f"{p}.weight_bits" in keys:
                 layer.weight_bits = _scalar(z, f"{p}.weight_bits", int)      # checked by validate
+            if f"{p}.act_max" in keys:
+                layer.act_max = _scalar(z, f"{p}.act_max", int)              # checked by validate
             layers.append(layer)
         input_scale = _scalar(z, "input_scale", float) if "input_scale" in keys else None
         output_scale = _scalar(z, "output_scale", float) if "output_scale" in keys else None

@@ -13,15 +13,16 @@ calibration data is needed:
   scale s_acc = s_in * s_w (per channel);
 - the Quant after a layer (after its Relu, if any) gives the output scale s_out; each
   row's requantization ``mult / 2**shift`` approximates s_acc / s_out (16-bit mult,
-  the largest shift), and the quantizer's range gives the clamp: signed 8-bit is
-  [-128, 127], unsigned 7-bit (or signed 8-bit after a Relu) is the ReLU clamp [0, 127];
+  the largest shift), and the quantizer's range gives the clamp (``relu``, ``act_max``): an
+  unsigned b-bit quantizer (or any after a Relu) [0, 2**b - 1] (b = 8: unsigned bytes, which
+  the next layer reads as 0..255), a signed b-bit one [-2**(b-1), 2**(b-1) - 1];
 - MaxPool passes the scale through (before or after the Quant: max commutes with a
   monotone quantizer); Flatten/Reshape to [B, -1] pass; Identity passes.
 
 What the contract cannot express is refused by node name and reason, before anything
-is written: activation quantizers other than signed 8-bit or unsigned 7-bit (the contract
-has int8 activations clamped to [-128, 127] or [0, 127]: an unsigned 8-bit ReLU spans
-[0, 255]), a nonzero zero point, BipolarQuant, Trunc, MultiThreshold, rounding modes other
+is written: narrow-range activation quantizers (a clamp at -(2**(b-1) - 1)), activations
+wider than 8 bits, unsigned outputs of the last layer (the network's outputs are int8), a
+nonzero zero point, BipolarQuant, Trunc, MultiThreshold, rounding modes other
 than ROUND on activations, a layer whose input is not quantized, a last layer without an
 output Quant (mamfpga's outputs are int8 at a scale the model must fix).
 
@@ -42,10 +43,10 @@ import numpy as np
 
 from mamfpga.sw.network import ModelFormatError
 from mamfpga.sw.onnx_io import _attrs, _conv_layer, _flattens, _Graph, _pool_layer
-from mamfpga.sw.qnet import ACT_MAX, ACT_MIN, QuantLayer, QuantNetwork
+from mamfpga.sw.qnet import ACT_MAX, ACT_MIN, QuantLayer, QuantNetwork, act_range
 from mamfpga.sw.quantize import INT32_MAX, mult_shift
 
-__all__ = ["is_qonnx", "import_qonnx", "ImportReport", "LayerScale", "exactness", "QUANT_OPS"]
+__all__ = ["is_qonnx", "import_qonnx", "ImportReport", "LayerScale", "exactness", "Exactness", "QUANT_OPS"]
 
 #: QONNX quantization ops; only Quant is mapped.
 QUANT_OPS = {"Quant", "BipolarQuant", "Trunc", "MultiThreshold", "IntQuant", "FloatQuant"}
@@ -253,7 +254,8 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
             raise ModelFormatError(f"{path}: {g.where(node)}: per-channel activation scales are not supported "
                                    "(the next layer's weights would need one scale per input column)")
         s_out = float(np.asarray(q.scale).reshape(-1)[0])
-        lo, hi = _act_range(q, pending["relu"], g, node, path)
+        relu, act_max = _act_range(q, pending["relu"], g, node, path)
+        lo, hi = (0 if relu else -(act_max + 1)), act_max
         if q.rounding not in ("ROUND", "HALF_EVEN", "HALF_UP"):
             raise ModelFormatError(f"{path}: {g.where(node)}: activation rounding {q.rounding}; the contract rounds "
                                    "to nearest (half up)")
@@ -261,7 +263,7 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
         ms = [mult_shift(float(r)) for r in ratio]
         mult = np.array([m for m, _ in ms], dtype=np.int64)
         shift = np.array([s for _, s in ms], dtype=np.int64)
-        lay.relu = lo == 0
+        lay.relu, lay.act_max = relu, act_max
         if np.all(mult == mult[0]) and np.all(shift == shift[0]):
             lay.mult, lay.shift = int(mult[0]), int(shift[0])
         else:
@@ -300,8 +302,9 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
             else:                                        # a requantization of a quantized tensor
                 same = np.size(q.scale) == 1 and math.isclose(float(q.scale.reshape(-1)[0]), float(scale),
                                                               rel_tol=1e-9)
-                lo = layers[-1].relu if layers else False
-                if not same or q.qmin > (0 if lo else ACT_MIN) or q.qmax < ACT_MAX:
+                weighted_before = [l for l in layers if l.kind != "maxpool2d"]
+                lo, hi = act_range(weighted_before[-1]) if weighted_before else (ACT_MIN, ACT_MAX)
+                if not same or q.qmin > lo or q.qmax < hi:
                     raise ModelFormatError(f"{path}: {g.where(node)}: a Quant ({q.describe()}) of an already "
                                            "quantized tensor at another scale or a narrower range is not a "
                                            "contract operation")
@@ -365,6 +368,11 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
                                "QuantIdentity)")
     if not any(l.kind != "maxpool2d" for l in layers):
         raise ModelFormatError(f"{path}: no quantized Gemm, MatMul or Conv layer found")
+    last = [l for l in layers if l.kind != "maxpool2d"][-1]
+    if last.act_max > ACT_MAX:
+        raise ModelFormatError(f"{path}: the output quantizer of {report.scales[-1].name} is unsigned 8-bit "
+                               "[0, 255]; the network's outputs are int8 (use a signed 8-bit or a 7-bit output "
+                               "quantizer)")
     shape = [d for d in dims[1:]]
     if layers[0].kind != "dense":
         if len(shape) != 3 or min(shape) < 1:
@@ -384,37 +392,41 @@ def _transposed(q: _Q) -> _Q:
     return _Q(s.T if s.ndim == 2 else s, q.zero, q.bits, q.signed, q.narrow, q.rounding)
 
 
-def _act_range(q: _Q, relu: bool, g: _Graph, node, path) -> tuple[int, int]:
-    """The clamp of an activation quantizer, as the contract has it: [-128, 127] or [0, 127]."""
+def _act_range(q: _Q, relu: bool, g: _Graph, node, path) -> tuple[bool, int]:
+    """The contract's clamp for an activation quantizer, as (relu, act_max): [0, 2**n - 1]
+    (unsigned n-bit, or any quantizer after a Relu) or [-2**n, 2**n - 1] (signed n+1-bit)."""
     lo, hi = q.qmin, q.qmax
     if relu:
         lo = max(lo, 0)
-    if (lo, hi) == (ACT_MIN, ACT_MAX):
-        return lo, hi
-    if (lo, hi) == (0, ACT_MAX):
-        return lo, hi
-    need = "signed 8-bit (not narrow), or unsigned 7-bit after a ReLU"
-    if hi > ACT_MAX:
-        why = (f"its range [{lo}, {hi}] exceeds int8; the contract's activations are int8 "
-               f"(use {need}, e.g. QuantReLU(bit_width=7))")
-    else:
-        why = f"its range [{lo}, {hi}] is narrower than the contract's clamp [0 or -128, 127] (use {need})"
+    if hi >= 1 and hi & (hi + 1) == 0 and hi <= 255 and lo in (0, -(hi + 1)) and not (lo < 0 and hi > ACT_MAX):
+        return lo == 0, hi
+    why = ("the contract clamps to [0, 2^n - 1] or [-2^n, 2^n - 1] with n <= 8 (unsigned up to 8 bits, signed "
+           "up to 8 bits, not narrow)")
     raise ModelFormatError(f"{path}: {g.where(node)}: activation quantizer {q.describe()}"
-                           f"{' after a Relu' if relu else ''}: {why}")
+                           f"{' after a Relu' if relu else ''}: its range [{lo}, {hi}] cannot be expressed: {why}")
 
 
-def exactness(net: QuantNetwork, report: ImportReport, x: np.ndarray) -> tuple[int, int, float]:
-    """(outputs that differ, outputs in all, largest difference in steps) between each weighted
-    layer's requantization and the exact one (the model's ratio, rounding half to even), layer
-    by layer on the network's own activations, for inputs ``x`` (float, or int8)."""
+@dataclass
+class Exactness:
+    """How the contract's requantization compares with the model's exact one on some inputs."""
+    differ: int          # layer outputs that differ
+    total: int           # layer outputs in all
+    worst: float         # largest difference, in output steps
+    unexplained: int     # differing outputs that the mult/shift deviation does not explain (0 when
+                         # the arithmetic is right: each one lies within it of a rounding boundary)
+
+
+def exactness(net: QuantNetwork, report: ImportReport, x: np.ndarray) -> Exactness:
+    """Each weighted layer's requantization against the exact one (the model's ratio, rounding
+    half to even), layer by layer on the network's own activations, for inputs ``x`` (float, or
+    int8)."""
     import torch
 
     from mamfpga.sw import golden
 
     h = torch.from_numpy(golden.prepare_inputs(net, x).astype(np.int64)).reshape((len(x),) + net.input_shape)
     scales = iter(report.scales)
-    differ = total = 0
-    worst = 0.0
+    out = Exactness(0, 0, 0.0, 0)
     for layer in net.layers:
         if layer.kind == "maxpool2d":
             h = golden.layer_forward(layer, h)
@@ -422,11 +434,18 @@ def exactness(net: QuantNetwork, report: ImportReport, x: np.ndarray) -> tuple[i
         s = next(scales)
         acc = golden.accumulate(layer, h)
         ours = golden.requantize(layer, acc).numpy()
-        r = s.ratio.reshape((1, -1) + (1,) * (acc.ndim - 2))
-        exact = np.clip(np.round(acc.numpy() * r), s.lo, s.hi)
+        shape = (1, -1) + (1,) * (acc.ndim - 2)
+        a = acc.numpy().astype(np.float64)
+        value = a * s.ratio.reshape(shape)
+        exact = np.clip(np.round(value), s.lo, s.hi)
         diff = np.abs(ours - exact)
-        differ += int(np.count_nonzero(diff))
-        total += diff.size
-        worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        # how far the contract's value a * mult / 2**shift can be from the exact one, and how far
+        # the exact one lies from the nearest rounding boundary (k + 1/2)
+        deviation = np.abs(a) * np.abs(s.mult / np.exp2(s.shift.astype(np.float64)) - s.ratio).reshape(shape)
+        margin = np.abs(value - np.floor(value) - 0.5)
+        out.differ += int(np.count_nonzero(diff))
+        out.total += diff.size
+        out.worst = max(out.worst, float(diff.max()) if diff.size else 0.0)
+        out.unexplained += int(np.count_nonzero((diff > 0) & (margin > deviation + 1e-9 * (1 + np.abs(value)))))
         h = torch.from_numpy(ours)
-    return differ, total, worst
+    return out

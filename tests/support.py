@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork
 
-__all__ = ["random_network", "random_conv_network", "random_weights", "random_scales", "conv_inputs", "simulate_accelerator", "stream_put", "stream_get", "run_sim", "put_all", "get_all"]
+__all__ = ["random_network", "random_conv_network", "random_act_max", "spread_scales", "random_weights", "random_scales", "conv_inputs", "simulate_accelerator", "stream_put", "stream_get", "run_sim", "put_all", "get_all"]
 
 
 def random_network(rng, shapes, density, modes):
@@ -100,6 +100,37 @@ def random_conv_network(rng, max_hw=9):
                                  str(rng.choice(["mac", "mam"])), mult, shift, bool(rng.random() < 0.5)))
         shape = (m,)
     return QuantNetwork(layers, input_shape=(c, h, w))
+
+
+def random_act_max(rng, net: QuantNetwork) -> QuantNetwork:
+    """``net`` with random output clamps: act_max = 2**n - 1 per weighted layer, often 255
+    (unsigned bytes, so with relu, which the next layer reads as 0..255); the last at most 127."""
+    weighted = [l for l in net.layers if l.kind != "maxpool2d"]
+    for layer in weighted:
+        n = int(rng.choice([1, 2, 4, 7, 8, 8, 8]))
+        if layer is weighted[-1]:
+            n = min(n, 7)
+        layer.act_max = (1 << n) - 1
+        layer.relu = bool(layer.relu or n == 8)
+    return QuantNetwork(net.layers, net.input_scale, net.output_scale, net.extra, input_shape=net.input_shape)
+
+
+def spread_scales(net: QuantNetwork, x: np.ndarray) -> QuantNetwork:
+    """``net`` with each weighted layer's mult and shift chosen so that its largest |acc| on the
+    inputs ``x`` maps to its act_max: outputs spread over the whole range rather than saturate
+    (so that a wrong sign or zero extension of unsigned bytes shows)."""
+    import torch
+
+    from mamfpga.sw import golden
+    from mamfpga.sw.quantize import mult_shift
+
+    h = torch.from_numpy(np.asarray(x, dtype=np.int64).reshape((len(x),) + net.input_shape))
+    for layer in net.layers:
+        if layer.kind != "maxpool2d":
+            top = int(golden.accumulate(layer, h).abs().max())
+            layer.mult, layer.shift = mult_shift(layer.act_max / max(1, top))
+        h = golden.layer_forward(layer, h)
+    return QuantNetwork(net.layers, net.input_scale, net.output_scale, net.extra, input_shape=net.input_shape)
 
 
 async def stream_put(ctx, stream, payload):

@@ -6,24 +6,29 @@ import torch
 
 from mamfpga.hw.requant import Requant
 from mamfpga.sw.golden import requantize
-from mamfpga.sw.qnet import QuantLayer
+from mamfpga.sw.qnet import ACT_MAXES, QuantLayer
 from tests.support import run_sim
 
 
 def _drive(dut, cases):
-    """Feed (acc, mult, shift, relu, tag) cases one per cycle; the (y, tag) results in order."""
+    """Feed (acc, mult, shift, relu, tag[, act_max]) cases one per cycle; the (y, tag) results in
+    order, y the byte read as the layer's value (signed, or unsigned with relu)."""
     got = []
+    relus = []
 
     async def tb(ctx):
         for case in cases + [None] * (dut.latency + 1):
             if case is None:
                 ctx.set(dut.i.valid, 0)
             else:
-                acc, mult, shift, relu, tag = case
+                acc, mult, shift, relu, tag, *act = case
                 ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, {"acc": acc, "mult": mult, "shift": shift, "relu": relu, "tag": tag})
+                ctx.set(dut.i.payload, {"acc": acc, "mult": mult, "shift": shift, "relu": relu, "tag": tag,
+                                        "n": (act[0] if act else 127).bit_length()})
+                relus.append(relu)
             if ctx.get(dut.o.valid):
-                got.append((ctx.get(dut.o.payload.y), ctx.get(dut.o.payload.tag)))
+                y = ctx.get(dut.o.payload.y)
+                got.append((y - 256 if y > 127 and not relus[len(got)] else y, ctx.get(dut.o.payload.tag)))
             await ctx.tick()
 
     run_sim(dut, tb, max_cycles=len(cases) + 100)
@@ -63,3 +68,20 @@ def test_saturation_and_rounding_boundaries(shift):
         layer = QuantLayer(np.zeros((1, 1), np.int8), np.zeros(1, np.int32), "mac", 1, shift, bool(relu))
         want.append(requantize(layer, torch.tensor(accs, dtype=torch.int64)).tolist())
     assert got == [want[relu][k] for k in range(len(accs)) for relu in (0, 1)]
+
+
+@pytest.mark.parametrize("act_max", ACT_MAXES)
+def test_every_clamp(act_max):
+    """Each act_max (2**n - 1), with relu and (up to 127) without: every rounded value from below
+    the lower clamp to above the upper one, and extremes."""
+    dut = Requant(acc_bits=20, tag_bits=1)
+    accs = list(range(-2 * (act_max + 1) - 3, 2 * act_max + 4)) + [-(1 << 19), (1 << 19) - 1]
+    relus = (1,) if act_max > 127 else (0, 1)
+    cases = [(acc, 1, 1, relu, 0, act_max) for relu in relus for acc in accs]
+    got = [y for y, _tag in _drive(dut, cases)]
+    want = []
+    for relu in relus:
+        layer = QuantLayer(np.zeros((1, 1), np.int8), np.zeros(1, np.int32), "mac", 1, 1, bool(relu),
+                           act_max=act_max)
+        want += requantize(layer, torch.tensor(accs, dtype=torch.int64)).tolist()
+    assert got == want

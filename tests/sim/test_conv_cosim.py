@@ -10,7 +10,7 @@ import mamfpga.compile as compiler
 from mamfpga.compile.arch import ArchConfig
 from mamfpga.hw.emit import emit
 from mamfpga.sim.cosim import cosimulate
-from tests.support import conv_inputs, random_conv_network
+from tests.support import conv_inputs, random_act_max, random_conv_network, random_network, spread_scales
 
 CASES = [
     # (seed, P, L, simulator, gap, stall)
@@ -53,3 +53,35 @@ def test_conv_regression(seed, tmp_path):
     rng = np.random.default_rng(seed)
     P, L = int(rng.choice([1, 2, 4, 8])), int(rng.choice([1, 2, 3]))
     _check(seed, P, L, "icarus" if seed % 6 == 0 else "verilator", 0.0, 0.0, tmp_path)
+
+
+def _unsigned_case(seed):
+    """A network (conv or dense) whose layers clamp at random act_max, with at least one layer
+    reading unsigned bytes (the one before it at 255), its scales spread so that few outputs
+    saturate; and its inputs."""
+    rng = np.random.default_rng(seed)
+    while True:
+        net = random_conv_network(rng) if seed % 2 else random_network(rng, [30, 40, 20, 5], 0.3, ["mam", "mac"])
+        net = random_act_max(rng, net)
+        weighted = [l for l in net.layers if l.kind != "maxpool2d"]
+        if seed % 2 and len(weighted) > 1:
+            # a conv network: unsigned bytes out of the first layer, int8 after it, so that the
+            # next layer's outputs are wide enough to show how it read them
+            for layer in weighted:
+                layer.act_max, layer.relu = (255, True) if layer is weighted[0] else (127, layer.relu)
+        if any(l.act_max == 255 for l in net.layers[:-1] if l.kind != "maxpool2d"):
+            x = conv_inputs(rng, net.input_shape, 12)
+            return spread_scales(net, x), x
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("seed, P, L", [(67, 2, 2), (177, 4, 1), (64, 4, 2)])
+def test_output_clamps_and_unsigned_bytes_bit_exact(seed, P, L, tmp_path):
+    """Layers clamping at 2**n - 1 and layers reading unsigned bytes (zero-extended in the PE,
+    pooled unsigned, split or row-parallel), bit-exact, cycles = model."""
+    net, x = _unsigned_case(seed)
+    program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L))
+    assert any(p.in_unsigned for p in program.layers)
+    res = cosimulate(program, emit(program, tmp_path / "build"), x)
+    assert res.mismatches == 0, res.first_mismatch
+    assert set(res.cycles) == {program.cycles_model}

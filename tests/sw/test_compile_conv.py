@@ -10,7 +10,7 @@ from mamfpga.compile.ir import CompileError
 from mamfpga.compile.maps import MapLayout, place
 from mamfpga.compile.progsim import first_differing_layer, run_program_layers, golden_layers
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork
-from tests.support import conv_inputs, random_conv_network
+from tests.support import conv_inputs, random_act_max, random_conv_network, random_network
 
 
 def test_program_equals_golden_on_150_random_conv_networks():
@@ -32,6 +32,27 @@ def test_program_equals_golden_on_150_random_conv_networks():
         seen["dense"] += net.layers[-1].kind == "dense"
         seen["stride"] += any(max(l.stride) > 1 for l in convs)
     assert min(seen.values()) >= 30, seen
+
+
+def test_program_equals_golden_with_output_clamps_and_unsigned_bytes():
+    """act_max 2**n - 1 per layer, 255 among them (unsigned bytes the next layer reads as 0..255):
+    conv, pooled, dense, row-parallel and column-split layers, the program simulator = golden."""
+    rng = np.random.default_rng(1511)
+    seen = {"unsigned": 0, "split": 0, "pool after unsigned": 0}
+    for n in range(80):
+        net = random_conv_network(rng) if n % 2 else random_network(rng, [int(rng.integers(4, 40)), 24, 16, 5],
+                                                                     float(rng.choice([0.1, 0.5])), ["mam", "mac"])
+        net = random_act_max(rng, net)
+        P, L = int(rng.choice([1, 2, 4])), int(rng.choice([1, 2, 3]))
+        program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L))
+        x = conv_inputs(rng, net.input_shape, 4).reshape(4, -1)[:, program.columns]
+        for k, (g, w) in enumerate(zip(run_program_layers(program, x), golden_layers(program, x))):
+            assert np.array_equal(g, w), f"network {n} (P={P}, L={L}): layer {k} differs"
+        seen["unsigned"] += any(p.in_unsigned for p in program.layers)
+        seen["split"] += any(p.split and p.in_unsigned for p in program.layers)
+        seen["pool after unsigned"] += any(p.act_max == 255 and p.out is not None and p.out.window > 1
+                                           for p in program.layers)
+    assert min(seen.values()) >= 3, seen
 
 
 def _write_addresses(program):

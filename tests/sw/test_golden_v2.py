@@ -5,6 +5,7 @@ contract, written here from DESIGN.md's formulas in Python integers: one output 
 time, the padding built by hand, no torch.
 """
 
+import re
 import subprocess
 import sys
 
@@ -14,14 +15,15 @@ import pytest
 from mamfpga import cli
 from mamfpga.sw import golden
 from mamfpga.sw.qnet import QNetError, QuantLayer, QuantNetwork, load_qnet, save_qnet
-from tests.support import conv_inputs as _inputs, random_scales as _scales, random_weights as _weights
+from tests.support import conv_inputs as _inputs, random_act_max, random_conv_network
+from tests.support import random_scales as _scales, random_weights as _weights
 
 
-def _requant(acc: int, mult: int, shift: int, relu: bool) -> int:
+def _requant(acc: int, mult: int, shift: int, relu: bool, act_max: int = 127) -> int:
     r = acc * mult
     if shift > 0:
         r = (r + 2 ** (shift - 1)) // 2 ** shift
-    return max(0 if relu else -128, min(127, r))
+    return max(0 if relu else -(act_max + 1), min(act_max, r))
 
 
 def _scale(v, i: int) -> int:
@@ -38,7 +40,8 @@ def loop_reference(net: QuantNetwork, x: np.ndarray) -> np.ndarray:
             for i in range(layer.weight.shape[0]):
                 prods = [int(layer.weight[i, j]) * int(flat[j]) for j in range(len(flat))]
                 acc = int(layer.bias[i]) + (sum(prods) if layer.mode == "mac" else max(prods) + min(prods))
-                out.append(_requant(acc, _scale(layer.mult, i), _scale(layer.shift, i), bool(layer.relu)))
+                out.append(_requant(acc, _scale(layer.mult, i), _scale(layer.shift, i), bool(layer.relu),
+                                    layer.act_max))
             h = np.array(out, dtype=object)
         elif layer.kind == "conv2d":
             c, hh, ww = h.shape
@@ -57,7 +60,7 @@ def loop_reference(net: QuantNetwork, x: np.ndarray) -> np.ndarray:
                         acc = int(layer.bias[i]) + (sum(prods) if layer.mode == "mac"
                                                     else max(prods) + min(prods))
                         out[i, oy, ox] = _requant(acc, _scale(layer.mult, i), _scale(layer.shift, i),
-                                                  bool(layer.relu))
+                                                  bool(layer.relu), layer.act_max)
             h = out
         else:
             c, hh, ww = h.shape
@@ -132,6 +135,36 @@ def test_golden_equals_loop_reference_on_300_random_conv_networks(tmp_path):
             kinds["per_channel"] += layer.kind != "maxpool2d" and layer.per_channel
         kinds["conv1d"] += net.input_shape[1] == 1
     assert min(kinds.values()) >= 20, kinds                      # every case was drawn, many times
+
+
+def test_output_clamps_and_unsigned_bytes_equal_loop_reference(tmp_path):
+    """act_max 2**n - 1 per layer, 255 (unsigned bytes read as 0..255 by the next layer: conv
+    padding, pools, MAM zero candidates over them) on 120 random networks, and the file round trip."""
+    rng = np.random.default_rng(1510)
+    unsigned = 0
+    for n in range(120):
+        net = random_act_max(rng, random_conv_network(rng))
+        x = _inputs(rng, net.input_shape)
+        got = golden.run(net, x)
+        for b in range(len(x)):
+            assert np.array_equal(got[b].astype(np.int64), loop_reference(net, x[b])), (n, b)
+        save_qnet(net, tmp_path / "n.npz")
+        back = load_qnet(tmp_path / "n.npz")
+        assert [l.act_max for l in back.layers] == [l.act_max for l in net.layers]
+        unsigned += any(l.act_max == 255 for l in net.layers)
+    assert unsigned >= 40
+
+
+@pytest.mark.parametrize("layer, words", [
+    (dict(act_max=100), "must be 2**n - 1"),
+    (dict(act_max=255, relu=False), "255 needs relu"),
+])
+def test_bad_act_max_named(layer, words):
+    with pytest.raises(QNetError, match=f"layer0.act_max: .*{re.escape(words)}"):
+        QuantNetwork([QuantLayer(np.ones((2, 3), np.int8), np.zeros(2, np.int32), **layer),
+                      QuantLayer(np.ones((1, 2), np.int8), np.zeros(1, np.int32))])
+    with pytest.raises(QNetError, match="layer0.act_max: 255: the network's outputs are int8"):
+        QuantNetwork([QuantLayer(np.ones((2, 3), np.int8), np.zeros(2, np.int32), act_max=255, relu=True)])
 
 
 def test_conv_edge_cases_by_hand():

@@ -72,7 +72,7 @@ def _models():
     def mlp(bits, per_channel):
         return nn.Sequential(qnn.QuantIdentity(bit_width=8, return_quant_tensor=True),
                              linear(64, 32, bits, per_channel),
-                             qnn.QuantReLU(bit_width=7, return_quant_tensor=True),
+                             qnn.QuantReLU(bit_width=8, return_quant_tensor=True),     # unsigned, [0, 255]
                              linear(32, 10, bits, per_channel),
                              qnn.QuantIdentity(bit_width=8, return_quant_tensor=False))
 
@@ -81,8 +81,8 @@ def _models():
                                bias_quant=Int32Bias, return_quant_tensor=True, **kw)
 
     cnn = nn.Sequential(qnn.QuantIdentity(bit_width=8, return_quant_tensor=True),
-                        conv(1, 8, padding=1), qnn.QuantReLU(bit_width=7, return_quant_tensor=True), nn.MaxPool2d(2),
-                        conv(8, 8), qnn.QuantReLU(bit_width=7, return_quant_tensor=True), nn.Flatten(),
+                        conv(1, 8, padding=1), qnn.QuantReLU(bit_width=8, return_quant_tensor=True), nn.MaxPool2d(2),
+                        conv(8, 8), qnn.QuantReLU(bit_width=4, return_quant_tensor=True), nn.Flatten(),
                         linear(32, 10, 4, True), qnn.QuantIdentity(bit_width=8, return_quant_tensor=False))
     torch.manual_seed(0)
     return {"mlp-w4-a8": (mlp(4, False), (64,)), "mlp-w8-per-tensor": (mlp(8, False), (64,)),
@@ -94,6 +94,7 @@ def export(model, shape, path):
     import torch
     from brevitas.export import export_qonnx
 
+    torch.manual_seed(1)
     model.train()
     with torch.no_grad():
         for _ in range(5):
@@ -109,12 +110,15 @@ def exported(tmp_path_factory):
     return {name: (export(m, shape, folder / f"{name}.onnx"), shape) for name, (m, shape) in _models().items()}
 
 
-# the share of output values equal to qonnx's; one step apart elsewhere. mamfpga's requantizer
-# is a 16-bit mult and a shift (the contract): its relative error, up to 1.5e-5, moves an
-# accumulator across a rounding boundary now and then (27 of 1.1 million layer outputs on the
-# CNN), and each such step travels into the next layers: the CNN's outputs agree on 0.995-0.998
-# of values (by its random initialisation), the MLPs' on 0.9994-0.9995, the classes on all
-AGREE = {"mlp-w4-a8": 0.999, "mlp-w8-per-tensor": 0.999, "cnn-w4-per-channel": 0.99}
+# The exact check is layer by layer (exactness(), below): an output of a layer differs from the
+# model's exact requantization only where the 16-bit mult's error (up to 1.5e-5 relative) or a tie
+# puts it across a rounding boundary, by one step. At the network's output such flips show
+# amplified by the layers after them. The export is not reproducible to the bit here (the CNN's
+# calibration varies from run to run), so the output figures are bounds over what was measured:
+# output values equal to qonnx's 0.9990-0.9999 (MLPs), 0.9963-0.9984 (CNN, whose 4-bit second
+# layer turns one flipped activation into up to 6 output steps); classes 0.9995-1.0
+AGREE = {"mlp-w4-a8": 0.998, "mlp-w8-per-tensor": 0.998, "cnn-w4-per-channel": 0.99}
+MAX_STEPS = {"mlp-w4-a8": 2, "mlp-w8-per-tensor": 2, "cnn-w4-per-channel": 10}
 
 
 @pytest.mark.parametrize("name", list(AGREE))
@@ -125,7 +129,7 @@ def test_brevitas_model_matches_qonnx_execution(exported, name):
     want = qonnx_execute(path, x)
     got = golden.run(net, x.reshape(len(x), -1)).astype(np.float64) * net.output_scale
     steps = np.rint(np.abs(got - want) / net.output_scale)
-    assert steps.max() <= 1, f"an output {steps.max():.0f} steps from the model's"
+    assert steps.max() <= MAX_STEPS[name], f"an output {steps.max():.0f} steps from the model's"
     assert (steps == 0).mean() >= AGREE[name]
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.995
     # weights of the model's own bit width, per-channel scales where the model has them
@@ -133,9 +137,10 @@ def test_brevitas_model_matches_qonnx_execution(exported, name):
     bits = 8 if "w8" in name else 4
     assert all(l.weight_bits == bits and np.abs(l.weight.astype(int)).max() <= 2 ** (bits - 1) - 1 for l in weighted)
     assert ("per-channel" in name) == any(np.ndim(l.mult) > 0 for l in weighted)
-    # what exactness() counts is what the reference shows, layer by layer: few, one step each
-    differ, total, worst = exactness(net, report, x)
-    assert differ <= 1e-4 * total and worst <= 1
+    # layer by layer: few outputs differ from the exact requantization, by one step, and each
+    # lies within the 16-bit mult's deviation of a rounding boundary (or on a tie)
+    e = exactness(net, report, x)
+    assert e.differ <= 1e-3 * e.total and e.worst <= 1 and e.unexplained == 0, e
 
 
 def test_quantize_cli_needs_no_calibration_and_reports_scales(exported, tmp_path, capsys):
@@ -171,22 +176,19 @@ def test_imported_cnn_on_the_rtl_bit_exact(exported, tmp_path):
 
 # ----------------------------------------------------------------------------- refusals
 
-def test_unsigned_8bit_relu_refused_by_node(tmp_path, capsys):
-    """Brevitas's default QuantReLU is unsigned 8-bit, [0, 255]: beyond the contract's int8."""
+def test_unsigned_output_refused_by_node(tmp_path, capsys):
+    """An unsigned 8-bit output quantizer: the network's outputs are int8."""
     from brevitas import nn as qnn
     from torch import nn
 
     model = nn.Sequential(qnn.QuantIdentity(bit_width=8, return_quant_tensor=True),
                           qnn.QuantLinear(16, 8, bias=False, weight_bit_width=4, return_quant_tensor=True),
-                          qnn.QuantReLU(bit_width=8, return_quant_tensor=True),
-                          qnn.QuantLinear(8, 4, bias=False, weight_bit_width=4, return_quant_tensor=True),
-                          qnn.QuantIdentity(bit_width=8))
-    path = export(model, (16,), tmp_path / "relu8.onnx")
+                          qnn.QuantReLU(bit_width=8))
+    path = export(model, (16,), tmp_path / "relu_out.onnx")
     out = tmp_path / "net.npz"
     assert cli.main(["quantize", str(path), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Quant node" in err[0] and "8-bit unsigned [0, 255] after a Relu" in err[0]
-    assert "QuantReLU(bit_width=7)" in err[0]
+    assert len(err) == 1 and "output quantizer of" in err[0] and "unsigned 8-bit [0, 255]" in err[0]
     assert not out.exists()
 
 
@@ -235,7 +237,8 @@ def test_hand_written_graph_imports_exactly(tmp_path):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(act={"signed": 1, "narrow": 1}), r"Quant node qout \(position 3\): activation quantizer 8-bit signed narrow"),
-    (dict(act={"signed": 0, "narrow": 0}, extra_nodes=("Relu",)), r"qout .*8-bit unsigned \[0, 255\] after a Relu"),
+    (dict(act={"signed": 0, "narrow": 0}, extra_nodes=("Relu",)), r"the output quantizer of fc is unsigned 8-bit"),
+    (dict(act={"signed": 0, "narrow": 1}), r"qout \(position 3\): activation quantizer 8-bit unsigned narrow"),
     (dict(extra_nodes=("Sigmoid",)), r"Sigmoid node extra0 \(position 3\): unsupported op 'Sigmoid'"),
     (dict(out_quant=False), r"Gemm node fc \(position 2\): the last layer's output has no Quant node"),
     (dict(weight_zero=1.0), r"Quant node qw \(position 1\): zero point \[1.0\] is not 0"),
