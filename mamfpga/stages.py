@@ -50,7 +50,7 @@ from mamfpga.sw.qnet import QuantNetwork, load_qnet, save_qnet
 from mamfpga.sw.quantize import quantize as quantize_network
 from mamfpga.sw.simplify import SimplifyReport
 from mamfpga.sw.simplify import simplify as simplify_network
-from mamfpga.sw.train import DEFAULT_HIDDEN, TrainConfig, accuracy, build_mlp, build_model
+from mamfpga.sw.train import DEFAULT_HIDDEN, TrainConfig, accuracy, build_mlp, build_model, snap_weights
 from mamfpga.sw.train import fit as fit_model
 from mamfpga.sw.train import finetune as finetune_model
 
@@ -94,7 +94,7 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
           schedule: str | None = None, per: str | None = None, vc_epochs: int | None = None,
           epochs: int | None = None, lr: float | None = None, batch: int | None = None,
           weight_decay: float = 1e-4, prune_at: int | None = None, method: str = "gmp", sparsity: float = 0.99,
-          seed: int = 0, progress: bool = True, log=print) -> Trained:
+          seed: int = 0, weight_bits: int | None = None, progress: bool = True, log=print) -> Trained:
     """A network trained on ``ds``: an MLP of ``hidden`` sizes, or the layers of ``arch``
     (:func:`~mamfpga.sw.train.parse_arch`: convolutions, pooling, fc), the classifier appended;
     MAM conv and hidden layers with vanishing contributions (beta to 0 over ``vc_epochs``), or
@@ -102,7 +102,10 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
     if prune_at is not None:
         _check_method(method)
     given = {"schedule": schedule, "per": per, "vc_epochs": vc_epochs, "epochs": epochs, "lr": lr, "batch": batch}
-    cfg = TrainConfig(weight_decay=weight_decay, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    if weight_bits is not None and not 2 <= weight_bits <= 8:
+        raise UsageError(f"--weight-bits must be between 2 and 8, not {weight_bits}")
+    cfg = TrainConfig(weight_decay=weight_decay, seed=seed, weight_bits=weight_bits,
+                      **{k: v for k, v in given.items() if v is not None})
     if arch is not None and hidden is not None:
         raise UsageError("give --arch or --hidden, not both (--hidden 256,256 is --arch fc256,fc256)")
     hidden = tuple(hidden or DEFAULT_HIDDEN)
@@ -119,11 +122,14 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
         prune_model(m, method, sparsity, data=pset, seed=seed)
     log(f"training a {mode.upper()} {what} on {ds.name} "
         f"({len(ds.y_train)} train / {len(ds.y_test)} test), {cfg.epochs} epochs"
-        + (f", beta {cfg.schedule} over {cfg.vc_epochs} epochs" if mode == "mam" else ""))
+        + (f", beta {cfg.schedule} over {cfg.vc_epochs} epochs" if mode == "mam" else "")
+        + (f", {weight_bits}-bit weights (quantization-aware)" if weight_bits else ""))
     fit_model(model, ds, cfg, progress=progress, prune_at=prune_at, prune_fn=prune_fn if pset else None)
     acc = accuracy(model, ds.x_test, ds.y_test)
     meta = {"dataset": ds.name, "mode": mode, "train": vars(cfg), "accuracy": acc}
     meta.update({"arch": arch} if arch is not None else {"hidden": list(hidden)})
+    if weight_bits is not None:
+        meta["weight_bits"] = weight_bits
     if targets:
         meta["pruned_layers"] = targets
     if prune_at is not None:
@@ -155,12 +161,13 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
     _check_method(method)
     targets = _targets(model, layers or meta.get("pruned_layers"))
     pset = pruning_batches(ds)
+    bits = meta.get("weight_bits")              # a quantization-aware model stays on its grid
     before = accuracy(model, ds.x_test, ds.y_test)
     try:
         if rounds > 1:
             iterative_prune(model, method, sparsity, rounds=rounds, layers=targets, data=pset, seed=seed, log=log,
                             finetune=lambda r: finetune_model(model, ds, epochs=max(finetune, 1), patience=patience,
-                                                              progress=progress))
+                                                              progress=progress, weight_bits=bits))
         else:
             prune_model(model, method, sparsity, layers=targets, data=pset, seed=seed)
     except ValueError as exc:
@@ -171,8 +178,10 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
         mam_to_mac(model)
         log("reverted MAM layers to MAC (MAM -> MAC), keeping the sparse weights")
     if finetune and rounds <= 1:
-        acc = finetune_model(model, ds, epochs=finetune, patience=patience, progress=progress)
-        log(f"fine-tuned {finetune} epochs: accuracy {acc:.4f}")
+        acc = finetune_model(model, ds, epochs=finetune, patience=patience, progress=progress, weight_bits=bits)
+        log(f"fine-tuned {finetune} epochs{f' ({bits}-bit weights)' if bits else ''}: accuracy {acc:.4f}")
+    elif bits is not None:
+        snap_weights(model, bits)             # the rows' grids after pruning
     acc = accuracy(model, ds.x_test, ds.y_test)
     if simplify:
         net, report = simplify_network(from_torch(model))
@@ -280,13 +289,15 @@ def accuracy_float_int8(q: Quantized, x: np.ndarray, y: np.ndarray) -> tuple[flo
             float((golden.classify(golden.run(q.qnet, x)) == y).mean()))
 
 
-def quantize(net: Network, calib: np.ndarray, *, simplify_first: bool = True) -> Quantized:
+def quantize(net: Network, calib: np.ndarray, *, simplify_first: bool = True,
+             weight_bits: int | None = None) -> Quantized:
     """int8 QuantNetwork of ``net``, calibrated on ``calib`` (after integer-exact
-    simplification, unless ``simplify_first`` is False)."""
+    simplification, unless ``simplify_first`` is False); a model trained with ``weight_bits``
+    keeps its trained per-row scales (its weights become those bits)."""
     report = None
     if simplify_first:
         net, report = simplify_network(net)
-    return Quantized(quantize_network(net, calib), net, report)
+    return Quantized(quantize_network(net, calib, weight_bits=weight_bits), net, report)
 
 
 # --------------------------------------------------------------------------- compile

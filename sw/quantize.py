@@ -2,7 +2,8 @@
 
 - weights: symmetric int8, s_w = max|W| / 127, per output channel for conv
   layers (the default; ``per_channel`` sets it for every weighted layer) or
-  per layer;
+  per layer; a model trained with b-bit weights (``weight_bits``): per row,
+  s_w = max|W_row| / (2**(b-1) - 1), its trained grid, so the integers are exact;
 - activations: int8, one scale per layer output, calibrated on data: the
   largest float activation over the calibration set maps to 127 (ReLU
   outputs use 0..127; the logits of the last layer use -127..127); a max
@@ -46,14 +47,17 @@ def mult_shift(scale: float) -> tuple[int, int]:
     return max(1, mult), shift
 
 
-def _scale(max_abs: float) -> float:
-    return max_abs / 127.0 if max_abs > 0 else 1.0
+def _scale(max_abs: float, lim: int = 127) -> float:
+    return max_abs / lim if max_abs > 0 else 1.0
 
 
-def quantize(net: Network, calib: np.ndarray, *, per_channel: bool | None = None) -> QuantNetwork:
+def quantize(net: Network, calib: np.ndarray, *, per_channel: bool | None = None,
+             weight_bits: int | None = None) -> QuantNetwork:
     """Quantize ``net`` with activation ranges measured on ``calib`` (float [B, input_size] or
     [B, *input_shape]). ``per_channel``: weight scales per output row/channel for every layer
-    (True), for none (False), or for conv layers only (None, the default)."""
+    (True), for none (False), or for conv layers only (None, the default). ``weight_bits``: the
+    network was trained on b-bit grids (``mamfpga train --weight-bits``): every layer's weights
+    get its rows' trained scales, max |w_row| / (2**(b-1) - 1), and become b-bit integers."""
     calib = np.asarray(calib, dtype=np.float64).reshape(len(calib), -1)
     if calib.shape[1] != net.input_size:
         raise QNetError(f"calibration data has {calib.shape[1]} features per sample, the network takes "
@@ -72,12 +76,13 @@ def quantize(net: Network, calib: np.ndarray, *, per_channel: bool | None = None
             x = z
             continue
         w = layer.weight
-        channel = per_channel if per_channel is not None else layer.kind == "conv2d"
+        lim = 127 if weight_bits is None else (1 << (weight_bits - 1)) - 1
+        channel = weight_bits is not None or (per_channel if per_channel is not None else layer.kind == "conv2d")
         if channel:
-            s_w = np.array([_scale(float(np.abs(row).max())) for row in w.reshape(len(w), -1)])
+            s_w = np.array([_scale(float(np.abs(row).max()), lim) for row in w.reshape(len(w), -1)])
         else:
             s_w = np.full(len(w), _scale(float(np.abs(w).max())))
-        wq = np.clip(round_half_away(w / s_w.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)
+        wq = np.clip(round_half_away(w / s_w.reshape((-1,) + (1,) * (w.ndim - 1))), -lim, lim).astype(np.int8)
         bq = round_half_away(layer.bias / (s_w * s_in))
         if np.abs(bq).max(initial=0) > INT32_MAX:
             raise QNetError(f"layer{k}.bias: a bias of {np.abs(layer.bias).max():g} does not fit int32 "
@@ -90,7 +95,8 @@ def quantize(net: Network, calib: np.ndarray, *, per_channel: bool | None = None
         else:
             mult, shift = pairs[0]
         layers.append(QuantLayer(wq, bq.astype(np.int32), layer.mode, mult, shift, bool(layer.relu),
-                                 kind=layer.kind, stride=layer.stride, padding=layer.padding))
+                                 kind=layer.kind, stride=layer.stride, padding=layer.padding,
+                                 weight_bits=weight_bits))
         x, s_in = z, s_out
     extra = {}
     if net.input_index is not None:

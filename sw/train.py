@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,10 +14,11 @@ from torch import nn
 
 from mamfpga.errors import MamfpgaError
 from mamfpga.sw import data as data_mod
-from mamfpga.sw.mam import MAMConv1d, MAMConv2d, MAMLinear, mam_layers
+from mamfpga.sw.mam import WEIGHTED_TYPES, MAMConv1d, MAMConv2d, MAMLinear, mam_layers
 from mamfpga.sw.schedules import BetaScheduler
 
-__all__ = ["build_mlp", "build_model", "parse_arch", "ArchError", "TrainConfig", "fit", "accuracy", "finetune", "DEFAULT_HIDDEN"]
+__all__ = ["build_mlp", "build_model", "parse_arch", "ArchError", "TrainConfig", "fit", "accuracy", "finetune",
+           "DEFAULT_HIDDEN", "fake_quant", "quantized_weights", "snap_weights"]
 
 #: Hidden layer sizes of the default digits network.
 DEFAULT_HIDDEN = (1024, 1024)
@@ -127,6 +129,62 @@ def build_model(arch: str, sample_shape: tuple, classes: int, mode: str = "mam",
     return nn.Sequential(*mods)
 
 
+# ---------------------------------------------------------------------------- narrow weights
+# Quantization-aware training of b-bit weights: the forward and backward passes see each weight
+# on its row's grid, s * k with s = max |w_row| / (2**(b-1) - 1) and |k| <= 2**(b-1) - 1 (one
+# scale per output row or channel, symmetric, as mamfpga.sw.quantize then reads it), while the
+# optimizer updates the float weights underneath (the straight-through estimator: the gradient
+# at the quantized weight is applied to the float one). A pruned layer's scale is taken over its
+# surviving weights, and its pruned weights stay 0.
+
+def fake_quant(w: torch.Tensor, bits: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``w`` ([M, ...]) on the symmetric ``bits``-bit grid of each row (``mask``: what survives)."""
+    lim = (1 << (bits - 1)) - 1
+    live = w if mask is None else w * mask
+    scale = live.detach().abs().reshape(w.shape[0], -1).amax(dim=1).clamp_min(1e-12) / lim
+    scale = scale.reshape((-1,) + (1,) * (w.dim() - 1))
+    return torch.clamp(torch.round(live / scale), -lim, lim) * scale
+
+
+def _weight_params(model: nn.Module):
+    """(float weight parameter, mask or None) of each weighted layer (torch pruning keeps the
+    float weights in ``weight_orig``)."""
+    for mod in model.modules():
+        if isinstance(mod, WEIGHTED_TYPES):
+            if hasattr(mod, "weight_orig"):
+                yield mod.weight_orig, getattr(mod, "weight_mask", None)
+            else:
+                yield mod.weight, None
+
+
+@contextmanager
+def quantized_weights(model: nn.Module, bits: int | None):
+    """Within the block the weighted layers compute with ``bits``-bit weights; the float weights
+    come back afterwards (a no-op for ``bits`` None)."""
+    if bits is None:
+        yield
+        return
+    saved = []
+    with torch.no_grad():
+        for param, mask in _weight_params(model):
+            saved.append((param, param.detach().clone()))
+            param.copy_(fake_quant(param, bits, mask))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for param, data in saved:
+                param.copy_(data)
+
+
+@torch.no_grad()
+def snap_weights(model: nn.Module, bits: int | None) -> None:
+    """Put every weight on its ``bits``-bit grid for good (after quantization-aware training)."""
+    if bits is not None:
+        for param, mask in _weight_params(model):
+            param.copy_(fake_quant(param, bits, mask))
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 60
@@ -137,6 +195,7 @@ class TrainConfig:
     batch: int = 64
     weight_decay: float = 1e-4      # L2: unselected MAM weights decay to 0, so magnitude pruning works
     seed: int = 0
+    weight_bits: int | None = None  # quantization-aware training of weights this narrow (2..8)
 
 
 @torch.no_grad()
@@ -156,8 +215,9 @@ def _epoch(model, opt, ds, cfg: TrainConfig, epoch: int, on_step: Callable[[], N
     total = 0.0
     for xb, yb in data_mod.loader(ds.x_train, ds.y_train, cfg.batch, shuffle=True, seed=cfg.seed * 1000 + epoch):
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
+        with quantized_weights(model, cfg.weight_bits):     # forward and backward on the grid
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
         opt.step()
         total += float(loss.detach()) * len(yb)
         if on_step is not None:
@@ -197,26 +257,30 @@ def fit(model: nn.Module, ds: data_mod.Dataset, cfg: TrainConfig, *, progress: b
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         history.append({"epoch": epoch + 1, "loss": loss, "beta": beta})
         bar.set_postfix(loss=f"{loss:.3f}", beta=f"{beta:.2f}")
+    snap_weights(model, cfg.weight_bits)
     return history
 
 
 def finetune(model: nn.Module, ds: data_mod.Dataset, *, epochs: int, patience: int | None = None,
-             lr: float = 1e-3, batch: int = 64, seed: int = 0, progress: bool = True) -> float:
-    """Fine-tune (beta untouched) for up to ``epochs``; with ``patience``, stop when the
-    training-set accuracy has not improved for that many epochs and keep the best weights.
-    Returns the test accuracy reached."""
+             lr: float = 1e-3, batch: int = 64, seed: int = 0, progress: bool = True,
+             weight_bits: int | None = None) -> float:
+    """Fine-tune (beta untouched) for up to ``epochs`` (quantization-aware with ``weight_bits``);
+    with ``patience``, stop when the training-set accuracy has not improved for that many epochs
+    and keep the best weights. Returns the test accuracy reached."""
     from tqdm.auto import tqdm
 
     if epochs <= 0:
+        snap_weights(model, weight_bits)
         return accuracy(model, ds.x_test, ds.y_test)
-    cfg = TrainConfig(epochs=epochs, vc_epochs=0, lr=lr, batch=batch, seed=seed)
+    cfg = TrainConfig(epochs=epochs, vc_epochs=0, lr=lr, batch=batch, seed=seed, weight_bits=weight_bits)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     best, best_state, waited = -1.0, None, 0
     for epoch in tqdm(range(epochs), desc="finetune", disable=not progress, leave=False):
         _epoch(model, opt, ds, cfg, epoch, None)
         if patience is None:
             continue
-        acc = accuracy(model, ds.x_train, ds.y_train)
+        with quantized_weights(model, weight_bits):
+            acc = accuracy(model, ds.x_train, ds.y_train)
         if acc > best:
             best, best_state, waited = acc, copy.deepcopy(model.state_dict()), 0
         else:
@@ -225,4 +289,5 @@ def finetune(model: nn.Module, ds: data_mod.Dataset, *, epochs: int, patience: i
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    snap_weights(model, weight_bits)
     return accuracy(model, ds.x_test, ds.y_test)
