@@ -114,10 +114,13 @@ def cmd_demo(args) -> int:
     arch = demo_arch(ds, args.arch)
     if arch is not None:
         build_model(arch, ds.sample_shape, ds.classes)   # a bad --arch: one line, nothing created
+    bits = args.weight_bits
+    if bits is not None and not 2 <= bits <= 8:
+        raise UsageError(f"--weight-bits must be between 2 and 8, not {bits}")
     out = claim_dir(args.out, what="demo output folder")
-    print(f"mamfpga demo: {ds.name} -> MAM training{f' ({arch})' if arch else ''} -> pruning -> int8 -> "
-          f"compiled for {args.board}, into {out}/")
-    return 0 if run_demo(out, args.board, dataset=ds, quiet=args.quiet, arch=arch).ok else 1
+    print(f"mamfpga demo: {ds.name} -> MAM training{f' ({arch})' if arch else ''} -> pruning -> "
+          f"{f'{bits}-bit weights' if bits else 'int8'} -> compiled for {args.board}, into {out}/")
+    return 0 if run_demo(out, args.board, dataset=ds, quiet=args.quiet, arch=arch, weight_bits=bits).ok else 1
 
 
 def cmd_train(args) -> int:
@@ -410,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dataset", default="digits", help=DATASET_HELP)
     d.add_argument("--arch", help='the network before the classifier (default: the 1024-1024 MLP; on mnist5k '
                                   'the CNN "conv8k3,pool2,conv16k3,pool2")')
+    d.add_argument("--weight-bits", type=int, help="train and fine-tune quantization-aware with B-bit weights (2-8)")
 
     d = verb("train", cmd_train, "train an MLP or a CNN (MAM layers with vanishing contributions, or MAC)",
              training, output)

@@ -56,24 +56,27 @@ class Steps:
         print(f"      {result} ({time.monotonic() - self._t:.1f} s)", flush=True)
 
 
-def train_dense(ds, *, hidden=(1024, 1024), arch: str | None = None, seed: int = 0, progress: bool = False):
+def train_dense(ds, *, hidden=(1024, 1024), arch: str | None = None, seed: int = 0, progress: bool = False,
+                weight_bits: int | None = None):
     """Step 1: the dense MAM MLP, or the network of ``arch``, vanishing contributions (training
-    seed ``seed``)."""
+    seed ``seed``; quantization-aware with ``weight_bits``)."""
     return stages.train(ds, mode="mam", hidden=None if arch else hidden, arch=arch, seed=seed, progress=progress,
-                        log=lambda _m: None).model
+                        weight_bits=weight_bits, log=lambda _m: None).model
 
 
-def prune_and_finetune(model, ds, *, kept: float = DEMO_KEPT, classifier_kept: float = CLASSIFIER_KEPT) -> dict:
+def prune_and_finetune(model, ds, *, kept: float = DEMO_KEPT, classifier_kept: float = CLASSIFIER_KEPT,
+                       weight_bits: int | None = None) -> dict:
     """Step 2 (in place on ``model``): prune the MAM layers (global magnitude) and the
-    classifier (local magnitude), fine-tune as MAM and as MAC, keep the better."""
+    classifier (local magnitude), fine-tune as MAM and as MAC (on ``weight_bits`` grids), keep
+    the better."""
     classifier = str(len(model) - 1)
     prune.prune_model(model, "gmp", 1.0 - kept)
     one_shot = accuracy(model, ds.x_test, ds.y_test)
     prune.prune_model(model, "lmp", 1.0 - classifier_kept, layers=[classifier])
     as_mam = copy.deepcopy(model)
-    mam_acc = finetune(as_mam, ds, epochs=10, progress=False)
+    mam_acc = finetune(as_mam, ds, epochs=10, progress=False, weight_bits=weight_bits)
     as_mac = to_mac(copy.deepcopy(model))
-    mac_acc = finetune(as_mac, ds, epochs=30, progress=False)
+    mac_acc = finetune(as_mac, ds, epochs=30, progress=False, weight_bits=weight_bits)
     chosen, name, acc = (as_mac, "MAC", mac_acc) if mac_acc >= mam_acc else (as_mam, "MAM", mam_acc)
     return {"model": chosen, "name": name, "accuracy": acc, "one_shot": one_shot, "mam_acc": mam_acc,
             "mac_acc": mac_acc}
@@ -109,9 +112,11 @@ def demo_arch(ds, arch: str | None) -> str | None:
     return arch if arch is not None else DEMO_ARCH.get(ds.name)
 
 
-def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False, arch: str | None = None) -> DemoResult:
+def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False, arch: str | None = None,
+             weight_bits: int | None = None) -> DemoResult:
     """The whole flow on ``dataset`` (a name, a DATA.npz path, or a loaded Dataset); the MLP, or
-    the network of ``arch`` (the data set's default CNN if it has one)."""
+    the network of ``arch`` (the data set's default CNN if it has one); with ``weight_bits``,
+    trained and fine-tuned quantization-aware on weights that narrow."""
     steps = Steps(8)
     ds = stages.load_dataset(dataset) if isinstance(dataset, str) else dataset
     brd = stages.get_board(board)
@@ -121,8 +126,9 @@ def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False, ar
 
     what = (f"network {'x'.join(map(str, ds.sample_shape))} -> {arch} -> fc{ds.classes}" if arch
             else f"MLP {ds.features}-1024-1024-{ds.classes}")
-    steps.start(f"training a MAM {what} on {ds.name} (beta 1 -> 0 over 20 epochs, 60 epochs)")
-    model = train_dense(ds, arch=arch, progress=not quiet)
+    steps.start(f"training a MAM {what} on {ds.name} (beta 1 -> 0 over 20 epochs, 60 epochs"
+                f"{f', {weight_bits}-bit weights' if weight_bits else ''})")
+    model = train_dense(ds, arch=arch, progress=not quiet, weight_bits=weight_bits)
     dense_acc = accuracy(model, ds.x_test, ds.y_test)
     stages.save_model(model, out / "mam.pt", {"dataset": ds.name, "mode": "mam", "accuracy": dense_acc,
                                               "pruned_layers": [n for n, _ in prune.prunable_layers(model)]})
@@ -136,14 +142,15 @@ def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False, ar
         trial = copy.deepcopy(dense_model)
         prune.prune_model(trial, "gmp", 1.0 - share)
         curve.append({"kept": share, "accuracy": accuracy(trial, ds.x_test, ds.y_test)})
-    pr = prune_and_finetune(model, ds, kept=kept, classifier_kept=classifier_kept)
+    pr = prune_and_finetune(model, ds, kept=kept, classifier_kept=classifier_kept, weight_bits=weight_bits)
     chosen, chosen_name, float_acc = pr["model"], pr["name"], pr["accuracy"]
     stages.save_model(chosen, out / "pruned.pt", {"dataset": ds.name, "accuracy": float_acc})
     steps.done(f"one-shot {pr['one_shot']:.4f}; fine-tuned MAM {pr['mam_acc']:.4f}, MAM->MAC {pr['mac_acc']:.4f}: "
                f"keeping {chosen_name}")
 
-    steps.start("simplifying (dead neurons, unread inputs) and quantizing to int8")
-    q = stages.quantize(from_torch(chosen), ds.x_train)
+    steps.start("simplifying (dead neurons, unread inputs) and quantizing to "
+                + (f"{weight_bits}-bit weights (the trained scales), int8 activations" if weight_bits else "int8"))
+    q = stages.quantize(from_torch(chosen), ds.x_train, weight_bits=weight_bits)
     qnet = q.qnet
     stages.save_qnet(qnet, out / "net.npz")
     q_acc = float((golden.classify(golden.run(qnet, ds.x_test)) == ds.y_test).mean())

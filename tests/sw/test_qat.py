@@ -81,3 +81,11 @@ def test_bad_weight_bits_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--weight-bits must be between 2 and 8, not 9" in err[0]
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_demo_bad_weight_bits_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--weight-bits", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--weight-bits must be between 2 and 8, not 1" in err[0]
+    assert not out.exists()
