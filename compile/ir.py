@@ -62,6 +62,7 @@ class LayerPlan:
     kind: str = "dense"                  # "dense" | "conv2d" (with its max pool fused, if any)
     act_max: int = 127                   # the outputs' clamp: [0 or -(act_max + 1), act_max]
     in_unsigned: bool = False            # it reads unsigned bytes (the layer before has act_max 255)
+    rounding: str = "half_up"            # how its requantization rounds a half ("half_up", "half_even")
 
     @property
     def positions(self) -> int:
@@ -81,7 +82,7 @@ class LayerPlan:
                                        "out": [g.out_h, g.out_w], "positions": g.positions}
         return {"kind": self.kind, "conv": conv, "mode": self.mode, "rows": self.rows, "cols": self.cols,
                 "nnz": self.nnz, "mult": scale(self.mult), "shift": scale(self.shift), "relu": self.relu,
-                "act_max": self.act_max, "rows_per_pe": self.rows_per_pe,
+                "act_max": self.act_max, "rounding": self.rounding, "rows_per_pe": self.rows_per_pe,
                 "pe_words": self.pe_words, "pe_nnz": self.pe_nnz, "cycles_model": self.cycles_model,
                 "cycles_bound": self.cycles_bound, "kind": "column-split" if self.split else "row-parallel",
                 "col_ranges": self.col_ranges}

@@ -71,7 +71,8 @@ def prove_accumulators(net: QuantNetwork, acc_bits: int) -> list[int]:
 
 def _requant_const(layer: QuantLayer) -> np.ndarray:
     """What each row outputs when all its inputs are 0: its bias, requantized."""
-    return requantize_values(layer.bias.astype(np.int64), layer.mult, layer.shift, layer.relu, layer.act_max)
+    return requantize_values(layer.bias.astype(np.int64), layer.mult, layer.shift, layer.relu, layer.act_max,
+                             layer.rounding)
 
 
 def eliminate(net: QuantNetwork) -> tuple[QuantNetwork, np.ndarray, dict]:
@@ -79,7 +80,8 @@ def eliminate(net: QuantNetwork) -> tuple[QuantNetwork, np.ndarray, dict]:
     layers = [QuantLayer(None if l.weight is None else l.weight.copy(), None if l.bias is None else l.bias.copy(),
                          l.mode, np.copy(l.mult) if np.ndim(l.mult) else l.mult,
                          np.copy(l.shift) if np.ndim(l.shift) else l.shift, l.relu, kind=l.kind, stride=l.stride,
-                         padding=l.padding, kernel=l.kernel, weight_bits=l.weight_bits, act_max=l.act_max)
+                         padding=l.padding, kernel=l.kernel, weight_bits=l.weight_bits, act_max=l.act_max,
+                         rounding=l.rounding)
               for l in net.layers]
 
     def fold(nxt, cols, values):
@@ -483,7 +485,7 @@ def encode_layer(k: int, layer: QuantLayer, shape: LayerShape, cfg: ArchConfig, 
                      shape.out_address, cycles_model=positions * max(len(w) for w in words) + overhead,
                      cycles_bound=bound_cycles(layer.nnz * positions, out_values, cfg), pe_nnz=pe_nnz,
                      split=shape.split, col_ranges=shape.ranges, geom=shape.geom, out=shape.out,
-                     net_index=shape.net_index, kind=layer.kind, act_max=layer.act_max)
+                     net_index=shape.net_index, kind=layer.kind, act_max=layer.act_max, rounding=layer.rounding)
 
 
 def fifo_depths(program) -> list[int]:

@@ -73,7 +73,7 @@ def _row_parallel(program: Program, plan, acts: np.ndarray, dst: np.ndarray) -> 
                                                      program.scales)):
                 acc = f["bias"] + (part if plan.mode == "mac" else part[0] + part[1])
                 mult, shift = (f["mult"], f["shift"]) if program.scales else (plan.mult, plan.shift)
-                y[i, r] = requantize_values(acc, mult, shift, plan.relu, plan.act_max)
+                y[i, r] = requantize_values(acc, mult, shift, plan.relu, plan.act_max, plan.rounding)
         y = y.reshape(-1, window, R).max(axis=1).ravel()       # the max pool, window by window
         dst[words * P + p] = y
 
@@ -102,7 +102,7 @@ def run_program_layers(program: Program, x_int8: np.ndarray) -> list[np.ndarray]
                     else:
                         acc = b + max(h for h, _ in parts if h is not None) + min(l for _, l in parts if l is not None)
                     nxt[plan.out_address[r]] = requantize_values(acc, plan.mult, plan.shift, plan.relu,
-                                                                  plan.act_max)
+                                                                  plan.act_max, plan.rounding)
             else:
                 _row_parallel(program, plan, acts, nxt)
             per_layer[k].append(nxt[plan.out_address].copy())

@@ -127,6 +127,7 @@ class Accelerator(wiring.Component):
         mam = Signal()
         mult, shift, relu = Signal(MULT_BITS), Signal(SHIFT_BITS), Signal()
         act_n, out_uns = Signal(4), Signal()      # the clamp's n (act_max = 2**n - 1); unsigned bytes out
+        even = Signal()                           # the layer rounds its halves to even
 
         def to_write(plan):
             """Words a layer writes: a split one a row at a time, a row-parallel one P rows a word."""
@@ -151,7 +152,8 @@ class Accelerator(wiring.Component):
             for k, plan in enumerate(prog.layers):
                 with m.Case(k):
                     g = gens[k]
-                    m.d.comb += [act_n.eq(plan.act_max.bit_length()), out_uns.eq(plan.act_max > 127)]
+                    m.d.comb += [act_n.eq(plan.act_max.bit_length()), out_uns.eq(plan.act_max > 127),
+                                 even.eq(plan.rounding == "half_even")]
                     m.d.comb += [split.eq(plan.split), mam.eq(plan.mode == "mam"), relu.eq(plan.relu),
                                  words_to_write.eq(to_write(plan)), g_first.eq(g.first), g_rows.eq(g.rows),
                                  g_per_row.eq(g.per_row), g_skip.eq(g.skip), g_window.eq(g.window)]
@@ -211,7 +213,8 @@ class Accelerator(wiring.Component):
                          # a row's own mult and shift in a program with per-row scales
                          rq.i.payload.mult.eq(field(fifos[p], "mult") if prog.scales else mult),
                          rq.i.payload.shift.eq(field(fifos[p], "shift") if prog.scales else shift),
-                         rq.i.payload.relu.eq(relu), rq.i.payload.n.eq(act_n), rq.i.payload.tag.eq(t_idx)]
+                         rq.i.payload.relu.eq(relu), rq.i.payload.n.eq(act_n), rq.i.payload.even.eq(even),
+                         rq.i.payload.tag.eq(t_idx)]
             rq_row.append(rq)
 
         # ------------------------------------------------------------ column-split: tree + one requantizer
@@ -238,6 +241,7 @@ class Accelerator(wiring.Component):
             m.d.comb += [rq_split.i.valid.eq(root_valid & split), rq_split.i.payload.acc.eq(split_acc),
                          rq_split.i.payload.mult.eq(mult), rq_split.i.payload.shift.eq(shift),
                          rq_split.i.payload.relu.eq(relu), rq_split.i.payload.n.eq(act_n),
+                         rq_split.i.payload.even.eq(even),
                          rq_split.i.payload.tag.eq(tree_tag)]
 
         # ------------------------------------------------------------ writes of results

@@ -4,12 +4,13 @@ The clamp is [0 or -2**n, 2**n - 1] (``relu``; ``n`` = 1..8 from the layer's act
 2**n - 1: n = 7 is int8's [-128, 127] or the ReLU's [0, 127]; n = 8 with relu gives unsigned
 bytes [0, 255]). Seven registered stages (operands; two partial products; their sum; shift by
 the multiple of 8, then by the rest; saturation flags; clamp), one result per cycle,
-mult/shift/relu/n given per operation (they change per layer). The rounding uses
+mult/shift/relu/n/even given per operation (they change per layer); ``even`` rounds a half to
+even (QONNX's ROUND) instead of up. The rounding uses
 floor((p + 2**(s-1)) / 2**s) == ((2p >> s) + 1) >> 1, which needs no wide
 rounding constant and no case for s = 0; clamping looks at 2p >> s directly,
 so no wide adder follows the shifter and no wide compare (a carry chain) feeds the clamp:
 stage 4 reduces the high bits to four flags with LUT trees, under masks made from n a stage
-before. Streams: ``i`` {acc, mult, shift, relu, n, tag}, ``o`` {y (the byte), tag}; the tag (an address, say) travels along. No back-pressure:
+before. Streams: ``i`` {acc, mult, shift, relu, n, even, tag}, ``o`` {y (the byte), tag}; the tag (an address, say) travels along. No back-pressure:
 ``o`` is always taken (its consumer is a memory write port).
 """
 
@@ -34,7 +35,7 @@ class Requant(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "acc": signed(acc_bits), "mult": unsigned(16), "shift": unsigned(6), "relu": 1,
-                "n": unsigned(4), "tag": unsigned(tag_bits)}), always_ready=True)),
+                "n": unsigned(4), "even": 1, "tag": unsigned(tag_bits)}), always_ready=True)),
             "o": Out(stream.Signature(data.StructLayout({"y": unsigned(8), "tag": unsigned(tag_bits)}),
                                       always_ready=True)),
         })
@@ -51,6 +52,8 @@ class Requant(wiring.Component):
         acc0, mult0 = Signal(signed(self._acc_bits)), Signal(16)
         shift0, relu0, tag0, v0 = Signal(6), Signal(), Signal.like(i.tag), Signal()
         n0, n1a, n1, n2 = Signal(4), Signal(4), Signal(4), Signal(4)
+        e0, e1a, e1, e2, e3, e4 = (Signal(name=f"even{k}") for k in ("0", "1a", "1", "2", "3", "4"))
+        m.d.sync += [e0.eq(i.even), e1a.eq(e0), e1.eq(e1a), e2.eq(e1), e3.eq(e2), e4.eq(e3)]
         m.d.sync += [acc0.eq(i.acc), mult0.eq(i.mult), n0.eq(i.n),
                      shift0.eq(i.shift), relu0.eq(i.relu), tag0.eq(i.tag), v0.eq(self.i.valid)]
         # stages 1a, 1b: the product as two partial products of at most 16 x 16 bits (one DSP
@@ -69,10 +72,17 @@ class Requant(wiring.Component):
             m.d.sync += [p_all.eq(acc0 * mult0), prod.eq(p_all)]
         # stages 2 and 3: half = (2 p) >> s, coarse (multiples of 8) then fine; for s > 0 this is
         # p >> (s-1), for s = 0 it is 2p, and (half + 1) >> 1 is the rounded result either way
+        # alongside, for rounding a half to even: whether any bit the shifts drop is 1 (sticky),
+        # OR trees under masks from the shift amounts (no carry chain)
         coarse = Signal(signed(pw + 1))
         fine2, relu2, tag2, v2 = Signal(3), Signal(), Signal.like(i.tag), Signal()
+        q = Signal(pw + 1)
+        sticky2, sticky3, sticky4 = Signal(), Signal(), Signal()
+        m.d.comb += q.eq(prod << 1)
         m.d.sync += [coarse.eq((prod << 1) >> Cat(C(0, 3), shift1[3:])),
+                     sticky2.eq((q & Cat(*[shift1[3:] > (j >> 3) for j in range(pw + 1)])).any()),
                      fine2.eq(shift1[:3]), relu2.eq(relu1), tag2.eq(tag1), v2.eq(v1), n2.eq(n1)]
+        m.d.sync += sticky3.eq(sticky2 | (coarse[:7] & Cat(*[fine2 > j for j in range(7)])).any())
         half = Signal(signed(pw + 1))
         relu3, tag3, v3 = Signal(), Signal.like(i.tag), Signal()
         # the clamp's masks and bounds from n, registered alongside (n is a layer constant):
@@ -92,16 +102,21 @@ class Requant(wiring.Component):
         hi4, lo4 = Signal(8), Signal(8)
         m.d.sync += [sign.eq(half[-1]), o_n.eq((half[:-1] & m_hi[:-1]).any()),
                      a_n.eq((half | ~m_hi).all()), ones.eq((half[:9] | ~m_lo)[1:9].all()),
-                     low9.eq(half[:9]), relu4.eq(relu3), tag4.eq(tag3), v4.eq(v3), hi4.eq(hi3), lo4.eq(lo3)]
+                     low9.eq(half[:9]), relu4.eq(relu3), tag4.eq(tag3), v4.eq(v3), hi4.eq(hi3), lo4.eq(lo3),
+                     sticky4.eq(sticky3)]
         # stage 5: saturate and clamp.
         #   rounded > 2**n - 1 <=> g >= 2**n, or g = 2**n - 1 and h0   (g >= 0: bits n.. = half[n+1:])
         #   rounded < -2**n when g < -2**n (half[n+1:] not all ones); g = -2**n - 1 with h0 rounds to
         #   -2**n, which the clamp gives as well; with relu: rounded < 0 when g < 0 (g = -1 with h0
         #   gives 0 either way). In range, y is bits 1..8 of half + 1, which need the low 9 bits alone.
+        #   Rounding a half to even: a tie (h0 and nothing dropped below it) with g even stays g; the
+        #   saturating cases are odd g (2**n - 1, -2**n - 1, -1), which round up either way.
         h0 = low9[0]
         over = ~sign & (o_n | (h0 & ones))
         under = sign & (relu4 | ~a_n)
+        inc = Signal()
+        m.d.comb += inc.eq(~(e4 & h0 & ~sticky4 & ~low9[1]))
         y = Signal(8)
-        m.d.comb += y.eq(Mux(over, hi4, Mux(under, lo4, (low9 + 1)[1:9])))
+        m.d.comb += y.eq(Mux(over, hi4, Mux(under, lo4, (low9 + inc)[1:9])))
         m.d.sync += [self.o.payload.y.eq(y), self.o.payload.tag.eq(tag4), self.o.valid.eq(v4)]
         return m

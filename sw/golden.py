@@ -3,7 +3,8 @@
     p     = W * x over a row (dense) or a window of the zero-padded input (conv2d)
     mac:  acc = b + sum p
     mam:  acc = b + max p + min p                        (zero products included)
-    r     = floor((acc * mult + 2**(shift-1)) / 2**shift)     if shift > 0
+    r     = floor((acc * mult + 2**(shift-1)) / 2**shift)     if shift > 0 (a tie to even instead
+                                                              with rounding "half_even")
           = acc * mult                                        if shift = 0
     y     = clamp(r, 0 if relu else -(act_max+1), act_max)  (mult, shift per row / channel or one;
                                                           act_max 127 unless the layer says)
@@ -84,31 +85,41 @@ def _per_row(v, acc):
     return torch.from_numpy(a) if isinstance(acc, torch.Tensor) else a
 
 
-def requantize_values(acc, mult, shift, relu: bool, act_max: int = ACT_MAX):
+def requantize_values(acc, mult, shift, relu: bool, act_max: int = ACT_MAX, rounding: str = "half_up"):
     """The contract's requantization of ``acc`` (an int, a numpy array or a torch tensor of
-    int64): multiply, round half up at the shift, clamp to [0 or -(act_max + 1), act_max].
-    ``mult`` and ``shift`` are one integer or one per row / channel (axis 1 of acc). The one
-    definition the golden model, the compiler and the program simulator use."""
+    int64): multiply, round at the shift (a half up, or to even), clamp to [0 or -(act_max + 1),
+    act_max]. ``mult`` and ``shift`` are one integer or one per row / channel (axis 1 of acc).
+    The one definition the golden model, the compiler and the program simulator use."""
     mult, shift = _per_row(mult, acc), _per_row(shift, acc)
-    r = acc * mult
+    t = acc * mult
     if isinstance(shift, int):
-        if shift > 0:
-            r = (r + (1 << (shift - 1))) >> shift           # arithmetic shift = floor division
+        half = (1 << (shift - 1)) if shift > 0 else 0
+        r = (t + half) >> shift if shift > 0 else t       # arithmetic shift = floor division
     else:
         half = (1 << np.maximum(shift - 1, 0)) * (shift > 0) if isinstance(shift, np.ndarray) else \
             torch.bitwise_left_shift(torch.ones_like(shift), (shift - 1).clamp(min=0)) * (shift > 0)
-        r = (r + half) >> shift
+        r = (t + half) >> shift
+    if rounding == "half_even" and not (isinstance(shift, int) and shift == 0):
+        # a tie (t's bits below the shift exactly 100...0, shift > 0) that rounded up to an odd
+        # value goes down to the even one
+        down = ((t & ((half << 1) - 1)) == half) & (half > 0) & ((r & 1) == 1)
+        if isinstance(down, torch.Tensor):
+            r = r - down.to(torch.int64)
+        elif isinstance(down, np.ndarray):
+            r = r - down.astype(np.int64)
+        else:
+            r = r - int(down)
     lo = 0 if relu else -(act_max + 1)
     if isinstance(r, torch.Tensor):
         return r.clamp(lo, act_max)
     if isinstance(r, np.ndarray):
         return np.clip(r, lo, act_max)
-    return max(lo, min(act_max, r))
+    return max(lo, min(act_max, int(r)))
 
 
 def requantize(layer: QuantLayer, acc: torch.Tensor) -> torch.Tensor:
     """The layer's outputs (as int64) from acc, with rounding, shift and clamp."""
-    return requantize_values(acc, layer.mult, layer.shift, layer.relu, layer.act_max)
+    return requantize_values(acc, layer.mult, layer.shift, layer.relu, layer.act_max, layer.rounding)
 
 
 def layer_forward(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:

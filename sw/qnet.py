@@ -12,7 +12,8 @@ activations (a vector [N] or a feature map [C, H, W], channel-major):
 dense and conv2d layers have a mode "mac" | "mam", ``mult`` in [1, 2**16) and
 ``shift`` in [0, 62] (each one integer, or one per output row / channel), a
 ``relu`` and an ``act_max`` (2**n - 1: outputs clamp to [0 or -(act_max + 1), act_max];
-255 makes them unsigned bytes, which the next layer reads as 0..255). Stored as ``.npz`` with the keys of DESIGN.md (format
+255 makes them unsigned bytes, which the next layer reads as 0..255) and a ``rounding``
+of the requantization's halves, "half_up" (default) or "half_even". Stored as ``.npz`` with the keys of DESIGN.md (format
 ``mamfpga.qnet/2``; ``mamfpga.qnet/1`` files, all dense with scalar scales,
 are read too); validated on load, each problem reported as one line naming
 the key.
@@ -34,7 +35,7 @@ from mamfpga.errors import MamfpgaError
 from mamfpga.outputs import atomic_write_bytes
 
 __all__ = ["FORMAT", "FORMATS_READ", "KINDS", "QuantLayer", "QuantNetwork", "QNetError", "load_qnet", "save_qnet",
-           "ACT_MIN", "ACT_MAX", "ACT_MAXES", "round_half_away", "out_shape", "act_range",
+           "ACT_MIN", "ACT_MAX", "ACT_MAXES", "ROUNDINGS", "round_half_away", "out_shape", "act_range",
            "input_max"]
 
 FORMAT = "mamfpga.qnet/2"
@@ -43,6 +44,8 @@ KINDS = ("dense", "conv2d", "maxpool2d")
 ACT_MIN, ACT_MAX = -128, 127
 #: the clamps a layer's outputs may have: 2**n - 1, n = 1..8 (255: unsigned bytes, with relu)
 ACT_MAXES = tuple((1 << n) - 1 for n in range(1, 9))
+#: how the requantization rounds a half: up (the default, contract v1) or to even (QONNX's ROUND)
+ROUNDINGS = ("half_up", "half_even")
 MULT_MAX = 1 << 16
 SHIFT_MAX = 62
 
@@ -67,6 +70,7 @@ class QuantLayer:
     kernel: tuple = (1, 1)      # maxpool2d (a conv's kernel is its weight's shape)
     weight_bits: int | None = None  # every weight fits this many bits (2..8); None: 8
     act_max: int = 127          # the outputs' clamp: [0 if relu else -(act_max + 1), act_max]
+    rounding: str = "half_up"   # of the requantization's halves: "half_up" or "half_even"
 
     @property
     def rows(self) -> int:
@@ -253,6 +257,8 @@ def validate(net: QuantNetwork) -> None:
         if layer.kind == "conv2d":
             layer.stride = _pair(p, "stride", layer.stride, 2, 1)
             layer.padding = _pair(p, "padding", layer.padding, 4, 0)
+        if layer.rounding not in ROUNDINGS:
+            _fail(f"{p}.rounding", f"must be one of {', '.join(ROUNDINGS)}, not {layer.rounding!r}")
         if not _is_int(layer.act_max) or layer.act_max not in ACT_MAXES:
             _fail(f"{p}.act_max", f"must be 2**n - 1 for n in 1..8 (1, 3, 7, ..., 255), not {layer.act_max!r}")
         if layer.act_max > ACT_MAX and not layer.relu:
@@ -302,6 +308,8 @@ def save_qnet(net: QuantNetwork, path: str | os.PathLike) -> Path:
             arrays[f"{p}.weight_bits"] = np.array(int(layer.weight_bits), dtype=np.int64)
         if layer.act_max != ACT_MAX:
             arrays[f"{p}.act_max"] = np.array(int(layer.act_max), dtype=np.int64)
+        if layer.rounding != ROUNDINGS[0]:
+            arrays[f"{p}.rounding"] = np.array(layer.rounding)
     if net.input_scale is not None:
         arrays["input_scale"] = np.array(float(net.input_scale))
     if net.output_scale is not None:
@@ -364,9 +372,10 @@ def _scale_value(z, key: str):
     return a.astype(np.int64)
 
 
-_LAYER_KEYS = {"dense": ("kind", "weight", "bias", "mode", "mult", "shift", "relu", "weight_bits", "act_max"),
+_LAYER_KEYS = {"dense": ("kind", "weight", "bias", "mode", "mult", "shift", "relu", "weight_bits", "act_max",
+                         "rounding"),
                "conv2d": ("kind", "weight", "bias", "mode", "mult", "shift", "relu", "stride", "padding",
-                          "weight_bits", "act_max"),
+                          "weight_bits", "act_max", "rounding"),
                "maxpool2d": ("kind", "kernel", "stride")}
 
 
@@ -427,6 +436,8 @@ def load_qnet(path: str | os.PathLike) -> QuantNetwork:
                 layer.weight_bits = _scalar(z, f"{p}.weight_bits", int)      # checked by validate
             if f"{p}.act_max" in keys:
                 layer.act_max = _scalar(z, f"{p}.act_max", int)              # checked by validate
+            if f"{p}.rounding" in keys:
+                layer.rounding = _scalar(z, f"{p}.rounding", str)            # checked by validate
             layers.append(layer)
         input_scale = _scalar(z, "input_scale", float) if "input_scale" in keys else None
         output_scale = _scalar(z, "output_scale", float) if "output_scale" in keys else None

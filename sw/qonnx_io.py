@@ -26,10 +26,12 @@ nonzero zero point, BipolarQuant, Trunc, MultiThreshold, rounding modes other
 than ROUND on activations, a layer whose input is not quantized, a last layer without an
 output Quant (mamfpga's outputs are int8 at a scale the model must fix).
 
-Exactness: the contract rounds half up after an integer multiply; QONNX rounds half to even
-with the exact float ratio. :class:`ImportReport` gives per layer the worst-case deviation
-the mult/shift approximation can cause over the reachable accumulators (in output steps),
-and :func:`exactness` counts the outputs that differ on given inputs.
+Exactness: the contract multiplies by a 16-bit mult and shifts, rounding a half as the
+model's quantizer does (QONNX's ROUND: to even); QONNX divides by the float scale.
+:class:`ImportReport` gives per layer the worst-case deviation the mult/shift approximation can
+cause over the reachable accumulators (in output steps), and :func:`exactness` counts the
+outputs that differ on given inputs. With power-of-two scales the mult is exact, and so is the
+network.
 """
 
 from __future__ import annotations
@@ -258,7 +260,8 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
         lo, hi = (0 if relu else -(act_max + 1)), act_max
         if q.rounding not in ("ROUND", "HALF_EVEN", "HALF_UP"):
             raise ModelFormatError(f"{path}: {g.where(node)}: activation rounding {q.rounding}; the contract rounds "
-                                   "to nearest (half up)")
+                                   "to nearest (a half up or to even)")
+        lay.rounding = "half_up" if q.rounding == "HALF_UP" else "half_even"
         ratio = s_acc / s_out
         ms = [mult_shift(float(r)) for r in ratio]
         mult = np.array([m for m, _ in ms], dtype=np.int64)
@@ -417,8 +420,8 @@ class Exactness:
 
 
 def exactness(net: QuantNetwork, report: ImportReport, x: np.ndarray) -> Exactness:
-    """Each weighted layer's requantization against the exact one (the model's ratio, rounding
-    half to even), layer by layer on the network's own activations, for inputs ``x`` (float, or
+    """Each weighted layer's requantization against the exact one (the model's float ratio, its
+    rounding), layer by layer on the network's own activations, for inputs ``x`` (float, or
     int8)."""
     import torch
 
@@ -437,7 +440,7 @@ def exactness(net: QuantNetwork, report: ImportReport, x: np.ndarray) -> Exactne
         shape = (1, -1) + (1,) * (acc.ndim - 2)
         a = acc.numpy().astype(np.float64)
         value = a * s.ratio.reshape(shape)
-        exact = np.clip(np.round(value), s.lo, s.hi)
+        exact = np.clip(np.round(value) if layer.rounding == "half_even" else np.floor(value + 0.5), s.lo, s.hi)
         diff = np.abs(ours - exact)
         # how far the contract's value a * mult / 2**shift can be from the exact one, and how far
         # the exact one lies from the nearest rounding boundary (k + 1/2)

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork
 
-__all__ = ["random_network", "random_conv_network", "random_act_max", "spread_scales", "random_weights", "random_scales", "conv_inputs", "simulate_accelerator", "stream_put", "stream_get", "run_sim", "put_all", "get_all"]
+__all__ = ["random_network", "random_conv_network", "random_requant", "spread_scales", "random_weights", "random_scales", "conv_inputs", "simulate_accelerator", "stream_put", "stream_get", "run_sim", "put_all", "get_all"]
 
 
 def random_network(rng, shapes, density, modes):
@@ -102,11 +102,13 @@ def random_conv_network(rng, max_hw=9):
     return QuantNetwork(layers, input_shape=(c, h, w))
 
 
-def random_act_max(rng, net: QuantNetwork) -> QuantNetwork:
+def random_requant(rng, net: QuantNetwork) -> QuantNetwork:
     """``net`` with random output clamps: act_max = 2**n - 1 per weighted layer, often 255
-    (unsigned bytes, so with relu, which the next layer reads as 0..255); the last at most 127."""
+    (unsigned bytes, so with relu, which the next layer reads as 0..255); the last at most 127;
+    and half the layers rounding halves to even."""
     weighted = [l for l in net.layers if l.kind != "maxpool2d"]
     for layer in weighted:
+        layer.rounding = str(rng.choice(["half_up", "half_even"]))
         n = int(rng.choice([1, 2, 4, 7, 8, 8, 8]))
         if layer is weighted[-1]:
             n = min(n, 7)

@@ -11,8 +11,8 @@ from tests.support import run_sim
 
 
 def _drive(dut, cases):
-    """Feed (acc, mult, shift, relu, tag[, act_max]) cases one per cycle; the (y, tag) results in
-    order, y the byte read as the layer's value (signed, or unsigned with relu)."""
+    """Feed (acc, mult, shift, relu, tag[, act_max[, rounding]]) cases one per cycle; the (y, tag)
+    results in order, y the byte read as the layer's value (signed, or unsigned with relu)."""
     got = []
     relus = []
 
@@ -24,7 +24,8 @@ def _drive(dut, cases):
                 acc, mult, shift, relu, tag, *act = case
                 ctx.set(dut.i.valid, 1)
                 ctx.set(dut.i.payload, {"acc": acc, "mult": mult, "shift": shift, "relu": relu, "tag": tag,
-                                        "n": (act[0] if act else 127).bit_length()})
+                                        "n": (act[0] if act else 127).bit_length(),
+                                        "even": int(len(act) > 1 and act[1] == "half_even")})
                 relus.append(relu)
             if ctx.get(dut.o.valid):
                 y = ctx.get(dut.o.payload.y)
@@ -85,3 +86,39 @@ def test_every_clamp(act_max):
                            act_max=act_max)
         want += requantize(layer, torch.tensor(accs, dtype=torch.int64)).tolist()
     assert got == want
+
+
+@pytest.mark.parametrize("acc_bits", [12, 32, 40])
+def test_half_to_even_rounding(acc_bits):
+    """Ties (the bits below the shift exactly 100...0) and their neighbours at every shift, and
+    random cases, both roundings, against the golden model."""
+    dut = Requant(acc_bits=acc_bits, tag_bits=1)
+    rng = random.Random(100 + acc_bits)
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    cases = []
+    for _ in range(700):
+        shift = rng.randint(0, 62)
+        mult = rng.choice([1, 2, 3, 1 << 15, 65535, rng.randint(1, 65535)])
+        rounding = rng.choice(["half_even", "half_up"])
+        # most cases an accumulator whose product lands on a tie or next to one: with an odd mult,
+        # acc = k 2**s + 2**(s-1) gives acc * mult = 2**(s-1) modulo 2**s
+        if rng.random() < 0.7:
+            shift = rng.randint(1, acc_bits - 2)
+            mult |= 1
+            k = rng.randint(-(1 << max(0, acc_bits - 2 - shift)), (1 << max(0, acc_bits - 2 - shift)) - 1)
+            acc = (k << shift) + (1 << (shift - 1)) + rng.choice([0, 0, 0, -1, 1])
+        else:
+            acc = rng.choice([lo, hi, 0, rng.randint(lo, hi), rng.randint(-3000, 3000)])
+        acc = max(lo, min(hi, acc))
+        act_max = rng.choice([127, 127, 15, 255])
+        relu = act_max == 255 or rng.random() < 0.5
+        cases.append((acc, mult, shift, relu, 0, act_max, rounding))
+    got = [y for y, _ in _drive(dut, cases)]
+    want = []
+    for acc, mult, shift, relu, _tag, act_max, rounding in cases:
+        layer = QuantLayer(np.zeros((1, 1), np.int8), np.zeros(1, np.int32), "mac", mult, shift, relu,
+                           act_max=act_max, rounding=rounding)
+        want.append(int(requantize(layer, torch.tensor([acc], dtype=torch.int64))[0]))
+    assert got == want
+    ties = sum(1 for acc, mult, shift, *_ in cases if shift > 0 and (acc * mult) % (1 << shift) == 1 << (shift - 1))
+    assert ties > 100

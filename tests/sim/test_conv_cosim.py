@@ -10,7 +10,7 @@ import mamfpga.compile as compiler
 from mamfpga.compile.arch import ArchConfig
 from mamfpga.hw.emit import emit
 from mamfpga.sim.cosim import cosimulate
-from tests.support import conv_inputs, random_act_max, random_conv_network, random_network, spread_scales
+from tests.support import conv_inputs, random_requant, random_conv_network, random_network, spread_scales
 
 CASES = [
     # (seed, P, L, simulator, gap, stall)
@@ -62,7 +62,7 @@ def _unsigned_case(seed):
     rng = np.random.default_rng(seed)
     while True:
         net = random_conv_network(rng) if seed % 2 else random_network(rng, [30, 40, 20, 5], 0.3, ["mam", "mac"])
-        net = random_act_max(rng, net)
+        net = random_requant(rng, net)
         weighted = [l for l in net.layers if l.kind != "maxpool2d"]
         if seed % 2 and len(weighted) > 1:
             # a conv network: unsigned bytes out of the first layer, int8 after it, so that the

@@ -10,7 +10,7 @@ from mamfpga.compile.ir import CompileError
 from mamfpga.compile.maps import MapLayout, place
 from mamfpga.compile.progsim import first_differing_layer, run_program_layers, golden_layers
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork
-from tests.support import conv_inputs, random_act_max, random_conv_network, random_network
+from tests.support import conv_inputs, random_requant, random_conv_network, random_network
 
 
 def test_program_equals_golden_on_150_random_conv_networks():
@@ -42,7 +42,7 @@ def test_program_equals_golden_with_output_clamps_and_unsigned_bytes():
     for n in range(80):
         net = random_conv_network(rng) if n % 2 else random_network(rng, [int(rng.integers(4, 40)), 24, 16, 5],
                                                                      float(rng.choice([0.1, 0.5])), ["mam", "mac"])
-        net = random_act_max(rng, net)
+        net = random_requant(rng, net)
         P, L = int(rng.choice([1, 2, 4])), int(rng.choice([1, 2, 3]))
         program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L))
         x = conv_inputs(rng, net.input_shape, 4).reshape(4, -1)[:, program.columns]

@@ -15,14 +15,17 @@ import pytest
 from mamfpga import cli
 from mamfpga.sw import golden
 from mamfpga.sw.qnet import QNetError, QuantLayer, QuantNetwork, load_qnet, save_qnet
-from tests.support import conv_inputs as _inputs, random_act_max, random_conv_network
+from tests.support import conv_inputs as _inputs, random_requant, random_conv_network
 from tests.support import random_scales as _scales, random_weights as _weights
 
 
-def _requant(acc: int, mult: int, shift: int, relu: bool, act_max: int = 127) -> int:
+def _requant(acc: int, mult: int, shift: int, relu: bool, act_max: int = 127, rounding: str = "half_up") -> int:
     r = acc * mult
     if shift > 0:
-        r = (r + 2 ** (shift - 1)) // 2 ** shift
+        q, rest = divmod(r, 2 ** shift)                    # floor division: rest in [0, 2**shift)
+        half = 2 ** (shift - 1)
+        up = rest > half or (rest == half and (rounding == "half_up" or q % 2 == 1))
+        r = q + up
     return max(0 if relu else -(act_max + 1), min(act_max, r))
 
 
@@ -41,7 +44,7 @@ def loop_reference(net: QuantNetwork, x: np.ndarray) -> np.ndarray:
                 prods = [int(layer.weight[i, j]) * int(flat[j]) for j in range(len(flat))]
                 acc = int(layer.bias[i]) + (sum(prods) if layer.mode == "mac" else max(prods) + min(prods))
                 out.append(_requant(acc, _scale(layer.mult, i), _scale(layer.shift, i), bool(layer.relu),
-                                    layer.act_max))
+                                    layer.act_max, layer.rounding))
             h = np.array(out, dtype=object)
         elif layer.kind == "conv2d":
             c, hh, ww = h.shape
@@ -60,7 +63,7 @@ def loop_reference(net: QuantNetwork, x: np.ndarray) -> np.ndarray:
                         acc = int(layer.bias[i]) + (sum(prods) if layer.mode == "mac"
                                                     else max(prods) + min(prods))
                         out[i, oy, ox] = _requant(acc, _scale(layer.mult, i), _scale(layer.shift, i),
-                                                  bool(layer.relu), layer.act_max)
+                                                  bool(layer.relu), layer.act_max, layer.rounding)
             h = out
         else:
             c, hh, ww = h.shape
@@ -139,18 +142,19 @@ def test_golden_equals_loop_reference_on_300_random_conv_networks(tmp_path):
 
 def test_output_clamps_and_unsigned_bytes_equal_loop_reference(tmp_path):
     """act_max 2**n - 1 per layer, 255 (unsigned bytes read as 0..255 by the next layer: conv
-    padding, pools, MAM zero candidates over them) on 120 random networks, and the file round trip."""
+    padding, pools, MAM zero candidates over them), halves rounded up or to even, on 120 random
+    networks, and the file round trip."""
     rng = np.random.default_rng(1510)
     unsigned = 0
     for n in range(120):
-        net = random_act_max(rng, random_conv_network(rng))
+        net = random_requant(rng, random_conv_network(rng))
         x = _inputs(rng, net.input_shape)
         got = golden.run(net, x)
         for b in range(len(x)):
             assert np.array_equal(got[b].astype(np.int64), loop_reference(net, x[b])), (n, b)
         save_qnet(net, tmp_path / "n.npz")
         back = load_qnet(tmp_path / "n.npz")
-        assert [l.act_max for l in back.layers] == [l.act_max for l in net.layers]
+        assert [(l.act_max, l.rounding) for l in back.layers] == [(l.act_max, l.rounding) for l in net.layers]
         unsigned += any(l.act_max == 255 for l in net.layers)
     assert unsigned >= 40
 
@@ -165,6 +169,11 @@ def test_bad_act_max_named(layer, words):
                       QuantLayer(np.ones((1, 2), np.int8), np.zeros(1, np.int32))])
     with pytest.raises(QNetError, match="layer0.act_max: 255: the network's outputs are int8"):
         QuantNetwork([QuantLayer(np.ones((2, 3), np.int8), np.zeros(2, np.int32), act_max=255, relu=True)])
+
+
+def test_bad_rounding_named():
+    with pytest.raises(QNetError, match="layer0.rounding: must be one of half_up, half_even, not 'floor'"):
+        QuantNetwork([QuantLayer(np.ones((2, 3), np.int8), np.zeros(2, np.int32), rounding="floor")])
 
 
 def test_conv_edge_cases_by_hand():

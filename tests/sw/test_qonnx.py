@@ -158,6 +158,34 @@ def test_quantize_cli_needs_no_calibration_and_reports_scales(exported, tmp_path
     assert "layer outputs differ from the model's exact requantization" in capsys.readouterr().out
 
 
+def test_power_of_two_scales_bit_exact(tmp_path):
+    """Brevitas's FixedPoint quantizers (power-of-two scales, 8-bit ReLU): the mult is exact and
+    the requantization rounds halves to even as QONNX does, so every output equals the model's
+    for inputs on the input's grid (float inputs add the contract's own input rounding, half away
+    from zero, which differs from QONNX's only on exact ties)."""
+    from brevitas import nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias,
+                                Uint8ActPerTensorFixedPoint)
+    from torch import nn
+
+    def linear(n, m):
+        return qnn.QuantLinear(n, m, bias=True, weight_bit_width=4, weight_quant=Int8WeightPerTensorFixedPoint,
+                               bias_quant=Int32Bias, return_quant_tensor=True)
+
+    model = nn.Sequential(qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True),
+                          linear(64, 32), qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True),
+                          linear(32, 10), qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint))
+    path = export(model, (64,), tmp_path / "pot.onnx")
+    net, report = import_qonnx(path, log=lambda _m: None)
+    assert all(l.rounding == "half_even" for l in net.layers)
+    assert all(s.worst_steps == 0 for s in report.scales)             # mult / 2**shift is the ratio
+    x = (np.random.default_rng(4).integers(-128, 128, (2000, 64)) * net.input_scale).astype(np.float32)
+    got = golden.run(net, x).astype(np.float64) * net.output_scale
+    assert np.array_equal(got, qonnx_execute(path, x).astype(np.float64))
+    e = exactness(net, report, x)
+    assert e.differ == 0
+
+
 @pytest.mark.sim
 def test_imported_cnn_on_the_rtl_bit_exact(exported, tmp_path):
     import mamfpga.compile as compiler
