@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mamfpga.sw.network import ModelFormatError
+from mamfpga.sw.network import Layer, ModelFormatError
 from mamfpga.sw.onnx_io import _attrs, _conv_layer, _flattens, _Graph, _pool_layer
 from mamfpga.sw.qnet import ACT_MAX, ACT_MIN, QuantLayer, QuantNetwork, act_range
 from mamfpga.sw.quantize import INT32_MAX, mult_shift
@@ -211,8 +211,9 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
                                 f"(largest change {moved.max():.3f} steps)")
         return b_int.astype(np.int32)
 
-    def weighted(node, w_name, kind_layer):
-        """Start a weighted layer on the quantized ``cur``: int weights, int32 bias, acc scale."""
+    def weighted(node, w_name, kind_layer: Layer):
+        """Start a weighted layer on the quantized ``cur`` (``kind_layer``: the float layer the
+        node reads as, for its shape and geometry): int weights, int32 bias, acc scale."""
         nonlocal pending
         if scale is None:
             raise ModelFormatError(f"{path}: {g.where(node)}: its input is not quantized (no Quant node "
@@ -322,23 +323,21 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
                     raise ModelFormatError(f"{path}: {g.where(node)}: alpha and beta must be 1 in a quantized Gemm")
                 b = (g.const(node.input[2], node).astype(np.float64).reshape(-1)
                      if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0]))
-                # the float layer as the readers give it (QuantLayer only as a holder: its
-                # weights are the dequantized floats here; the integers come from the Quant)
-                kl = QuantLayer(w, np.broadcast_to(b, (w.shape[0],)).copy(), kind="dense")
+                # the float layer (dequantized weights) gives the geometry; the integers come from the Quant
+                kl = Layer(w, np.broadcast_to(b, (w.shape[0],)).copy(), "mac", False, node.name)
                 if not a.get("transB", 0) and w_name in qconst:
                     qconst[w_name] = (qconst[w_name][0].T, _transposed(qconst[w_name][1]))
             elif op == "MatMul":
                 w = g.const(w_name, node).astype(np.float64)
                 if w.ndim != 2:
                     raise ModelFormatError(f"{path}: {g.where(node)}: weight must be 2-D, not {list(w.shape)}")
-                kl = QuantLayer(w.T, np.zeros(w.shape[1]), kind="dense")
+                kl = Layer(w.T, np.zeros(w.shape[1]), "mac", False, node.name)
                 if w_name in qconst:
                     qconst[w_name] = (qconst[w_name][0].T, _transposed(qconst[w_name][1]))
             else:
                 if g.const(w_name, node).ndim != 4:
                     raise ModelFormatError(f"{path}: {g.where(node)}: only 2-D convolutions are imported from QONNX")
-                fl = _conv_layer(g, node, path, "conv")
-                kl = QuantLayer(fl.weight, fl.bias, kind="conv2d", stride=fl.stride, padding=fl.padding)
+                kl = _conv_layer(g, node, path, node.name)
             weighted(node, w_name, kl)
         elif op == "Add" and pending is not None and pending["node"].op_type == "MatMul" \
                 and not pending["relu"] and not pending["layer"].bias.any():
