@@ -205,9 +205,10 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------ row-parallel: P requantizers
         t_idx = Signal.like(words_to_write)            # next word to pop
+        clamps = frozenset(plan.act_max.bit_length() for plan in prog.layers)
         rq_row = []
         for p in range(P):
-            rq = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits)
+            rq = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits, clamps=clamps)
             m.submodules[f"rq{p}"] = rq
             m.d.comb += [rq.i.valid.eq(pop & ~split), rq.i.payload.acc.eq(field(fifos[p], "acc")),
                          # a row's own mult and shift in a program with per-row scales
@@ -234,7 +235,7 @@ class Accelerator(wiring.Component):
                 nt = Signal.like(t_idx, name=f"split_tag_{d}")
                 m.d.sync += nt.eq(tree_tag)
                 tree_tag = nt
-            rq_split = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits + log2p + 1)
+            rq_split = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits + log2p + 1, clamps=clamps)
             m.submodules.rq_split = rq_split
             split_acc = Signal(signed(cfg.acc_bits))
             m.d.comb += split_acc.eq(Mux(mam, root[3] + root[1] + root[2], root[3] + root[0]))

@@ -29,9 +29,12 @@ LATENCY = REQUANT_LATENCY
 
 
 class Requant(wiring.Component):
-    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 1):
+    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 1, clamps: frozenset | None = None):
         self._acc_bits = check_int("acc_bits", acc_bits, 8, 40)
         self._tag_bits = check_int("tag_bits", tag_bits, 1, 32)
+        #: the n (act_max = 2**n - 1) of every operation it will see, when known: with one, the
+        #: clamp's masks and bounds are constants (input ``n`` is then ignored)
+        self._clamps = frozenset(clamps) if clamps is not None else None
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "acc": signed(acc_bits), "mult": unsigned(16), "shift": unsigned(6), "relu": 1,
@@ -90,6 +93,8 @@ class Requant(wiring.Component):
         # byte of -2**n (or 0 with relu)
         m_hi, m_lo = Signal(pw + 1), Signal(9)
         hi3, lo3 = Signal(8), Signal(8)
+        if self._clamps is not None and len(self._clamps) == 1:
+            n2 = C(next(iter(self._clamps)), 4)      # one clamp in the whole design: constants
         m.d.sync += [half.eq(coarse >> fine2), relu3.eq(relu2), tag3.eq(tag2), v3.eq(v2),
                      m_hi.eq(Cat(*[n2 < j for j in range(1, pw + 2)]).as_unsigned() << 1),
                      m_lo.eq(Cat(C(0, 1), *[n2 >= j for j in range(1, 9)])),

@@ -71,11 +71,13 @@ def test_saturation_and_rounding_boundaries(shift):
     assert got == [want[relu][k] for k in range(len(accs)) for relu in (0, 1)]
 
 
+@pytest.mark.parametrize("fixed", [False, True], ids=["n-per-operation", "n-fixed"])
 @pytest.mark.parametrize("act_max", ACT_MAXES)
-def test_every_clamp(act_max):
+def test_every_clamp(act_max, fixed):
     """Each act_max (2**n - 1), with relu and (up to 127) without: every rounded value from below
-    the lower clamp to above the upper one, and extremes."""
-    dut = Requant(acc_bits=20, tag_bits=1)
+    the lower clamp to above the upper one, and extremes; n given per operation, or fixed for the
+    design (one clamp in all its layers: constant masks)."""
+    dut = Requant(acc_bits=20, tag_bits=1, clamps={act_max.bit_length()} if fixed else None)
     accs = list(range(-2 * (act_max + 1) - 3, 2 * act_max + 4)) + [-(1 << 19), (1 << 19) - 1]
     relus = (1,) if act_max > 127 else (0, 1)
     cases = [(acc, 1, 1, relu, 0, act_max) for relu in relus for acc in accs]
