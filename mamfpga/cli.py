@@ -115,8 +115,7 @@ def cmd_demo(args) -> int:
     if arch is not None:
         build_model(arch, ds.sample_shape, ds.classes)   # a bad --arch: one line, nothing created
     bits = args.weight_bits
-    if bits is not None and not 2 <= bits <= 8:
-        raise UsageError(f"--weight-bits must be between 2 and 8, not {bits}")
+    stages.check_weight_bits(bits)                   # before any work, as the data set and arch
     out = claim_dir(args.out, what="demo output folder")
     print(f"mamfpga demo: {ds.name} -> MAM training{f' ({arch})' if arch else ''} -> pruning -> "
           f"{f'{bits}-bit weights' if bits else 'int8'} -> compiled for {args.board}, into {out}/")
@@ -216,7 +215,7 @@ def _quantize_qonnx(args, out: Path) -> int:
     if measured is not None:
         e = measured
         print(f"on {len(calib)} calibration samples: {e.differ} of {e.total} layer outputs differ from the model's "
-              f"exact requantization (round half to even, float ratio)"
+              f"exact requantization (its rounding, the float ratio)"
               f"{f', by at most {e.worst:.0f} step' if e.differ else ''}")
     if test_acc is not None:
         print(f"accuracy on {len(test[1])} test samples: quantized {test_acc:.4f}")

@@ -41,8 +41,8 @@ from mamfpga.sw.experiments import pruning_batches
 from mamfpga.sw.mam import WEIGHTED_TYPES, is_mam
 from mamfpga.sw.mam import to_mac as mam_to_mac
 from mamfpga.sw.modelio import load_model, save_model
-from mamfpga.sw.network import Network, from_torch, to_torch
-from mamfpga.sw.onnx_io import import_onnx
+from mamfpga.sw.network import ModelFormatError, Network, from_torch, to_torch
+from mamfpga.sw.onnx_io import import_onnx, read_onnx
 from mamfpga.sw import qonnx_io
 from mamfpga.sw.prune import METHODS, iterative_prune, layer_sparsity, prunable_layers, prune_model
 from mamfpga.sw.prune import sparsity as sparsity_of
@@ -90,6 +90,12 @@ class Trained:
     accuracy: float
 
 
+def check_weight_bits(bits: int | None) -> None:
+    """--weight-bits: None, or 2 to 8 (UsageError, one line, otherwise)."""
+    if bits is not None and not 2 <= bits <= 8:
+        raise UsageError(f"--weight-bits must be between 2 and 8, not {bits}")
+
+
 def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | None = None,
           schedule: str | None = None, per: str | None = None, vc_epochs: int | None = None,
           epochs: int | None = None, lr: float | None = None, batch: int | None = None,
@@ -102,8 +108,7 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
     if prune_at is not None:
         _check_method(method)
     given = {"schedule": schedule, "per": per, "vc_epochs": vc_epochs, "epochs": epochs, "lr": lr, "batch": batch}
-    if weight_bits is not None and not 2 <= weight_bits <= 8:
-        raise UsageError(f"--weight-bits must be between 2 and 8, not {weight_bits}")
+    check_weight_bits(weight_bits)
     cfg = TrainConfig(weight_decay=weight_decay, seed=seed, weight_bits=weight_bits,
                       **{k: v for k, v in given.items() if v is not None})
     if arch is not None and hidden is not None:
@@ -267,13 +272,10 @@ def is_qonnx_file(path: Path) -> bool:
     """Whether ``path`` is an ONNX model that carries its own quantization (QONNX Quant nodes)."""
     if Path(path).suffix.lower() != ".onnx" or not Path(path).is_file():
         return False
-    import onnx
-
     try:
-        model = onnx.load(str(path))
-    except Exception:  # not readable: import_onnx names the problem
+        return qonnx_io.is_qonnx(read_onnx(path))
+    except ModelFormatError:  # not readable: import_onnx names the problem
         return False
-    return qonnx_io.is_qonnx(model)
 
 
 def import_quantized(path: Path) -> tuple[QuantNetwork, qonnx_io.ImportReport]:

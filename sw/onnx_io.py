@@ -31,7 +31,7 @@ import numpy as np
 from mamfpga.outputs import atomic_write_bytes
 from mamfpga.sw.network import Layer, ModelFormatError, Network
 
-__all__ = ["import_onnx", "export_onnx", "POSTPROCESS_OPS"]
+__all__ = ["import_onnx", "export_onnx", "read_onnx", "POSTPROCESS_OPS"]
 
 #: Ops that only post-process the last layer's output; dropped with a notice.
 POSTPROCESS_OPS = {"Softmax", "LogSoftmax", "ArgMax", "ZipMap", "ArrayFeatureExtractor", "Cast",
@@ -77,20 +77,30 @@ class _Graph:
         return users
 
 
-def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> Network:
+def read_onnx(path: str | os.PathLike):
+    """The ONNX model in ``path``; ModelFormatError (one line) when it cannot be read."""
     import onnx
 
-    path = Path(path)
     try:
-        model = onnx.load(str(path))
+        return onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends
         raise ModelFormatError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
-    g = _Graph(model)
+
+
+def _graph_input(g: "_Graph", path):
+    """The graph's one input that is not a constant."""
     inputs = [i for i in g.g.input if i.name not in g.consts]
     if len(inputs) != 1:
         raise ModelFormatError(f"{path}: expected one graph input, found {len(inputs)}")
-    cur = inputs[0].name
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    return inputs[0]
+
+
+def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> Network:
+    path = Path(path)
+    g = _Graph(read_onnx(path))
+    graph_input = _graph_input(g, path)
+    cur = graph_input.name
+    dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     input_size = int(np.prod([d for d in dims[1:] if d > 0])) if len(dims) > 1 else None
     layers: list[Layer] = []
     pending: dict | None = None          # a MatMul waiting for its bias Add

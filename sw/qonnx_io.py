@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from mamfpga.sw.network import Layer, ModelFormatError
-from mamfpga.sw.onnx_io import _attrs, _conv_layer, _flattens, _Graph, _pool_layer
+from mamfpga.sw.onnx_io import _attrs, _conv_layer, _flattens, _Graph, _graph_input, _pool_layer, read_onnx
 from mamfpga.sw.qnet import ACT_MAX, ACT_MIN, QuantLayer, QuantNetwork, act_range
 from mamfpga.sw.quantize import INT32_MAX, mult_shift
 
@@ -164,16 +164,10 @@ def _quant_params(g: _Graph, node, path) -> _Q:
     return q
 
 
-def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, ImportReport]:
+def import_qonnx(path: str | os.PathLike) -> tuple[QuantNetwork, ImportReport]:
     """The QuantNetwork of a QONNX model, and how exactly it reproduces the model's scales."""
-    import onnx
-
     path = Path(path)
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise ModelFormatError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
-    g = _Graph(model)
+    g = _Graph(read_onnx(path))
     report = ImportReport()
 
     # weights and biases: a Quant on a constant is a quantized constant (its integer values and
@@ -187,11 +181,9 @@ def import_qonnx(path: str | os.PathLike, log=print) -> tuple[QuantNetwork, Impo
             qconst[node.output[0]] = (ints, q)
             g.consts[node.output[0]] = ints * q.scale
 
-    inputs = [i for i in g.g.input if i.name not in g.consts]
-    if len(inputs) != 1:
-        raise ModelFormatError(f"{path}: expected one graph input, found {len(inputs)}")
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
-    cur = inputs[0].name
+    graph_input = _graph_input(g, path)
+    dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    cur = graph_input.name
     layers: list[QuantLayer] = []
     scale: np.ndarray | float | None = None       # the integer scale of cur (None: still float)
     input_scale = None

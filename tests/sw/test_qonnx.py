@@ -124,7 +124,7 @@ MAX_STEPS = {"mlp-w4-a8": 2, "mlp-w8-per-tensor": 2, "cnn-w4-per-channel": 10}
 @pytest.mark.parametrize("name", list(AGREE))
 def test_brevitas_model_matches_qonnx_execution(exported, name):
     path, shape = exported[name]
-    net, report = import_qonnx(path, log=lambda _m: None)
+    net, report = import_qonnx(path)
     x = np.random.default_rng(1).standard_normal((2000, *shape)).astype(np.float32)
     want = qonnx_execute(path, x)
     got = golden.run(net, x.reshape(len(x), -1)).astype(np.float64) * net.output_scale
@@ -176,7 +176,7 @@ def test_power_of_two_scales_bit_exact(tmp_path):
                           linear(64, 32), qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True),
                           linear(32, 10), qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint))
     path = export(model, (64,), tmp_path / "pot.onnx")
-    net, report = import_qonnx(path, log=lambda _m: None)
+    net, report = import_qonnx(path)
     assert all(l.rounding == "half_even" for l in net.layers)
     assert all(s.worst_steps == 0 for s in report.scales)             # mult / 2**shift is the ratio
     x = (np.random.default_rng(4).integers(-128, 128, (2000, 64)) * net.input_scale).astype(np.float32)
@@ -194,7 +194,7 @@ def test_imported_cnn_on_the_rtl_bit_exact(exported, tmp_path):
     from mamfpga.sim.cosim import cosimulate
 
     path, shape = exported["cnn-w4-per-channel"]
-    net, _ = import_qonnx(path, log=lambda _m: None)
+    net, _ = import_qonnx(path)
     program = compiler.compile_network(net, ArchConfig(pes=2, lanes=2))
     x = net.quantize_input(np.random.default_rng(3).standard_normal((20, int(np.prod(shape)))))
     res = cosimulate(program, emit(program, tmp_path / "build"), x)
