@@ -55,8 +55,8 @@ import numpy as np
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
-           "unpack", "PRODUCT_BITS", "MULT_BITS", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
-           "weight_bits_of"]
+           "unpack", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
+           "weight_bits_of", "mult_bits_of"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
@@ -97,6 +97,12 @@ def act_side_words(widest: int, pes: int) -> int:
     return pow2_at_least(-(-widest // pes))
 
 
+#: the requantizers' mult width: 16 bits (a DSP-sized operand; mamfpga's own quantizer), widened
+#: to the program's widest mult up to the contract's 24 (an imported model's float scales); and
+#: the shift's width. A row's own mult and shift (per-channel scales) ride in the bias word this wide.
+MULT_BITS, MULT_BITS_MAX, SHIFT_BITS = 16, 24, 6
+
+
 @dataclass(frozen=True)
 class ArchConfig:
     pes: int = 4                 # P
@@ -105,6 +111,7 @@ class ArchConfig:
     act_bits: int = 8
     acc_bits: int = 32           # accumulator width (the compiler proves it suffices)
     delta_bits: int = 4          # width of a delta-coded column index
+    mult_bits: int = 16          # the requantizers' mult: 16, or up to 24 for an imported model's scales
 
     def __post_init__(self):
         for name, lo, hi in (("pes", 1, 64), ("lanes", 1, 32), ("acc_bits", 8, 40), ("delta_bits", 1, 16)):
@@ -116,6 +123,10 @@ class ArchConfig:
         if isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, int) \
                 or not 2 <= self.weight_bits <= 8:
             raise ValueError(f"weight_bits must be an integer between 2 and 8, not {self.weight_bits!r}")
+        if isinstance(self.mult_bits, bool) or not isinstance(self.mult_bits, int) \
+                or not MULT_BITS <= self.mult_bits <= MULT_BITS_MAX:
+            raise ValueError(f"mult_bits must be an integer between {MULT_BITS} and {MULT_BITS_MAX}, "
+                             f"not {self.mult_bits!r}")
         if self.act_bits != 8:
             raise ValueError("the contract has 8-bit activations")
 
@@ -129,6 +140,13 @@ def weight_bits_of(weights) -> int:
     of int8 in [-127, 127]) symmetrically: max |w| <= 2**(b-1) - 1."""
     top = max((int(np.abs(w.astype(np.int64)).max()) for w in weights if w is not None and w.size), default=0)
     return max(2, top.bit_length() + 1)
+
+
+def mult_bits_of(layers) -> int:
+    """The requantizers' mult width for ``layers`` (QuantLayers): :data:`MULT_BITS`, or the
+    widest mult's bits where a layer's is wider."""
+    top = max((int(np.max(l.mult)) for l in layers if l.weight is not None), default=1)
+    return max(MULT_BITS, top.bit_length())
 
 
 def entry_bits(cfg: ArchConfig) -> int:
@@ -156,8 +174,6 @@ def weight_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
     return fields + [("eor", cfg.lanes * eb, 1, False)]
 
 
-#: widths of a row's own requantizer constants (per-channel scales), as the bias word carries them
-MULT_BITS, SHIFT_BITS = 16, 6
 
 
 def bias_word_fields(cfg: ArchConfig, scales: bool = False) -> list[tuple[str, int, int, bool]]:
@@ -165,8 +181,8 @@ def bias_word_fields(cfg: ArchConfig, scales: bool = False) -> list[tuple[str, i
     ``scales`` (a program with a mult and shift per row or channel), the row's mult and shift above."""
     fields = [("bias", 0, cfg.acc_bits, True), ("zero_candidate", cfg.acc_bits, 1, False)]
     if scales:
-        fields += [("mult", cfg.acc_bits + 1, MULT_BITS, False),
-                   ("shift", cfg.acc_bits + 1 + MULT_BITS, SHIFT_BITS, False)]
+        fields += [("mult", cfg.acc_bits + 1, cfg.mult_bits, False),
+                   ("shift", cfg.acc_bits + 1 + cfg.mult_bits, SHIFT_BITS, False)]
     return fields
 
 
@@ -195,7 +211,7 @@ def result_fields(cfg: ArchConfig, kinds: set[tuple[bool, str]], scales: bool = 
     if "mam" in split_modes:
         fields += [("hi", PRODUCT_BITS), ("lo", PRODUCT_BITS)]
     if scales:
-        fields += [("mult", MULT_BITS), ("shift", SHIFT_BITS)]
+        fields += [("mult", cfg.mult_bits), ("shift", SHIFT_BITS)]
     return fields
 
 
@@ -213,7 +229,7 @@ def bias_bits_used(cfg: ArchConfig, modes: set[str], scales: bool = False) -> in
     if "mam" in modes:
         mask |= 1 << cfg.acc_bits
     if scales:
-        mask |= ((1 << (MULT_BITS + SHIFT_BITS)) - 1) << (cfg.acc_bits + 1)
+        mask |= ((1 << (cfg.mult_bits + SHIFT_BITS)) - 1) << (cfg.acc_bits + 1)
     return mask
 
 

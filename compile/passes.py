@@ -27,7 +27,7 @@ import numpy as np
 
 from mamfpga.compile.arch import (ArchConfig, act_side_words, bias_bits, bias_bits_used, bias_word_fields,
                                    bound_cycles, layer_overhead, pack, result_fields, results_may_use_block_ram,
-                                   rom_width, split_overhead, weight_bits_of, weight_word_fields,
+                                   rom_width, split_overhead, weight_bits_of, mult_bits_of, weight_word_fields,
                                    word_bits)
 from mamfpga.compile.device import Device, memory_blocks
 from mamfpga.compile.ir import CompileError, LayerPlan, MemoryFitError, Program
@@ -416,7 +416,7 @@ def choose_delta_bits(shapes: list[LayerShape], cfg: ArchConfig, family: str | N
     alone do not see), then bits, then cycles."""
     options = []
     for d in range(1, max_bits + 1):
-        c = ArchConfig(cfg.pes, cfg.lanes, cfg.weight_bits, cfg.act_bits, cfg.acc_bits, d)
+        c = replace(cfg, delta_bits=d)
         per_layer = [sh.pe_words(c) for sh in shapes]
         depth = [sum(w[p] for w in per_layer) for p in range(cfg.pes)]
         words = sum(depth)
@@ -631,20 +631,21 @@ def _prove_accumulators(c: Compilation) -> None:
                            "at most 40")
     # weights are stored as narrow as the network's widest layer needs (sign-extended to 8 bits
     # as they leave the memory): a network of 4-bit weights packs 4 bits per weight
+    # and the requantizers' mult as wide as the widest (16 bits, more for an imported model's scales)
     wbits = weight_bits_of([l.weight for l in c.net.layers])
-    c.cfg = ArchConfig(c.cfg.pes, c.cfg.lanes, wbits, c.cfg.act_bits, acc, c.cfg.delta_bits)
+    c.cfg = replace(c.cfg, weight_bits=wbits, acc_bits=acc, mult_bits=mult_bits_of(c.net.layers))
     prove_accumulators(c.net, acc)
 
 
 def _plan_layers(c: Compilation) -> None:
-    layout = ArchConfig(c.cfg.pes, c.cfg.lanes, c.cfg.weight_bits, c.cfg.act_bits, c.cfg.acc_bits)
+    layout = replace(c.cfg, delta_bits=ArchConfig.delta_bits)
     c.shapes, c.side_bytes, c.input_address = plan_layers(c.net, layout, c.split)
 
 
 def _choose_delta_bits(c: Compilation) -> None:
     if c.delta_bits is None:
         c.delta_bits = choose_delta_bits(c.shapes, c.cfg, c.device.family if c.device else None)
-    c.cfg = ArchConfig(c.cfg.pes, c.cfg.lanes, c.cfg.weight_bits, c.cfg.act_bits, c.cfg.acc_bits, c.delta_bits)
+    c.cfg = replace(c.cfg, delta_bits=c.delta_bits)
 
 
 def _encode(c: Compilation) -> None:

@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 import numpy as np
 
-from mamfpga.compile.arch import (MULT_BITS, PRODUCT_BITS, SHIFT_BITS, clog2, index_bits, result_fields,
+from mamfpga.compile.arch import (PRODUCT_BITS, SHIFT_BITS, clog2, index_bits, result_fields,
                                    results_may_use_block_ram)
 from mamfpga.compile.maps import OutGen
 from mamfpga.compile.device import memory_style
@@ -125,7 +125,7 @@ class Accelerator(wiring.Component):
         layer = Signal(index_bits(K + 1))
         split = Signal()
         mam = Signal()
-        mult, shift, relu = Signal(MULT_BITS), Signal(SHIFT_BITS), Signal()
+        mult, shift, relu = Signal(cfg.mult_bits), Signal(SHIFT_BITS), Signal()
         act_n, out_uns = Signal(4), Signal()      # the clamp's n (act_max = 2**n - 1); unsigned bytes out
         even = Signal()                           # the layer rounds its halves to even
 
@@ -208,7 +208,7 @@ class Accelerator(wiring.Component):
         clamps = frozenset(plan.act_max.bit_length() for plan in prog.layers)
         rq_row = []
         for p in range(P):
-            rq = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits, clamps=clamps)
+            rq = Requant(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, tag_bits=act_bits, clamps=clamps)
             m.submodules[f"rq{p}"] = rq
             m.d.comb += [rq.i.valid.eq(pop & ~split), rq.i.payload.acc.eq(field(fifos[p], "acc")),
                          # a row's own mult and shift in a program with per-row scales
@@ -235,7 +235,8 @@ class Accelerator(wiring.Component):
                 nt = Signal.like(t_idx, name=f"split_tag_{d}")
                 m.d.sync += nt.eq(tree_tag)
                 tree_tag = nt
-            rq_split = Requant(acc_bits=cfg.acc_bits, tag_bits=act_bits + log2p + 1, clamps=clamps)
+            rq_split = Requant(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, tag_bits=act_bits + log2p + 1,
+                               clamps=clamps)
             m.submodules.rq_split = rq_split
             split_acc = Signal(signed(cfg.acc_bits))
             m.d.comb += split_acc.eq(Mux(mam, root[3] + root[1] + root[2], root[3] + root[0]))

@@ -33,7 +33,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.compile.arch import (MULT_BITS, PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words,
+from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words,
                                    bias_bits, bias_bits_used, bias_word_fields, clog2, index_bits, pow2_at_least,
                                    rom_width, weight_word_fields, word_bits)
 from mamfpga.compile.device import memory_style
@@ -87,7 +87,7 @@ class PE(wiring.Component):
             "aw": In(act_write_layout(cfg.pes, self.act_addr_bits)),
             "res": Out(stream.Signature(data.StructLayout({
                 "acc": signed(cfg.acc_bits), "sum": signed(cfg.acc_bits), "bias": signed(cfg.acc_bits),
-                "hi": signed(PRODUCT_BITS), "lo": signed(PRODUCT_BITS), "mult": unsigned(MULT_BITS),
+                "hi": signed(PRODUCT_BITS), "lo": signed(PRODUCT_BITS), "mult": unsigned(cfg.mult_bits),
                 "shift": unsigned(SHIFT_BITS)}), always_ready=True)),
             "busy": Out(1),
         })
@@ -355,7 +355,7 @@ class PE(wiring.Component):
             self.res.payload.acc.eq(c_bias + part),
         ]
         if self.scales:                            # the row's own requantizer constants
-            c_mult, c_shift = Signal(MULT_BITS), Signal(SHIFT_BITS)
+            c_mult, c_shift = Signal(self.cfg.mult_bits), Signal(SHIFT_BITS)
             m.d.sync += [c_mult.eq(bias_fields.mult), c_shift.eq(bias_fields.shift),
                          self.res.payload.mult.eq(c_mult), self.res.payload.shift.eq(c_shift)]
         m.d.comb += self.busy.eq(fetching | (rows_left != 0))

@@ -2,7 +2,8 @@
 
 The clamp is [0 or -2**n, 2**n - 1] (``relu``; ``n`` = 1..8 from the layer's act_max =
 2**n - 1: n = 7 is int8's [-128, 127] or the ReLU's [0, 127]; n = 8 with relu gives unsigned
-bytes [0, 255]). Seven registered stages (operands; two partial products; their sum; shift by
+bytes [0, 255]). ``mult_bits``: 16, or up to 24 (then four partial products, not two).
+Seven registered stages (operands; two partial products; their sum; shift by
 the multiple of 8, then by the rest; saturation flags; clamp), one result per cycle,
 mult/shift/relu/n/even given per operation (they change per layer); ``even`` rounds a half to
 even (QONNX's ROUND) instead of up. The rounding uses
@@ -20,7 +21,7 @@ from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.compile.arch import REQUANT_LATENCY
+from mamfpga.compile.arch import MULT_BITS, MULT_BITS_MAX, REQUANT_LATENCY
 from mamfpga.hw.checks import check_int
 
 __all__ = ["Requant", "LATENCY"]
@@ -29,15 +30,17 @@ LATENCY = REQUANT_LATENCY
 
 
 class Requant(wiring.Component):
-    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 1, clamps: frozenset | None = None):
+    def __init__(self, *, acc_bits: int = 32, mult_bits: int = MULT_BITS, tag_bits: int = 1,
+                 clamps: frozenset | None = None):
         self._acc_bits = check_int("acc_bits", acc_bits, 8, 40)
+        self._mult_bits = check_int("mult_bits", mult_bits, MULT_BITS, MULT_BITS_MAX)
         self._tag_bits = check_int("tag_bits", tag_bits, 1, 32)
         #: the n (act_max = 2**n - 1) of every operation it will see, when known: with one, the
         #: clamp's masks and bounds are constants (input ``n`` is then ignored)
         self._clamps = frozenset(clamps) if clamps is not None else None
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
-                "acc": signed(acc_bits), "mult": unsigned(16), "shift": unsigned(6), "relu": 1,
+                "acc": signed(acc_bits), "mult": unsigned(mult_bits), "shift": unsigned(6), "relu": 1,
                 "n": unsigned(4), "even": 1, "tag": unsigned(tag_bits)}), always_ready=True)),
             "o": Out(stream.Signature(data.StructLayout({"y": unsigned(8), "tag": unsigned(tag_bits)}),
                                       always_ready=True)),
@@ -50,9 +53,9 @@ class Requant(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         i = self.i.payload
-        pw = self._acc_bits + 17
+        pw = self._acc_bits + self._mult_bits + 1
         # stage 0: the operands registered (they come from FIFOs and per-layer case tables)
-        acc0, mult0 = Signal(signed(self._acc_bits)), Signal(16)
+        acc0, mult0 = Signal(signed(self._acc_bits)), Signal(self._mult_bits)
         shift0, relu0, tag0, v0 = Signal(6), Signal(), Signal.like(i.tag), Signal()
         n0, n1a, n1, n2 = Signal(4), Signal(4), Signal(4), Signal(4)
         e0, e1a, e1, e2, e3, e4 = (Signal(name=f"even{k}") for k in ("0", "1a", "1", "2", "3", "4"))
@@ -66,7 +69,19 @@ class Requant(wiring.Component):
         shift1, relu1, tag1, v1 = Signal(6), Signal(), Signal.like(i.tag), Signal()
         m.d.sync += [shift1a.eq(shift0), relu1a.eq(relu0), tag1a.eq(tag0), v1a.eq(v0),
                      shift1.eq(shift1a), relu1.eq(relu1a), tag1.eq(tag1a), v1.eq(v1a), n1a.eq(n0), n1.eq(n1a)]
-        if self._acc_bits > 16:
+        if self._mult_bits > 16:
+            # a wide mult (an imported model's scales): 16-bit pieces of both operands, so that
+            # every partial product is one DSP block's; their sum in stage 1b as before
+            a_parts = [(acc0[:16], 0), (acc0[16:].as_signed(), 16)] if self._acc_bits > 16 else [(acc0, 0)]
+            m_parts = [(mult0[:16], 0), (mult0[16:], 16)]
+            parts = []
+            for a, sa in a_parts:
+                for b, sb in m_parts:
+                    pp = Signal(signed(len(a) + len(b) + 1), name=f"pp_{sa}_{sb}")
+                    m.d.sync += pp.eq(a * b)
+                    parts.append((pp, sa + sb))
+            m.d.sync += prod.eq(sum(pp << s for pp, s in parts))
+        elif self._acc_bits > 16:
             p_lo, p_hi = Signal(32), Signal(signed(pw - 16))
             m.d.sync += [p_lo.eq(acc0[:16] * mult0), p_hi.eq(acc0[16:].as_signed() * mult0),
                          prod.eq((p_hi << 16) + p_lo)]

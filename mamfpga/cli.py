@@ -199,7 +199,7 @@ def _calibration(args):
 
 def _quantize_qonnx(args, out: Path) -> int:
     """A QONNX model: the integer network its own scales define; --calib only measures."""
-    qnet, report = stages.import_quantized(args.model)
+    qnet, report = stages.import_quantized(args.model, args.mult_bits)
     calib, test = _calibration(args)
     measured = qonnx_io.exactness(qnet, report, calib) if calib is not None else None
     test_acc = (float((golden.classify(golden.run(qnet, test[0])) == test[1]).mean())
@@ -226,6 +226,9 @@ def cmd_quantize(args) -> int:
     out = _output_file(args.output, args.force)
     if stages.is_qonnx_file(args.model):
         return _quantize_qonnx(args, out)
+    if args.mult_bits is not None:
+        raise UsageError(f"{args.model}: --mult-bits is for a QONNX model (its own float scales); mamfpga's "
+                         "own quantization uses 16-bit mults")
     if args.calib is None:
         raise UsageError(f"{args.model}: --calib is needed: the model carries no quantization of its own "
                          "(only a QONNX model does)")
@@ -465,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--test", type=Path, help="test inputs (.npy) for the accuracy comparison")
     d.add_argument("--labels", type=Path, help="labels (.npy) of --test")
     d.add_argument("--no-simplify", action="store_true", help="keep dead neurons and unread inputs")
+    d.add_argument("--mult-bits", type=int, help="QONNX: the requantizers' mult width, 16-24 (default 24: exact "
+                                                 "to the model's float32 scales; 16 saves 2 DSPs a requantizer)")
 
     d = verb("golden", cmd_golden, "run the bit-exact golden model")
     d.add_argument("net", type=Path)

@@ -278,10 +278,10 @@ def is_qonnx_file(path: Path) -> bool:
         return False
 
 
-def import_quantized(path: Path) -> tuple[QuantNetwork, qonnx_io.ImportReport]:
+def import_quantized(path: Path, mult_bits: int | None = None) -> tuple[QuantNetwork, qonnx_io.ImportReport]:
     """The QuantNetwork a QONNX model's own scales define (no calibration), and how exactly
-    its mult/shift reproduce them."""
-    return qonnx_io.import_qonnx(path)
+    its mult/shift reproduce them; ``mult_bits`` 16-24 (default 24, exact to float32)."""
+    return qonnx_io.import_qonnx(path, qonnx_io.MULT_BITS_IMPORT if mult_bits is None else mult_bits)
 
 
 def accuracy_float_int8(q: Quantized, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -9,7 +9,7 @@ activations (a vector [N] or a feature map [C, H, W], channel-major):
   zero ``padding`` (top, left, bottom, right); Conv1d is H = KH = 1;
 - ``maxpool2d``: ``kernel`` (kh, kw), ``stride`` (sh, sw), no padding, floor.
 
-dense and conv2d layers have a mode "mac" | "mam", ``mult`` in [1, 2**16) and
+dense and conv2d layers have a mode "mac" | "mam", ``mult`` in [1, 2**24) and
 ``shift`` in [0, 62] (each one integer, or one per output row / channel), a
 ``relu`` and an ``act_max`` (2**n - 1: outputs clamp to [0 or -(act_max + 1), act_max];
 255 makes them unsigned bytes, which the next layer reads as 0..255) and a ``rounding``
@@ -46,7 +46,9 @@ ACT_MIN, ACT_MAX = -128, 127
 ACT_MAXES = tuple((1 << n) - 1 for n in range(1, 9))
 #: how the requantization rounds a half: up (the default, contract v1) or to even (QONNX's ROUND)
 ROUNDINGS = ("half_up", "half_even")
-MULT_MAX = 1 << 16
+#: mult < 2**24: mamfpga's own quantizer uses 16 bits (one DSP-sized operand); an imported model's
+#: float scales take up to 24 (float32's precision); 40-bit accumulators x 24 bits fit int64
+MULT_MAX = 1 << 24
 SHIFT_MAX = 62
 
 

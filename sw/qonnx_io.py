@@ -12,8 +12,8 @@ calibration data is needed:
 - the bias (a Quant, Brevitas's Int32Bias, or float) becomes int32 at the accumulator's
   scale s_acc = s_in * s_w (per channel);
 - the Quant after a layer (after its Relu, if any) gives the output scale s_out; each
-  row's requantization ``mult / 2**shift`` approximates s_acc / s_out (16-bit mult,
-  the largest shift), and the quantizer's range gives the clamp (``relu``, ``act_max``): an
+  row's requantization ``mult / 2**shift`` approximates s_acc / s_out (a mult of up to
+  24 bits, float32's precision, the largest shift; a power-of-two ratio gives a narrow one), and the quantizer's range gives the clamp (``relu``, ``act_max``): an
   unsigned b-bit quantizer (or any after a Relu) [0, 2**b - 1] (b = 8: unsigned bytes, which
   the next layer reads as 0..255), a signed b-bit one [-2**(b-1), 2**(b-1) - 1];
 - MaxPool passes the scale through (before or after the Quant: max commutes with a
@@ -26,7 +26,7 @@ nonzero zero point, BipolarQuant, Trunc, MultiThreshold, rounding modes other
 than ROUND on activations, a layer whose input is not quantized, a last layer without an
 output Quant (mamfpga's outputs are int8 at a scale the model must fix).
 
-Exactness: the contract multiplies by a 16-bit mult and shifts, rounding a half as the
+Exactness: the contract multiplies by a mult of up to 24 bits and shifts, rounding a half as the
 model's quantizer does (QONNX's ROUND: to even); QONNX divides by the float scale.
 :class:`ImportReport` gives per layer the worst-case deviation the mult/shift approximation can
 cause over the reachable accumulators (in output steps), and :func:`exactness` counts the
@@ -51,6 +51,10 @@ from mamfpga.sw.quantize import INT32_MAX, mult_shift
 __all__ = ["is_qonnx", "import_qonnx", "ImportReport", "LayerScale", "exactness", "Exactness", "QUANT_OPS"]
 
 #: QONNX quantization ops; only Quant is mapped.
+#: the requantizer's mult for a model's float scale ratios: 24 bits (float32's precision, which
+#: qonnx's own execution computes in), so that the approximation's error (2**-25 relative) is no
+#: larger than float32's rounding; a 16-bit mult flipped 0.1-0.4 % of a CNN's outputs
+MULT_BITS_IMPORT = 24
 QUANT_OPS = {"Quant", "BipolarQuant", "Trunc", "MultiThreshold", "IntQuant", "FloatQuant"}
 
 
@@ -164,8 +168,12 @@ def _quant_params(g: _Graph, node, path) -> _Q:
     return q
 
 
-def import_qonnx(path: str | os.PathLike) -> tuple[QuantNetwork, ImportReport]:
-    """The QuantNetwork of a QONNX model, and how exactly it reproduces the model's scales."""
+def import_qonnx(path: str | os.PathLike, mult_bits: int = MULT_BITS_IMPORT) -> tuple[QuantNetwork, ImportReport]:
+    """The QuantNetwork of a QONNX model, and how exactly it reproduces the model's scales.
+    ``mult_bits`` (16-24): the requantizers' mult width; 16 saves two DSP blocks per requantizer
+    and moves some outputs by a step (the report says how far)."""
+    if isinstance(mult_bits, bool) or not isinstance(mult_bits, int) or not 16 <= mult_bits <= MULT_BITS_IMPORT:
+        raise ModelFormatError(f"the mult width must be 16 to {MULT_BITS_IMPORT} bits, not {mult_bits!r}")
     path = Path(path)
     g = _Graph(read_onnx(path))
     report = ImportReport()
@@ -256,7 +264,7 @@ def import_qonnx(path: str | os.PathLike) -> tuple[QuantNetwork, ImportReport]:
                                    "to nearest (a half up or to even)")
         lay.rounding = "half_up" if q.rounding == "HALF_UP" else "half_even"
         ratio = s_acc / s_out
-        ms = [mult_shift(float(r)) for r in ratio]
+        ms = [mult_shift(float(r), mult_bits) for r in ratio]
         mult = np.array([m for m, _ in ms], dtype=np.int64)
         shift = np.array([s for _, s in ms], dtype=np.int64)
         lay.relu, lay.act_max = relu, act_max

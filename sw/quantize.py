@@ -33,17 +33,26 @@ __all__ = ["quantize", "mult_shift"]
 INT32_MAX = (1 << 31) - 1
 
 
-def mult_shift(scale: float) -> tuple[int, int]:
-    """(mult, shift) with mult / 2**shift ~= scale, 1 <= mult < 2**16, 0 <= shift <= 62."""
+def mult_shift(scale: float, bits: int = 16) -> tuple[int, int]:
+    """(mult, shift) with mult / 2**shift ~= scale, 1 <= mult < 2**bits (``bits`` <= 24, the
+    contract's widest), 0 <= shift <= 62: the largest shift that keeps mult in range (most
+    precision). With ``bits`` > 16 a mult's trailing zero bits are shifted out (the same value,
+    so a power-of-two scale keeps a narrow mult and the hardware its 16-bit requantizer)."""
+    top = 1 << bits
+    if not 1 <= bits <= MULT_MAX.bit_length() - 1:
+        raise ValueError(f"mult bits must be in [1, {MULT_MAX.bit_length() - 1}], not {bits}")
     if not math.isfinite(scale) or scale <= 0:
         raise QNetError(f"requantization scale must be positive and finite, not {scale}")
-    if scale >= MULT_MAX:
-        raise QNetError(f"requantization scale {scale:g} needs mult >= 2**16; the contract allows less")
-    shift = min(SHIFT_MAX, max(0, math.floor(math.log2((MULT_MAX - 1) / scale))))
+    if scale >= top:
+        raise QNetError(f"requantization scale {scale:g} needs mult >= 2**{bits}; the contract allows less")
+    shift = min(SHIFT_MAX, max(0, math.floor(math.log2((top - 1) / scale))))
     mult = int(round(scale * (1 << shift)))
-    while mult >= MULT_MAX and shift > 0:
+    while mult >= top and shift > 0:
         shift -= 1
         mult = int(round(scale * (1 << shift)))
+    if bits > 16:
+        while mult > 1 and mult % 2 == 0 and shift > 0:
+            mult, shift = mult >> 1, shift - 1
     return max(1, mult), shift
 
 

@@ -55,6 +55,29 @@ def test_matches_golden_requantize(acc_bits):
     assert got == want
 
 
+@pytest.mark.parametrize("acc_bits,mult_bits", [(12, 24), (22, 20), (34, 24)])
+def test_wide_mult_matches_golden(acc_bits, mult_bits):
+    """A mult wider than 16 bits (four partial products): random and extreme operands, both
+    roundings, against the golden model."""
+    dut = Requant(acc_bits=acc_bits, mult_bits=mult_bits, tag_bits=10)
+    rng = random.Random(acc_bits * 100 + mult_bits)
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    top = (1 << mult_bits) - 1
+    cases = []
+    for k in range(400):
+        acc = rng.choice([lo, hi, 0, -1, 1, rng.randint(lo, hi), rng.randint(-1000, 1000)])
+        mult = rng.choice([1, 1 << 16, top, rng.randint(1, top), rng.randint(1 << 16, top)])
+        shift = rng.choice([0, 62, rng.randint(0, 62), rng.randint(acc_bits + mult_bits - 12, acc_bits + mult_bits) % 63])
+        cases.append((acc, mult, shift, rng.random() < 0.5, k % 1024, 127, rng.choice(["half_up", "half_even"])))
+    got = _drive(dut, cases)
+    want = []
+    for acc, mult, shift, relu, tag, act_max, rounding in cases:
+        layer = QuantLayer(np.zeros((1, 1), np.int8), np.zeros(1, np.int32), "mac", mult, shift, relu,
+                           rounding=rounding)
+        want.append((int(requantize(layer, torch.tensor([acc], dtype=torch.int64))[0]), tag))
+    assert got == want
+
+
 @pytest.mark.parametrize("shift", [0, 1, 2, 7])
 def test_saturation_and_rounding_boundaries(shift):
     """Every accumulator whose rounded value lies in -131..131 (mult 1), relu and not:

@@ -75,6 +75,29 @@ def test_narrow_weights_packed_and_bit_exact(bits, tmp_path):
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("split", ["never", "always"])
+def test_wide_mults_bit_exact(split, tmp_path):
+    """Mults wider than 16 bits (an imported model's float scales, up to the contract's 24): per
+    row in one layer (carried in the bias words), one per layer in the next; the requantizers are
+    built that wide (row-parallel, or the column-split tree's), bit-exact, extremes included."""
+    rng = np.random.default_rng(7)
+    net = random_network(rng, [20, 24, 6], 0.4, ["mac", "mam"])
+    rows = net.layers[0].rows
+    mult = rng.integers(1 << 16, 1 << 24, size=rows)
+    mult[:3] = [(1 << 24) - 1, 1 << 16, 1]
+    net.layers[0].mult, net.layers[0].shift = mult.astype(np.int64), rng.integers(28, 36, size=rows).astype(np.int64)
+    net.layers[1].mult, net.layers[1].shift = (1 << 24) - 3, 37
+    program = compiler.compile_network(net, ArchConfig(pes=2, lanes=2), split=split)
+    assert program.config.mult_bits == 24
+    x = rng.integers(-128, 128, size=(6, 20)).astype(np.int8)
+    x[0], x[1] = 0, 127
+    res = cosimulate(program, emit(program, tmp_path / "build"), x)
+    assert res.mismatches == 0, res.first_mismatch
+    assert set(res.cycles) == {program.cycles_model}
+    assert len(set(np.ravel(res.outputs))) > 3                  # not everything saturated
+
+
+@pytest.mark.sim
 @pytest.mark.needs_tool("iverilog")
 def test_verilator_and_icarus_agree(tmp_path):
     rng = np.random.default_rng(11)

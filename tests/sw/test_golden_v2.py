@@ -248,7 +248,7 @@ def _rewrite(path, drop=(), **changes):
     ((), {"layer0.weight": np.ones((3, 2, 9, 9), np.int8)}, r"layer0.weight: a 9 x 9 kernel does not fit"),
     ((), {"layer0.bias": np.zeros(2, np.int32)}, r"layer0.bias: has shape \(2,\), but layer0.weight has 3 filters"),
     ((), {"layer0.mult": np.array([1, 2])}, r"layer0.mult: per-channel values must have shape \(3,\)"),
-    ((), {"layer0.mult": np.array([1, 0, 3])}, r"layer0.mult: must be in \[1, 65535\]; entry 1 is 0"),
+    ((), {"layer0.mult": np.array([1, 0, 3])}, r"layer0.mult: must be in \[1, 16777215\]; entry 1 is 0"),
     ((), {"layer0.shift": np.array([0, 63, 1])}, r"layer0.shift: must be in \[0, 62\]; entry 1 is 63"),
     ((), {"layer0.shift": np.array([0.5, 1, 1])}, r"layer0.shift: must hold integers"),
     ((), {"layer0.stride": np.array([1, 0])}, r"layer0.stride: must be 2 integers >= 1"),

@@ -10,6 +10,7 @@ from torch import nn
 from mamfpga.sw import data, golden, prune
 from mamfpga.sw.network import ModelFormatError, from_torch, to_torch
 from mamfpga.sw.onnx_io import export_onnx, import_onnx
+from mamfpga.sw.qnet import QNetError
 from mamfpga.sw.quantize import mult_shift, quantize
 from mamfpga.sw.simplify import simplify
 from mamfpga.sw.train import TrainConfig, accuracy, build_mlp, fit
@@ -37,6 +38,14 @@ def test_mult_shift():
         mult, shift = mult_shift(scale)
         assert 1 <= mult < 2**16 and 0 <= shift <= 62
         assert abs(mult / 2**shift - scale) <= scale * 2**-15 + 2**-62
+    # the import's 24-bit mults: 2**-23 relative, trailing zeros shifted out (a power of two
+    # stays a narrow mult, same value)
+    for scale in (3.7e-5, 0.999, 1 / 3, 123.4):
+        mult, shift = mult_shift(scale, 24)
+        assert 1 <= mult < 2**24 and abs(mult / 2**shift - scale) <= scale * 2**-23
+    assert mult_shift(0.375, 24) == (3, 3) and mult_shift(2.0 ** -40, 24) == (1, 40)
+    with pytest.raises(QNetError):
+        mult_shift(2.0 ** 24, 24)
 
 
 def test_quantized_mam_within_one_point_of_float(pruned_mam, digits):
