@@ -56,7 +56,7 @@ __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
            "unpack", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
-           "weight_bits_of", "mult_bits_of"]
+           "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
@@ -112,6 +112,10 @@ class ArchConfig:
     acc_bits: int = 32           # accumulator width (the compiler proves it suffices)
     delta_bits: int = 4          # width of a delta-coded column index
     mult_bits: int = 16          # the requantizers' mult: 16, or up to 24 for an imported model's scales
+    #: 0: one weight memory, every weight weight_bits wide. b (2 <= b < weight_bits): layers whose
+    #: weights fit b bits are stored b wide; the wider layers' upper weight bits live in an
+    #: extension memory as deep as their words (those layers first in the weight memory)
+    low_bits: int = 0
 
     def __post_init__(self):
         for name, lo, hi in (("pes", 1, 64), ("lanes", 1, 32), ("acc_bits", 8, 40), ("delta_bits", 1, 16)):
@@ -127,6 +131,10 @@ class ArchConfig:
                 or not MULT_BITS <= self.mult_bits <= MULT_BITS_MAX:
             raise ValueError(f"mult_bits must be an integer between {MULT_BITS} and {MULT_BITS_MAX}, "
                              f"not {self.mult_bits!r}")
+        if isinstance(self.low_bits, bool) or not isinstance(self.low_bits, int) \
+                or not (self.low_bits == 0 or 2 <= self.low_bits < self.weight_bits):
+            raise ValueError(f"low_bits must be 0 or an integer from 2 to weight_bits - 1 ({self.weight_bits - 1}), "
+                             f"not {self.low_bits!r}")
         if self.act_bits != 8:
             raise ValueError("the contract has 8-bit activations")
 
@@ -147,6 +155,42 @@ def mult_bits_of(layers) -> int:
     widest mult's bits where a layer's is wider."""
     top = max((int(np.max(l.mult)) for l in layers if l.weight is not None), default=1)
     return max(MULT_BITS, top.bit_length())
+
+
+def low_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
+    """A weight word as the weight memory stores it: the word of :func:`weight_word_fields` with
+    each weight cut to its low ``cfg.low_bits`` bits (all of it without an extension memory)."""
+    if not cfg.low_bits:
+        return weight_word_fields(cfg)
+    eb = cfg.delta_bits + cfg.low_bits
+    fields = []
+    for k in range(cfg.lanes):
+        fields += [(f"delta{k}", k * eb, cfg.delta_bits, False), (f"weight{k}", k * eb + cfg.delta_bits, cfg.low_bits, True)]
+    return fields + [("eor", cfg.lanes * eb, 1, False)]
+
+
+def high_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
+    """A word of the extension memory: each lane's weight bits above ``cfg.low_bits``."""
+    hb = cfg.weight_bits - cfg.low_bits
+    return [(f"high{k}", k * hb, hb, False) for k in range(cfg.lanes)] if cfg.low_bits else []
+
+
+def split_weight_words(cfg: ArchConfig, words: list[int]) -> tuple[list[int], list[int]]:
+    """Weight words (:func:`weight_word_fields`) as the weight memory and the extension memory
+    store them; without an extension memory, the words and none."""
+    import numpy as np
+
+    if not cfg.low_bits or not words:
+        return list(words), []
+    f = [unpack(weight_word_fields(cfg), w) for w in words]
+    lo = {"eor": np.array([x["eor"] for x in f])}
+    hi = {}
+    for k in range(cfg.lanes):
+        w = np.array([x[f"weight{k}"] for x in f], dtype=np.int64)
+        lo[f"delta{k}"] = np.array([x[f"delta{k}"] for x in f])
+        lo[f"weight{k}"] = w
+        hi[f"high{k}"] = w >> cfg.low_bits
+    return pack(low_word_fields(cfg), lo), pack(high_word_fields(cfg), hi)
 
 
 def entry_bits(cfg: ArchConfig) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mamfpga.compile.arch import ArchConfig, bias_bits, word_bits
+from mamfpga.compile.arch import ArchConfig, bias_bits, high_word_fields, low_word_fields
 from mamfpga.compile.device import DEVICES
 from mamfpga.compile.ir import CompileError, Program
 from mamfpga.compile.passes import compile_network
@@ -37,11 +37,14 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
     build = claim_dir(build, what="build folder")
     cfg = program.config
     save_qnet(program.source, build / "net.npz")
-    ww = -(-word_bits(cfg) // 4)
+    ww = -(-sum(w for _, _, w, _ in low_word_fields(cfg)) // 4)
+    hw = -(-sum(w for _, _, w, _ in high_word_fields(cfg)) // 4)
     bw = -(-bias_bits(cfg, program.scales) // 4)
     for p in range(cfg.pes):
-        words = [w for l in program.layers for w in l.words[p]]
+        words, high, _ = program.weight_images(p)
         atomic_write_text(build / f"pe{p}_weights.hex", "".join(f"{w:0{ww}x}\n" for w in words))
+        if cfg.low_bits:
+            atomic_write_text(build / f"pe{p}_weights_high.hex", "".join(f"{w:0{hw}x}\n" for w in high))
         bias = [b for l in program.layers for b in l.bias[p]]
         atomic_write_text(build / f"pe{p}_bias.hex", "".join(f"{b:0{bw}x}\n" for b in bias))
     manifest = {
@@ -49,7 +52,7 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
         "board": board,
         "top": top,
         "config": {"pes": cfg.pes, "lanes": cfg.lanes, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
-                   "acc_bits": cfg.acc_bits, "mult_bits": cfg.mult_bits, "delta_bits": cfg.delta_bits,
+                   "acc_bits": cfg.acc_bits, "mult_bits": cfg.mult_bits, "low_bits": cfg.low_bits, "delta_bits": cfg.delta_bits,
                    "split": program.split,
                    "device": program.device.name if program.device else None},
         "choice": choice,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mamfpga.compile.arch import OUTPUT_CYCLES, ArchConfig
+from mamfpga.compile.arch import OUTPUT_CYCLES, ArchConfig, split_weight_words
 from mamfpga.compile.device import Device
 from mamfpga.compile.maps import ConvGeometry, OutGen
 from mamfpga.errors import MamfpgaError
@@ -63,6 +63,7 @@ class LayerPlan:
     act_max: int = 127                   # the outputs' clamp: [0 or -(act_max + 1), act_max]
     in_unsigned: bool = False            # it reads unsigned bytes (the layer before has act_max 255)
     rounding: str = "half_up"            # how its requantization rounds a half ("half_up", "half_even")
+    weight_bits: int = 8                 # the narrowest width that holds its weights
 
     @property
     def positions(self) -> int:
@@ -110,6 +111,27 @@ class Program:
     def cycles_model(self) -> int:
         """Cycles per inference, as the cycle model counts them."""
         return self.net.input_size + sum(l.cycles_model for l in self.layers) + OUTPUT_CYCLES * self.net.output_size
+
+    def wide(self, plan: LayerPlan) -> bool:
+        """Whether a layer's weights need the extension memory (wider than ``config.low_bits``)."""
+        return bool(self.config.low_bits) and plan.weight_bits > self.config.low_bits
+
+    def weight_order(self) -> list[int]:
+        """Hardware layers in the order the weight memories hold them: those that need the
+        extension memory first (it is as deep as their words), then the rest, each group in order."""
+        k = range(len(self.layers))
+        return [i for i in k if self.wide(self.layers[i])] + [i for i in k if not self.wide(self.layers[i])]
+
+    def weight_images(self, p: int) -> tuple[list[int], list[int], list[int]]:
+        """PE ``p``'s weight memory and extension memory contents, and each layer's first word."""
+        lo, hi, base = [], [], [0] * len(self.layers)
+        for i in self.weight_order():
+            base[i] = len(lo)
+            a, b = split_weight_words(self.config, self.layers[i].words[p])
+            lo += a
+            if self.wide(self.layers[i]):
+                hi += b
+        return lo, hi, base
 
     @property
     def widest(self) -> int:

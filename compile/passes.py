@@ -28,6 +28,7 @@ import numpy as np
 from mamfpga.compile.arch import (ArchConfig, act_side_words, bias_bits, bias_bits_used, bias_word_fields,
                                    bound_cycles, layer_overhead, pack, result_fields, results_may_use_block_ram,
                                    rom_width, split_overhead, weight_bits_of, mult_bits_of, weight_word_fields,
+                                   low_word_fields, high_word_fields,
                                    word_bits)
 from mamfpga.compile.device import Device, memory_blocks
 from mamfpga.compile.ir import CompileError, LayerPlan, MemoryFitError, Program
@@ -485,7 +486,8 @@ def encode_layer(k: int, layer: QuantLayer, shape: LayerShape, cfg: ArchConfig, 
                      shape.out_address, cycles_model=positions * max(len(w) for w in words) + overhead,
                      cycles_bound=bound_cycles(layer.nnz * positions, out_values, cfg), pe_nnz=pe_nnz,
                      split=shape.split, col_ranges=shape.ranges, geom=shape.geom, out=shape.out,
-                     net_index=shape.net_index, kind=layer.kind, act_max=layer.act_max, rounding=layer.rounding)
+                     net_index=shape.net_index, kind=layer.kind, act_max=layer.act_max, rounding=layer.rounding,
+                     weight_bits=weight_bits_of([layer.weight]))
 
 
 def fifo_depths(program) -> list[int]:
@@ -518,19 +520,23 @@ def memory_use(program: Program, family: str | None) -> dict:
     act_depth = 2 * act_side_words(program.widest, P)
     modes = {l.mode for l in program.layers}
     kinds = {(l.split, l.mode) for l in program.layers}
-    wb, bb = word_bits(cfg), bias_bits(cfg, program.scales)
+    wb, bb = sum(w for _, _, w, _ in low_word_fields(cfg)), bias_bits(cfg, program.scales)
     bb_used = bias_bits_used(cfg, modes, program.scales)
-    words_w = [[w for l in program.layers for w in l.words[p]] for p in range(P)]
+    images = [program.weight_images(p) for p in range(P)]
     words_b = [[b for l in program.layers for b in l.bias[p]] for p in range(P)]
     mems = {
         "weights": {"copies": P, "width": wb, "depths": depth_w, "rom": True, "enables": 0,
-                    "widths": [rom_width(w, (1 << wb) - 1) for w in words_w]},
+                    "widths": [rom_width(lo, (1 << wb) - 1) for lo, _, _ in images]},
         "bias": {"copies": P, "width": bin(bb_used).count("1"), "depths": depth_b, "rom": True, "enables": 0,
                  "widths": [rom_width(b, bb_used) for b in words_b]},
         # every lane of every PE reads its own copy, both ping-pong sides in one memory, written
         # a byte (activation) at a time
         "activations": {"copies": P * L, "width": 8 * P, "depths": [act_depth] * (P * L), "rom": False,
                         "enables": P},
+        # the upper weight bits of the layers wider than low_bits (none without them)
+        **({"weights_high": {"copies": P, "width": hb, "depths": [max(2, len(hi)) for _, hi, _ in images], "rom": True,
+                             "enables": 0, "widths": [rom_width(hi, (1 << hb) - 1) for _, hi, _ in images]}}
+           if (hb := sum(w for _, _, w, _ in high_word_fields(cfg))) else {}),
         # each PE's result FIFO (the fields some layer reads); in logic where block RAM cannot serve it
         "results": {"copies": P, "width": sum(w for _, w in result_fields(cfg, kinds, program.scales)),
                     "depths": fifo_depths(program), "rom": False, "enables": 1,
@@ -556,7 +562,8 @@ def memory_use(program: Program, family: str | None) -> dict:
             m.pop(k, None)
     nnz = sum(l.nnz for l in program.layers)
     return {"memories": mems, "total_bits": total_bits, "bram": total_blocks if family else None,
-            "weight_bits_per_nnz": (mems["weights"]["bits"] / nnz) if nnz else None}
+            "weight_bits_per_nnz": ((mems["weights"]["bits"] + mems.get("weights_high", {}).get("bits", 0)) / nnz)
+            if nnz else None}
 
 
 def check_capacity(program: Program, device: Device) -> dict:
@@ -662,13 +669,31 @@ def _encode(c: Compilation) -> None:
                         input_address=c.input_address)
 
 
+def _choose_low_bits(c: Compilation) -> None:
+    """Pass: per-layer weight widths. Where layers' weights differ in width, each candidate
+    narrow width b (a narrower layer's) stores the layers that fit b bits b wide and the wider
+    layers' upper bits in an extension memory; kept if it needs fewer block RAMs (with a device),
+    else fewer bits, than one memory at the widest width."""
+    widths = sorted({plan.weight_bits for plan in c.plans if plan.nnz})
+    best, best_key = 0, None
+    for b in [0] + [w for w in widths if 2 <= w < c.cfg.weight_bits]:
+        c.program.config = replace(c.cfg, low_bits=b)
+        use = memory_use(c.program, c.device.family if c.device is not None else None)
+        bits = sum(m["bits"] for k, m in use["memories"].items() if k.startswith("weights"))
+        key = ((use["bram"], bits) if c.device is not None else (bits,))
+        if best_key is None or key < best_key:
+            best, best_key = b, key
+    c.cfg = c.program.config = replace(c.cfg, low_bits=best)
+
+
 def _check_capacity(c: Compilation) -> None:
     c.program.memory = (check_capacity(c.program, c.device) if c.device is not None
                         else memory_use(c.program, None))
 
 
 #: the compiler, in order: each pass reads what the ones before it added to the Compilation
-PASSES = [_eliminate, _prove_accumulators, _plan_layers, _choose_delta_bits, _encode, _check_capacity]
+PASSES = [_eliminate, _prove_accumulators, _plan_layers, _choose_delta_bits, _encode, _choose_low_bits,
+          _check_capacity]
 
 
 def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, device: Device | None = None,
@@ -692,5 +717,6 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, device:
             raise
         _choose_delta_bits(c)
         _encode(c)
+        _choose_low_bits(c)
         _check_capacity(c)
     return c.program

@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words,
                                    bias_bits, bias_bits_used, bias_word_fields, clog2, index_bits, pow2_at_least,
-                                   rom_width, weight_word_fields, word_bits)
+                                   rom_width, weight_word_fields, word_bits, low_word_fields, high_word_fields)
 from mamfpga.compile.device import memory_style
 from mamfpga.hw.adder_tree import AdderTree
 from mamfpga.hw.maxmin_tree import MaxMinTree
@@ -62,17 +62,20 @@ class PELayer:
     out_w: int = 1               # pooled outputs per map row
     steps: tuple = (0, 0, 0, 0)  # origin increments: window x, window y, pooled x, pooled y
     unsigned: bool = False       # it reads unsigned bytes (0..255), not int8
+    wide: bool = False           # its weights' upper bits come from the extension memory
 
 
 class PE(wiring.Component):
     def __init__(self, cfg: ArchConfig, *, weights: list[int], biases: list[int], layers: list[PELayer],
-                 act_depth: int, family: str | None = None, scales: bool = False):
+                 act_depth: int, family: str | None = None, scales: bool = False, high: list[int] | None = None):
         if not layers:
             raise ValueError("a PE needs at least one layer")
         self.cfg = cfg
         # at least two words each, so that every address has a bit (a one-word memory has none)
         self.weights = (list(weights) + [0, 0])[:max(2, len(weights))]
         self.biases = (list(biases) + [0, 0])[:max(2, len(biases))]
+        #: the extension memory (``cfg.low_bits``): the wide layers' upper weight bits, from address 0
+        self.high = (list(high or []) + [0, 0])[:max(2, len(high or []))] if cfg.low_bits else None
         self.layers = list(layers)
         self.act_depth = pow2_at_least(act_depth)      # one ping-pong side; a power of two
         self.family = family                             # memories marked block RAM or logic for it
@@ -105,7 +108,7 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- memories
         # each memory marked block RAM or logic as the compiler counted it (mamfpga.compile.device)
         fam = self.family
-        wb, bb = word_bits(cfg), bias_bits_used(cfg, self.modes, self.scales)
+        wb, bb = sum(w for _, _, w, _ in low_word_fields(cfg)), bias_bits_used(cfg, self.modes, self.scales)
         m.submodules.wmem = wmem = Memory(shape=unsigned(wb), depth=len(self.weights), init=self.weights,
                                           attrs=memory_style(rom_width(self.weights, (1 << wb) - 1),
                                                              len(self.weights), fam, rom=True))
@@ -114,6 +117,12 @@ class PE(wiring.Component):
                                           attrs=memory_style(rom_width(self.biases, bb),
                                                              len(self.biases), fam, rom=True))
         w_rd = wmem.read_port()
+        if self.high is not None:
+            hb = sum(w for _, _, w, _ in high_word_fields(cfg))
+            m.submodules.hmem = hmem = Memory(shape=unsigned(hb), depth=len(self.high), init=self.high,
+                                              attrs=memory_style(rom_width(self.high, (1 << hb) - 1),
+                                                                 len(self.high), fam, rom=True))
+            h_rd = hmem.read_port()
         b_rd = bmem.read_port()
         act_rd = []
         for k in range(L):
@@ -136,6 +145,7 @@ class PE(wiring.Component):
         side = Signal()
         mam = Signal()
         uns = Signal()                             # the layer reads unsigned bytes
+        wide = Signal()                            # its weights' upper bits are in the extension memory
         rows_left = Signal(index_bits(max(l.rows * l.positions for l in lays) + 1))
         rows_pp = Signal(index_bits(max(l.rows for l in lays) + 1))
         pos_left = Signal(index_bits(max(l.positions for l in lays) + 1))
@@ -156,7 +166,7 @@ class PE(wiring.Component):
                                      w_left.eq(lay.words), b_base.eq(lay.b_base), origin.eq(lay.origin),
                                      side.eq(lay.side), mam.eq(lay.mode == "mam"), uns.eq(lay.unsigned),
                                      rows_left.eq(lay.rows * lay.positions), rows_pp.eq(lay.rows),
-                                     pos_left.eq(lay.positions)]
+                                     pos_left.eq(lay.positions), wide.eq(lay.wide)]
                         if conv:
                             m.d.sync += [o_py.eq(lay.origin), o_px.eq(lay.origin), o_dy.eq(lay.origin),
                                          dx.eq(0), dy.eq(0), px.eq(0), dx_end.eq(lay.window[1] - 1),
@@ -164,6 +174,10 @@ class PE(wiring.Component):
                             m.d.sync += [s.eq(v) for s, v in zip(st, lay.steps)]
         fetching = Signal()
         m.d.comb += [fetching.eq(w_left != 0), w_rd.addr.eq(w_addr)]
+        if self.high is not None:
+            # the wide layers come first, so their addresses are the extension memory's (a narrow
+            # layer's read of it, past its end, is not used)
+            m.d.comb += h_rd.addr.eq(w_addr[:len(h_rd.addr)])
         with m.If(fetching & ~self.start):
             with m.If((w_left == 1) & (pos_left > 1) if conv else 0):
                 # the position's last word: read the layer's words again, at the next position
@@ -188,8 +202,21 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- S1: decode
         # the weight word is registered as it leaves the block RAM (its clock-to-out is long)
         v1a, v1 = Signal(), Signal()
-        word = Signal.like(w_rd.data)
-        m.d.sync += [v1a.eq(fetching & ~self.start), v1.eq(v1a), word.eq(w_rd.data)]
+        word = Signal(word_bits(cfg))
+        if self.high is None:
+            m.d.sync += [v1a.eq(fetching & ~self.start), v1.eq(v1a), word.eq(w_rd.data)]
+        else:
+            # the word as weight_word_fields lays it out: each weight's low bits, and above them the
+            # extension memory's bits (a wide layer) or the low bits' sign (a narrow one)
+            lo_f = data.View(word_layout(low_word_fields(cfg)), w_rd.data)
+            hi_f = data.View(word_layout(high_word_fields(cfg)), h_rd.data)
+            full = data.View(word_layout(weight_word_fields(cfg)), word)
+            hb = cfg.weight_bits - cfg.low_bits
+            m.d.sync += [v1a.eq(fetching & ~self.start), v1.eq(v1a), full.eor.eq(lo_f.eor)]
+            for k in range(L):
+                lw = lo_f[f"weight{k}"]
+                m.d.sync += [full[f"delta{k}"].eq(lo_f[f"delta{k}"]),
+                             full[f"weight{k}"].eq(Cat(lw, Mux(wide, hi_f[f"high{k}"], lw[-1].replicate(hb))))]
         fields = data.View(word_layout(weight_word_fields(cfg)), word)
         deltas = [fields[f"delta{k}"] for k in range(L)]
         wts = [fields[f"weight{k}"] for k in range(L)]
@@ -394,7 +421,8 @@ def act_depth_of(program) -> int:
 
 def pe_from_program(program, p: int, family: str | None = None) -> PE:
     """PE ``p`` of the accelerator for a compiled :class:`~mamfpga.compile.ir.Program`."""
-    weights, biases, layers = [], [], []
+    weights, high, w_base = program.weight_images(p)
+    biases, layers = [], []
     for k, plan in enumerate(program.layers):
         g = plan.geom
         if g is not None:
@@ -403,10 +431,9 @@ def pe_from_program(program, p: int, family: str | None = None) -> PE:
                          steps=(st["x"], st["y"], st["px"], st["py"]))
         else:
             extra = dict(origin=plan.col_ranges[p] if plan.split else 0)
-        layers.append(PELayer(w_base=len(weights), words=len(plan.words[p]), b_base=len(biases),
+        layers.append(PELayer(w_base=w_base[k], words=len(plan.words[p]), b_base=len(biases),
                               rows=len(plan.bias[p]), mode=plan.mode, side=k % 2, unsigned=plan.in_unsigned,
-                              **extra))
-        weights += plan.words[p]
+                              wide=program.wide(plan), **extra))
         biases += plan.bias[p]
     return PE(program.config, weights=weights, biases=biases, layers=layers, act_depth=act_depth_of(program),
-              family=family, scales=program.scales)
+              family=family, scales=program.scales, high=high)

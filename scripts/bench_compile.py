@@ -73,18 +73,25 @@ def main():
 
     print(f"\n{'weight bits':>12}{'stored':>8}{'delta':>7}{'bits/nnz':>10}{'model cycles':>14}")
     figures["narrow"] = []
-    for bits in (8, 4, 2):
-        lim = 2 ** (bits - 1) - 1
+    n = len(qnet.layers)
+    # every layer at 8, 4, 2 bits; then 8-bit first and last layers around 4-bit hidden ones (as
+    # FINN-style models are quantized), stored per layer: the 8-bit layers' upper bits in the
+    # extension memory
+    for widths in ([8] * n, [4] * n, [2] * n, [8] + [4] * (n - 2) + [8]):
         layers = []
-        for l in qnet.layers:
+        for l, bits in zip(qnet.layers, widths):
+            lim = 2 ** (bits - 1) - 1
             w = l.weight.astype(np.int64)
             narrow = np.sign(w) * np.maximum(1, np.rint(np.abs(w) * lim / 127)) * (w != 0)
             layers.append(replace(l, weight=narrow.astype(np.int8)))
         prog = stages.compile_for(QuantNetwork(layers, qnet.input_scale, qnet.output_scale,
                                                input_shape=qnet.input_shape), pes=4, lanes=2).program
-        print(f"{bits:>12}{prog.config.weight_bits:>8}{prog.config.delta_bits:>7}"
+        label = str(widths[0]) if len(set(widths)) == 1 else "/".join(map(str, widths))
+        stored = (f"{prog.config.low_bits}+{prog.config.weight_bits - prog.config.low_bits}"
+                  if prog.config.low_bits else str(prog.config.weight_bits))
+        print(f"{label:>12}{stored:>8}{prog.config.delta_bits:>7}"
               f"{prog.memory['weight_bits_per_nnz']:>10.1f}{prog.cycles_model:>14}")
-        figures["narrow"].append({"bits": bits, "stored": prog.config.weight_bits,
+        figures["narrow"].append({"bits": label, "stored": stored,
                                   "bits_per_nnz": prog.memory["weight_bits_per_nnz"]})
 
     rng = np.random.default_rng(0)

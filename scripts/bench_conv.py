@@ -54,7 +54,7 @@ def main():
         rows.append({"pes": p, "lanes": l, "model": prog.cycles_model, "bound": prog.cycles_bound,
                      "layers": [[pl.cycles_model, pl.cycles_bound] for pl in prog.layers],
                      "fmap_bits": fmap_bits, "weight_bits": weight_bits,
-                     "act_bits": mems["activations"]["bits"], "weight_mem_bits": mems["weights"]["bits"],
+                     "act_bits": mems["activations"]["bits"], "weight_mem_bits": sum(m["bits"] for k, m in mems.items() if k.startswith("weights")),
                      "bram": use["bram"], "act_bram": mems["activations"]["bram"],
                      "weight_bram": mems["weights"]["bram"]})
     print(f"\n(the {dev.name} has {dev.bram} block RAMs of {dev.bram_bits} bits and {dev.spram} SPRAMs; "

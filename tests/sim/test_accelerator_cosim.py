@@ -74,6 +74,58 @@ def test_narrow_weights_packed_and_bit_exact(bits, tmp_path):
     assert set(res.cycles) == {program.cycles_model}
 
 
+def _mixed_widths(net, rng, bits):
+    """``net`` with its weighted layers' weights cut to ``bits`` (cycled), a dense row or filter of
+    that width's extremes in each, so that every layer needs exactly its width."""
+    weighted = [l for l in net.layers if l.weight is not None]
+    for k, layer in enumerate(weighted):
+        lim = 2 ** (bits[k % len(bits)] - 1) - 1
+        w = np.clip(layer.weight, -lim, lim).astype(np.int8)
+        w[-1] = rng.choice([-lim, lim], size=w.shape[1:])
+        layer.weight = w
+    return net
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_per_layer_weight_widths_bit_exact(kind, tmp_path):
+    """Layers of 8-, 4- and 2-bit weights in one program: the narrow ones stored at the narrow
+    width, the wide ones' upper bits in the extension memory (read at the same address, the wide
+    layers first); bit-exact, cycles = model, fewer weight bits than one memory at 8 bits."""
+    from mamfpga.compile.passes import memory_use
+    from tests.support import conv_inputs, random_conv_network, spread_scales
+
+    if kind == "dense":
+        rng = np.random.default_rng(11)
+        net = _mixed_widths(random_network(rng, [24, 40, 30, 6], 0.4, ["mam", "mac", "mam"]), rng, [4, 8, 2])
+        x = rng.integers(-128, 128, size=(5, 24)).astype(np.int8)
+        x[0] = -128
+        net = spread_scales(net, x)            # outputs spread, not saturated: a wrong weight shows
+    else:
+        # the first random conv network with three weighted layers whose outputs vary with the input
+        from mamfpga.sw import golden
+        for seed in range(200, 400):
+            rng = np.random.default_rng(seed)
+            net = random_conv_network(rng)
+            if sum(l.weight is not None and np.any(l.weight) for l in net.layers) < 3:
+                continue
+            x = conv_inputs(rng, net.input_shape, 5)
+            net = spread_scales(_mixed_widths(net, rng, [4, 8, 2]), x)
+            if len(set(np.ravel(golden.run(net, x.reshape(len(x), -1))))) > 4:
+                break
+    program = compiler.compile_network(net, ArchConfig(pes=2, lanes=2))
+    cfg = program.config
+    assert cfg.weight_bits == 8 and cfg.low_bits in (2, 4)
+    assert sorted({l.weight_bits for l in program.layers if l.nnz}) == [2, 4, 8]
+    one = memory_use(replace(program, config=replace(cfg, low_bits=0)), None)
+    assert program.memory["weight_bits_per_nnz"] < one["weight_bits_per_nnz"]
+    assert "weights_high" in program.memory["memories"]
+    res = cosimulate(program, emit(program, tmp_path / "build"), x)
+    assert res.mismatches == 0, res.first_mismatch
+    assert set(res.cycles) == {program.cycles_model}
+    assert len(set(np.ravel(res.outputs))) > 4
+
+
 @pytest.mark.sim
 @pytest.mark.parametrize("split", ["never", "always"])
 def test_wide_mults_bit_exact(split, tmp_path):
