@@ -127,8 +127,8 @@ def cmd_train(args) -> int:
     t = stages.train(stages.load_dataset(args.dataset), mode=args.mode, hidden=_sizes(args.hidden), arch=args.arch,
                      schedule=args.schedule, per=args.per, vc_epochs=args.vc_epochs, epochs=args.epochs, lr=args.lr,
                      batch=args.batch, weight_decay=args.weight_decay, prune_at=args.prune_at, method=args.method,
-                     sparsity=args.sparsity, seed=args.seed, weight_bits=args.weight_bits, progress=not args.quiet,
-                     log=print)
+                     sparsity=args.sparsity, seed=args.seed, weight_bits=args.weight_bits, act_bits=args.act_bits,
+                     progress=not args.quiet, log=print)
     stages.save_model(t.model, out, t.meta)
     print(f"test accuracy {t.accuracy:.4f}; saved {out}")
     return 0
@@ -235,14 +235,17 @@ def cmd_quantize(args) -> int:
     net, meta = stages.load_float_network(args.model)
     calib, test = _calibration(args)
     bits = (meta or {}).get("weight_bits")
-    q = stages.quantize(net, calib, simplify_first=not args.no_simplify, weight_bits=bits)
+    act_bits, act_ranges = (meta or {}).get("act_bits"), (meta or {}).get("act_ranges")
+    q = stages.quantize(net, calib, simplify_first=not args.no_simplify, weight_bits=bits, act_bits=act_bits,
+                        act_ranges=act_ranges)
     if q.simplified is not None:
         print(f"simplified: {q.simplified.summary()}")
     stages.save_qnet(q.qnet, out)
     kinds = [l.kind if l.kind == "maxpool2d" else f"{'' if l.kind == 'dense' else l.kind + ' '}{l.mode}"
              for l in q.qnet.layers]
     print(f"quantized {len(q.qnet.layers)} layers ({', '.join(kinds)}), "
-          f"{sum(l.nnz for l in q.qnet.layers)} nonzero {f'{bits}-bit (trained)' if bits else 'int8'} weights; "
+          f"{sum(l.nnz for l in q.qnet.layers)} nonzero {f'{bits}-bit (trained)' if bits else 'int8'} weights"
+          f"{f', {act_bits}-bit hidden activations (trained ranges)' if act_bits else ''}; "
           f"input_scale {q.qnet.input_scale:.6g}; saved {out}")
     if test is not None and test[1] is not None:
         f_acc, q_acc = stages.accuracy_float_int8(q, *test)
@@ -431,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--weight-bits", type=int, help="quantization-aware training of B-bit weights (2-8; per row, "
                                                    "straight-through); prune --finetune and quantize keep them")
+    d.add_argument("--act-bits", type=int, help="quantization-aware training of B-bit hidden activations (2-8; "
+                                                "after a ReLU 0..2^B-1, 8: unsigned bytes; ranges tracked in "
+                                                "training, which quantize then uses)")
 
     d = verb("prune", cmd_prune, "prune a model (one-shot or iterative), optionally MAM -> MAC and fine-tune",
              output)

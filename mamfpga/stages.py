@@ -40,7 +40,8 @@ from mamfpga.sw import experiments
 from mamfpga.sw.experiments import pruning_batches
 from mamfpga.sw.mam import WEIGHTED_TYPES, is_mam
 from mamfpga.sw.mam import to_mac as mam_to_mac
-from mamfpga.sw.modelio import load_model, save_model
+from mamfpga.sw.modelio import load_model as _load_model_file
+from mamfpga.sw.modelio import save_model
 from mamfpga.sw.network import ModelFormatError, Network, from_torch, to_torch
 from mamfpga.sw.onnx_io import import_onnx, read_onnx
 from mamfpga.sw import qonnx_io
@@ -50,7 +51,8 @@ from mamfpga.sw.qnet import QuantNetwork, load_qnet, save_qnet
 from mamfpga.sw.quantize import quantize as quantize_network
 from mamfpga.sw.simplify import SimplifyReport
 from mamfpga.sw.simplify import simplify as simplify_network
-from mamfpga.sw.train import DEFAULT_HIDDEN, TrainConfig, accuracy, build_mlp, build_model, snap_weights
+from mamfpga.sw.train import (DEFAULT_HIDDEN, ActQuant, TrainConfig, accuracy, act_quant_of, build_mlp, build_model,
+                              snap_weights)
 from mamfpga.sw.train import fit as fit_model
 from mamfpga.sw.train import finetune as finetune_model
 
@@ -90,17 +92,41 @@ class Trained:
     accuracy: float
 
 
-def check_weight_bits(bits: int | None) -> None:
-    """--weight-bits: None, or 2 to 8 (UsageError, one line, otherwise)."""
+def check_weight_bits(bits: int | None, option: str = "--weight-bits") -> None:
+    """--weight-bits (or --act-bits): None, or 2 to 8 (UsageError, one line, otherwise)."""
     if bits is not None and not 2 <= bits <= 8:
-        raise UsageError(f"--weight-bits must be between 2 and 8, not {bits}")
+        raise UsageError(f"{option} must be between 2 and 8, not {bits}")
+
+
+def load_model(path) -> tuple[nn.Sequential, dict]:
+    """A model file and its metadata; a model trained with quantized activations
+    (``act_bits`` and its trained ``act_ranges``) computes with them again."""
+    model, meta = _load_model_file(path)
+    if meta.get("act_bits") is not None:
+        _act_quant(model, meta, path)
+    return model, meta
+
+
+def _act_quant(model, meta: dict, where) -> None:
+    try:
+        ActQuant(model, int(meta["act_bits"]), [float(r) for r in meta["act_ranges"]])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{where}: the activation quantization in its metadata does not fit the model "
+                               f"({exc})") from None
+
+
+def _act_meta(model) -> dict:
+    """The metadata of a model's quantized activations (none without them)."""
+    aq = act_quant_of(model)
+    return {"act_bits": aq.bits, "act_ranges": [float(r or 0.0) for r in aq.ranges]} if aq is not None else {}
 
 
 def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | None = None,
           schedule: str | None = None, per: str | None = None, vc_epochs: int | None = None,
           epochs: int | None = None, lr: float | None = None, batch: int | None = None,
           weight_decay: float = 1e-4, prune_at: int | None = None, method: str = "gmp", sparsity: float = 0.99,
-          seed: int = 0, weight_bits: int | None = None, progress: bool = True, log=print) -> Trained:
+          seed: int = 0, weight_bits: int | None = None, act_bits: int | None = None, progress: bool = True,
+          log=print) -> Trained:
     """A network trained on ``ds``: an MLP of ``hidden`` sizes, or the layers of ``arch``
     (:func:`~mamfpga.sw.train.parse_arch`: convolutions, pooling, fc), the classifier appended;
     MAM conv and hidden layers with vanishing contributions (beta to 0 over ``vc_epochs``), or
@@ -109,7 +135,8 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
         _check_method(method)
     given = {"schedule": schedule, "per": per, "vc_epochs": vc_epochs, "epochs": epochs, "lr": lr, "batch": batch}
     check_weight_bits(weight_bits)
-    cfg = TrainConfig(weight_decay=weight_decay, seed=seed, weight_bits=weight_bits,
+    check_weight_bits(act_bits, "--act-bits")
+    cfg = TrainConfig(weight_decay=weight_decay, seed=seed, weight_bits=weight_bits, act_bits=act_bits,
                       **{k: v for k, v in given.items() if v is not None})
     if arch is not None and hidden is not None:
         raise UsageError("give --arch or --hidden, not both (--hidden 256,256 is --arch fc256,fc256)")
@@ -128,13 +155,15 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
     log(f"training a {mode.upper()} {what} on {ds.name} "
         f"({len(ds.y_train)} train / {len(ds.y_test)} test), {cfg.epochs} epochs"
         + (f", beta {cfg.schedule} over {cfg.vc_epochs} epochs" if mode == "mam" else "")
-        + (f", {weight_bits}-bit weights (quantization-aware)" if weight_bits else ""))
+        + (f", {weight_bits}-bit weights (quantization-aware)" if weight_bits else "")
+        + (f", {act_bits}-bit activations (quantization-aware)" if act_bits else ""))
     fit_model(model, ds, cfg, progress=progress, prune_at=prune_at, prune_fn=prune_fn if pset else None)
     acc = accuracy(model, ds.x_test, ds.y_test)
     meta = {"dataset": ds.name, "mode": mode, "train": vars(cfg), "accuracy": acc}
     meta.update({"arch": arch} if arch is not None else {"hidden": list(hidden)})
     if weight_bits is not None:
         meta["weight_bits"] = weight_bits
+    meta.update(_act_meta(model))
     if targets:
         meta["pruned_layers"] = targets
     if prune_at is not None:
@@ -188,12 +217,15 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
     elif bits is not None:
         snap_weights(model, bits)             # the rows' grids after pruning
     acc = accuracy(model, ds.x_test, ds.y_test)
+    act = _act_meta(model)                    # fine-tuning moved the activation ranges on
     if simplify:
         net, report = simplify_network(from_torch(model))
         model = to_torch(net)
+        if act:
+            _act_quant(model, act, "the simplified model")
         log(f"simplified: {report.summary()}")
         targets = None
-    meta = {**meta, "accuracy": acc, "pruned_layers": targets,
+    meta = {**meta, **act, "accuracy": acc, "pruned_layers": targets,
             "pruning": {"method": method, "sparsity": sparsity, "finetune": finetune, "rounds": rounds,
                         "to_mac": to_mac, "simplified": simplify}}
     if targets is None:
@@ -292,14 +324,16 @@ def accuracy_float_int8(q: Quantized, x: np.ndarray, y: np.ndarray) -> tuple[flo
 
 
 def quantize(net: Network, calib: np.ndarray, *, simplify_first: bool = True,
-             weight_bits: int | None = None) -> Quantized:
+             weight_bits: int | None = None, act_bits: int | None = None,
+             act_ranges: list[float] | None = None) -> Quantized:
     """int8 QuantNetwork of ``net``, calibrated on ``calib`` (after integer-exact
     simplification, unless ``simplify_first`` is False); a model trained with ``weight_bits``
     keeps its trained per-row scales (its weights become those bits)."""
     report = None
     if simplify_first:
         net, report = simplify_network(net)
-    return Quantized(quantize_network(net, calib, weight_bits=weight_bits), net, report)
+    return Quantized(quantize_network(net, calib, weight_bits=weight_bits, act_bits=act_bits, act_ranges=act_ranges),
+                     net, report)
 
 
 # --------------------------------------------------------------------------- compile

@@ -61,12 +61,17 @@ def _scale(max_abs: float, lim: int = 127) -> float:
 
 
 def quantize(net: Network, calib: np.ndarray, *, per_channel: bool | None = None,
-             weight_bits: int | None = None) -> QuantNetwork:
+             weight_bits: int | None = None, act_bits: int | None = None,
+             act_ranges: list[float] | None = None) -> QuantNetwork:
     """Quantize ``net`` with activation ranges measured on ``calib`` (float [B, input_size] or
     [B, *input_shape]). ``per_channel``: weight scales per output row/channel for every layer
     (True), for none (False), or for conv layers only (None, the default). ``weight_bits``: the
     network was trained on b-bit grids (``mamfpga train --weight-bits``): every layer's weights
-    get its rows' trained scales, max |w_row| / (2**(b-1) - 1), and become b-bit integers."""
+    get its rows' trained scales, max |w_row| / (2**(b-1) - 1), and become b-bit integers.
+    ``act_bits``: every weighted layer's output but the last is b bits, [0, 2**b - 1] after a
+    ReLU (``act_max``; b = 8: unsigned bytes) or [-2**(b-1), 2**(b-1) - 1], its step its range
+    over that: the trained ``act_ranges`` (one per such output, ``mamfpga train --act-bits``),
+    else the calibration data's largest activation."""
     calib = np.asarray(calib, dtype=np.float64).reshape(len(calib), -1)
     if calib.shape[1] != net.input_size:
         raise QNetError(f"calibration data has {calib.shape[1]} features per sample, the network takes "
@@ -78,6 +83,9 @@ def quantize(net: Network, calib: np.ndarray, *, per_channel: bool | None = None
     s_in = _scale(float(np.abs(x).max()))
     input_scale = s_in
     layers = []
+    hidden = [k for k, l in enumerate(net.layers) if l.kind != "maxpool2d"][:-1]
+    if act_ranges is not None and len(act_ranges) != len(hidden):
+        raise QNetError(f"{len(act_ranges)} trained activation ranges for {len(hidden)} hidden layer outputs")
     for k, layer in enumerate(net.layers):
         z = layer.forward(x)
         if layer.kind == "maxpool2d":
@@ -96,7 +104,14 @@ def quantize(net: Network, calib: np.ndarray, *, per_channel: bool | None = None
         if np.abs(bq).max(initial=0) > INT32_MAX:
             raise QNetError(f"layer{k}.bias: a bias of {np.abs(layer.bias).max():g} does not fit int32 "
                             f"at scale {float(np.min(s_w)) * s_in:g}")
-        s_out = _scale(float(np.abs(z).max()))
+        act_max = 127
+        if act_bits is not None and k in hidden:
+            act_max = (1 << act_bits) - 1 if layer.relu else (1 << (act_bits - 1)) - 1
+            r = (act_ranges[hidden.index(k)] if act_ranges is not None
+                 else float(np.max(z) if layer.relu else np.abs(z).max()))
+            s_out = _scale(float(r), act_max)
+        else:
+            s_out = _scale(float(np.abs(z).max()))
         pairs = [mult_shift(float(sw) * s_in / s_out) for sw in (s_w if channel else s_w[:1])]
         if channel:
             mult = np.array([p[0] for p in pairs], np.int64)
@@ -105,7 +120,7 @@ def quantize(net: Network, calib: np.ndarray, *, per_channel: bool | None = None
             mult, shift = pairs[0]
         layers.append(QuantLayer(wq, bq.astype(np.int32), layer.mode, mult, shift, bool(layer.relu),
                                  kind=layer.kind, stride=layer.stride, padding=layer.padding,
-                                 weight_bits=weight_bits))
+                                 weight_bits=weight_bits, act_max=act_max))
         x, s_in = z, s_out
     extra = {}
     if net.input_index is not None:

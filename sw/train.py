@@ -18,7 +18,7 @@ from mamfpga.sw.mam import WEIGHTED_TYPES, MAMConv1d, MAMConv2d, MAMLinear, mam_
 from mamfpga.sw.schedules import BetaScheduler
 
 __all__ = ["build_mlp", "build_model", "parse_arch", "ArchError", "TrainConfig", "fit", "accuracy", "finetune",
-           "DEFAULT_HIDDEN", "fake_quant", "quantized_weights", "snap_weights"]
+           "DEFAULT_HIDDEN", "fake_quant", "quantized_weights", "snap_weights", "ActQuant", "act_quant_of"]
 
 #: Hidden layer sizes of the default digits network.
 DEFAULT_HIDDEN = (1024, 1024)
@@ -185,6 +185,69 @@ def snap_weights(model: nn.Module, bits: int | None) -> None:
             param.copy_(fake_quant(param, bits, mask))
 
 
+# ---------------------------------------------------------------------------- narrow activations
+# Quantization-aware training of b-bit activations: every weighted layer's output but the
+# classifier's passes through the clamp and grid the quantizer will give it (mamfpga.sw.quantize
+# with ``act_bits``): after a ReLU [0, 2**b - 1] steps (b = 8: unsigned bytes), else
+# [-2**(b-1), 2**(b-1) - 1], the step r / (2**b - 1) (or r / (2**(b-1) - 1)) for a range r that
+# training tracks (a running mean of the batches' largest activation) and the quantizer then
+# uses. Gradients pass straight through inside the clamp and stop outside it. The classifier's
+# outputs stay int8 (the network's outputs), calibrated as before.
+
+class ActQuant:
+    """Fake-quantized activations on ``model`` (a Sequential), as forward hooks on its weighted
+    layers but the last: ``ranges`` given (from a model file) or tracked in training mode.
+    ``model.act_quant`` is this object; :meth:`remove` takes the hooks off."""
+
+    MOMENTUM = 0.1
+
+    def __init__(self, model: nn.Module, bits: int, ranges: list[float] | None = None):
+        if not 2 <= bits <= 8:
+            raise ValueError(f"activation bits must be 2 to 8, not {bits}")
+        mods = list(model)
+        weighted = [k for k, m in enumerate(mods) if isinstance(m, WEIGHTED_TYPES)][:-1]
+        self.bits = bits
+        self.relu = [k + 1 < len(mods) and isinstance(mods[k + 1], nn.ReLU) for k in weighted]
+        if ranges is not None and len(ranges) != len(weighted):
+            raise ValueError(f"{len(ranges)} activation ranges for {len(weighted)} quantized layer outputs")
+        self.ranges: list[float | None] = list(ranges) if ranges is not None else [None] * len(weighted)
+        if hasattr(model, "act_quant"):
+            model.act_quant.remove()
+        self._model = model
+        self._handles = [mods[k].register_forward_hook(self._hook(i)) for i, k in enumerate(weighted)]
+        model.act_quant = self
+
+    def top(self, i: int) -> int:
+        """The largest quantized value of output ``i``: the clamp's act_max."""
+        return (1 << self.bits) - 1 if self.relu[i] else (1 << (self.bits - 1)) - 1
+
+    def _hook(self, i: int):
+        def hook(mod, _inp, out):
+            relu = self.relu[i]
+            if mod.training:
+                seen = float((out.detach().clamp_min(0) if relu else out.detach().abs()).max())
+                r = self.ranges[i]
+                self.ranges[i] = seen if r is None else (1 - self.MOMENTUM) * r + self.MOMENTUM * seen
+            r = self.ranges[i]
+            if not r:
+                return out
+            top = self.top(i)
+            s = r / top
+            z = torch.clamp(out, 0.0 if relu else -(top + 1) * s, top * s)
+            return z + (torch.round(z / s) * s - z).detach()
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        if getattr(self._model, "act_quant", None) is self:
+            del self._model.act_quant
+
+
+def act_quant_of(model: nn.Module) -> "ActQuant | None":
+    return getattr(model, "act_quant", None)
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 60
@@ -196,6 +259,7 @@ class TrainConfig:
     weight_decay: float = 1e-4      # L2: unselected MAM weights decay to 0, so magnitude pruning works
     seed: int = 0
     weight_bits: int | None = None  # quantization-aware training of weights this narrow (2..8)
+    act_bits: int | None = None     # and of activations (2..8): see ActQuant
 
 
 @torch.no_grad()
@@ -243,6 +307,8 @@ def fit(model: nn.Module, ds: data_mod.Dataset, cfg: TrainConfig, *, progress: b
         sched = BetaScheduler(model, cfg.schedule, steps)
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.act_bits is not None and act_quant_of(model) is None:
+        ActQuant(model, cfg.act_bits)
     history = []
     bar = tqdm(range(cfg.epochs), desc="train", disable=not progress, leave=False)
     on_step = sched.step if sched is not None and cfg.per == "step" else None
