@@ -103,3 +103,33 @@ def test_report_before_and_after_nothing_simulated(net_npz, tmp_path, capsys):
     assert data["compile"]["pes"] == 2 and data["sim"] is None and data["synth"] is None
     assert cli.main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a build folder" in capsys.readouterr().err
+
+
+def test_compile_is_reproducible_byte_for_byte(net_npz, tmp_path):
+    """The same network and options give byte-identical outputs (accelerator.v, memory images,
+    manifest.json, report.json, net.npz), in two processes with different hash seeds (set and
+    dict orders), for a dense network and for a conv network with per-channel scales and layers
+    of three weight widths (the extension memory)."""
+    import os
+    import subprocess
+    import sys
+
+    from mamfpga.sw.qnet import save_qnet
+    from tests.sim.test_accelerator_cosim import _mixed_widths
+    from tests.support import random_conv_network
+
+    rng = np.random.default_rng(5)
+    conv = tmp_path / "conv.npz"
+    save_qnet(_mixed_widths(random_conv_network(rng), rng, [4, 8, 2]), conv)
+    for net, opts in ((net_npz, ["--pes", "4", "--lanes", "2"]), (conv, ["--pes", "2", "--lanes", "2"])):
+        builds = []
+        for seed in ("1", "2"):
+            build = tmp_path / f"{net.stem}-{seed}"
+            env = {**os.environ, "PYTHONHASHSEED": seed}
+            subprocess.run([sys.executable, "-m", "mamfpga", "compile", str(net), *opts, "-o", str(build), "-q"],
+                           check=True, env=env, capture_output=True)
+            builds.append(build)
+        names = sorted(p.name for p in builds[0].iterdir())
+        assert names == sorted(p.name for p in builds[1].iterdir()) and "accelerator.v" in names
+        for name in names:
+            assert (builds[0] / name).read_bytes() == (builds[1] / name).read_bytes(), name
