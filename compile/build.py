@@ -71,6 +71,37 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
     return build
 
 
+def _read_manifest(path: Path) -> dict:
+    """A build's manifest, its fields that :func:`load_build` reads checked (one line naming
+    the first that is missing or of the wrong type)."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CompileError(f"{path}: damaged manifest, not JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise CompileError(f"{path}: damaged manifest, not a JSON object")
+    if manifest.get("format") != BUILD_FORMAT:
+        raise CompileError(f"{path}: build format {manifest.get('format')!r}, this mamfpga reads "
+                           f"{BUILD_FORMAT!r}; compile the network again")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    c = manifest.get("config")
+    if not isinstance(c, dict):
+        raise CompileError(f"{path}: damaged manifest: config is {c!r}, not an object")
+    for key in ("pes", "lanes", "acc_bits", "delta_bits"):
+        if not is_int(c.get(key)):
+            raise CompileError(f"{path}: damaged manifest: config.{key} is {c.get(key)!r}, not an integer")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(l, dict) for l in layers):
+        raise CompileError(f"{path}: damaged manifest: layers is not a list of layer records")
+    if not is_int(manifest.get("cycles_model")):
+        raise CompileError(f"{path}: damaged manifest: cycles_model is {manifest.get('cycles_model')!r}, "
+                           "not an integer")
+    return manifest
+
+
 def load_build(build: str | Path) -> Program:
     """The Program of a build folder: its net.npz compiled again with the manifest's
     configuration (compilation is deterministic), checked against the manifest."""
@@ -78,12 +109,12 @@ def load_build(build: str | Path) -> Program:
     manifest_path = build / "manifest.json"
     if not manifest_path.is_file():
         raise CompileError(f"{build}: not a build folder (no manifest.json); run mamfpga compile first")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != BUILD_FORMAT:
-        raise CompileError(f"{manifest_path}: build format {manifest.get('format')!r}, this mamfpga reads "
-                           f"{BUILD_FORMAT!r}; compile the network again")
+    manifest = _read_manifest(manifest_path)
     c = manifest["config"]
-    cfg = ArchConfig(pes=c["pes"], lanes=c["lanes"], acc_bits=c["acc_bits"], delta_bits=c["delta_bits"])
+    try:
+        cfg = ArchConfig(pes=c["pes"], lanes=c["lanes"], acc_bits=c["acc_bits"], delta_bits=c["delta_bits"])
+    except ValueError as exc:
+        raise CompileError(f"{manifest_path}: config: {exc}") from None
     kinds = [l.get("kind") == "column-split" for l in manifest["layers"]]
     split = c.get("split", "auto")
     if split not in ("auto", "never", "always"):

@@ -176,6 +176,13 @@ class Report:
     def from_json(cls, d: dict) -> "Report":
         if d.get("format") != REPORT_FORMAT:
             raise ReportError(f"report format {d.get('format')!r}, this mamfpga reads {REPORT_FORMAT!r}")
+        from mamfpga.boards.targets import BOARDS
+        from mamfpga.compile.device import DEVICES
+
+        if d.get("board") is not None and d.get("board") not in BOARDS:
+            raise ReportError(f"board {d.get('board')!r} is not a known board")
+        if d.get("device") is not None and d.get("device") not in {dev.name for dev in DEVICES.values()}:
+            raise ReportError(f"device {d.get('device')!r} is not a known device")
         return cls(d.get("board"), d.get("device"), CompileFigures.from_json(d.get("compile")),
                    _from_dict(SimFigures, d.get("sim")), _from_dict(SynthFigures, d.get("synth")),
                    _from_dict(BoardRunFigures, d.get("board_run")), _from_dict(DemoFigures, d.get("demo")))

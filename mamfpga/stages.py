@@ -15,6 +15,7 @@ subclasses, with the exit code each maps to.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,10 @@ def load_model(path) -> tuple[nn.Sequential, dict]:
 
 def _act_quant(model, meta: dict, where) -> None:
     try:
-        ActQuant(model, int(meta["act_bits"]), [float(r) for r in meta["act_ranges"]])
+        ranges = [float(r) for r in meta["act_ranges"]]
+        if not all(math.isfinite(r) and r > 0 for r in ranges):
+            raise ValueError(f"activation ranges {ranges} must be positive numbers")
+        ActQuant(model, int(meta["act_bits"]), ranges)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"{where}: the activation quantization in its metadata does not fit the model "
                                f"({exc})") from None

@@ -105,6 +105,96 @@ def _load_weights(mod: nn.Module, k: int, e: dict, tensors: dict) -> nn.Module:
     return mod
 
 
+_TYPES = ("flatten", "unflatten", "select", "linear", "mam", "conv1d", "conv2d", "maxpool1d", "maxpool2d",
+          "batchnorm1d", "batchnorm2d", "relu", "dropout")
+#: the largest size, channel count or geometry value a module file may declare (far above any
+#: network mamfpga builds; it keeps a damaged file from asking for terabytes)
+_DIM_MAX = 1 << 24
+
+
+def _check_contents(obj: dict, path: Path) -> None:
+    """Every entry of a model file checked before anything is built from it: known module types,
+    integer sizes in range, every tensor there, floating point, finite and of the shape its
+    module declares. One line naming the module and the numbers otherwise."""
+    def bad(msg):
+        raise ModelFileError(f"{path}: {msg}")
+
+    modules, tensors, meta = obj.get("modules"), obj.get("tensors"), obj.get("meta", {})
+    if not isinstance(modules, list) or not all(isinstance(e, dict) for e in modules):
+        bad("'modules' is not a list of module entries")
+    if not isinstance(tensors, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in tensors.items()):
+        bad("'tensors' is not a table of named tensors")
+    if not isinstance(meta, dict):
+        bad(f"'meta' is {type(meta).__name__}, not a table")
+
+    def ints(k, e, name, n=None, lo=1):
+        v = e.get(name)
+        vals = list(v) if isinstance(v, (list, tuple)) else [v]
+        if (n is not None and not 1 <= len(vals) <= n) or not vals or not all(
+                isinstance(x, int) and not isinstance(x, bool) and lo <= x <= _DIM_MAX for x in vals):
+            bad(f"module {k} ({e['type']}): {name} is {v!r}, not {'integers' if n else 'an integer'} in "
+                f"[{lo}, {_DIM_MAX}]")
+        return vals if n is not None else vals[0]
+
+    def tensor(k, e, name, shape, what="weights"):
+        t = tensors.get(f"{k}.{name}")
+        if t is None:
+            bad(f"module {k} ({e['type']}): its {what} ({k}.{name}) are missing")
+        if not (t.is_floating_point() or (name == "mask" and t.dtype == torch.bool)):
+            bad(f"module {k} ({e['type']}): {k}.{name} holds {t.dtype}, not floating point values")
+        if tuple(t.shape) != tuple(shape):
+            bad(f"module {k} ({e['type']}): {k}.{name} has shape {list(t.shape)}, the module needs {list(shape)}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad(f"module {k} ({e['type']}): {k}.{name} holds NaN or infinite values")
+
+    for k, e in enumerate(modules):
+        t = e.get("type")
+        if not isinstance(t, str) or t not in _TYPES:
+            bad(f"unknown module type {t!r} at position {k}")
+        if t in ("linear", "mam", "conv1d", "conv2d"):
+            n_in, n_out = ints(k, e, "in"), ints(k, e, "out")
+            if t in ("conv1d", "conv2d"):
+                dims = 1 if t == "conv1d" else 2
+                kernel = ints(k, e, "kernel", dims)
+                ints(k, e, "stride", dims)
+                if not isinstance(e.get("padding"), str):
+                    ints(k, e, "padding", dims, lo=0)
+                shape = (n_out, n_in, *(kernel * (dims // len(kernel))))
+            else:
+                shape = (n_out, n_in)
+            if not isinstance(e.get("bias"), bool) or not isinstance(e.get("pruned", False), bool):
+                bad(f"module {k} ({t}): 'bias' and 'pruned' must be true or false")
+            if "beta" in e and not (isinstance(e["beta"], (int, float)) and 0.0 <= float(e["beta"]) <= 1.0):
+                bad(f"module {k} ({t}): beta is {e['beta']!r}, not a number in [0, 1]")
+            tensor(k, e, "weight", shape)
+            if e["bias"]:
+                tensor(k, e, "bias", (n_out,), "biases")
+            if e.get("pruned"):
+                tensor(k, e, "mask", shape, "pruning mask")
+        elif t in ("maxpool1d", "maxpool2d"):
+            ints(k, e, "kernel", 2)
+            ints(k, e, "stride", 2)
+        elif t in ("batchnorm1d", "batchnorm2d"):
+            n = ints(k, e, "features")
+            if not isinstance(e.get("eps"), (int, float)) or not 0 < float(e["eps"]) < 1:
+                bad(f"module {k} ({t}): eps is {e.get('eps')!r}")
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                tensor(k, e, f"bn.{name}", (n,), "statistics")
+        elif t == "unflatten":
+            ints(k, e, "dim")
+            ints(k, e, "shape", 3)
+        elif t == "select":
+            n = ints(k, e, "in")
+            idx = tensors.get(f"{k}.index")
+            if idx is None or idx.dtype not in (torch.int64, torch.int32) or idx.dim() != 1 or (
+                    idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n)):
+                bad(f"module {k} (select): its index must be integers in [0, {n})")
+        elif t == "dropout":
+            if not isinstance(e.get("p"), (int, float)) or not 0.0 <= float(e["p"]) < 1.0:
+                bad(f"module {k} (dropout): p is {e.get('p')!r}")
+
+
 def load_model(path: str | os.PathLike) -> tuple[nn.Sequential, dict]:
     path = Path(path)
     if not path.is_file():
@@ -116,6 +206,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Sequential, dict]:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         fmt = obj.get("format") if isinstance(obj, dict) else None
         raise ModelFileError(f"{path}: unknown format {fmt!r}; expected {FORMAT!r}")
+    _check_contents(obj, path)
     tensors = obj["tensors"]
     mods: list[nn.Module] = []
     try:

@@ -48,24 +48,50 @@ def _attrs(node) -> dict:
 
 
 class _Graph:
-    def __init__(self, model):
-        from onnx import numpy_helper
-
+    def __init__(self, model, path=None):
+        self.path = f"{path}: " if path is not None else ""
         g = model.graph
         self.g = g
-        self.consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         self.nodes = list(g.node)
         self.position = {id(n): k for k, n in enumerate(self.nodes)}
+        self.consts = {t.name: self._array(t, f"{self.path}initializer {t.name!r}") for t in g.initializer}
         for n in self.nodes:                       # Constant nodes become constants
             if n.op_type == "Constant":
-                self.consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
+                value = _attrs(n).get("value")
+                if value is None or not n.output:
+                    raise ModelFormatError(f"{self.path}{self.where(n)}: a Constant without a tensor value")
+                self.consts[n.output[0]] = self._array(value, self.path + self.where(n))
         self.consumers: dict[str, list] = {}
         for n in self.nodes:
             for i in n.input:
                 self.consumers.setdefault(i, []).append(n)
 
+    @staticmethod
+    def _array(t, what: str) -> np.ndarray:
+        """A tensor's values, or one line naming it: unreadable (its dims and data disagree, an
+        unknown type), or not finite."""
+        from onnx import numpy_helper
+
+        try:
+            a = numpy_helper.to_array(t)
+        except Exception as exc:                  # onnx raises ValueError, TypeError, KeyError ...
+            raise ModelFormatError(f"{what}: unreadable tensor (dims {list(t.dims)}, data type {t.data_type}): "
+                                   f"{exc}") from None
+        if a.dtype.kind not in "biuf":
+            raise ModelFormatError(f"{what}: tensor of {a.dtype} values, not numbers")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ModelFormatError(f"{what}: tensor holds NaN or infinite values")
+        return a
+
     def where(self, node) -> str:
         return f"{node.op_type} node {node.name or '?'} (position {self.position[id(node)]})"
+
+    def const_input(self, node, k: int) -> np.ndarray:
+        """Input ``k`` of ``node``, which must be a constant."""
+        if len(node.input) <= k or not node.input[k]:
+            raise ModelFormatError(f"{self.path}{self.where(node)}: has {len(node.input)} inputs; input {k + 1} "
+                                   "(a constant) is missing")
+        return self.const(node.input[k], node)
 
     def const(self, name: str, node) -> np.ndarray:
         if name not in self.consts:
@@ -97,7 +123,7 @@ def _graph_input(g: "_Graph", path):
 
 def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> Network:
     path = Path(path)
-    g = _Graph(read_onnx(path))
+    g = _Graph(read_onnx(path), path)
     graph_input = _graph_input(g, path)
     cur = graph_input.name
     dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
@@ -143,14 +169,14 @@ def import_onnx(path: str | os.PathLike, log: Callable[[str], None] = print) -> 
             if a.get("transA", 0):
                 raise ModelFormatError(f"{path}: {g.where(node)}: transA=1 (a transposed activation) "
                                        "is not supported")
-            w = g.const(node.input[1], node).astype(np.float64)
+            w = g.const_input(node, 1).astype(np.float64)
             w = (w if a.get("transB", 0) else w.T) * a.get("alpha", 1.0)
-            b = (g.const(node.input[2], node).astype(np.float64) * a.get("beta", 1.0)
+            b = (g.const_input(node, 2).astype(np.float64) * a.get("beta", 1.0)
                  if len(node.input) > 2 and node.input[2] else 0.0)
             add_layer(w, b, "mac")
         elif op == "MatMul":
             finish_pending()
-            w = g.const(node.input[1], node).astype(np.float64)
+            w = g.const_input(node, 1).astype(np.float64)
             if w.ndim != 2:
                 raise ModelFormatError(f"{path}: {g.where(node)}: weight must be 2-D, not {w.shape}")
             pending = {"w": w.T}
@@ -258,7 +284,7 @@ def _ints_attr(a: dict, key: str, n: int, default: int, g: _Graph, node, path) -
 
 def _conv_layer(g: _Graph, node, path, name: str) -> Layer:
     a = _attrs(node)
-    w = g.const(node.input[1], node).astype(np.float64)
+    w = g.const_input(node, 1).astype(np.float64)
     if w.ndim not in (3, 4):
         raise ModelFormatError(f"{path}: {g.where(node)}: only 1-D and 2-D convolutions are supported "
                                f"(weight of shape {w.shape})")
@@ -271,7 +297,7 @@ def _conv_layer(g: _Graph, node, path, name: str) -> Layer:
                                f"auto_pad={auto})")
     pads = _ints_attr(a, "pads", 2 * nd, 0, g, node, path)
     strides = _ints_attr(a, "strides", nd, 1, g, node, path)
-    b = (g.const(node.input[2], node).astype(np.float64) if len(node.input) > 2 and node.input[2]
+    b = (g.const_input(node, 2).astype(np.float64) if len(node.input) > 2 and node.input[2]
          else np.zeros(w.shape[0]))
     if nd == 1:
         return Layer(w[:, :, None, :], b, "mac", False, name, kind="conv2d", stride=(1, strides[0]),
@@ -281,6 +307,8 @@ def _conv_layer(g: _Graph, node, path, name: str) -> Layer:
 
 def _pool_layer(g: _Graph, node, path, name: str) -> Layer:
     a = _attrs(node)
+    if "kernel_shape" not in a:
+        raise ModelFormatError(f"{g.path}{g.where(node)}: no kernel_shape attribute")
     kernel = [int(v) for v in a["kernel_shape"]]
     nd = len(kernel)
     if nd not in (1, 2) or any(_ints_attr(a, "pads", 2 * nd, 0, g, node, path)) or a.get("ceil_mode", 0) \
@@ -294,7 +322,7 @@ def _pool_layer(g: _Graph, node, path, name: str) -> Layer:
 
 
 def _fold_onnx_bn(g: _Graph, node, layer: Layer, path) -> None:
-    scale, bias, mean, var = (g.const(i, node).astype(np.float64) for i in node.input[1:5])
+    scale, bias, mean, var = (g.const_input(node, k).astype(np.float64) for k in range(1, 5))
     eps = float(_attrs(node).get("epsilon", 1e-5))
     if len(scale) != layer.rows:
         raise ModelFormatError(f"{path}: {g.where(node)}: {len(scale)} channels, but the layer before it has "

@@ -175,7 +175,7 @@ def import_qonnx(path: str | os.PathLike, mult_bits: int = MULT_BITS_IMPORT) -> 
     if isinstance(mult_bits, bool) or not isinstance(mult_bits, int) or not 16 <= mult_bits <= MULT_BITS_IMPORT:
         raise ModelFormatError(f"the mult width must be 16 to {MULT_BITS_IMPORT} bits, not {mult_bits!r}")
     path = Path(path)
-    g = _Graph(read_onnx(path))
+    g = _Graph(read_onnx(path), path)
     report = ImportReport()
 
     # weights and biases: a Quant on a constant is a quantized constant (its integer values and
@@ -313,6 +313,7 @@ def import_qonnx(path: str | os.PathLike, mult_bits: int = MULT_BITS_IMPORT) -> 
                                            "quantized tensor at another scale or a narrower range is not a "
                                            "contract operation")
         elif op in ("Gemm", "MatMul", "Conv"):
+            g.const_input(node, 1)                # present and constant, else one line naming the node
             w_name = node.input[1]
             if op == "Gemm":
                 if a.get("transA", 0):
@@ -321,7 +322,7 @@ def import_qonnx(path: str | os.PathLike, mult_bits: int = MULT_BITS_IMPORT) -> 
                 w = w if a.get("transB", 0) else w.T
                 if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
                     raise ModelFormatError(f"{path}: {g.where(node)}: alpha and beta must be 1 in a quantized Gemm")
-                b = (g.const(node.input[2], node).astype(np.float64).reshape(-1)
+                b = (g.const_input(node, 2).astype(np.float64).reshape(-1)
                      if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0]))
                 # the float layer (dequantized weights) gives the geometry; the integers come from the Quant
                 kl = Layer(w, np.broadcast_to(b, (w.shape[0],)).copy(), "mac", False, node.name)
