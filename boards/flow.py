@@ -192,7 +192,7 @@ def _split_script(prep: _Prepared) -> tuple[str, str]:
 _CRASH_SIGNALS = {7: "Bus error", 11: "Segmentation fault"}
 
 
-def _run_script(script: str, out: Path, logfile: Path, what: str, poll) -> int:
+def _run_script(script: str, out: Path, logfile: Path, what: str, poll, step: str) -> int:
     """Run ``sh script`` in ``out`` with its output in ``logfile``; its exit status.
 
     A run killed by SIGBUS or SIGSEGV is run once more, with a note in the log.
@@ -205,8 +205,9 @@ def _run_script(script: str, out: Path, logfile: Path, what: str, poll) -> int:
     """
     def run(mode: str) -> int:
         with open(logfile, mode) as fh, progress.waiting(what, poll):
-            return subprocess.run(["sh", script], cwd=out, stdout=fh, stderr=subprocess.STDOUT,
-                                  env=os.environ).returncode
+            # under a watchdog: a hung tool is stopped, with all it started (toolchain.run_watched)
+            return toolchain.run_watched(["sh", script], step=step, what=what, cwd=out, stdout=fh,
+                                         stderr=subprocess.STDOUT, env=os.environ)
 
     rc = run("w")
     sig = rc - 128 if rc > 128 else -rc
@@ -253,7 +254,7 @@ def _synthesize(prep: _Prepared, family: str, logfile: Path, log=None) -> "fit.N
         synth_script, _ = _split_script(prep)
         (out / "synth.sh").write_text(synth_script)
         rc = _run_script("synth.sh", out, logfile, "synthesizing with yosys",
-                         progress.last_line(logfile, "Executing"))
+                         progress.last_line(logfile, "Executing"), "yosys")
         if rc != 0 or not netlist.is_file():
             tail = logfile.read_text(errors="replace").splitlines()[-15:]
             raise SynthError(f"synthesis failed (exit {rc}); the end of {logfile}:\n" + "\n".join(tail))
@@ -321,7 +322,7 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
     _, pnr_script = _split_script(prep)
     (out / "pnr.sh").write_text(pnr_script)
     rc = _run_script("pnr.sh", out, logfile, f"placing and routing with nextpnr-{board.family}",
-                     progress.last_line(logfile, "Info:"))
+                     progress.last_line(logfile, "Info:"), "nextpnr")
     seconds = time.monotonic() - t0
     if rc != 0:
         tail = logfile.read_text(errors="replace").splitlines()[-15:]

@@ -94,8 +94,9 @@ def synth_resources(verilog: str | os.PathLike, top: str, family: str, *,
         else:
             synth = f"synth_ecp5 -top {top}" + ("" if dsp else " -nodsp")
         script = f"read_verilog -sv {src.name}; {synth}; tee -q -o {stat.name} stat -json"
-        res = subprocess.run([yosys, "-q", "-l", log.name, "-p", script],
-                             capture_output=True, text=True, env=os.environ, cwd=tmp)
+        with toolchain.watchdog("yosys", f"yosys {synth} of {top}"):
+            res = subprocess.run([yosys, "-q", "-l", log.name, "-p", script],
+                                 capture_output=True, text=True, env=os.environ, cwd=tmp)
         if res.returncode != 0 or not stat.exists():
             tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
             raise YosysError(f"yosys {synth} failed for {top} (exit {res.returncode}):\n"

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from mamfpga.errors import MamfpgaError
 
-__all__ = ["OutputError", "claim_dir", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "pyplot",
+__all__ = ["OutputError", "claim_dir", "staged_dir", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "pyplot",
            "save_figure", "PLOTS_HINT"]
 
 #: what to install for plots (matplotlib is the optional extra "plots")
@@ -39,6 +42,42 @@ def claim_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / MARKER).write_text("written by mamfpga; files here may be replaced by the next run\n")
     return path
+
+
+@contextmanager
+def staged_dir(path: str | os.PathLike, *, what: str = "output folder", stale: str | None = None):
+    """``with staged_dir(path) as tmp:`` write a folder's files into ``tmp`` (a hidden sibling of
+    ``path``); when the block ends normally they take their places in ``path``, else (an error,
+    Ctrl-C) ``tmp`` is removed and ``path`` stays as it was: no half-written folder. A new
+    ``path`` is one rename; an existing one of mamfpga's (its other files, such as a simulator's
+    build, kept) gets each new file by a rename, and loses its files whose names match ``stale``
+    (a regular expression) that this run did not write. A user's folder is refused as by
+    :func:`claim_dir`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} exists and is not a folder; choose another path")
+    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists():
+        raise OutputError(f"{what} {path} exists and was not written by mamfpga; "
+                          "refusing to overwrite it (choose another path or empty it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    try:
+        (tmp / MARKER).write_text("written by mamfpga; files here may be replaced by the next run\n")
+        yield tmp
+        if not path.exists():
+            os.rename(tmp, path)
+            return
+        new = {p.name for p in tmp.iterdir()}
+        if stale is not None:
+            for old in path.iterdir():
+                if old.is_file() and old.name not in new and re.fullmatch(stale, old.name):
+                    old.unlink()
+        for f in tmp.iterdir():
+            if (path / f.name).is_dir() and not (path / f.name).is_symlink():
+                shutil.rmtree(path / f.name)
+            os.replace(f, path / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

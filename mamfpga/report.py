@@ -39,11 +39,42 @@ class ReportError(MamfpgaError):
     exit_code = 2
 
 
+def _fits(v, hint) -> bool:
+    """Whether a JSON value has the type a field is annotated with (list and dict elements are
+    not looked into)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(v, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return v is None
+    if hint is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if hint is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if hint in (str, bool):
+        return isinstance(v, hint)
+    if (origin or hint) in (list, dict):
+        return isinstance(v, origin or hint)
+    return True
+
+
 def _from_dict(cls, d: dict | None):
-    """``cls`` from its JSON form, keeping only the fields it has (None stays None)."""
+    """``cls`` from its JSON form, keeping only the fields it has (None stays None); a field of
+    the wrong type is a :class:`ReportError` naming it."""
+    import typing
+
     if d is None:
         return None
+    if not isinstance(d, dict):
+        raise ReportError(f"a {cls.__name__} record is {type(d).__name__}, not an object")
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
+    for k, v in d.items():
+        if k in names and not _fits(v, hints[k]):
+            raise ReportError(f"{cls.__name__}.{k} is {v!r}, not {hints[k]}")
     return cls(**{k: v for k, v in d.items() if k in names})
 
 

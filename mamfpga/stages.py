@@ -30,7 +30,7 @@ from mamfpga.boards.targets import Board, board as board_by_name
 from mamfpga.compile import ArchConfig, MemoryFitError, Program, compile_network, load_build, supported
 from mamfpga.compile.device import DEVICES
 from mamfpga.errors import UsageError
-from mamfpga.outputs import PLOTS_HINT
+from mamfpga.outputs import PLOTS_HINT, staged_dir
 from mamfpga.hw import emit as hw_emit
 from mamfpga.hw.emit import TOP_NAME
 from mamfpga.report import CompileFigures, Report, SimFigures, SynthFigures
@@ -385,10 +385,12 @@ def emit(compiled: Compiled | Program, build: str | Path, *, board: str | None =
     if isinstance(compiled, Program):
         compiled = Compiled(compiled, None)
     choice = compiled.choice.record() if compiled.choice else None
-    build = hw_emit.emit(compiled.program, build, board=board, choice=choice)
     device = DEVICES[board_by_name(board).device].name if board else None
-    Report(board, device, CompileFigures.of(compiled.program, choice)).save(build)
-    return build
+    # staged: Ctrl-C or an error part way leaves no half-written build folder (nor a half-updated one)
+    with staged_dir(build, what="build folder", stale=r"pe\d+_.*\.hex") as tmp:
+        hw_emit.emit(compiled.program, tmp, board=board, choice=choice)
+        Report(board, device, CompileFigures.of(compiled.program, choice)).save(tmp)
+    return Path(build)
 
 
 def load(build: str | Path) -> tuple[Program, Report]:

@@ -33,6 +33,10 @@ __all__ = [
     "doctor_report",
     "which",
     "MissingToolError",
+    "ToolTimeout",
+    "time_limit",
+    "run_watched",
+    "watchdog",
 ]
 
 #: Environment variables amaranth's build scripts read, and the YoWASP command for each.
@@ -302,3 +306,97 @@ def _compile_yowasp(exe: str) -> None:
             # (icepack -h exits 1; a failed cache write ends in a Python traceback)
             if res.returncode in (0, 1) and "Traceback" not in res.stderr:
                 stamp.write_text("compiled\n")
+
+
+# ----------------------------------------------------------------------------- watchdogs
+
+class ToolTimeout(MamfpgaError):
+    """A step (a tool run, a simulation) ran past its time limit and was stopped (exit 1)."""
+
+
+#: seconds each step may run before mamfpga stops it; MAMFPGA_TIMEOUT_S (seconds) sets all of
+#: them. Generous: a hung tool is stopped, a slow machine is not.
+TIMEOUTS = {"yosys": 3600.0, "nextpnr": 3600.0, "verilator build": 3600.0, "simulation": 3600.0}
+
+
+def time_limit(step: str) -> float:
+    """The limit of ``step`` (a key of :data:`TIMEOUTS`), or MAMFPGA_TIMEOUT_S's."""
+    env = os.environ.get("MAMFPGA_TIMEOUT_S")
+    if env:
+        try:
+            v = float(env)
+        except ValueError:
+            v = -1.0
+        if not v > 0:
+            raise MamfpgaError(f"MAMFPGA_TIMEOUT_S is {env!r}, not a positive number of seconds")
+        return v
+    return TIMEOUTS[step]
+
+
+def _timed_out(step: str, what: str, elapsed: float, limit: float) -> ToolTimeout:
+    return ToolTimeout(f"{what} ({step}) ran {elapsed:.0f} s, past its limit of {limit:.0f} s, and was stopped "
+                       "(MAMFPGA_TIMEOUT_S sets the limit)")
+
+
+def run_watched(argv: list[str], *, step: str, what: str, **popen_kw) -> int:
+    """Run ``argv`` (``popen_kw`` as for :class:`subprocess.Popen`) in a process group of its own
+    and return its exit status; past :func:`time_limit` (or on Ctrl-C) the whole group, the tool
+    and anything it started, is killed: :class:`ToolTimeout` names the step and how long it ran."""
+    import signal
+    import time
+
+    limit = time_limit(step)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, start_new_session=True, **popen_kw)
+
+    def kill():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    try:
+        return proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        kill()
+        raise _timed_out(step, what, time.monotonic() - t0, limit) from None
+    except BaseException:
+        kill()
+        raise
+
+
+class watchdog:
+    """``with watchdog(step, what):`` raises :class:`ToolTimeout` in the block once it has run
+    past :func:`time_limit` (a real-time alarm; a subprocess.run in the block kills its child as
+    the exception passes). In a thread other than the main one, where alarms cannot be set, it
+    watches nothing."""
+
+    def __init__(self, step: str, what: str):
+        self.step, self.what = step, what
+
+    def __enter__(self):
+        import signal
+        import threading
+        import time
+
+        self.active = threading.current_thread() is threading.main_thread()
+        if not self.active:
+            return self
+        self.limit = time_limit(self.step)
+        self.t0 = time.monotonic()
+
+        def fire(_sig, _frame):
+            raise _timed_out(self.step, self.what, time.monotonic() - self.t0, self.limit)
+
+        self.old = signal.signal(signal.SIGALRM, fire)
+        signal.setitimer(signal.ITIMER_REAL, self.limit)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.old)
+        return False

@@ -112,7 +112,8 @@ def run_cocotb(
         os.environ["MAKEFLAGS"] = (((old_makeflags + " ") if old_makeflags else "")
                                    + "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_GLOBAL=-O1 OPT_SLOW=-O0")
     try:
-        with _maybe_quiet(quiet):
+        with _maybe_quiet(quiet), toolchain.watchdog("verilator build" if simulator == "verilator" else "simulation",
+                                                     f"building {toplevel} for {simulator}"):
             runner.build(
                 sources=[str(p) for p in verilog_sources],
                 hdl_toplevel=toplevel,
@@ -123,6 +124,8 @@ def run_cocotb(
                 always=rebuild,
                 log_file=log_build,
             )
+    except toolchain.ToolTimeout:
+        raise
     except (SystemExit, Exception) as exc:  # cocotb's runner exits or raises CalledProcessError
         tail = _tail(log_build)
         raise SimulationError(f"{simulator} failed to build {toplevel} in {build_dir}: {exc}\n{tail}") from None
@@ -139,7 +142,7 @@ def run_cocotb(
     env = {"MAMFPGA_TB_CONFIG": json.dumps(config or {}), "COCOTB_ANSI_OUTPUT": "0"}
     log_test = build_dir / "test.log"
     try:
-        with _maybe_quiet(quiet):
+        with _maybe_quiet(quiet), toolchain.watchdog("simulation", f"simulating {toplevel} on {simulator}"):
             runner.test(
                 test_module=test_module,
                 hdl_toplevel=toplevel,
@@ -154,6 +157,8 @@ def run_cocotb(
             )
     except SystemExit:
         pass  # results.xml tells what happened
+    except toolchain.ToolTimeout:
+        raise
     except Exception as exc:
         raise SimulationError(f"{simulator} failed to run {toplevel}: {exc}\n{_tail(log_test)}") from None
     if not results.exists():

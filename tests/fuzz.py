@@ -185,7 +185,11 @@ def mutate_npz(src: Path, dst: Path, rnd: random.Random) -> str:
     elif op < 0.45 and (key.endswith((".mult", ".shift", ".weight", ".act_max", ".weight_bits", ".stride",
                                       ".padding", ".kernel")) or key == "input_shape"):
         v = np.asarray(arrays[key], dtype=np.int64).copy()
-        bad = rnd.choice([0, -1, 200, 2**24, 2**40, 99, 10**6])
+        # values each key's range refuses (a value inside it is another valid network)
+        field = key.rsplit(".", 1)[-1]
+        bad = rnd.choice({"mult": [0, -1, 2**24, 2**40], "shift": [-1, 63, 99], "weight": [-128, 128, 200, 2**40],
+                          "act_max": [0, 100, 256], "weight_bits": [0, 1, 9], "padding": [-1, -(2**40)],
+                          }.get(field, [0, -1, 2**40]))
         if v.size:
             v.reshape(-1)[rnd.randrange(v.size)] = bad
         arrays[key] = v

@@ -133,3 +133,31 @@ def test_compile_is_reproducible_byte_for_byte(net_npz, tmp_path):
         assert names == sorted(p.name for p in builds[1].iterdir()) and "accelerator.v" in names
         for name in names:
             assert (builds[0] / name).read_bytes() == (builds[1] / name).read_bytes(), name
+
+
+def test_ctrl_c_in_compile_leaves_no_partial_build(net_npz, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (or any error) while the build folder is written: a new folder never appears, an
+    existing one keeps its files as they were, and no staging folder is left behind."""
+    import mamfpga.hw.emit as hw_emit
+
+    real = hw_emit.write_verilog
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    build = tmp_path / "build"
+    monkeypatch.setattr(hw_emit, "write_verilog", interrupted)      # after the memory images are written
+    assert cli.main(["compile", str(net_npz), "--pes", "2", "--lanes", "1", "-q", "-o", str(build)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not build.exists() and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(hw_emit, "write_verilog", real)
+    assert cli.main(["compile", str(net_npz), "--pes", "2", "--lanes", "1", "-q", "-o", str(build)]) == 0
+    before = {p.name: p.read_bytes() for p in build.iterdir() if p.is_file()}
+    monkeypatch.setattr(hw_emit, "write_verilog", interrupted)
+    assert cli.main(["compile", str(net_npz), "--pes", "4", "--lanes", "2", "-q", "-o", str(build)]) == 130
+    assert {p.name: p.read_bytes() for p in build.iterdir() if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["build"]
+    # a finished recompile replaces the memory images, stale ones (pe1 of P = 2 at P = 1) removed
+    monkeypatch.setattr(hw_emit, "write_verilog", real)
+    assert cli.main(["compile", str(net_npz), "--pes", "1", "--lanes", "1", "-q", "-o", str(build)]) == 0
+    assert (build / "pe0_weights.hex").exists() and not (build / "pe1_weights.hex").exists()
