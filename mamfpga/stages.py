@@ -33,7 +33,7 @@ from mamfpga.errors import UsageError
 from mamfpga.outputs import PLOTS_HINT, staged_dir
 from mamfpga.hw import emit as hw_emit
 from mamfpga.hw.emit import TOP_NAME
-from mamfpga.report import CompileFigures, Report, SimFigures, SynthFigures
+from mamfpga.report import CompileFigures, Report, ReportError, SimFigures, SynthFigures
 from mamfpga.sim import cosim
 from mamfpga.sw import golden
 from mamfpga.sw import data as data_mod
@@ -400,8 +400,11 @@ def load(build: str | Path) -> tuple[Program, Report]:
         raise UsageError(f"{build}: not a build folder (no manifest.json); run mamfpga compile first")
     program = load_build(build)
     report = Report.load(build)
+    figures = CompileFigures.of(program, report.compile.choice if report.compile else None)
     if report.compile is None:          # a build written by the compiler alone
-        report.compile = CompileFigures.of(program)
+        report.compile = figures
+    elif report.compile != figures:     # the record and the build disagree: damaged or edited
+        raise ReportError(f"{build / 'report.json'}: its compile figures are not the build's (compile again)")
     return program, report
 
 
