@@ -56,7 +56,8 @@ __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
            "unpack", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
-           "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words"]
+           "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
+           "low_word_bits", "high_word_bits"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
@@ -173,6 +174,16 @@ def high_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
     """A word of the extension memory: each lane's weight bits above ``cfg.low_bits``."""
     hb = cfg.weight_bits - cfg.low_bits
     return [(f"high{k}", k * hb, hb, False) for k in range(cfg.lanes)] if cfg.low_bits else []
+
+
+def low_word_bits(cfg: ArchConfig) -> int:
+    """Width of the weight memory's words (:func:`low_word_fields`)."""
+    return sum(w for _, _, w, _ in low_word_fields(cfg))
+
+
+def high_word_bits(cfg: ArchConfig) -> int:
+    """Width of the extension memory's words (0: none)."""
+    return sum(w for _, _, w, _ in high_word_fields(cfg))
 
 
 def split_weight_words(cfg: ArchConfig, words: list[int]) -> tuple[list[int], list[int]]:

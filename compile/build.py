@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mamfpga.compile.arch import ArchConfig, bias_bits, high_word_fields, low_word_fields
+from mamfpga.compile.arch import ArchConfig, bias_bits, high_word_bits, low_word_bits
 from mamfpga.compile.device import DEVICES
 from mamfpga.compile.ir import CompileError, Program
 from mamfpga.compile.passes import compile_network
@@ -37,8 +37,7 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
     build = claim_dir(build, what="build folder")
     cfg = program.config
     save_qnet(program.source, build / "net.npz")
-    ww = -(-sum(w for _, _, w, _ in low_word_fields(cfg)) // 4)
-    hw = -(-sum(w for _, _, w, _ in high_word_fields(cfg)) // 4)
+    ww, hw = -(-low_word_bits(cfg) // 4), -(-high_word_bits(cfg) // 4)
     bw = -(-bias_bits(cfg, program.scales) // 4)
     for p in range(cfg.pes):
         words, high, _ = program.weight_images(p)

@@ -28,7 +28,7 @@ import numpy as np
 from mamfpga.compile.arch import (ArchConfig, act_side_words, bias_bits, bias_bits_used, bias_word_fields,
                                    bound_cycles, layer_overhead, pack, result_fields, results_may_use_block_ram,
                                    rom_width, split_overhead, weight_bits_of, mult_bits_of, weight_word_fields,
-                                   low_word_fields, high_word_fields,
+                                   low_word_bits, high_word_bits,
                                    word_bits)
 from mamfpga.compile.device import Device, memory_blocks
 from mamfpga.compile.ir import CompileError, LayerPlan, MemoryFitError, Program
@@ -520,7 +520,7 @@ def memory_use(program: Program, family: str | None) -> dict:
     act_depth = 2 * act_side_words(program.widest, P)
     modes = {l.mode for l in program.layers}
     kinds = {(l.split, l.mode) for l in program.layers}
-    wb, bb = sum(w for _, _, w, _ in low_word_fields(cfg)), bias_bits(cfg, program.scales)
+    wb, bb = low_word_bits(cfg), bias_bits(cfg, program.scales)
     bb_used = bias_bits_used(cfg, modes, program.scales)
     images = [program.weight_images(p) for p in range(P)]
     words_b = [[b for l in program.layers for b in l.bias[p]] for p in range(P)]
@@ -536,7 +536,7 @@ def memory_use(program: Program, family: str | None) -> dict:
         # the upper weight bits of the layers wider than low_bits (none without them)
         **({"weights_high": {"copies": P, "width": hb, "depths": [max(2, len(hi)) for _, hi, _ in images], "rom": True,
                              "enables": 0, "widths": [rom_width(hi, (1 << hb) - 1) for _, hi, _ in images]}}
-           if (hb := sum(w for _, _, w, _ in high_word_fields(cfg))) else {}),
+           if (hb := high_word_bits(cfg)) else {}),
         # each PE's result FIFO (the fields some layer reads); in logic where block RAM cannot serve it
         "results": {"copies": P, "width": sum(w for _, w in result_fields(cfg, kinds, program.scales)),
                     "depths": fifo_depths(program), "rom": False, "enables": 1,
@@ -637,8 +637,9 @@ def _prove_accumulators(c: Compilation) -> None:
         raise CompileError(f"the network needs a {max(need)}-bit accumulator; the accelerator supports "
                            "at most 40")
     # weights are stored as narrow as the network's widest layer needs (sign-extended to 8 bits
-    # as they leave the memory): a network of 4-bit weights packs 4 bits per weight
-    # and the requantizers' mult as wide as the widest (16 bits, more for an imported model's scales)
+    # as they leave the memory): a network of 4-bit weights packs 4 bits per weight (narrower
+    # layers narrower still: _choose_low_bits); the requantizers' mult as wide as the widest
+    # (16 bits, more for an imported model's scales)
     wbits = weight_bits_of([l.weight for l in c.net.layers])
     c.cfg = replace(c.cfg, weight_bits=wbits, acc_bits=acc, mult_bits=mult_bits_of(c.net.layers))
     prove_accumulators(c.net, acc)
@@ -676,7 +677,7 @@ def _choose_low_bits(c: Compilation) -> None:
     else fewer bits, than one memory at the widest width."""
     widths = sorted({plan.weight_bits for plan in c.plans if plan.nnz})
     best, best_key = 0, None
-    for b in [0] + [w for w in widths if 2 <= w < c.cfg.weight_bits]:
+    for b in [0] + [w for w in widths if w < c.cfg.weight_bits]:
         c.program.config = replace(c.cfg, low_bits=b)
         use = memory_use(c.program, c.device.family if c.device is not None else None)
         bits = sum(m["bits"] for k, m in use["memories"].items() if k.startswith("weights"))

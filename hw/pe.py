@@ -35,7 +35,8 @@ from amaranth.lib.wiring import In, Out
 
 from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words,
                                    bias_bits, bias_bits_used, bias_word_fields, clog2, index_bits, pow2_at_least,
-                                   rom_width, weight_word_fields, word_bits, low_word_fields, high_word_fields)
+                                   rom_width, weight_word_fields, word_bits, low_word_fields, high_word_fields,
+                                   low_word_bits, high_word_bits)
 from mamfpga.compile.device import memory_style
 from mamfpga.hw.adder_tree import AdderTree
 from mamfpga.hw.maxmin_tree import MaxMinTree
@@ -108,7 +109,7 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- memories
         # each memory marked block RAM or logic as the compiler counted it (mamfpga.compile.device)
         fam = self.family
-        wb, bb = sum(w for _, _, w, _ in low_word_fields(cfg)), bias_bits_used(cfg, self.modes, self.scales)
+        wb, bb = low_word_bits(cfg), bias_bits_used(cfg, self.modes, self.scales)
         m.submodules.wmem = wmem = Memory(shape=unsigned(wb), depth=len(self.weights), init=self.weights,
                                           attrs=memory_style(rom_width(self.weights, (1 << wb) - 1),
                                                              len(self.weights), fam, rom=True))
@@ -118,7 +119,7 @@ class PE(wiring.Component):
                                                              len(self.biases), fam, rom=True))
         w_rd = wmem.read_port()
         if self.high is not None:
-            hb = sum(w for _, _, w, _ in high_word_fields(cfg))
+            hb = high_word_bits(cfg)
             m.submodules.hmem = hmem = Memory(shape=unsigned(hb), depth=len(self.high), init=self.high,
                                               attrs=memory_style(rom_width(self.high, (1 << hb) - 1),
                                                                  len(self.high), fam, rom=True))
