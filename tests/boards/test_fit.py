@@ -265,14 +265,14 @@ def test_a_tool_run_that_crashes_in_its_runtime_runs_once_more(tmp_path):
                   "echo built > result\n")
     (tmp_path / "once.sh").write_text(crash_once)
     log = tmp_path / "build.log"
-    assert _run_script("once.sh", tmp_path, log, "building", None) == 0
+    assert _run_script("once.sh", tmp_path, log, "building", None, "yosys") == 0
     assert (tmp_path / "result").read_text() == "built\n"
     assert "died by signal 7 (Bus error)" in log.read_text()
 
     (tmp_path / "always.sh").write_text("sh -c 'kill -BUS $$'\n")
-    assert _run_script("always.sh", tmp_path, log, "building", None) == 128 + 7
+    assert _run_script("always.sh", tmp_path, log, "building", None, "yosys") == 128 + 7
     assert log.read_text().count("died by signal 7") == 1
 
     (tmp_path / "fails.sh").write_text("echo no >&2; exit 1\n")
-    assert _run_script("fails.sh", tmp_path, log, "building", None) == 1
+    assert _run_script("fails.sh", tmp_path, log, "building", None, "yosys") == 1
     assert "died by signal" not in log.read_text()
