@@ -50,7 +50,10 @@ def run_on_board(program: Program, build, port: str, xq: np.ndarray, *, baud: in
         cycles = []
         t0 = time.monotonic()
         for i in range(len(xq)):
-            outputs[i], c = link.infer(np.ascontiguousarray(xq[i].reshape(-1)[program.columns]), n_out)
+            try:
+                outputs[i], c = link.infer(np.ascontiguousarray(xq[i].reshape(-1)[program.columns]), n_out)
+            except HostLinkError as exc:
+                raise HostLinkError(f"sample {i}: {exc}") from None
             cycles.append(c)
         wall = time.monotonic() - t0
     finally:
@@ -62,7 +65,7 @@ def run_on_board(program: Program, build, port: str, xq: np.ndarray, *, baud: in
         j = int(np.flatnonzero(outputs[s] != expected[s])[0])
         first = {"sample": s, "output": j, "got": int(outputs[s, j]), "expected": int(expected[s, j])}
     fig = BoardRunFigures(port, baud, int(len(xq)), int(len(bad)), sorted(set(cycles)), program.cycles_model,
-                          round(wall, 3), first_mismatch=first)
+                          round(wall, 3), first_mismatch=first, retries=link.retries)
     if labels is not None:
         fig.accuracy = float((golden.classify(outputs) == labels).mean())
         fig.golden_accuracy = float((golden.classify(expected) == labels).mean())

@@ -3,8 +3,11 @@
 :class:`HostLinkTop` is the whole design but the clocking, with plain ports
 (``rx``, ``tx``, ``leds``), so that it can be simulated and co-simulated as is:
 
-    rx -> UARTRx -> command FSM -> input FIFO (a whole vector) -> accelerator.i
-    accelerator.o -> output FIFO (full rate) -> 'O' y.. cycles -> UARTTx -> tx
+    rx -> UARTRx -> command FSM -> input FIFO (a whole vector, its CRC checked) -> accelerator.i
+    accelerator.o -> output FIFO (full rate) -> 'O' y.. cycles crc -> UARTTx -> tx
+
+A request whose CRC-16 is wrong is dropped and answered 'E' 1 crc; the CRC is computed a
+received or sent byte a cycle (:func:`crc16_next`, XOR logic).
 
 The cycle counter runs from the first input beat to the last output beat (both
 included). LEDs: 0 heartbeat (the clock runs), 1 activity (an inference or a
@@ -33,6 +36,22 @@ __all__ = ["HostLinkTop", "BoardTop", "BOARD_TOP_NAME"]
 BOARD_TOP_NAME = "mamfpga_board"
 
 
+def crc16_next(crc, byte):
+    """The CRC-16 after ``byte`` (8 bits), as :func:`mamfpga.boards.hostlink.crc16_step`: a
+    byte a cycle. The step is linear over GF(2), so each bit of the result is the XOR of the
+    CRC and byte bits that the step maps onto it (found by stepping each unit vector): 16
+    small XOR trees, not eight layers of multiplexers."""
+    bits = []
+    for j in range(16):
+        terms = [crc[i] for i in range(16) if hostlink.crc16_step(1 << i, 0) >> j & 1]
+        terms += [byte[k] for k in range(8) if hostlink.crc16_step(0, 1 << k) >> j & 1]
+        x = terms[0]
+        for t in terms[1:]:
+            x = x ^ t
+        bits.append(x)
+    return Cat(*bits)
+
+
 class HostLinkTop(wiring.Component):
     def __init__(self, program, *, divisor: int, ident: int, frame_timeout: int, n_leds: int = 4,
                  stretch: int = 1 << 20, heartbeat_bit: int = 23, family: str | None = None):
@@ -59,13 +78,20 @@ class HostLinkTop(wiring.Component):
 
         info = hostlink.info_bytes(n_in, n_out, prog.config.pes, prog.config.lanes, self.ident)
         info_rom = Array(Const(b, 8) for b in reversed(info))     # indexed by bytes left
-        left = Signal(range(max(n_in, n_out, len(info), 4)))
+        err = hostlink.error_bytes(hostlink.ERR_CRC)
+        err_rom = Array(Const(b, 8) for b in reversed(err))
+        left = Signal(range(max(n_in, n_out, len(info), len(err), 4)))
+        # the CRC of the frame being received (it ends at 0 for a whole good frame) and of the
+        # answer being sent (its two bytes follow it)
+        rx_crc, tx_crc = Signal(16), Signal(16)
+        crc_bytes = Array([tx_crc[:8], tx_crc[8:]])              # indexed by bytes left: high byte first
         last = Signal()
         timer = Signal(signed((self.frame_timeout + 1).bit_length() + 1))
         cycles, run_cycles = Signal(32), Signal(32)
         running = Signal()
         outs = Signal(range(n_out + 1))
         framing_seen, timeout_seen = Signal(), Signal()
+        bad_crc = Signal()                         # the frame being dropped failed its CRC: answer 'E'
         inferences = Signal(16)
         cycle_bytes = Array(run_cycles.word_select(3 - k, 8) for k in range(4))
 
@@ -110,7 +136,8 @@ class HostLinkTop(wiring.Component):
                     m.d.sync += load(len(info))
                     m.next = "INFO"
                 with m.Elif(urx.o.valid & (urx.o.payload == hostlink.CMD_INFER)):
-                    m.d.sync += load(n_in) + [timer.eq(self.frame_timeout)]
+                    m.d.sync += load(n_in) + [timer.eq(self.frame_timeout),
+                                              rx_crc.eq(hostlink.crc16(bytes([hostlink.CMD_INFER])))]
                     m.next = "RECV"
             with m.State("INFO"):
                 m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(info_rom[left])]
@@ -121,18 +148,45 @@ class HostLinkTop(wiring.Component):
             with m.State("RECV"):
                 m.d.comb += ififo.w_en.eq(urx.o.valid)
                 with m.If(urx.o.valid):
-                    m.d.sync += step() + [timer.eq(self.frame_timeout)]
+                    m.d.sync += step() + [timer.eq(self.frame_timeout), rx_crc.eq(crc16_next(rx_crc, urx.o.payload))]
                     with m.If(last):
-                        m.next = "RUN"
+                        m.d.sync += load(2)
+                        m.next = "RCRC"
                 with m.Elif(expired):
-                    m.d.sync += timeout_seen.eq(1)
+                    m.d.sync += [timeout_seen.eq(1), bad_crc.eq(0)]
                     m.next = "DROP"
                 with m.Else():
                     m.d.sync += timer.eq(timer - 1)
-            with m.State("DROP"):                      # empty the partial input vector
+            with m.State("RCRC"):                      # the request's two CRC bytes
+                with m.If(urx.o.valid):
+                    m.d.sync += step() + [timer.eq(self.frame_timeout), rx_crc.eq(crc16_next(rx_crc, urx.o.payload))]
+                    with m.If(last):
+                        m.next = "CHECK"
+                with m.Elif(expired):
+                    m.d.sync += [timeout_seen.eq(1), bad_crc.eq(0)]
+                    m.next = "DROP"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("CHECK"):                     # a whole frame: its CRC residue is 0
+                with m.If(rx_crc == 0):
+                    m.next = "RUN"
+                with m.Else():
+                    m.d.sync += bad_crc.eq(1)
+                    m.next = "DROP"
+            with m.State("DROP"):                      # empty the partial or refused input vector
                 m.d.comb += ififo.r_en.eq(1)
                 with m.If(~ififo.r_rdy):
-                    m.next = "IDLE"
+                    with m.If(bad_crc):
+                        m.d.sync += load(len(err))
+                        m.next = "ERROR"
+                    with m.Else():
+                        m.next = "IDLE"
+            with m.State("ERROR"):                     # 'E' code crc: the request's CRC was wrong
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(err_rom[left])]
+                with m.If(utx.i.ready):
+                    m.d.sync += step()
+                    with m.If(last):
+                        m.next = "IDLE"
             with m.State("RUN"):
                 m.d.comb += feed.eq(1)
                 with m.If(last_out):
@@ -140,18 +194,25 @@ class HostLinkTop(wiring.Component):
             with m.State("HEAD"):
                 m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(hostlink.REPLY_OUT)]
                 with m.If(utx.i.ready):
-                    m.d.sync += load(n_out)
+                    m.d.sync += load(n_out) + [tx_crc.eq(hostlink.crc16(bytes([hostlink.REPLY_OUT])))]
                     m.next = "OUT"
             with m.State("OUT"):
                 m.d.comb += [utx.i.valid.eq(ofifo.r_rdy), utx.i.payload.eq(ofifo.r_data),
                              ofifo.r_en.eq(utx.i.ready)]
                 with m.If(utx.i.ready & ofifo.r_rdy):
-                    m.d.sync += step()
+                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, ofifo.r_data))]
                     with m.If(last):
                         m.d.sync += load(4)
                         m.next = "CYCLES"
             with m.State("CYCLES"):                    # little-endian: byte 3 - left
                 m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(cycle_bytes[left[:2]])]
+                with m.If(utx.i.ready):
+                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, cycle_bytes[left[:2]]))]
+                    with m.If(last):
+                        m.d.sync += load(2)
+                        m.next = "TCRC"
+            with m.State("TCRC"):                      # the answer's CRC, high byte first
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(crc_bytes[left[0]])]
                 with m.If(utx.i.ready):
                     m.d.sync += step()
                     with m.If(last):

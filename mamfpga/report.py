@@ -176,6 +176,7 @@ class BoardRunFigures:
     accuracy: float | None = None
     golden_accuracy: float | None = None
     first_mismatch: dict | None = None
+    retries: int = 0                  # requests sent again (an answer lost, refused or failing its CRC)
 
 
 @dataclass

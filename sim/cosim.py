@@ -135,18 +135,30 @@ class HostLinkResult:
     cycles: list[int]              # as the board counted them
     stray_answer: bytes            # what stray bytes while idle got back (nothing, if right)
     cut_answer: bytes              # what a frame cut short got back (nothing, if right)
+    bad_crc_answer: bytes          # what a request with a wrong CRC got back ('E' 1 crc, if right)
     leds: int
     sim: SimResult
+    answered: np.ndarray = None    # bool [B]: an answer was accepted (within the retries)
+    tries: list[int] = None        # requests sent per sample
+    seen: dict = None              # errors the host saw: error answers, lost answers, failed CRCs
+    flips: dict = None             # bits flipped on the wire, each way
+    info_after: bytes = b""        # the '?' answer after the noisy inferences (the board did not hang)
 
     @property
     def mismatches(self) -> int:
-        return int((self.outputs != self.expected).any(axis=1).sum())
+        """Accepted answers that are wrong (a sample with no accepted answer is not one)."""
+        wrong = (self.outputs != self.expected).any(axis=1)
+        return int((wrong & self.answered).sum()) if self.answered is not None else int(wrong.sum())
 
 
 def cosimulate_hostlink(program, x_net: np.ndarray, work: Path, *, divisor: int = 8, ident: int = 0x5EED,
-                        frame_timeout: int = 2000, simulator: str = "verilator") -> HostLinkResult:
+                        frame_timeout: int = 2000, simulator: str = "verilator", ber: float = 0.0, seed: int = 0,
+                        retries: int | None = None) -> HostLinkResult:
     """The whole board top but the PLL (UART, command FSM, buffers, cycle counter, accelerator)
-    under cocotb, driven bit by bit by a UART model speaking the host protocol."""
+    under cocotb, driven bit by bit by a UART model speaking the host protocol; with ``ber``,
+    every bit on both wires flips with that probability during the inferences (``seed``), and
+    the host sends a request again up to ``retries`` times."""
+    from mamfpga.boards import hostlink
     from mamfpga.boards.top import BOARD_TOP_NAME, HostLinkTop
     from mamfpga.hw.verilog import write_verilog
 
@@ -165,11 +177,16 @@ def cosimulate_hostlink(program, x_net: np.ndarray, work: Path, *, divisor: int 
     res = run_cocotb(verilog_sources=[verilog], toplevel=BOARD_TOP_NAME, test_module="mamfpga.sim.tb_hostlink",
                      build_dir=work / f"sim_{simulator}", simulator=simulator,
                      config={"inputs": str(inputs), "results": str(results), "n_out": program.net.output_size,
-                             "divisor": divisor, "frame_timeout": top.frame_timeout})
+                             "divisor": divisor, "frame_timeout": top.frame_timeout, "ber": ber, "seed": seed,
+                             "retries": hostlink.RETRIES if retries is None else retries})
     if not res.ok or not results.exists():
         raise SimulationError(f"host link co-simulation failed: {'; '.join(res.failures) or 'no results'}")
     data = json.loads(results.read_text())
-    outputs = np.array(data["outputs"], dtype=np.int8).reshape(len(xq), program.net.output_size)
-    return HostLinkResult(bytes.fromhex(data["info"]), outputs, expected, data["cycles"],
+    n_out = program.net.output_size
+    answered = np.array([o is not None for o in data["outputs"]], dtype=bool)
+    outputs = np.array([o if o is not None else [0] * n_out for o in data["outputs"]], dtype=np.int8)
+    return HostLinkResult(bytes.fromhex(data["info"]), outputs.reshape(len(xq), n_out), expected,
+                          [c for c in data["cycles"] if c is not None],
                           bytes.fromhex(data["stray_answer"]), bytes.fromhex(data["cut_answer"]),
-                          data["leds"], res)
+                          bytes.fromhex(data["bad_crc_answer"]), data["leds"], res, answered, data["tries"],
+                          data["seen"], data["flips"], bytes.fromhex(data["info_after"]))

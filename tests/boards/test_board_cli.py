@@ -5,7 +5,6 @@ co-simulated in test_hostlink_cosim.py)."""
 
 import json
 import os
-import struct
 import threading
 
 import numpy as np
@@ -82,9 +81,11 @@ def test_synth_refuses_bad_input(tmp_path, capsys):
 class FakeBoard(threading.Thread):
     """A board emulated on a pseudo-terminal from the golden model, speaking the host protocol."""
 
-    def __init__(self, program, ident, corrupt_sample=None):
+    def __init__(self, program, ident, corrupt_sample=None, garble_answers=0, version=hostlink.VERSION):
         super().__init__(daemon=True)
         self.program, self.build_ident, self.corrupt = program, ident, corrupt_sample
+        self.garble = garble_answers          # the first this many answers get a byte flipped on the wire
+        self.version = version
         self.master, slave = os.openpty()
         self.path = os.ttyname(slave)
         self.slave = slave
@@ -106,17 +107,26 @@ class FakeBoard(threading.Thread):
             while True:
                 cmd = self._read(1)[0]
                 if cmd == hostlink.CMD_INFO:
-                    os.write(self.master, hostlink.info_bytes(n_in, n_out, p.config.pes, p.config.lanes, self.build_ident))
+                    info = bytearray(hostlink.info_bytes(n_in, n_out, p.config.pes, p.config.lanes, self.build_ident))
+                    info[2] = self.version
+                    os.write(self.master, bytes(info))
                 elif cmd == hostlink.CMD_INFER:
-                    x_cols = np.frombuffer(self._read(n_in), dtype=np.int8)
+                    body = self._read(n_in + 2)
+                    if hostlink.crc16(bytes([cmd]) + body) != 0:
+                        os.write(self.master, hostlink.error_bytes())
+                        continue
+                    x_cols = np.frombuffer(body[:n_in], dtype=np.int8)
                     x = np.zeros((1, p.source.input_size), dtype=np.int8)
                     x[0, p.columns] = x_cols          # unread (eliminated) inputs stay 0
                     y = golden.run(p.source, x)[0].astype(np.int8)
                     if self.served == self.corrupt:
                         y[0] ^= 1
                     self.served += 1
-                    os.write(self.master, bytes([hostlink.REPLY_OUT]) + y.tobytes()
-                             + struct.pack("<I", p.cycles_model))
+                    answer = bytearray(hostlink.reply_bytes(y, p.cycles_model))
+                    if self.garble:
+                        self.garble -= 1
+                        answer[1] ^= 0x10                  # noise on the wire: the CRC no longer holds
+                    os.write(self.master, bytes(answer))
         except (EOFError, OSError):
             return
 
@@ -143,6 +153,27 @@ def test_run_checks_every_answer(tmp_path, capsys, corrupt):
     else:
         assert rc == 1 and run["mismatches"] == 1
         assert "first at sample 2, output 0" in cap.err
+
+
+def test_run_retries_a_damaged_answer_and_refuses_another_protocol(tmp_path, capsys):
+    """Two answers damaged on the wire: each fails its CRC, the host asks again and gets the
+    right one (the report counts the retries). A board speaking protocol version 1: refused,
+    naming both versions."""
+    program, build = _build(tmp_path)
+    board = FakeBoard(program, hostlink.build_id(build), garble_answers=2)
+    board.start()
+    x = np.random.default_rng(1).integers(-128, 128, size=(3, program.source.input_size)).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    rc = cli.main(["run", str(build), "--port", board.path, "--inputs", str(tmp_path / "x.npy"),
+                   "--outputs", str(tmp_path / "out.npy"), "--timeout", "5"])
+    assert rc == 0, capsys.readouterr().err
+    assert (np.load(tmp_path / "out.npy") == golden.run(program.source, x)).all()
+    assert json.loads((build / "report.json").read_text())["board_run"]["retries"] == 2
+    old = FakeBoard(program, hostlink.build_id(build), version=1)
+    old.start()
+    rc = cli.main(["run", str(build), "--port", old.path, "--inputs", str(tmp_path / "x.npy"), "--timeout", "5"])
+    assert rc == 1
+    assert "protocol version 1, this mamfpga version 2" in capsys.readouterr().err
 
 
 def test_run_refuses_a_board_with_another_build(tmp_path, capsys):
