@@ -1,5 +1,6 @@
 """Board figures: Fmax of the digits network's board top (UART host link included) on the
-iCE40UP5K and the ECP5-85F, and the warm time of ``mamfpga demo``.
+iCE40UP5K and the ECP5-85F, the warm time of ``mamfpga demo``, and whether the demo's
+bitstream comes out byte-identical when built twice.
 
 Runs the demo twice (the second time warm, timed), then builds the demo's
 network (its net.npz, in the configuration the demo chose) for each board once at the DESIGN.md target clock (48 MHz,
@@ -19,6 +20,31 @@ from pathlib import Path
 OUT = Path("build/bench")
 
 
+def bitstream_reproducible(build: Path, board: str, clock_mhz: float) -> dict:
+    """Build ``build``'s board top twice from scratch (two copies of the build folder, the same
+    clock and nextpnr seed, the cache of synthesized designs emptied before each, so yosys runs
+    too) and compare the bitstreams byte for byte."""
+    from mamfpga import stages, toolchain
+
+    bins = []
+    for k in (1, 2):
+        shutil.rmtree(toolchain.cache_dir() / "synth", ignore_errors=True)
+        copy = OUT / f"repro-{k}"
+        if copy.exists():
+            shutil.rmtree(copy)
+        shutil.copytree(build, copy, ignore=shutil.ignore_patterns("board-*", "sim_*"))
+        t = time.perf_counter()
+        r = stages.synthesize(copy, board, bitstream=True, clock_mhz=clock_mhz, retries=0, log=lambda _m: None)
+        if not r.bitstream:
+            raise SystemExit(f"no bitstream at {clock_mhz} MHz (timing not met): cannot compare")
+        bins.append((Path(r.bitstream).read_bytes(), time.perf_counter() - t))
+    same = bins[0][0] == bins[1][0]
+    print(f"bitstream of the demo's build on the {board} at {clock_mhz} MHz, built twice: "
+          f"{'byte-identical' if same else 'DIFFERENT'} ({len(bins[0][0])} bytes, {bins[0][1]:.0f} s and "
+          f"{bins[1][1]:.0f} s)\n", flush=True)
+    return {"identical": same, "bytes": len(bins[0][0]), "seconds": [b[1] for b in bins]}
+
+
 def main():
     from mamfpga import stages
 
@@ -31,6 +57,9 @@ def main():
                    capture_output=True)
     figures["demo_warm_s"] = time.perf_counter() - t
     print(f"mamfpga demo, warm caches: {figures['demo_warm_s']:.0f} s\n")
+    # the same inputs give the same bitstream (with the same nextpnr seed)
+    synth = stages.Report.load(demo / "build").synth
+    figures["bitstream_repro"] = bitstream_reproducible(demo / "build", "icebreaker", synth.clock["mhz"])
     net = stages.load_qnet(demo / "net.npz")
     # the configuration the demo chose to fit the iCEBreaker (mamfpga.boards.fit), on both boards
     cfg = stages.Report.load(demo).compile
