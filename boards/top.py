@@ -145,28 +145,25 @@ class HostLinkTop(wiring.Component):
                     m.d.sync += step()
                     with m.If(last):
                         m.next = "IDLE"
-            with m.State("RECV"):
+            def receive(then, after_last=()):
+                """A request's next byte into the CRC, the frame timer restarted, on to ``then``
+                after the last; a frame whose bytes stop is dropped without an answer."""
+                with m.If(urx.o.valid):
+                    m.d.sync += step() + [timer.eq(self.frame_timeout), rx_crc.eq(crc16_next(rx_crc, urx.o.payload))]
+                    with m.If(last):
+                        m.d.sync += list(after_last)
+                        m.next = then
+                with m.Elif(expired):
+                    m.d.sync += [timeout_seen.eq(1), bad_crc.eq(0)]
+                    m.next = "DROP"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+
+            with m.State("RECV"):                      # the input vector, into the input FIFO
                 m.d.comb += ififo.w_en.eq(urx.o.valid)
-                with m.If(urx.o.valid):
-                    m.d.sync += step() + [timer.eq(self.frame_timeout), rx_crc.eq(crc16_next(rx_crc, urx.o.payload))]
-                    with m.If(last):
-                        m.d.sync += load(2)
-                        m.next = "RCRC"
-                with m.Elif(expired):
-                    m.d.sync += [timeout_seen.eq(1), bad_crc.eq(0)]
-                    m.next = "DROP"
-                with m.Else():
-                    m.d.sync += timer.eq(timer - 1)
+                receive("RCRC", load(2))
             with m.State("RCRC"):                      # the request's two CRC bytes
-                with m.If(urx.o.valid):
-                    m.d.sync += step() + [timer.eq(self.frame_timeout), rx_crc.eq(crc16_next(rx_crc, urx.o.payload))]
-                    with m.If(last):
-                        m.next = "CHECK"
-                with m.Elif(expired):
-                    m.d.sync += [timeout_seen.eq(1), bad_crc.eq(0)]
-                    m.next = "DROP"
-                with m.Else():
-                    m.d.sync += timer.eq(timer - 1)
+                receive("CHECK")
             with m.State("CHECK"):                     # a whole frame: its CRC residue is 0
                 with m.If(rx_crc == 0):
                     m.next = "RUN"

@@ -31,14 +31,19 @@ class OutputError(MamfpgaError):
     exit_code = 2
 
 
-def claim_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
-    """Create ``path`` or reuse it if mamfpga wrote it before; refuse a user's folder."""
-    path = Path(path)
+def _refuse_users_folder(path: Path, what: str) -> None:
+    """OutputError if ``path`` is a file, or a folder with contents mamfpga did not write."""
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} exists and is not a folder; choose another path")
     if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists():
         raise OutputError(f"{what} {path} exists and was not written by mamfpga; "
                           "refusing to overwrite it (choose another path or empty it)")
+
+
+def claim_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
+    """Create ``path`` or reuse it if mamfpga wrote it before; refuse a user's folder."""
+    path = Path(path)
+    _refuse_users_folder(path, what)
     path.mkdir(parents=True, exist_ok=True)
     (path / MARKER).write_text("written by mamfpga; files here may be replaced by the next run\n")
     return path
@@ -54,11 +59,7 @@ def staged_dir(path: str | os.PathLike, *, what: str = "output folder", stale: s
     (a regular expression) that this run did not write. A user's folder is refused as by
     :func:`claim_dir`."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{what} {path} exists and is not a folder; choose another path")
-    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists():
-        raise OutputError(f"{what} {path} exists and was not written by mamfpga; "
-                          "refusing to overwrite it (choose another path or empty it)")
+    _refuse_users_folder(path, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
     try:
