@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib import io
 
-__all__ = ["PLLPlan", "pll_plan", "ClockReset", "POR_US"]
+__all__ = ["PLLPlan", "pll_plan", "ClockReset", "POR_US", "por_cycles"]
 
 POR_US = 20
+
+
+def por_cycles(f_clk: float) -> int:
+    """Cycles of the ``sync`` clock the power-on reset holds after the PLL locks."""
+    return int(POR_US * 1e-6 * f_clk)
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ class ClockReset(Elaboratable):
         # power-on reset: counts on the sync clock itself, from lock (flip-flops start at 0)
         m.domains.por = ClockDomain("por", reset_less=True, local=True)
         m.d.comb += ClockSignal("por").eq(ClockSignal("sync"))
-        delay = int(POR_US * 1e-6 * f_clk)
+        delay = por_cycles(f_clk)
         timer = Signal(range(delay + 1))
         ready = Signal()
         with m.If(~lock):

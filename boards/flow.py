@@ -39,7 +39,12 @@ from mamfpga.report import SynthFigures
 __all__ = ["SynthError", "CapacityError", "synth_board", "estimate", "build_for_board", "BoardBuild", "MAX_FALLBACKS",
            "board_dir", "DEFAULT_BAUD", "parse_nextpnr_report"]
 
-DEFAULT_BAUD = 115200
+#: 1 Mbaud: exact on the boards' FTDI bridges (3 MHz / 3: the FT2232H of the iCEBreaker, the
+#: FT231X of the ULX3S), within 1 % at the PLL clocks built, and 8.7 times the inferences a
+#: second over the link of 115200 baud, where the link and not the accelerator is the limit
+DEFAULT_BAUD = 1_000_000
+#: nextpnr's routed netlist in the board folder, kept with the bitstream
+PLACED_JSON = f"{BOARD_TOP_NAME}.placed.json"
 #: a rebuild aims this far under the Fmax reached: a new placement moves Fmax by a few per cent,
 #: and a rebuild that misses again costs another place and route
 RETRY_MARGIN = 0.93
@@ -171,7 +176,8 @@ def _prepare(program, board: Board, out: Path, *, target: float | None, baud: in
             "script_after_synth": "tee -q -o stat.json stat -json",
             # multipliers (the requantizers') in DSP blocks: a LUT multiplier is the critical path
             "synth_opts": "-dsp" if board.family == "ice40" else "",
-            "nextpnr_opts": f"--report nextpnr.json --timing-allow-fail --seed {seed}",
+            # the routed netlist too: ``mamfpga sim --placed`` simulates it (boards/placed.py)
+            "nextpnr_opts": f"--report nextpnr.json --timing-allow-fail --seed {seed} --write {PLACED_JSON}",
         }
     bplan = platform.prepare(top, name=BOARD_TOP_NAME, **overrides)
     bplan.extract(out)
@@ -348,8 +354,10 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
     packed = out / f"{BOARD_TOP_NAME}.{ext}"
     if bitstream and result.timing_met:
         result.bitstream = str(packed)
-    elif packed.exists():
-        packed.unlink()             # not asked for, or it would not run at the clock it was built for
+    else:                           # not asked for, or it would not run at the clock it was built for
+        for f in (packed, out / PLACED_JSON):
+            if f.exists():
+                f.unlink()
     return result
 
 

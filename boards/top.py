@@ -31,7 +31,7 @@ from mamfpga.boards.clocking import ClockReset
 from mamfpga.boards.uart import UARTRx, UARTTx, baud_divisor
 from mamfpga.hw.accelerator import Accelerator
 
-__all__ = ["HostLinkTop", "BoardTop", "BOARD_TOP_NAME"]
+__all__ = ["HostLinkTop", "BoardTop", "BOARD_TOP_NAME", "frame_timeout_cycles"]
 
 BOARD_TOP_NAME = "mamfpga_board"
 
@@ -52,6 +52,13 @@ def crc16_next(crc, byte):
     return Cat(*bits)
 
 
+def frame_timeout_cycles(f_clk: float | None, divisor: int, cycles: int | None = None) -> int:
+    """The frame timeout in clock cycles: ``cycles``, else :data:`~.hostlink.FRAME_TIMEOUT_S` at
+    ``f_clk``; never under 16 bit times (a byte and a half)."""
+    wanted = cycles if cycles is not None else int(hostlink.FRAME_TIMEOUT_S * f_clk)
+    return max(int(wanted), 16 * divisor)
+
+
 class HostLinkTop(wiring.Component):
     def __init__(self, program, *, divisor: int, ident: int, frame_timeout: int, n_leds: int = 4,
                  stretch: int = 1 << 20, heartbeat_bit: int = 23, family: str | None = None):
@@ -59,7 +66,7 @@ class HostLinkTop(wiring.Component):
         self.family = family
         self.divisor = divisor
         self.ident = ident & 0xFFFFFFFF
-        self.frame_timeout = max(int(frame_timeout), 16 * divisor)
+        self.frame_timeout = frame_timeout_cycles(None, divisor, frame_timeout)
         self.n_leds = n_leds
         self.stretch = stretch
         self.heartbeat_bit = heartbeat_bit
@@ -252,7 +259,7 @@ class BoardTop(Elaboratable):
             except ResourceError:       # the board has fewer LEDs
                 break
         core = HostLinkTop(self.program, divisor=self.divisor, ident=self.ident,
-                           frame_timeout=int(hostlink.FRAME_TIMEOUT_S * self.f_clk), n_leds=max(1, len(leds)),
+                           frame_timeout=frame_timeout_cycles(self.f_clk, self.divisor), n_leds=max(1, len(leds)),
                            stretch=int(0.05 * self.f_clk), heartbeat_bit=max(1, int(self.f_clk).bit_length() - 1),
                            family=self.family)
         m.submodules.core = core

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from mamfpga import progress, stages, toolchain
+from mamfpga.boards.flow import DEFAULT_BAUD
 from mamfpga.boards.targets import BOARDS
 from mamfpga.errors import MamfpgaError, UsageError
 from mamfpga.outputs import atomic_write_bytes, claim_dir
-from mamfpga.report import render, render_board_run, render_compile, render_sim, render_synth
+from mamfpga.report import render, render_board_run, render_compile, render_placed_sim, render_sim, render_synth
 from mamfpga.sw import golden, qonnx_io
 from mamfpga.sw.data import DATASETS
 
@@ -283,6 +284,8 @@ def cmd_compile(args) -> int:
 
 def cmd_sim(args) -> int:
     out_file = _output_file(args.outputs, args.force)
+    if args.placed or args.board:
+        return _sim_placed(args, out_file)
     if args.target.is_dir():
         build = args.target
         program, _ = stages.load(build)
@@ -310,6 +313,30 @@ def cmd_sim(args) -> int:
         return 1
     if report.sim.cycles_sim != [program.cycles_model]:
         print(f"CYCLES: measured {report.sim.cycles_sim}, the model says {program.cycles_model}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sim_placed(args, out_file: Path) -> int:
+    if not (args.placed and args.board):
+        raise UsageError("--placed and --board go together: mamfpga sim BUILD --board NAME --placed ...")
+    if not args.target.is_dir():
+        raise UsageError(f"{args.target}: --placed simulates a build folder's board design, not a network file")
+    program, _ = stages.load(args.target)
+    fig, res = stages.simulate_placed(program, args.target, args.board, _npy(args.inputs, "inputs"))
+    _save_npy(out_file, res.outputs)
+    _show(render_placed_sim(fig))
+    print(f"wrote {out_file} and {args.target / 'report.json'}")
+    if fig.mismatches:
+        bad = np.argwhere((res.outputs != res.expected).any(axis=1) | ~res.answered)
+        s = int(bad[0][0])
+        print(f"MISMATCH: {fig.mismatches} of {fig.samples} samples; the first, sample {s}: "
+              + (f"got {res.outputs[s].tolist()}, expected {res.expected[s].tolist()}" if res.answered[s]
+                 else "no answer accepted"), file=sys.stderr)
+        return 1
+    if fig.cycles_placed != [fig.cycles_model] or fig.protocol_problems:
+        print(f"the placed design counted {fig.cycles_placed} cycles (model {fig.cycles_model})"
+              + "".join(f"; {p}" for p in fig.protocol_problems), file=sys.stderr)
         return 1
     return 0
 
@@ -506,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--build", type=Path, help="where to compile a net.npz (default build/sim-NAME-pPlL)")
     d.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     d.add_argument("--waves", action="store_true", help="write waves (VCD on Verilator, FST on Icarus)")
+    d.add_argument("--board", help="with --placed: the board whose bitstream's design to simulate")
+    d.add_argument("--placed", action="store_true",
+                   help="simulate the placed and routed board design (nextpnr's routed netlist on yosys's cell "
+                        "models) behind its UART instead of the RTL; needs mamfpga synth BUILD --board NAME "
+                        "--bitstream first")
     d.add_argument("--force", action="store_true", help="overwrite --outputs")
 
     d = verb("synth", cmd_synth, "board top with UART host link -> yosys -> nextpnr -> bitstream")
@@ -514,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bitstream", action="store_true", help="keep the bitstream (only when timing is met)")
     d.add_argument("--clock", type=float, help="sync clock in MHz (default: the board's target, lowered to "
                                                "what place and route reaches)")
-    d.add_argument("--baud", type=int, default=115200, help="host link baud rate (default 115200)")
+    d.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"host link baud rate (default {DEFAULT_BAUD})")
     d.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
 
     d = verb("run", cmd_run, "run inputs on the board over its serial port, check against the golden model")

@@ -6,13 +6,15 @@ stage that ran on it, each written by that stage's builder:
 - ``compile``: :meth:`CompileFigures.of` (the program: configuration, layers, cycle model, memory);
 - ``sim``: :meth:`SimFigures.of` (the co-simulation: samples, mismatches, cycles counted);
 - ``synth``: :class:`SynthFigures`, which the board flow fills (resources, Fmax, clock, bitstream);
+- ``placed_sim``: :class:`PlacedSimFigures`, the placed and routed design simulated behind its UART;
 - ``board_run``: :class:`BoardRunFigures`, from ``mamfpga run`` on a real board;
 - ``demo``: :class:`DemoFigures`, what the demo adds (accuracies, sparsity, the dense comparison).
 
 Every figure has one name wherever it appears (manifest, report, sweep CSV):
 ``cycles_model`` the cycle model's count, ``cycles_bound`` its lower bound,
-``cycles_sim`` what co-simulation counted, ``cycles_board`` what the board
-counted; per layer and per inference alike. :func:`render` turns any report,
+``cycles_sim`` what co-simulation counted, ``cycles_placed`` what the placed
+design counted, ``cycles_board`` what the board counted; per layer and per
+inference alike. :func:`render` turns any report,
 or one section of it, into the lines the CLI prints.
 """
 
@@ -26,9 +28,9 @@ from mamfpga.compile.build import balance
 from mamfpga.errors import MamfpgaError
 from mamfpga.outputs import atomic_write_json
 
-__all__ = ["REPORT_FORMAT", "LayerFigures", "CompileFigures", "SimFigures", "SynthFigures", "BoardRunFigures",
-           "DemoFigures", "Report", "ReportError", "render", "render_compile", "render_sim", "render_synth",
-           "render_board_run", "render_demo"]
+__all__ = ["REPORT_FORMAT", "LayerFigures", "CompileFigures", "SimFigures", "SynthFigures", "PlacedSimFigures",
+           "BoardRunFigures", "DemoFigures", "Report", "ReportError", "render", "render_compile", "render_sim",
+           "render_synth", "render_placed_sim", "render_board_run", "render_demo"]
 
 REPORT_FORMAT = "mamfpga.report/1"
 
@@ -165,6 +167,23 @@ class SynthFigures:
 
 
 @dataclass
+class PlacedSimFigures:
+    board: str
+    netlist: str                      # which netlist ran (mamfpga.boards.placed.NETLIST_KIND)
+    clock: str                        # how the clock reaches it (the PLL replaced by its output clock)
+    baud: int
+    divisor: int
+    samples: int
+    mismatches: int                   # samples answered wrongly or not at all
+    cycles_placed: list[int]          # the distinct counts the placed design reported
+    cycles_model: int
+    build_id: str                     # as the design answered '?'
+    protocol_problems: list[str]      # host link checks that failed (none, when right)
+    seconds: float                    # the simulation (the model's build included)
+    cells: dict                       # cell type -> count in the routed netlist
+
+
+@dataclass
 class BoardRunFigures:
     port: str
     baud: int
@@ -200,6 +219,7 @@ class Report:
     synth: SynthFigures | None = None
     board_run: BoardRunFigures | None = None
     demo: DemoFigures | None = None
+    placed_sim: PlacedSimFigures | None = None
 
     def to_json(self) -> dict:
         return {"format": REPORT_FORMAT, **asdict(self)}
@@ -217,7 +237,8 @@ class Report:
             raise ReportError(f"device {d.get('device')!r} is not a known device")
         return cls(d.get("board"), d.get("device"), CompileFigures.from_json(d.get("compile")),
                    _from_dict(SimFigures, d.get("sim")), _from_dict(SynthFigures, d.get("synth")),
-                   _from_dict(BoardRunFigures, d.get("board_run")), _from_dict(DemoFigures, d.get("demo")))
+                   _from_dict(BoardRunFigures, d.get("board_run")), _from_dict(DemoFigures, d.get("demo")),
+                   _from_dict(PlacedSimFigures, d.get("placed_sim")))
 
     @classmethod
     def load(cls, build: str | Path) -> "Report":
@@ -302,6 +323,15 @@ def render_synth(s: SynthFigures) -> list[str]:
     return out
 
 
+def render_placed_sim(p: PlacedSimFigures) -> list[str]:
+    agree = "equal" if p.cycles_placed == [p.cycles_model] else "DIFFERENT"
+    return [f"placed and routed {p.board} design ({p.netlist}; {p.clock}): {p.samples} samples through its UART at "
+            f"{p.baud} baud ({p.divisor} cycles a bit), {p.mismatches} mismatching; cycles per inference "
+            f"{_slash(p.cycles_placed)} (model {p.cycles_model}: {agree}); build {p.build_id}; "
+            f"host link checks {'passed' if not p.protocol_problems else 'FAILED: ' + '; '.join(p.protocol_problems)}"
+            f"; {p.seconds:.0f} s"]
+
+
 def render_board_run(r: BoardRunFigures) -> list[str]:
     out = [f"on the board ({r.port}, {r.baud} baud): {r.samples} inferences in {r.seconds:.2f} s, "
            f"{r.mismatches} differ from the golden model",
@@ -351,6 +381,8 @@ def render(r: Report) -> list[str]:
         out.append("co-simulation: not run (mamfpga sim BUILD --inputs X.npy --outputs Y.npy)")
     if r.synth:
         out += render_synth(r.synth)
+    if r.placed_sim:
+        out += render_placed_sim(r.placed_sim)
     if r.board_run:
         out += render_board_run(r.board_run)
     if r.demo:

@@ -33,7 +33,7 @@ from mamfpga.errors import UsageError
 from mamfpga.outputs import PLOTS_HINT, staged_dir
 from mamfpga.hw import emit as hw_emit
 from mamfpga.hw.emit import TOP_NAME
-from mamfpga.report import CompileFigures, Report, ReportError, SimFigures, SynthFigures
+from mamfpga.report import CompileFigures, PlacedSimFigures, Report, ReportError, SimFigures, SynthFigures
 from mamfpga.sim import cosim
 from mamfpga.sw import golden
 from mamfpga.sw import data as data_mod
@@ -440,6 +440,62 @@ def synthesize(build: str | Path, board_name: str, *, bitstream: bool = False, c
     report.board, report.device, report.synth = brd.name, syn.device, syn
     report.save(build)
     return syn
+
+
+def simulate_placed(program: Program, build: str | Path, board_name: str, x: np.ndarray) -> tuple:
+    """``x`` through the placed and routed design of ``build`` for ``board_name`` (the netlist the
+    bitstream was packed from, :mod:`mamfpga.boards.placed`), behind its UART as the host speaks
+    to the board, against the golden model; the report's placed_sim section. Returns the
+    figures and the :class:`~mamfpga.sim.cosim.HostLinkResult`."""
+    import time
+
+    from mamfpga.boards import hostlink, placed
+    from mamfpga.boards.clocking import por_cycles
+    from mamfpga.boards.top import frame_timeout_cycles
+
+    build = Path(build)
+    brd = get_board(board_name)
+    report = Report.load(build)
+    syn = report.synth
+    if syn is None or syn.board != brd.name or not syn.bitstream:
+        raise UsageError(f"{build}: no bitstream for the {brd.name} in its report; build it first "
+                         f"(mamfpga synth {build} --board {brd.name} --bitstream)")
+    f_clk, divisor = syn.clock["mhz"] * 1e6, int(syn.host_link["divisor"])
+    bdir = board_flow.board_dir(build, brd)
+    t0 = time.monotonic()
+    try:
+        model = placed.placed_model(bdir, brd.family, clock_port=f"{brd.make_platform().default_clk}_0__io",
+                                    work=bdir / "placed_sim")
+    except placed.PlacedError as exc:
+        raise UsageError(str(exc)) from None
+    xq = golden.prepare_inputs(program.source, x)
+    res = cosim.cosimulate_hostlink(program, xq, bdir / "placed_sim", divisor=divisor,
+                                    frame_timeout=frame_timeout_cycles(f_clk, divisor), placed=model,
+                                    startup_cycles=por_cycles(f_clk) + 64, show=len(xq) > 1)
+    problems = []
+    try:
+        info = hostlink.decode_info(res.info)
+        build_id = f"{info.build_id:08x}"
+        if build_id != syn.host_link["build_id"] or (info.n_in, info.n_out) != (program.net.input_size,
+                                                                                program.net.output_size):
+            problems.append(f"'?' answered build {build_id}, {info.n_in} inputs, {info.n_out} outputs; the report "
+                            f"says build {syn.host_link['build_id']}")
+    except hostlink.HostLinkError as exc:
+        build_id = "none"
+        problems.append(str(exc))
+    for what, got, want in (("stray bytes while idle", res.stray_answer, b""),
+                            ("a frame cut short", res.cut_answer, b""),
+                            ("a request with a wrong CRC", res.bad_crc_answer, hostlink.error_bytes(hostlink.ERR_CRC)),
+                            ("'?' after the inferences", res.info_after, res.info)):
+        if got != want:
+            problems.append(f"{what} got {got.hex(' ') or 'nothing'} back, not {want.hex(' ') or 'nothing'}")
+    wrong = (res.outputs != res.expected).any(axis=1) | ~res.answered
+    fig = PlacedSimFigures(brd.name, model.kind, model.clock, int(syn.host_link["baud"]), divisor, len(xq),
+                           int(wrong.sum()), sorted(set(res.cycles)), program.cycles_model, build_id, problems,
+                           round(time.monotonic() - t0, 1), model.cells)
+    report.placed_sim = fig
+    report.save(build)
+    return fig, res
 
 
 def build_for_board(qnet: QuantNetwork, board_name: str, build: str | Path, *, on_build=None,

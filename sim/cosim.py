@@ -153,11 +153,17 @@ class HostLinkResult:
 
 def cosimulate_hostlink(program, x_net: np.ndarray, work: Path, *, divisor: int = 8, ident: int = 0x5EED,
                         frame_timeout: int = 2000, simulator: str = "verilator", ber: float = 0.0, seed: int = 0,
-                        retries: int | None = None) -> HostLinkResult:
+                        retries: int | None = None, placed=None, startup_cycles: int = 0,
+                        show: bool = False) -> HostLinkResult:
     """The whole board top but the PLL (UART, command FSM, buffers, cycle counter, accelerator)
     under cocotb, driven bit by bit by a UART model speaking the host protocol; with ``ber``,
     every bit on both wires flips with that probability during the inferences (``seed``), and
-    the host sends a request again up to ``retries`` times."""
+    the host sends a request again up to ``retries`` times.
+
+    The device under test is the board top's RTL, generated here with ``divisor``, ``ident``
+    and ``frame_timeout``; or, with ``placed`` (a :class:`~mamfpga.boards.placed.PlacedModel`),
+    the placed and routed board design, whose ``divisor`` and ``frame_timeout`` the caller
+    passes as built, with the ``startup_cycles`` its power-on reset takes."""
     from mamfpga.boards import hostlink
     from mamfpga.boards.top import BOARD_TOP_NAME, HostLinkTop
     from mamfpga.hw.verilog import write_verilog
@@ -166,19 +172,38 @@ def cosimulate_hostlink(program, x_net: np.ndarray, work: Path, *, divisor: int 
     work.mkdir(parents=True, exist_ok=True)
     xq = golden.prepare_inputs(program.source, x_net)
     expected = golden.run(program.source, xq)
-    top = HostLinkTop(program, divisor=divisor, ident=ident, frame_timeout=frame_timeout, stretch=64,
-                      heartbeat_bit=6)
-    verilog = write_verilog(top, BOARD_TOP_NAME, work / f"{BOARD_TOP_NAME}.v")
+    if placed is None:
+        top = HostLinkTop(program, divisor=divisor, ident=ident, frame_timeout=frame_timeout, stretch=64,
+                          heartbeat_bit=6)
+        frame_timeout = top.frame_timeout
+        sources, toplevel, includes = [write_verilog(top, BOARD_TOP_NAME, work / f"{BOARD_TOP_NAME}.v")], \
+            BOARD_TOP_NAME, []
+    else:
+        sources, toplevel, includes = placed.sources, placed.top, placed.includes
     inputs = work / "inputs.npy"
     np.save(inputs, np.ascontiguousarray(xq.reshape(len(xq), -1)[:, program.columns]))
-    results = work / "results.json"
-    if results.exists():
-        results.unlink()
-    res = run_cocotb(verilog_sources=[verilog], toplevel=BOARD_TOP_NAME, test_module="mamfpga.sim.tb_hostlink",
-                     build_dir=work / f"sim_{simulator}", simulator=simulator,
-                     config={"inputs": str(inputs), "results": str(results), "n_out": program.net.output_size,
-                             "divisor": divisor, "frame_timeout": top.frame_timeout, "ber": ber, "seed": seed,
-                             "retries": hostlink.RETRIES if retries is None else retries})
+    results, prog_file = work / "results.json", work / "progress"
+    for f in (results, prog_file):
+        if f.exists():
+            f.unlink()
+
+    def poll():
+        try:
+            return int(prog_file.read_text() or 0), None
+        except (OSError, ValueError):
+            return None, None
+
+    config = {"inputs": str(inputs), "results": str(results), "n_out": program.net.output_size,
+              "divisor": divisor, "frame_timeout": frame_timeout, "ber": ber, "seed": seed,
+              "retries": hostlink.RETRIES if retries is None else retries, "startup_cycles": startup_cycles}
+    if show:
+        config["progress"] = str(prog_file)
+    what = "the placed and routed design" if placed is not None else "the board top"
+    with progress.waiting(f"simulating {what} behind its UART on {simulator} (building the model first)",
+                          poll if show else None, total=len(xq) if show else None, unit="sample"):
+        res = run_cocotb(verilog_sources=sources, toplevel=toplevel, test_module="mamfpga.sim.tb_hostlink",
+                         build_dir=work / f"sim_{simulator}", simulator=simulator, includes=includes, config=config,
+                         ports_only=["clk", "rst", "rx", "tx", "leds"] if placed is not None else None)
     if not res.ok or not results.exists():
         raise SimulationError(f"host link co-simulation failed: {'; '.join(res.failures) or 'no results'}")
     data = json.loads(results.read_text())

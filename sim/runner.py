@@ -64,10 +64,16 @@ def run_cocotb(
     waves: bool = False,
     testcase: str | None = None,
     quiet: bool = True,
+    includes: list[Path] | None = None,
+    ports_only: list[str] | None = None,
 ) -> SimResult:
     """Build ``verilog_sources`` and run the cocotb ``test_module`` against ``toplevel``.
 
-    ``config`` reaches the testbench as JSON in ``MAMFPGA_TB_CONFIG``.
+    ``config`` reaches the testbench as JSON in ``MAMFPGA_TB_CONFIG``; ``includes`` are the
+    folders searched for Verilog ``include`` files. With ``ports_only`` (names of the top's
+    ports), Verilator makes only those visible to the testbench instead of every signal
+    (cocotb's ``--public-flat-rw``, which keeps each net of a gate-level netlist as written and
+    runs it several times slower).
     Raises :class:`~mamfpga.toolchain.MissingToolError` when the simulator is
     not installed and :class:`SimulationError` when it fails to build or run.
     """
@@ -82,7 +88,7 @@ def run_cocotb(
     build_dir.mkdir(parents=True, exist_ok=True)
     if simulator == "icarus":
         verilog_sources = [_icarus_time_zero(Path(src), build_dir) for src in verilog_sources]
-    runner = get_runner(runner_name)
+    runner = _ports_only_verilator() if ports_only and simulator == "verilator" else get_runner(runner_name)
     build_args = []
     if simulator == "verilator":
         # Generated code is lint-checked separately (tests/hw); here only build.
@@ -94,10 +100,14 @@ def run_cocotb(
     # whenever the sources or the build options changed since the last build
     import hashlib
 
+    if ports_only and simulator == "verilator":
+        vlt = build_dir / "ports.vlt"
+        vlt.write_text("`verilator_config\n" + "".join(f'public_flat_rw -module "{toplevel}" -var "{p}"\n'
+                                                        for p in ports_only))
     digest = hashlib.sha256()
-    for src in verilog_sources:
+    for src in verilog_sources + ([vlt] if ports_only and simulator == "verilator" else []):
         digest.update(Path(src).read_bytes())
-    digest.update(repr((simulator, toplevel, build_args, waves)).encode())
+    digest.update(repr((simulator, toplevel, build_args, waves, [str(i) for i in includes or []])).encode())
     stamp = build_dir / ".mamfpga-sources"
     rebuild = not stamp.exists() or stamp.read_text() != digest.hexdigest()
     log_build = build_dir / "build.log"
@@ -115,8 +125,10 @@ def run_cocotb(
         with _maybe_quiet(quiet), toolchain.watchdog("verilator build" if simulator == "verilator" else "simulation",
                                                      f"building {toplevel} for {simulator}"):
             runner.build(
-                sources=[str(p) for p in verilog_sources],
+                # (the control file first: cocotb takes the last source's language for the top's)
+                sources=_control_files(build_dir if ports_only else None, simulator) + [str(p) for p in verilog_sources],
                 hdl_toplevel=toplevel,
+                includes=[str(i) for i in includes or []],
                 build_dir=build_dir,
                 build_args=build_args,
                 timescale=("1ns", "1ps"),
@@ -167,6 +179,28 @@ def run_cocotb(
     return SimResult(simulator, tests, failed, results, build_dir,
                      _waves_file(build_dir, simulator) if waves else None,
                      _failure_messages(results))
+
+
+def _control_files(build_dir: Path | None, simulator: str) -> list:
+    if build_dir is None or simulator != "verilator":
+        return []
+    from cocotb_tools.runner import VerilatorControlFile
+
+    return [VerilatorControlFile(str(build_dir / "ports.vlt"))]
+
+
+def _ports_only_verilator():
+    """cocotb's Verilator runner without ``--public-flat-rw`` (the ports made public by a
+    Verilator control file instead, :func:`run_cocotb`)."""
+    from cocotb_tools.runner import Verilator
+
+    class PortsOnly(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    return PortsOnly()
 
 
 def _failure_messages(results: Path) -> list[str]:

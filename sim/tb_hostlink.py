@@ -12,9 +12,14 @@ With ``ber`` > 0 every bit on both wires (start, data and stop bits the host
 sends; data and stop bits it samples) flips with that probability, from a seeded
 generator: the answers the host accepts must still be the right ones.
 
+The device under test is the board top's RTL or the placed and routed board
+design (:mod:`mamfpga.boards.placed`): both have ``clk``, ``rst``, ``rx``, ``tx``
+and ``leds``; the placed design's power-on reset counts ``startup_cycles`` after
+``rst`` (its PLL's lock) falls, before it listens.
+
 Config (MAMFPGA_TB_CONFIG): inputs (.npy int8 [B, N_0] in the accelerator's
 column order), n_out, divisor, frame_timeout (cycles), ber, seed, retries,
-results (.json).
+startup_cycles, progress (a file the sample count is written to), results (.json).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.triggers import Edge, First, Timer
+from cocotb.triggers import ClockCycles, Edge, First, Timer
 
 from mamfpga.boards import hostlink
 from mamfpga.sim.runner import env_config
@@ -51,10 +56,13 @@ class UARTModel:
         return bit
 
     async def send(self, data: bytes):
-        for byte in data:
-            for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+        """``data`` on rx; returns in the middle of the last stop bit, where the board takes the
+        byte and may start answering (the line then stays high: idle)."""
+        for n, byte in enumerate(data):
+            for k, bit in enumerate([0] + [(byte >> i) & 1 for i in range(8)] + [1]):
                 self.dut.rx.value = self._noise(bit, "to_board")
-                await Timer(self.bit_ns, unit="ns")
+                last = n == len(data) - 1 and k == 9
+                await Timer(self.bit_ns // 2 if last else self.bit_ns, unit="ns")
         self.dut.rx.value = 1
 
     async def recv(self, n: int, timeout_ns: int) -> bytes:
@@ -88,6 +96,7 @@ async def host_link(dut):
     dut.rx.value = 1
     tb = TB(dut, period_ns=PERIOD_NS)
     await tb.reset()
+    await ClockCycles(dut.clk, int(cfg.get("startup_cycles", 0)))
     uart = UARTModel(dut, div)
     byte_ns = 10 * div * PERIOD_NS
     drain_ns = cfg["frame_timeout"] * PERIOD_NS + 5 * byte_ns
@@ -113,7 +122,10 @@ async def host_link(dut):
     answer_ns = (n_out + 10) * byte_ns + 1_000_000
     outputs, cycles, tries = [], [], []
     seen = {"error_answer": 0, "lost": 0, "crc_failed": 0}
-    for row in x:
+    for done, row in enumerate(x):
+        if cfg.get("progress"):
+            with open(cfg["progress"], "w") as f:
+                f.write(str(done))
         frame = hostlink.encode_infer(row)
         got = None
         for attempt in range(1 + retries_max):

@@ -47,6 +47,23 @@ def test_synth_icebreaker_bitstream(tmp_path, capsys):
     assert report["bitstream"] == str(bitstream) and bitstream.stat().st_size > 100_000
     assert "Fmax" in out and "LUT" in out and "bitstream:" in out
 
+    # the bitstream's own design (nextpnr's routed netlist) behind its UART, as the host speaks to it
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, size=(3, program.net.input_size)).astype(np.int8)
+    x[0] = 0
+    x[1] = 127                                        # zero and saturating inputs
+    np.save(tmp_path / "x.npy", x)
+    rc = cli.main(["sim", str(build), "--board", "icebreaker", "--placed", "--inputs", str(tmp_path / "x.npy"),
+                   "--outputs", str(tmp_path / "y.npy")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.out + captured.err
+    assert np.array_equal(np.load(tmp_path / "y.npy"), golden.run(program.source, x))
+    placed = json.loads((build / "report.json").read_text())["placed_sim"]
+    assert placed["mismatches"] == 0 and placed["samples"] == 3 and placed["protocol_problems"] == []
+    assert placed["cycles_placed"] == [program.cycles_model] and placed["build_id"] == report["host_link"]["build_id"]
+    assert placed["cells"]["ICESTORM_LC"] == res["lut"] and "routed netlist" in placed["netlist"]
+    assert "placed and routed icebreaker design" in captured.out
+
 
 @pytest.mark.synth
 def test_synth_names_what_does_not_fit(tmp_path, capsys):
