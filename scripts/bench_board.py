@@ -1,6 +1,8 @@
 """Board figures: Fmax of the digits network's board top (UART host link included) on the
-iCE40UP5K and the ECP5-85F, the warm time of ``mamfpga demo``, and whether the demo's
-bitstream comes out byte-identical when built twice.
+iCE40UP5K and the ECP5-85F, the warm time of ``mamfpga demo``, whether the demo's
+bitstream comes out byte-identical when built twice, and the demo's bitstream's own
+design (nextpnr's routed netlist) answering the 540 test digits through its UART
+(``mamfpga sim BUILD --board NAME --placed``).
 
 Runs the demo twice (the second time warm, timed), then builds the demo's
 network (its net.npz, in the configuration the demo chose) for each board once at the DESIGN.md target clock (48 MHz,
@@ -45,6 +47,48 @@ def bitstream_reproducible(build: Path, board: str, clock_mhz: float) -> dict:
     return {"identical": same, "bytes": len(bins[0][0]), "seconds": [b[1] for b in bins]}
 
 
+def placed_simulation(demo: Path) -> dict:
+    """The demo's bitstream's placed and routed design behind its UART, on every test digit, against
+    the golden model (the iCEBreaker: the demo builds its bitstream); the ULX3S-85F's build of the
+    same network, to show what its placed simulation needs."""
+    from mamfpga import stages
+    from mamfpga.errors import UsageError
+
+    ds = stages.load_dataset("digits")
+    out = {}
+    head = (f"{'board':<12}{'clock':>8}{'baud':>9}{'div':>5}{'samples':>9}{'wrong':>7}{'cycles':>8}{'model':>7}"
+            f"{'checks':>8}{'seconds':>9}  netlist")
+    print(head)
+    print("-" * len(head))
+    build = demo / "build"
+    program, _ = stages.load(build)
+    fig, _res = stages.simulate_placed(program, build, "icebreaker", ds.x_test)
+    syn = stages.Report.load(build).synth
+    print(f"{'icebreaker':<12}{syn.clock['mhz']:>8.2f}{fig.baud:>9}{fig.divisor:>5}{fig.samples:>9}{fig.mismatches:>7}"
+          f"{'/'.join(map(str, fig.cycles_placed)):>8}{fig.cycles_model:>7}"
+          f"{'ok' if not fig.protocol_problems else 'FAILED':>8}{fig.seconds:>9.0f}  {fig.netlist}; {fig.clock}",
+          flush=True)
+    out["icebreaker"] = {k: getattr(fig, k) for k in ("samples", "mismatches", "cycles_placed", "cycles_model",
+                                                       "protocol_problems", "seconds", "baud", "divisor")}
+    # the ULX3S-85F: the same network's bitstream, and what its placed simulation says
+    cfg = stages.Report.load(demo).compile
+    net = stages.load_qnet(demo / "net.npz")
+    c = stages.compile_for(net, pes=cfg.pes, lanes=cfg.lanes, board="ulx3s-85f", split=cfg.split)
+    folder = OUT / "placed-ulx3s-85f"
+    if folder.exists():
+        shutil.rmtree(folder)
+    ulx = stages.emit(c, folder, board="ulx3s-85f")
+    stages.synthesize(ulx, "ulx3s-85f", bitstream=True, log=lambda _m: None)
+    try:
+        stages.simulate_placed(c.program, ulx, "ulx3s-85f", ds.x_test[:2])
+        out["ulx3s-85f"] = {"simulated": True}
+    except UsageError as exc:
+        print(f"{'ulx3s-85f':<12}not simulated: {exc}")
+        out["ulx3s-85f"] = {"refused": str(exc)}
+    print()
+    return out
+
+
 def main():
     from mamfpga import stages
 
@@ -59,6 +103,7 @@ def main():
     print(f"mamfpga demo, warm caches: {figures['demo_warm_s']:.0f} s\n")
     # the same inputs give the same bitstream (with the same nextpnr seed)
     synth = stages.Report.load(demo / "build").synth
+    figures["placed_sim"] = placed_simulation(demo)
     figures["bitstream_repro"] = bitstream_reproducible(demo / "build", "icebreaker", synth.clock["mhz"])
     net = stages.load_qnet(demo / "net.npz")
     # the configuration the demo chose to fit the iCEBreaker (mamfpga.boards.fit), on both boards
