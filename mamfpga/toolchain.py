@@ -13,6 +13,7 @@ resource counter (hw/ tests, scripts) and the board flow (boards/) all need it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import shutil
@@ -38,6 +39,7 @@ __all__ = [
     "time_limit",
     "run_watched",
     "watchdog",
+    "descendants",
 ]
 
 #: Environment variables amaranth's build scripts read, and the YoWASP command for each.
@@ -380,11 +382,32 @@ def run_watched(argv: list[str], *, step: str, what: str, **popen_kw) -> int:
         raise
 
 
+def descendants(pid: int | None = None) -> list[int]:
+    """The live processes below ``pid`` (default: this one), children first; Linux's /proc (none
+    found elsewhere). Zombies, which hold nothing but a process-table slot, are left out."""
+    children: dict[int, list[int]] = {}
+    state: dict[int, str] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(d.name))
+        state[int(d.name)] = fields[0]
+    out, todo = [], [os.getpid() if pid is None else pid]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            todo.append(child)
+            if state.get(child) not in ("Z", "X"):
+                out.append(child)
+    return out
+
+
 class watchdog:
     """``with watchdog(step, what):`` raises :class:`ToolTimeout` in the block once it has run
-    past :func:`time_limit` (a real-time alarm; a subprocess.run in the block kills its child as
-    the exception passes). In a thread other than the main one, where alarms cannot be set, it
-    watches nothing."""
+    past :func:`time_limit` (a real-time alarm). Every process this one started and everything
+    they started (a simulator build's make and its compilers) is killed first. In a thread
+    other than the main one, where alarms cannot be set, it watches nothing."""
 
     def __init__(self, step: str, what: str):
         self.step, self.what = step, what
@@ -401,6 +424,9 @@ class watchdog:
         self.t0 = time.monotonic()
 
         def fire(_sig, _frame):
+            for pid in descendants():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             raise _timed_out(self.step, self.what, time.monotonic() - self.t0, self.limit)
 
         self.old = signal.signal(signal.SIGALRM, fire)

@@ -68,3 +68,20 @@ def test_a_hung_simulator_build_is_stopped_and_named(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "(verilator build) ran" in err[0] and "past its limit of 1 s" in err[0]
     assert not (tmp_path / "y.npy").exists()
+    time.sleep(0.5)
+    assert toolchain.descendants() == []            # no make or compiler left running
+
+
+def test_watchdog_kills_what_its_block_started_and_what_that_started(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMFPGA_TIMEOUT_S", "1")
+    pidfile = tmp_path / "grandchild.pid"
+    with pytest.raises(ToolTimeout):
+        with watchdog("verilator build", "building"):
+            # a make that starts a compiler and waits on it
+            subprocess.run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"])
+    time.sleep(0.3)
+    status = pathlib.Path(f"/proc/{int(pidfile.read_text())}/status")   # gone, or a zombie not reaped yet
+    if status.exists():
+        state = [line for line in status.read_text().splitlines() if line.startswith("State:")]
+        assert state and state[0].split()[1] in ("Z", "X"), state
+    assert toolchain.descendants() == []
