@@ -80,7 +80,9 @@ class HostLinkTop(wiring.Component):
         m.submodules.utx = utx = UARTTx(self.divisor)
         m.submodules.accel = acc = Accelerator(prog, self.family)
         m.submodules.ififo = ififo = SyncFIFOBuffered(width=8, depth=n_in)
-        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8, depth=n_out)
+        # one more than an output vector: a buffered FIFO's last entry is its output register, so
+        # with depth n_out it refuses the second of two back-to-back writes when n_out <= 2
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8, depth=n_out + 1)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
 
         info = hostlink.info_bytes(n_in, n_out, prog.config.pes, prog.config.lanes, self.ident)

@@ -16,6 +16,8 @@ from tests.support import conv_inputs, random_conv_network, random_network
 @pytest.mark.parametrize("seed,shapes,density,modes,P,L", [
     (11, [20, 24, 6], 0.3, ["mam", "mac"], 2, 1),
     (15, None, None, None, 4, 2),                       # a conv network (fused pools, borders, per-channel scales)
+    (21, [12, 10, 1], 0.4, ["mam", "mac"], 2, 1),       # one output and two: an output FIFO as deep as the
+    (22, [12, 10, 2], 0.4, ["mac", "mam"], 2, 1),       # vector lost the second of two back-to-back outputs
 ])
 def test_board_top_over_uart(seed, shapes, density, modes, P, L, tmp_path):
     rng = np.random.default_rng(seed)
