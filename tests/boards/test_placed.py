@@ -175,3 +175,31 @@ def test_sim_placed_refuses_what_it_cannot_simulate(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+@pytest.mark.slow                  # about 2 minutes a network: a board build and a gate-level model each
+@pytest.mark.synth
+@pytest.mark.sim
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_placed_design_of_random_conv_networks_is_bit_exact(tmp_path, seed, capsys):
+    """Convolutions (padding, strides, empty and dense filters, fused pools, saturation) through
+    the placed and routed iCE40 design, behind its UART, against the golden model."""
+    import numpy as np
+
+    from mamfpga import cli, stages
+    from mamfpga.sw import golden
+    from tests.support import conv_inputs, random_conv_network
+
+    rng = np.random.default_rng(seed)
+    net = random_conv_network(rng, max_hw=7)
+    c = stages.compile_for(net, pes=2, lanes=1, board="icebreaker")
+    build = stages.emit(c, tmp_path / "build", board="icebreaker")
+    assert cli.main(["synth", str(build), "--board", "icebreaker", "--bitstream", "--clock", "24"]) == 0
+    x = conv_inputs(rng, net.input_shape, count=5)
+    np.save(tmp_path / "x.npy", x.reshape(len(x), -1))
+    rc = cli.main(["sim", str(build), "--board", "icebreaker", "--placed", "--inputs", str(tmp_path / "x.npy"),
+                   "--outputs", str(tmp_path / "y.npy")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.out + captured.err
+    want = golden.run(net, x).reshape(len(x), -1)
+    assert np.array_equal(np.load(tmp_path / "y.npy").reshape(len(x), -1), want)
