@@ -80,9 +80,10 @@ class HostLinkTop(wiring.Component):
         m.submodules.utx = utx = UARTTx(self.divisor)
         m.submodules.accel = acc = Accelerator(prog, self.family)
         m.submodules.ififo = ififo = SyncFIFOBuffered(width=8, depth=n_in)
-        # one more than an output vector: a buffered FIFO's last entry is its output register, so
-        # with depth n_out it refuses the second of two back-to-back writes when n_out <= 2
-        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8, depth=n_out + 1)
+        # a buffered FIFO's last entry is its output register, which holds the first output until
+        # the answer is sent: its other n_out - 1 entries must take the rest back to back, and with
+        # only one (n_out = 2) the second write comes while it is still full; at least 3 deep
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8, depth=max(n_out, 3))
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
 
         info = hostlink.info_bytes(n_in, n_out, prog.config.pes, prog.config.lanes, self.ident)
