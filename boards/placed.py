@@ -36,7 +36,9 @@ settings (an output whose enable is low drives X).
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -285,7 +287,7 @@ def _fit_ecp5(top: dict) -> None:
 
 
 def _ecp5_adapters() -> str:
-    """``MULT18X18D`` unregistered (the settings are checked by :func:`_check_ecp5`), ``DCCA``,
+    """``MULT18X18D`` unregistered (the settings are checked by :func:`_fit_ecp5`), ``DCCA``,
     and ``TRELLIS_RAMW`` (the write port of a distributed RAM: slice C's inputs onto the RAM's
     write data and address wires, as nextpnr's ECP5 timing model connects them)."""
     a_in, b_in = [f"A{i}" for i in range(18)], [f"B{i}" for i in range(18)]
@@ -353,19 +355,18 @@ def placed_model(board_dir: Path, family: str, *, clock_port: str, work: Path) -
         doc = json.loads(src.read_text())
     except (OSError, ValueError) as exc:
         raise PlacedError(f"{src}: not a readable nextpnr netlist ({exc})") from None
-    import collections
-
-    top = next(iter((doc.get("modules") or {}).values()), None)
-    cells = dict(collections.Counter(c["type"] for c in top["cells"].values())) if top else {}
-    doc, how = simulation_netlist(doc, family, clock_port=clock_port)
+    try:
+        top = next(iter((doc.get("modules") or {}).values()), None)
+        cells = dict(collections.Counter(c["type"] for c in top["cells"].values())) if top else {}
+        doc, how = simulation_netlist(doc, family, clock_port=clock_port)
+    except (AttributeError, KeyError, TypeError, IndexError) as exc:
+        raise PlacedError(f"{src}: not a nextpnr routed netlist (no {exc} where one belongs)") from None
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     patched = work / "placed_sim.json"
     patched.write_text(json.dumps(doc))
     netlist = work / "placed_sim.v"
     toolchain.activate()
-    import os
-
     yosys = os.environ["YOSYS"]
     toolchain.require(yosys)
     with toolchain.watchdog("yosys", "writing the routed netlist as Verilog"):

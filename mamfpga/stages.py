@@ -468,10 +468,9 @@ def simulate_placed(program: Program, build: str | Path, board_name: str, x: np.
                                     work=bdir / "placed_sim")
     except placed.PlacedError as exc:
         raise UsageError(str(exc)) from None
-    xq = golden.prepare_inputs(program.source, x)
-    res = cosim.cosimulate_hostlink(program, xq, bdir / "placed_sim", divisor=divisor,
+    res = cosim.cosimulate_hostlink(program, x, bdir / "placed_sim", divisor=divisor,
                                     frame_timeout=frame_timeout_cycles(f_clk, divisor), placed=model,
-                                    startup_cycles=por_cycles(f_clk) + 64, show=len(xq) > 1)
+                                    startup_cycles=por_cycles(f_clk) + 64, show=len(x) > 1)
     problems = []
     try:
         info = hostlink.decode_info(res.info)
@@ -490,7 +489,7 @@ def simulate_placed(program: Program, build: str | Path, board_name: str, x: np.
         if got != want:
             problems.append(f"{what} got {got.hex(' ') or 'nothing'} back, not {want.hex(' ') or 'nothing'}")
     wrong = (res.outputs != res.expected).any(axis=1) | ~res.answered
-    fig = PlacedSimFigures(brd.name, model.kind, model.clock, int(syn.host_link["baud"]), divisor, len(xq),
+    fig = PlacedSimFigures(brd.name, model.kind, model.clock, int(syn.host_link["baud"]), divisor, len(res.outputs),
                            int(wrong.sum()), sorted(set(res.cycles)), program.cycles_model, build_id, problems,
                            round(time.monotonic() - t0, 1), model.cells)
     report.placed_sim = fig

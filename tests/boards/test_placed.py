@@ -203,3 +203,12 @@ def test_placed_design_of_random_conv_networks_is_bit_exact(tmp_path, seed, caps
     assert rc == 0, captured.out + captured.err
     want = golden.run(net, x).reshape(len(x), -1)
     assert np.array_equal(np.load(tmp_path / "y.npy").reshape(len(x), -1), want)
+
+
+def test_a_damaged_routed_netlist_is_refused_in_one_line(tmp_path):
+    from mamfpga.boards.placed import placed_model
+
+    for text in ('{"modules": {"top": {"ports": {}}}}', '{"modules": []}', "[1, 2]", "{not json"):
+        (tmp_path / "mamfpga_board.placed.json").write_text(text)
+        with pytest.raises(PlacedError, match="not a (readable )?nextpnr|a routed netlist has one module"):
+            placed_model(tmp_path, "ice40", clock_port="clk12_0__io", work=tmp_path / "w")
