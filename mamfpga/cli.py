@@ -27,7 +27,7 @@ from mamfpga import progress, stages, toolchain
 from mamfpga.boards.flow import DEFAULT_BAUD
 from mamfpga.boards.targets import BOARDS
 from mamfpga.errors import MamfpgaError, UsageError
-from mamfpga.outputs import atomic_write_bytes, claim_dir
+from mamfpga.outputs import atomic_write_bytes, run_dir
 from mamfpga.report import render, render_board_run, render_compile, render_placed_sim, render_sim, render_synth
 from mamfpga.sw import golden, qonnx_io
 from mamfpga.sw.data import DATASETS
@@ -117,10 +117,10 @@ def cmd_demo(args) -> int:
         build_model(arch, ds.sample_shape, ds.classes)   # a bad --arch: one line, nothing created
     bits = args.weight_bits
     stages.check_weight_bits(bits)                   # before any work, as the data set and arch
-    out = claim_dir(args.out, what="demo output folder")
-    print(f"mamfpga demo: {ds.name} -> MAM training{f' ({arch})' if arch else ''} -> pruning -> "
-          f"{f'{bits}-bit weights' if bits else 'int8'} -> compiled for {args.board}, into {out}/")
-    return 0 if run_demo(out, args.board, dataset=ds, quiet=args.quiet, arch=arch, weight_bits=bits).ok else 1
+    with run_dir(args.out, what="demo output folder") as out:
+        print(f"mamfpga demo: {ds.name} -> MAM training{f' ({arch})' if arch else ''} -> pruning -> "
+              f"{f'{bits}-bit weights' if bits else 'int8'} -> compiled for {args.board}, into {out}/")
+        return 0 if run_demo(out, args.board, dataset=ds, quiet=args.quiet, arch=arch, weight_bits=bits).ok else 1
 
 
 def cmd_train(args) -> int:
@@ -176,10 +176,11 @@ def cmd_sweep(args) -> int:
     ds = stages.load_dataset(args.dataset)
     models = {mode: stages.load_model(path)[0] for mode, path in (("mac", args.mac_model), ("mam", args.mam_model))
               if path is not None}
-    out = claim_dir(args.out, what="sweep output folder")
-    s = stages.sweep(ds, out, models=models, methods=args.methods.split(",") if args.methods else None, kept=kept,
-                     finetune=args.finetune, hidden=_sizes(args.hidden), arch=args.arch, epochs=args.epochs,
-                     vc_epochs=args.vc_epochs, weight_decay=args.weight_decay, progress=not args.quiet)
+    with run_dir(args.out, what="sweep output folder") as out:
+        s = stages.sweep(ds, out, models=models, methods=args.methods.split(",") if args.methods else None,
+                         kept=kept, finetune=args.finetune, hidden=_sizes(args.hidden), arch=args.arch,
+                         epochs=args.epochs, vc_epochs=args.vc_epochs, weight_decay=args.weight_decay,
+                         progress=not args.quiet)
     _show(["", *s.table, "", f"wrote {s.csv} and {s.plot}"])
     return 0
 
@@ -397,13 +398,13 @@ def cmd_sweep_hw(args) -> int:
     accs, deltas = _ints(args.acc_bits, "--acc-bits", True), _ints(args.delta_bits, "--delta-bits", True)
     pts = sweep_hw.points(boards, pes, lanes, accs, deltas)
     x = golden.prepare_inputs(net, _inputs(args.inputs)[0])[:args.samples]
-    out = claim_dir(args.output, what="sweep-hw output folder")
     where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{args.jobs} local processes"
-    print(f"sweep-hw: {len(pts)} points ({len(boards)} boards x P {pes} x L {lanes} x acc {args.acc_bits} x "
-          f"delta {args.delta_bits}), {len(x)} samples each, on {where}")
-    print(sweep_hw.HEADER)
-    res = sweep_hw.sweep(pts, args.net, x, out, synth=not args.no_synth, jobs=args.jobs, scheduler=args.scheduler,
-                         on_row=lambda r: _show(sweep_hw.row_lines(r)))
+    with run_dir(args.output, what="sweep-hw output folder") as out:
+        print(f"sweep-hw: {len(pts)} points ({len(boards)} boards x P {pes} x L {lanes} x acc {args.acc_bits} x "
+              f"delta {args.delta_bits}), {len(x)} samples each, on {where}")
+        print(sweep_hw.HEADER)
+        res = sweep_hw.sweep(pts, args.net, x, out, synth=not args.no_synth, jobs=args.jobs,
+                             scheduler=args.scheduler, on_row=lambda r: _show(sweep_hw.row_lines(r)))
     if res.front:
         print("Pareto front (cycles against LUTs): " + ", ".join(
             f"{r['board']} P{r['pes']}L{r['lanes']} ({r['cycles_model']} cycles, {r['lut']} LUT)" for r in res.front))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mamfpga.errors import MamfpgaError
 
-__all__ = ["OutputError", "claim_dir", "staged_dir", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "pyplot",
+__all__ = ["OutputError", "claim_dir", "run_dir", "staged_dir", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "pyplot",
            "save_figure", "PLOTS_HINT"]
 
 #: what to install for plots (matplotlib is the optional extra "plots")
@@ -47,6 +47,32 @@ def claim_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / MARKER).write_text("written by mamfpga; files here may be replaced by the next run\n")
     return path
+
+
+@contextmanager
+def run_dir(path: str | os.PathLike, *, what: str = "output folder"):
+    """``with run_dir(path) as out:`` a long run (``demo``, ``sweep``, ``sweep-hw``) writes its
+    files straight into ``out`` = ``path`` (its report names them there), and an error or Ctrl-C
+    leaves no half-written folder: a folder this run created is removed, and one an earlier run
+    of mamfpga wrote, set aside (a hidden sibling) while this one runs, is put back as it was.
+    When the block ends normally the earlier folder is deleted. A user's folder is refused as
+    by :func:`claim_dir`."""
+    path = Path(path)
+    _refuse_users_folder(path, what)
+    aside = None
+    if path.exists():
+        aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".previous"))
+        os.replace(path, aside / "folder")
+    try:
+        yield claim_dir(path, what=what)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        if aside is not None:
+            os.replace(aside / "folder", path)
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 @contextmanager

@@ -161,3 +161,34 @@ def test_ctrl_c_in_compile_leaves_no_partial_build(net_npz, tmp_path, monkeypatc
     monkeypatch.setattr(hw_emit, "write_verilog", real)
     assert cli.main(["compile", str(net_npz), "--pes", "1", "--lanes", "1", "-q", "-o", str(build)]) == 0
     assert (build / "pe0_weights.hex").exists() and not (build / "pe1_weights.hex").exists()
+
+
+@pytest.mark.parametrize("verb", ["demo", "sweep-hw"])
+def test_ctrl_c_in_a_long_run_leaves_no_partial_output_folder(verb, net_npz, tmp_path, monkeypatch, capsys):
+    """demo and sweep-hw (and sweep, through the same run_dir) write into their folder as they go;
+    Ctrl-C removes a folder the run created and puts back one an earlier run wrote."""
+    import mamfpga.demo as demo_mod
+    from mamfpga import sweep_hw
+
+    out = tmp_path / "out"
+    target = (demo_mod, "run_demo") if verb == "demo" else (sweep_hw, "sweep")
+    argv = (["demo", "--out", str(out), "-q"] if verb == "demo" else
+            ["sweep-hw", str(net_npz), "--boards", "icebreaker", "--pes", "1", "--lanes", "1", "--no-synth",
+             "--samples", "2", "-o", str(out)])
+
+    def interrupted(folder, *a, **k):
+        folder = folder if verb == "demo" else a[2]
+        (folder / "half.txt").write_text("written before the interrupt")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(*target, interrupted)
+    assert cli.main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []                       # no folder, no hidden staging
+    # an earlier run's folder, Ctrl-C in the next run: the earlier one back as it was
+    out.mkdir()
+    (out / ".mamfpga").write_text("written by mamfpga\n")
+    (out / "report.json").write_text("{}")
+    assert cli.main(argv) == 130
+    assert sorted(p.name for p in out.iterdir()) == [".mamfpga", "report.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
