@@ -20,10 +20,19 @@ would lose its multipliers.
 
 ECP5 (the ULX3S): the netlist is rewritten the same way (``TRELLIS_COMB``,
 ``TRELLIS_FF`` with its data select, ``TRELLIS_RAMW``, ``MULT18X18D``,
-``DCCA``, ``TRELLIS_IO``; adapters for the last four), but yosys ships no
-behaviour for the ``DP16KD`` block RAM (its model declares the parameters
-only), so a design with block RAM -- every mamfpga design -- is refused by name
-rather than simulated wrongly.
+``DCCA``, ``TRELLIS_IO``; adapters for the last four). yosys ships no behaviour
+for the ``DP16KD`` block RAM (a black box), so this module writes one
+(:func:`_dp16kd_model`), from the two sources that decide what the bitstream
+holds: yosys's ``lattice/brams_map_16kd.v`` (the ``INITVAL`` layout, 18 data
+bits in every 20, the address bits and byte enables of each width, the 36-bit
+word on ``DIA``/``DIB`` and ``DOA``/``DOB``) and nextpnr's ECP5 packer (an
+unrouted clock, enable, write-enable, reset or chip-select pin reads 1 and its
+``xxMUX=INV`` setting inverts it; an address or data pin tied off is set by
+``xxMUX=0/1``). The modes mamfpga's designs use (widths 9, 18 and the 36-bit
+pseudo-dual port, no output register, any write mode) are modelled; any other
+setting is refused by name. yosys's ``TRELLIS_COMB`` model leaves its carry
+output ``FCO`` undriven (a ``wire FCO`` declared inside the carry mode's block
+shadows the port); :func:`two_state_models` mends it.
 
 The PLL is replaced by its output clock: the PLL cell is removed, its output
 clock net becomes the model's ``clk`` input (driven at the PLL's output
@@ -57,13 +66,20 @@ _KNOWN = {
     "ecp5": {"TRELLIS_COMB", "TRELLIS_FF", "TRELLIS_RAMW", "DP16KD", "MULT18X18D", "DCCA", "TRELLIS_IO",
              "EHXPLLL", "VHI", "VLO"},
 }
-#: cells yosys ships no behaviour for: a design with one is refused, not simulated wrongly
-_NO_MODEL = {"DP16KD": "the ECP5 block RAM: yosys's ecp5/cells_sim.v (and lattice/cells_sim_ecp5.v) declares its "
-                       "parameters only"}
+#: cells yosys ships no behaviour for and this module has no model of: a design with one is
+#: refused, not simulated wrongly
+_NO_MODEL: dict[str, str] = {}
+#: DP16KD pins that nextpnr routes from the fabric's clock, reset and enable wires: unrouted they read 1
+_DP16KD_CTRL = [f"{s}{p}" for p in "AB" for s in ("CLK", "CE", "OCE", "WE", "RST")] \
+    + [f"CS{p}{i}" for p in "AB" for i in range(3)]
+_WRITEMODE = {"NORMAL": 0, "WRITETHROUGH": 1, "READBEFOREWRITE": 2}
 _PLL = {"ice40": "ICESTORM_PLL", "ecp5": "EHXPLLL"}
 #: inputs the silicon (and yosys's models, through ``=== 1'bz`` tests) pull up when unrouted;
 #: every other unrouted input reads 0
-_PULL_UP = {"ICESTORM_LC": {"CEN"}, "ICESTORM_RAM": {"RCLKE", "WCLKE"}, "DCCA": {"CE"}}
+_PULL_UP = {"ICESTORM_LC": {"CEN"}, "ICESTORM_RAM": {"RCLKE", "WCLKE"}, "DCCA": {"CE"},
+            # nextpnr's ECP5 bitstream writer ties every LUT input the cell leaves unused high
+            # (a carry cell's unused inputs are part of its function)
+            "TRELLIS_COMB": {"A", "B", "C", "D"}}
 _PLL_OUT = {"ice40": ("PLLOUT_A_GLOBAL", "PLLOUT_A"), "ecp5": ("CLKOP",)}
 
 
@@ -125,7 +141,7 @@ def simulation_netlist(doc: dict, family: str, *, clock_port: str) -> tuple[dict
         n = sum(c["type"] == kind for c in cells.values())
         if n:
             raise PlacedError(f"the routed netlist has {n} {kind} cells and no simulation model of them exists "
-                              f"({why}); the placed simulation runs iCE40 designs only for now")
+                              f"({why})")
     last = max((b for n in top["netnames"].values() for b in n["bits"] if isinstance(b, int)), default=1)
     counter = iter(range(last + 1, last + 1_000_000))
     added: dict[str, dict] = {}
@@ -197,7 +213,7 @@ def simulation_netlist(doc: dict, family: str, *, clock_port: str) -> tuple[dict
                 add(_buf(src, b) if t is None else _mux(src, "x", t, b))    # T high: not driven
     cells.update(added)
     if family == "ecp5":
-        _fit_ecp5(top)
+        _fit_ecp5(top, counter)
     for name in [n for n, c in cells.items() if c["type"] == "TRELLIS_COMB"
                  and str(c["parameters"].get("MODE", "")).strip() == "RAMW_BLOCK"]:
         del cells[name]                  # the placeholder nextpnr leaves beside a TRELLIS_RAMW: no pins
@@ -250,12 +266,95 @@ def _ice40_dsp_adapter() -> str:
     return "\n".join(lines)
 
 
-def _fit_ecp5(top: dict) -> None:
+def _fit_dp16kd(name: str, c: dict, counter, added: dict) -> None:
+    """A ``DP16KD`` as :func:`_dp16kd_model` takes it: every ``xxMUX`` setting put on its pin (a
+    constant, or an inverter), the chip selects decided against ``CSDECODE``, the widths and
+    write modes as numbers; any mode the model does not have refused by name."""
+    p, cn = c["parameters"], c["connections"]
+
+    def setting(key, default):
+        return str(p.pop(key, default)).strip()
+
+    def number(key, default):
+        v = setting(key, str(default))
+        return int(v, 2) if v and set(v) <= {"0", "1"} else int(v) if v.isdigit() else v
+
+    widths = {port: number(f"DATA_WIDTH_{port}", 18) for port in "AB"}
+    if any(w not in (9, 18, 36) for w in widths.values()) or (36 in widths.values() and set(widths.values()) != {36}):
+        raise PlacedError(f"block RAM {name}: data widths {widths['A']} and {widths['B']}; the model has 9, 18 "
+                          "and the 36-bit pseudo-dual port")
+    for port in "AB":
+        if setting(f"REGMODE_{port}", "NOREG") != "NOREG":
+            raise PlacedError(f"block RAM {name}: REGMODE_{port} (an output register); the model has none")
+    pins = {}
+    for pin in _DP16KD_CTRL:
+        bit = _one_bit(cn, pin)
+        if bit is None and f"{pin}MUX" not in p:
+            # nextpnr's bitstream writer: an unrouted pin with no setting reads as its default,
+            # 1 for the enables, 0 for clocks, write enables, resets and chip selects
+            p[f"{pin}MUX"] = pin if pin.startswith(("CE", "OCE")) else "INV"
+        mux = setting(f"{pin}MUX", pin)
+        bit = "1" if bit is None else bit              # unrouted, these pins read 1 before their setting
+        if mux == "INV":
+            if bit in ("0", "1"):
+                bit = "1" if bit == "0" else "0"
+            else:
+                inv = next(counter)
+                added[f"$mamfpga_sim$inv${name}${pin}"] = _not(bit, inv)
+                bit = inv
+        elif mux in ("0", "1"):
+            bit = mux
+        elif mux != pin:
+            raise PlacedError(f"block RAM {name}: {pin}MUX={mux!r}")
+        pins[pin] = cn[pin] = [bit]
+    for pin in [f"{k}{port}{i}" for port in "AB" for k, n in (("AD", 14), ("DI", 18), ("DO", 18)) for i in range(n)]:
+        mux = setting(f"{pin}MUX", pin)
+        if mux in ("0", "1") and not pin.startswith("DO"):
+            cn[pin] = [mux]
+        elif mux == pin and not pin.startswith("DO") and _one_bit(cn, pin) is None:
+            cn[pin] = ["0"]                            # an unrouted address or data pin is tied low
+        elif mux != pin:
+            raise PlacedError(f"block RAM {name}: {pin}MUX={mux!r}")
+    for port in "AB":
+        if pins[f"RST{port}"] != ["0"]:
+            raise PlacedError(f"block RAM {name}: its port {port} output reset is used; the model has none")
+        cs = [pins[f"CS{port}{i}"][0] for i in range(3)]
+        decode = setting(f"CSDECODE_{port}", "0b000")
+        if any(b not in ("0", "1") for b in cs) or not re.fullmatch(r"0b[01]{3}", decode):
+            raise PlacedError(f"block RAM {name}: port {port} chip select {cs[::-1]} against CSDECODE {decode}")
+        if "".join(reversed(cs)) != decode[2:]:      # never selected: the port does nothing
+            cn[f"CE{port}"] = ["0"]
+        mode = setting(f"WRITEMODE_{port}", "NORMAL")
+        if mode not in _WRITEMODE:
+            raise PlacedError(f"block RAM {name}: WRITEMODE_{port}={mode!r}")
+        p[f"WRITEMODE_{port}"] = _WRITEMODE[mode]
+        p[f"DATA_WIDTH_{port}"] = widths[port]
+    for key in ("GSR", "RESETMODE", "ASYNC_RESET_RELEASE", "WID"):
+        p.pop(key, None)                               # the reset is unused (checked above)
+    unknown = sorted(k for k in p if not k.startswith(("INITVAL_", "WRITEMODE_", "DATA_WIDTH_")))
+    if unknown:
+        raise PlacedError(f"block RAM {name}: settings the model does not follow: {', '.join(unknown)}")
+    for i in range(64):
+        v = str(p.get(f"INITVAL_{i:02X}", "0")).strip().lower()
+        try:
+            bits = int(v[2:], 16) if v.startswith("0x") else int(v, 2)
+        except ValueError:
+            raise PlacedError(f"block RAM {name}: INITVAL_{i:02X} is {v[:40]!r}") from None
+        if bits >> 320:
+            raise PlacedError(f"block RAM {name}: INITVAL_{i:02X} is wider than 320 bits")
+        p[f"INITVAL_{i:02X}"] = f"{bits:0320b}"
+    c["type"] = "MAMFPGA_DP16KD"
+
+
+def _fit_ecp5(top: dict, counter) -> None:
     """The ECP5 cells as the models take them: a flip-flop whose data select ``SD`` is 0 takes
     its data from ``M`` (yosys's model reads ``DI``); a multiplier's input ``xxMUX`` settings
-    (a constant, or the pin itself) put on its pins. The settings the adapters and yosys's
-    models do not follow are refused by name."""
+    (a constant, or the pin itself) put on its pins; a block RAM as :func:`_fit_dp16kd` makes
+    it. The settings the adapters and yosys's models do not follow are refused by name."""
+    added: dict[str, dict] = {}
     for name, c in top["cells"].items():
+        if c["type"] == "DP16KD":
+            _fit_dp16kd(name, c, counter, added)
         p, cn = c["parameters"], c["connections"]
         if c["type"] == "TRELLIS_FF":
             sd = str(p.pop("SD", "1")).strip()
@@ -284,6 +383,7 @@ def _fit_ecp5(top: dict) -> None:
                 raise PlacedError(f"distributed RAM {name}: {bad}; yosys's model has the plain write clock and enable")
         if c["type"] == "TRELLIS_COMB":
             p.pop("WCKMUX", None)          # checked above: the plain clock, which is all yosys's model has
+    top["cells"].update(added)
 
 
 def _ecp5_adapters() -> str:
@@ -322,6 +422,7 @@ def _ecp5_adapters() -> str:
         "  assign " + bus([f"ROC{i}" for i in range(18)]) + " = 18'd0;",
         "  assign SIGNEDP = SIGNEDA | SIGNEDB;",
         "endmodule",
+        *_dp16kd_model(),
         "module DCCA(input CLKI, input CE, output CLKO);",
         "  assign CLKO = CLKI & CE;",
         "endmodule",
@@ -329,6 +430,80 @@ def _ecp5_adapters() -> str:
         "output WDO0, WDO1, WDO2, WDO3, WADO0, WADO1, WADO2, WADO3);",
         *(f"  assign {o} = {i};" for o, i in ramw.items()),
         "endmodule", ""])
+
+
+def _dp16kd_model() -> list[str]:
+    """``MAMFPGA_DP16KD``: the ECP5 block RAM with its pins as :func:`_fit_dp16kd` leaves them.
+    18 Kbit held as 1024 words of 18 bits; ``INITVAL_xx`` holds words 16xx..16xx+15, 18 bits in
+    each 20 (yosys's ``brams_map_16kd.v``). Width 18: word ``AD[13:4]``, ``AD[0]``/``AD[1]``
+    enable the writes of bits 0-8/9-17. Width 9: half ``AD[3]`` of word ``AD[13:4]``. Width 36
+    (pseudo-dual port): port A writes word pair ``ADA[13:5]`` from ``{DIB, DIA}`` under byte
+    enables ``ADA[3:0]``, port B reads it onto ``{DOB, DOA}``. A port reads on its clock edge
+    when enabled; while it writes, its output holds (``NORMAL``), shows the new word
+    (``WRITETHROUGH``) or the old one (``READBEFOREWRITE``)."""
+    ports = {}
+    for q in "AB":
+        ports[q] = ([f"AD{q}{i}" for i in range(14)], [f"DI{q}{i}" for i in range(18)], [f"DO{q}{i}" for i in range(18)])
+    ins = [x for q in "AB" for x in ports[q][0] + ports[q][1]] + _DP16KD_CTRL
+    outs = [x for q in "AB" for x in ports[q][2]]
+
+    def bus(names):
+        return "{" + ", ".join(reversed(names)) + "}"
+
+    lines = ["module MAMFPGA_DP16KD(" + ", ".join(ins + outs) + ");",
+             "  input " + ", ".join(ins) + ";", "  output " + ", ".join(outs) + ";",
+             "  parameter integer DATA_WIDTH_A = 18, DATA_WIDTH_B = 18;",
+             "  parameter integer WRITEMODE_A = 0, WRITEMODE_B = 0;   // NORMAL, WRITETHROUGH, READBEFOREWRITE",
+             *(f"  parameter [319:0] INITVAL_{i:02X} = 320'd0;" for i in range(64)),
+             "  localparam [20479:0] INIT = {" + ", ".join(f"INITVAL_{i:02X}" for i in reversed(range(64))) + "};",
+             "  reg [17:0] mem [0:1023];",
+             "  integer i;",
+             "  initial for (i = 0; i < 1024; i = i + 1) mem[i] = INIT[i * 20 +: 18];",
+             "  reg [17:0] doa = 18'd0, dob = 18'd0;",
+             f"  assign {bus(ports['A'][2])} = doa;",
+             f"  assign {bus(ports['B'][2])} = dob;",
+             f"  wire [17:0] dia = {bus(ports['A'][1])}, dib = {bus(ports['B'][1])};"]
+    for q, other in (("A", "B"), ("B", "A")):
+        ad, d, o = f"ad{q.lower()}", f"di{q.lower()}", f"do{q.lower()}"
+        lines += [
+            f"  wire [13:0] {ad} = {bus(ports[q][0])};",
+            f"  wire [9:0] w{q} = {ad}[13:4];",
+            f"  wire [17:0] old{q} = mem[w{q}];",
+            # the word as this port's write leaves it (width 18: byte enables AD[1:0]; width 9: half AD[3])
+            f"  wire [17:0] new{q} = DATA_WIDTH_{q} == 9"
+            f" ? ({ad}[3] ? {{{d}[8:0], old{q}[8:0]}} : {{old{q}[17:9], {d}[8:0]}})"
+            f" : {{{ad}[1] ? {d}[17:9] : old{q}[17:9], {ad}[0] ? {d}[8:0] : old{q}[8:0]}};",
+            f"  wire [17:0] rd{q} = DATA_WIDTH_{q} == 9 ? {{9'd0, {ad}[3] ? old{q}[17:9] : old{q}[8:0]}} : old{q};",
+            f"  always @(posedge CLK{q}) if (CE{q}) begin",
+        ]
+        if q == "A":
+            lines += [
+                "    if (DATA_WIDTH_A == 36) begin",
+                "      if (WEA) begin",
+                "        if (ada[0]) mem[{ada[13:5], 1'b0}][8:0] <= dia[8:0];",
+                "        if (ada[1]) mem[{ada[13:5], 1'b0}][17:9] <= dia[17:9];",
+                "        if (ada[2]) mem[{ada[13:5], 1'b1}][8:0] <= dib[8:0];",
+                "        if (ada[3]) mem[{ada[13:5], 1'b1}][17:9] <= dib[17:9];",
+                "      end",
+                "    end else",
+            ]
+        else:
+            lines += [
+                "    if (DATA_WIDTH_B == 36) begin",
+                "      doa <= mem[{adb[13:5], 1'b0}];",
+                "      dob <= mem[{adb[13:5], 1'b1}];",
+                "    end else",
+            ]
+        lines += [
+            f"    if (WE{q}) begin",
+            f"      mem[w{q}] <= new{q};",
+            f"      if (WRITEMODE_{q} == 1) {o} <= DATA_WIDTH_{q} == 9 ? {{9'd0, new{q}[{ad}[3] * 9 +: 9]}} : new{q};",
+            f"      else if (WRITEMODE_{q} == 2) {o} <= rd{q};",
+            "    end else",
+            f"      {o} <= rd{q};",
+            "  end",
+        ]
+    return lines + ["endmodule"]
 
 
 _PULLED = re.compile(r"\((\w+) === 1'bz\) \? 1'b[01] : (\w+)")
@@ -340,6 +515,10 @@ def two_state_models(text: str) -> str:
     becomes ``X``, the netlist tying every unrouted input to its pulled value instead
     (:func:`simulation_netlist`)."""
     text = _PULLED.sub(lambda m: m.group(2) if m.group(1) == m.group(2) else m.group(0), text)
+    # ECP5: TRELLIS_COMB's carry mode declares ``wire FCO = ...`` in its own block, which leaves
+    # the module's carry output undriven; the assignment drives the port
+    text = text.replace("\t\t\twire FCO = (~l4o & gated_lut2_0) | (l4o & FCI);",
+                        "\t\t\tassign FCO = (~l4o & gated_lut2_0) | (l4o & FCI);")
     return text.replace("CLOCK_ENABLE || CLOCK_ENABLE === 1'bz", "CLOCK_ENABLE")
 
 
@@ -379,6 +558,9 @@ def placed_model(board_dir: Path, family: str, *, clock_port: str, work: Path) -
     share = toolchain.yosys_share() / family
     adapters = work / "placed_adapters.v"
     adapters.write_text(_ice40_dsp_adapter() if family == "ice40" else _ecp5_adapters())
-    models = work / f"cells_sim_{family}.v"        # with its `include`s found in ``share``
+    models = work / f"cells_sim_{family}.v"
     models.write_text(two_state_models((share / "cells_sim.v").read_text()))
-    return PlacedModel([netlist, adapters, models], [share], "placed_top", NETLIST_KIND, how, cells)
+    for name in re.findall(r'`include "([\w.]+)"', models.read_text()):    # mended too, found first
+        if (share / name).is_file():
+            (work / name).write_text(two_state_models((share / name).read_text()))
+    return PlacedModel([netlist, adapters, models], [work, share], "placed_top", NETLIST_KIND, how, cells)

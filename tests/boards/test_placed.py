@@ -1,9 +1,11 @@
 """``mamfpga sim BUILD --board NAME --placed``: the routed netlist made a simulation model.
 
 The rewriting of nextpnr's netlist (the PLL replaced by its output clock, the pads by ports,
-the cell settings the models do not follow refused) is tested on small hand-made netlists;
-the whole flow, a bitstream's design answering through its UART, on a small network in
-tests/boards/test_board_cli.py and on the demo's network in scripts/bench.
+the ECP5 block RAM's settings put on its pins, the cell settings the models do not follow
+refused) is tested on small hand-made netlists, and the block-RAM model against its documented
+behaviour; the whole flow, a bitstream's design answering through its UART, on a small network
+in tests/boards/test_board_cli.py, on random conv networks for both boards here (slow), and on
+the demo's network in scripts/bench.
 """
 
 import json
@@ -126,10 +128,69 @@ def test_ecp5_flip_flop_data_select_and_multiplier_settings():
     assert top["ports"]["leds"]["bits"] == ["0"]     # no LED pads: a constant
 
 
-def test_ecp5_block_ram_has_no_model_and_is_refused():
+def _dp16kd(conns, params):
+    dirs = {f"{k}{q}{i}": ("output" if k == "DO" else "input") for q in "AB"
+            for k, n in (("AD", 14), ("DI", 18), ("DO", 18)) for i in range(n)}
+    dirs.update({p: "input" for p in ("CLKA", "CLKB", "CEA", "CEB", "OCEA", "OCEB", "WEA", "WEB", "RSTA", "RSTB",
+                                      "CSA0", "CSA1", "CSA2", "CSB0", "CSB1", "CSB2")})
+    return _cell("DP16KD", conns, dirs, {"DATA_WIDTH_A": "00000000000000000000000000010010",
+                                         "DATA_WIDTH_B": "00000000000000000000000000010010", **params})
+
+
+def test_ecp5_block_ram_settings_become_pins():
+    """nextpnr's encoding (ecp5/pack.cc, bitstream.cc): an unrouted clock/enable/reset/select
+    pin reads 1 and its xxMUX=INV inverts it; with no setting, clocks, write enables, resets and
+    selects read 0 and enables 1; address and data pins tied off by xxMUX=0/1, else low."""
     doc = _ecp5_netlist()
-    doc["modules"]["top"]["cells"]["ram"] = _cell("DP16KD", {}, {})
-    with pytest.raises(PlacedError, match="1 DP16KD cells and no simulation model"):
+    top = doc["modules"]["top"]
+    top["cells"]["ram"] = _dp16kd(
+        {"CLKA": [20], "CLKB": [20], "CEA": [24], "WEA": [25], "ADA5": [24], "DOB0": [26]},
+        {"CEAMUX": "INV", "CEBMUX": "CEB", "RSTAMUX": "INV", "RSTBMUX": "INV", "OCEAMUX": "INV",
+         "CSA0MUX": "INV", "CSA1MUX": "INV", "CSA2MUX": "INV", "ADA13MUX": "1 ", "ADB0MUX": "0 ",
+         "WRITEMODE_A": "READBEFOREWRITE", "CSDECODE_B": "0b000", "GSR": "DISABLED", "RESETMODE": "ASYNC",
+         "INITVAL_00": "0x" + "0" * 79 + "5"})
+    simulation_netlist(doc, "ecp5", clock_port="clk25_0__io")
+    ram = top["cells"]["ram"]
+    cn, p = ram["connections"], ram["parameters"]
+    assert ram["type"] == "MAMFPGA_DP16KD"
+    # CEA routed and inverted: through a new inverter
+    inv = _drivers(top)[cn["CEA"][0]]
+    assert inv[0] == "$_NOT_" and inv[2]["A"] == [24]
+    assert cn["CEB"] == ["1"] and cn["RSTA"] == ["0"] and cn["OCEA"] == ["0"] and cn["WEA"] == [25]
+    assert cn["WEB"] == ["0"] and cn["RSTB"] == ["0"] and cn["CSB0"] == ["0"]   # no setting: the defaults
+    assert cn["ADA13"] == ["1"] and cn["ADB0"] == ["0"] and cn["ADA5"] == [24] and cn["ADA6"] == ["0"]
+    assert p["WRITEMODE_A"] == 2 and p["WRITEMODE_B"] == 0 and p["DATA_WIDTH_A"] == 18
+    assert p["INITVAL_00"] == "0" * 317 + "101" and len(p["INITVAL_3F"]) == 320
+    assert not [k for k in p if k.endswith("MUX") or k in ("GSR", "RESETMODE", "CSDECODE_B")]
+
+
+def test_ecp5_block_ram_chip_select_decides_the_port():
+    doc = _ecp5_netlist()
+    top = doc["modules"]["top"]
+    top["cells"]["ram"] = _dp16kd({"CLKA": [20], "CLKB": [20]}, {
+        "CSA0MUX": "INV", "CSA1MUX": "INV", "CSA2MUX": "INV", "CSDECODE_A": "0b000",
+        "CSB0MUX": "CSB0", "CSB1MUX": "INV", "CSB2MUX": "INV", "CSDECODE_B": "0b000"})
+    simulation_netlist(doc, "ecp5", clock_port="clk25_0__io")
+    cn = top["cells"]["ram"]["connections"]
+    assert cn["CEA"] == ["1"]            # selects read 000 = CSDECODE: selected, enabled by default
+    assert cn["CEB"] == ["0"]            # CSB0 reads 1: 001 is not 000, the port does nothing
+
+
+@pytest.mark.parametrize("params, conns, message", [
+    ({"REGMODE_B": "OUTREG"}, {}, "REGMODE_B"),
+    ({"DATA_WIDTH_A": "00000000000000000000000000000100"}, {}, "data widths 4 and 18"),
+    ({"DATA_WIDTH_A": "00000000000000000000000000100100"}, {}, "data widths 36 and 18"),
+    ({"RSTAMUX": "RSTA"}, {}, "port A output reset"),
+    ({}, {"CSB1": [24]}, "port B chip select"),
+    ({"WRITEMODE_A": "SOMETIMES"}, {}, "WRITEMODE_A='SOMETIMES'"),
+    ({"DOA3MUX": "INV"}, {}, "DOA3MUX='INV'"),
+    ({"INITVAL_07": "0xZZ"}, {}, "INITVAL_07"),
+    ({"SECRET": "1"}, {}, "does not follow: SECRET"),
+])
+def test_ecp5_block_ram_modes_without_a_model_are_refused(params, conns, message):
+    doc = _ecp5_netlist()
+    doc["modules"]["top"]["cells"]["ram"] = _dp16kd(conns, params)
+    with pytest.raises(PlacedError, match=message):
         simulation_netlist(doc, "ecp5", clock_port="clk25_0__io")
 
 
@@ -177,13 +238,14 @@ def test_sim_placed_refuses_what_it_cannot_simulate(tmp_path, capsys):
         assert not out.exists()
 
 
-@pytest.mark.slow                  # about 2 minutes a network: a board build and a gate-level model each
+@pytest.mark.slow                  # about 1 minute a network: a board build and a gate-level model each
 @pytest.mark.synth
 @pytest.mark.sim
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
 @pytest.mark.parametrize("seed", [11, 12, 13])
-def test_placed_design_of_random_conv_networks_is_bit_exact(tmp_path, seed, capsys):
+def test_placed_design_of_random_conv_networks_is_bit_exact(tmp_path, seed, board, capsys):
     """Convolutions (padding, strides, empty and dense filters, fused pools, saturation) through
-    the placed and routed iCE40 design, behind its UART, against the golden model."""
+    the placed and routed iCE40 and ECP5 designs, behind their UART, against the golden model."""
     import numpy as np
 
     from mamfpga import cli, stages
@@ -192,12 +254,12 @@ def test_placed_design_of_random_conv_networks_is_bit_exact(tmp_path, seed, caps
 
     rng = np.random.default_rng(seed)
     net = random_conv_network(rng, max_hw=7)
-    c = stages.compile_for(net, pes=2, lanes=1, board="icebreaker")
-    build = stages.emit(c, tmp_path / "build", board="icebreaker")
-    assert cli.main(["synth", str(build), "--board", "icebreaker", "--bitstream", "--clock", "24"]) == 0
+    c = stages.compile_for(net, pes=2, lanes=1, board=board)
+    build = stages.emit(c, tmp_path / "build", board=board)
+    assert cli.main(["synth", str(build), "--board", board, "--bitstream", "--clock", "24"]) == 0
     x = conv_inputs(rng, net.input_shape, count=5)
     np.save(tmp_path / "x.npy", x.reshape(len(x), -1))
-    rc = cli.main(["sim", str(build), "--board", "icebreaker", "--placed", "--inputs", str(tmp_path / "x.npy"),
+    rc = cli.main(["sim", str(build), "--board", board, "--placed", "--inputs", str(tmp_path / "x.npy"),
                    "--outputs", str(tmp_path / "y.npy")])
     captured = capsys.readouterr()
     assert rc == 0, captured.out + captured.err
@@ -212,3 +274,105 @@ def test_a_damaged_routed_netlist_is_refused_in_one_line(tmp_path):
         (tmp_path / "mamfpga_board.placed.json").write_text(text)
         with pytest.raises(PlacedError, match="not a (readable )?nextpnr|a routed netlist has one module"):
             placed_model(tmp_path, "ice40", clock_port="clk12_0__io", work=tmp_path / "w")
+
+
+def _dp16kd_reference(init, width, modes, steps):
+    """What the ECP5 block RAM does, as documented in yosys's brams_map_16kd.v (the layout) and
+    Lattice's write modes, one clock edge per step: the model's outputs after each edge."""
+    mem, out, outs = list(init), {"A": 0, "B": 0}, []
+    for step in steps:
+        old = list(mem)
+        for q in "AB":
+            ad, di, ce, we = step[q]
+            if not ce:
+                continue
+            if width == 36:
+                w = ad >> 5
+                if q == "A" and we:
+                    for byte in range(4):
+                        if ad >> byte & 1:
+                            word, half = 2 * w + byte // 2, byte % 2
+                            data = (step["A"][1] if byte < 2 else step["B"][1]) >> (9 * half) & 0x1FF
+                            mem[word] = mem[word] & ~(0x1FF << 9 * half) | data << 9 * half
+                if q == "B":
+                    out = {"A": old[2 * w], "B": old[2 * w + 1]}
+                continue
+            w = ad >> 4
+            if width == 18:
+                new = old[w]
+                for half in (0, 1):
+                    if ad >> half & 1:
+                        new = new & ~(0x1FF << 9 * half) | (di >> 9 * half & 0x1FF) << 9 * half
+                read, read_new = old[w], new
+            else:
+                half = ad >> 3 & 1
+                new = old[w] & ~(0x1FF << 9 * half) | (di & 0x1FF) << 9 * half
+                read, read_new = old[w] >> 9 * half & 0x1FF, new >> 9 * half & 0x1FF
+            if we:
+                mem[w] = new
+                out[q] = {0: out[q], 1: read_new, 2: read}[modes[q]]
+            else:
+                out[q] = read
+        outs.append((out["A"], out["B"]))
+    return outs
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("width, modes", [(18, {"A": 2, "B": 0}), (18, {"A": 1, "B": 2}), (9, {"A": 0, "B": 1}),
+                                          (36, {"A": 0, "B": 0})])
+def test_the_block_ram_model_follows_the_documented_modes(tmp_path, width, modes):
+    """The MAMFPGA_DP16KD Verilog against the reference above under random reads and writes on
+    both ports (iverilog): the INITVAL layout, the byte enables, each width and write mode."""
+    import random
+    import shutil
+    import subprocess
+
+    from mamfpga import toolchain
+    from mamfpga.boards.placed import _ecp5_adapters
+
+    toolchain.activate()
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog is not installed (scripts/setup installs it)")
+    rng = random.Random(width * 10 + modes["A"])
+    init = [rng.randrange(1 << 18) for _ in range(1024)]
+    words = 8                                          # a few words, so that reads meet writes
+    steps = []
+    for _ in range(300):
+        step = {}
+        for q in "AB":
+            word = rng.randrange(words)
+            low = {36: rng.randrange(16), 18: rng.randrange(4), 9: rng.randrange(2) << 3 | rng.randrange(8)}[width]
+            ad = (word << (5 if width == 36 else 4)) | low
+            step[q] = [ad, rng.randrange(1 << 18), int(rng.random() < 0.9), int(rng.random() < 0.5)]
+        if width != 36 and step["A"][0] >> 4 == step["B"][0] >> 4:
+            step["B"][3] = 0                           # both ports writing one word: the silicon's is undefined
+        steps.append(step)
+    want = _dp16kd_reference(init, width, modes, steps)
+    initval = ",\n".join(f"    .INITVAL_{i:02X}(320'b" + "".join(f"00{init[16 * i + j]:018b}" for j in reversed(range(16)))
+                         + ")" for i in range(64))
+    pins = []
+    for q in "AB":
+        pins += [f".AD{q}{i}(ad{q}[{i}])" for i in range(14)] + [f".DI{q}{i}(di{q}[{i}])" for i in range(18)]
+        pins += [f".DO{q}{i}(do{q}[{i}])" for i in range(18)]
+        pins += [f".CLK{q}(clk)", f".CE{q}(ce{q})", f".WE{q}(we{q})", f".OCE{q}(1'b1)", f".RST{q}(1'b0)"]
+        pins += [f".CS{q}{i}(1'b0)" for i in range(3)]
+    body = []
+    for step in steps:
+        for q in "AB":
+            ad, di, ce, we = step[q]
+            body.append(f"    ad{q} = {ad}; di{q} = {di}; ce{q} = {ce}; we{q} = {we};")
+        body.append('    #5 clk = 1; #1 $display("%0d %0d", doA, doB); #4 clk = 0;')
+    tb = "\n".join([
+        "module tb;", "  reg clk = 0; reg [13:0] adA, adB; reg [17:0] diA, diB; reg ceA, ceB, weA, weB;",
+        "  wire [17:0] doA, doB;",
+        f"  MAMFPGA_DP16KD #(.DATA_WIDTH_A({width}), .DATA_WIDTH_B({width}), .WRITEMODE_A({modes['A']}), "
+        f".WRITEMODE_B({modes['B']}),", initval, "  ) ram (" + ", ".join(pins) + ");",
+        "  initial begin", *body, "    $finish;", "  end", "endmodule", ""])
+    (tmp_path / "tb.v").write_text(tb)
+    (tmp_path / "model.v").write_text(_ecp5_adapters())
+    run = subprocess.run(["iverilog", "-g2012", "-o", "tb.vvp", "-s", "tb", "tb.v", "model.v"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=tmp_path, capture_output=True, text=True)
+    got = [tuple(map(int, line.split())) for line in run.stdout.splitlines() if line and line[0].isdigit()]
+    assert got == want
