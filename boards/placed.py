@@ -346,6 +346,21 @@ def _fit_dp16kd(name: str, c: dict, counter, added: dict) -> None:
     c["type"] = "MAMFPGA_DP16KD"
 
 
+def _dpram_init(value) -> str:
+    """A distributed RAM's contents as yosys's model indexes them. nextpnr stores them by LUT
+    input (index {D, C, B, A}) with the read address on A = RAD3, C = RAD2, B = RAD1, D = RAD0
+    (ecp5/cells.cc ``dram_to_comb``); yosys's model reads and writes ``ram[{A, C, B, D}]``, by
+    address. The writes agree; the initial contents are put back in address order."""
+    v = str(value).strip()
+    bits = int(v, 2) if v and set(v) <= {"0", "1"} else int(v or 0)
+    out = 0
+    for i in range(16):                  # i = {D, C, B, A}: the address is {A, C, B, D}
+        a, b, c, d = i & 1, i >> 1 & 1, i >> 2 & 1, i >> 3 & 1
+        if bits >> i & 1:
+            out |= 1 << (a << 3 | c << 2 | b << 1 | d)
+    return f"{out:016b}"
+
+
 def _fit_ecp5(top: dict, counter) -> None:
     """The ECP5 cells as the models take them: a flip-flop whose data select ``SD`` is 0 takes
     its data from ``M`` (yosys's model reads ``DI``); a multiplier's input ``xxMUX`` settings
@@ -383,6 +398,13 @@ def _fit_ecp5(top: dict, counter) -> None:
                 raise PlacedError(f"distributed RAM {name}: {bad}; yosys's model has the plain write clock and enable")
         if c["type"] == "TRELLIS_COMB":
             p.pop("WCKMUX", None)          # checked above: the plain clock, which is all yosys's model has
+            # the slice's second LUT (K1) drives an L6MUX21 on OFX, the first (K0) a PFUMX:
+            # yosys's model takes which from IS_Z1, which nextpnr does not write
+            bel = str(c.get("attributes", {}).get("NEXTPNR_BEL", ""))
+            if bel.endswith(".K1") or (not bel and (cn.get("FXA") or cn.get("FXB"))):
+                p["IS_Z1"] = "1"
+            if p.get("MODE", "").strip() == "DPRAM":
+                p["INITVAL"] = _dpram_init(p.get("INITVAL", "0"))
     top["cells"].update(added)
 
 

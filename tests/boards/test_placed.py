@@ -128,6 +128,28 @@ def test_ecp5_flip_flop_data_select_and_multiplier_settings():
     assert top["ports"]["leds"]["bits"] == ["0"]     # no LED pads: a constant
 
 
+def test_ecp5_slice_muxes_and_distributed_ram_contents():
+    """The second LUT of a slice (K1) drives an L6MUX21, the first a PFUMX (yosys's IS_Z1, which
+    nextpnr does not write); a distributed RAM's contents, stored by LUT input, go back in address
+    order (A = RAD3, C = RAD2, B = RAD1, D = RAD0)."""
+    from mamfpga.boards.placed import _dpram_init
+
+    doc = _ecp5_netlist()
+    cells = doc["modules"]["top"]["cells"]
+    comb = {"A": "input", "FXA": "input", "FXB": "input", "M": "input", "F": "output", "OFX": "output"}
+    cells["k1"] = _cell("TRELLIS_COMB", {"FXA": [24], "FXB": [25], "M": [23], "OFX": [27]}, comb)
+    cells["k1"]["attributes"]["NEXTPNR_BEL"] = "X3/Y4/SLICEB.K1"
+    cells["k0"] = _cell("TRELLIS_COMB", {"A": [24], "M": [23], "OFX": [28]}, comb)
+    cells["k0"]["attributes"]["NEXTPNR_BEL"] = "X3/Y4/SLICEB.K0"
+    cells["ram"] = _cell("TRELLIS_COMB", {"A": [24]}, comb, {"MODE": "DPRAM", "INITVAL": f"{1 << 0b0001:016b}"})
+    simulation_netlist(doc, "ecp5", clock_port="clk25_0__io")
+    assert cells["k1"]["parameters"]["IS_Z1"] == "1" and "IS_Z1" not in cells["k0"]["parameters"]
+    # LUT index 0b0001 is A = 1: address bit 3
+    assert cells["ram"]["parameters"]["INITVAL"] == f"{1 << 0b1000:016b}"
+    assert _dpram_init(f"{1 << 0b1000:016b}") == f"{1 << 0b0001:016b}"   # D = 1: address bit 0
+    assert _dpram_init(f"{1 << 0b0110:016b}") == f"{1 << 0b0110:016b}"   # B, C keep their places
+
+
 def _dp16kd(conns, params):
     dirs = {f"{k}{q}{i}": ("output" if k == "DO" else "input") for q in "AB"
             for k, n in (("AD", 14), ("DI", 18), ("DO", 18)) for i in range(n)}
