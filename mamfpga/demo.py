@@ -26,6 +26,7 @@ from mamfpga.hw.verilog import lint
 from mamfpga.outputs import PLOTS_HINT, pyplot, save_figure
 from mamfpga.report import DemoFigures, Report, render_demo
 from mamfpga.sw import golden, prune
+from mamfpga.sw.flops import flops
 from mamfpga.sw.mam import to_mac
 from mamfpga.sw.network import from_torch
 from mamfpga.sw.train import accuracy, finetune
@@ -205,7 +206,8 @@ def run_demo(out: Path, board: str, *, dataset="digits", quiet: bool = False, ar
         accuracy={"dense_mam": dense_acc, "float": float_acc, "quantized": q_acc, "hardware": hw_acc,
                   "kept": kept, "classifier_kept": classifier_kept, "chosen": chosen_name.lower()},
         sparsity=1.0 - nnz / total_weights, nnz=nnz, weights=total_weights, one_shot_curve=curve, dense_mac=dense,
-        fallbacks=done.fallbacks, lint_warnings=issues)
+        fallbacks=done.fallbacks, lint_warnings=issues,
+        flops={k: v for k, v in flops(chosen, (ds.features,)).items() if k != "layers"})
     report.save(build, out)                      # `mamfpga report BUILD` shows it too
     plots = [_plot_accuracy(curve, report.demo.accuracy, out / "accuracy_vs_sparsity.png", ds.name)]
     if syn and syn.resources:

@@ -208,6 +208,8 @@ class DemoFigures:
     dense_mac: dict                   # the same network dense and MAC: what it would need
     fallbacks: int = 0
     lint_warnings: list[str] = field(default_factory=list)
+    # FLOPs of one inference (mamfpga.sw.flops): the pruned float network against the same dense
+    flops: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -348,6 +350,9 @@ def render_demo(d: DemoFigures, r: Report) -> list[str]:
             ("sparsity, nonzero weights", f"{d.sparsity:.2%} of {d.weights} weights are zero; {d.nnz} nonzero "
                                           f"({a['kept']:.1%} of the hidden layers kept, {a['classifier_kept']:.0%} "
                                           "of the classifier, then simplified)")]
+    if d.flops:
+        rows.append(("FLOPs per inference", f"{d.flops['flops']:,} against {d.flops['flops_dense']:,} dense: "
+                                            f"{d.flops['saved']:.2%} saved (2 a MAC weight, 3 a MAM weight)"))
     if c and s:
         label = (c.choice or {}).get("chosen", f"P={c.pes} L={c.lanes}")
         rows.append(("cycles per inference", f"{_slash(s.cycles_sim)} simulated "

@@ -39,6 +39,7 @@ from mamfpga.sw import golden
 from mamfpga.sw import data as data_mod
 from mamfpga.sw import experiments
 from mamfpga.sw.experiments import pruning_batches
+from mamfpga.sw.flops import flops
 from mamfpga.sw.mam import WEIGHTED_TYPES, is_mam
 from mamfpga.sw.mam import to_mac as mam_to_mac
 from mamfpga.sw.modelio import load_model as _load_model_file
@@ -238,7 +239,8 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
 
 
 def evaluate(model: nn.Sequential, meta: dict, ds: data_mod.Dataset) -> dict:
-    """Test accuracy, sparsity over the pruned layers, and each Linear layer's mode and sparsity."""
+    """Test accuracy, sparsity over the pruned layers, each weighted layer's mode and sparsity,
+    and the FLOPs of one inference (:func:`mamfpga.sw.flops.flops`)."""
     try:
         acc = accuracy(model, ds.x_test, ds.y_test)
     except (ValueError, RuntimeError) as exc:
@@ -249,7 +251,8 @@ def evaluate(model: nn.Sequential, meta: dict, ds: data_mod.Dataset) -> dict:
         if isinstance(m, WEIGHTED_TYPES):
             mode = ("mac" if not is_mam(m) else "mam" if m.beta == 0.0 else f"blend(beta={m.beta:g})")
             layers.append({"name": name, "mode": mode, "sparsity": layer_sparsity(m), "pruned": name in targets})
-    return {"accuracy": acc, "sparsity": sparsity_of(model, targets), "targets": targets, "layers": layers}
+    return {"accuracy": acc, "sparsity": sparsity_of(model, targets), "targets": targets, "layers": layers,
+            "flops": flops(model, (ds.features,))}
 
 
 @dataclass

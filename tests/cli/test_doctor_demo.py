@@ -56,11 +56,14 @@ def test_demo_runs_and_writes_report(tmp_path, capsys):
     assert syn["inferences_per_s"] == pytest.approx(1e6 / syn["latency_us"])
     assert 0.99 < demo["sparsity"] < 1 and demo["nnz"] == comp["nnz"] == sum(l["nnz"] for l in comp["layers"])
     assert not demo["dense_mac"]["fits"] and demo["dense_mac"]["bram"] > 30
+    # the pruned float network's FLOPs against the same network dense
+    assert 0 < demo["flops"]["flops"] < demo["flops"]["flops_dense"] and demo["flops"]["saved"] > 0.99
     assert (out / "build" / "board-icebreaker" / "mamfpga_board.bin").stat().st_size > 100_000
     assert (out / "build" / "accelerator.v").exists() and (out / "net.npz").exists()
     assert (out / "accuracy_vs_sparsity.png").exists() and (out / "resources.png").exists()
     out_text = capsys.readouterr().out
     assert "0 mismatches" in out_text and "Fmax" in out_text and "inferences/s" in out_text
+    assert "FLOPs per inference" in out_text
 
 
 def test_demo_refuses_a_users_folder(tmp_path, capsys):

@@ -20,9 +20,12 @@ def mam_model(tmp_path_factory):
 def test_train_eval_json(mam_model, capsys):
     assert cli.main(["eval", str(mam_model), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"accuracy", "sparsity", "layers"}
+    assert set(out) == {"accuracy", "sparsity", "layers", "flops", "flops_dense", "flops_saved"}
     assert out["accuracy"] > 0.85 and out["sparsity"] == 0.0
     assert [l["mode"] for l in out["layers"]] == ["mam", "mam", "mac"]
+    # dense 64-64-64-10: 3 FLOPs a MAM weight, 2 a MAC weight
+    assert out["flops"] == out["flops_dense"] == 3 * (64 * 64 + 64 * 64) + 2 * 64 * 10
+    assert out["flops_saved"] == 0.0
 
 
 def test_prune_to_mac_finetune_simplify(mam_model, tmp_path, capsys):
@@ -46,6 +49,10 @@ def test_prune_keeps_mam_and_reports_sparsity(mam_model, tmp_path, capsys, metho
     res = json.loads(capsys.readouterr().out)
     assert res["sparsity"] == pytest.approx(0.95, abs=0.001)
     assert [l["mode"] for l in res["layers"]] == ["mam", "mam", "mac"]
+    # a pruned weight costs nothing: the FLOPs follow the nonzeros, layer by layer
+    assert res["flops"] == sum(l["flops"] for l in res["layers"]) < res["flops_dense"]
+    assert all(l["flops"] == (3 if l["mode"] == "mam" else 2) * l["nnz"] for l in res["layers"])
+    assert res["flops_saved"] == pytest.approx(1 - res["flops"] / res["flops_dense"])
 
 
 def test_iterative_and_before_convergence(tmp_path):

@@ -141,3 +141,29 @@ def test_to_mam_unknown_layer_named():
 def test_kernel_is_built_here():
     """On these machines (gcc present) the fused kernel must build; the fallback is for others."""
     assert kernel.available(), kernel.reason_unavailable()
+
+
+def test_flops_count_kept_weights_at_every_conv_position():
+    """2 FLOPs a MAC weight, 3 a MAM weight, 5 while blending; a conv pays its kept weights at
+    every output position; a pruned weight costs nothing."""
+    import torch
+
+    from mamfpga.sw.flops import flops
+    from mamfpga.sw.train import build_model
+
+    model = build_model("conv4k3,pool2", (1, 8, 8), 10, mode="mam")     # MAM conv, beta = 1 to start
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 1
+    with torch.no_grad():
+        convs[0].weight[0] = 0                                         # one empty filter
+    f = flops(model, (64,))
+    conv_l, fc_l = f["layers"]
+    assert conv_l["positions"] == 6 * 6 and conv_l["kind"] == "blend"
+    assert conv_l["nnz"] == 3 * 9 and conv_l["weights"] == 4 * 9
+    assert conv_l["flops"] == 5 * 27 * 36 and conv_l["flops_dense"] == 5 * 36 * 36
+    assert fc_l["kind"] == "mac" and fc_l["positions"] == 1 and fc_l["flops"] == 2 * fc_l["nnz"]
+    for m in model.modules():
+        if hasattr(m, "beta"):
+            m.beta = 0.0
+    assert flops(model, (64,))["layers"][0]["flops"] == 3 * 27 * 36
+    assert f["saved"] == pytest.approx(1 - f["flops"] / f["flops_dense"])
