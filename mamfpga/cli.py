@@ -27,7 +27,7 @@ from mamfpga import progress, stages, toolchain
 from mamfpga.boards.flow import DEFAULT_BAUD
 from mamfpga.boards.targets import BOARDS
 from mamfpga.errors import MamfpgaError, UsageError
-from mamfpga.outputs import atomic_write_bytes, run_dir
+from mamfpga.outputs import PLOTS_HINT, atomic_write_bytes, run_dir
 from mamfpga.report import render, render_board_run, render_compile, render_placed_sim, render_sim, render_synth
 from mamfpga.sw import golden, qonnx_io
 from mamfpga.sw.data import DATASETS
@@ -123,30 +123,63 @@ def cmd_demo(args) -> int:
         return 0 if run_demo(out, args.board, dataset=ds, quiet=args.quiet, arch=arch, weight_bits=bits).ok else 1
 
 
+def _check_val(val: float) -> None:
+    if not 0.0 <= val < 1.0:
+        raise UsageError(f"--val is the fraction of the training set held out, in [0, 1), not {val}")
+
+
+def _save_with_log(model, meta, out: Path, history: list) -> str:
+    """The model file, and its per-epoch log beside it when there is one; says what it wrote."""
+    stages.save_model(model, out, meta)
+    if not history:
+        return f"saved {out}"
+    log_path = stages.write_epochs(history, stages.epochs_path(out))
+    return f"saved {out} and its per-epoch log {log_path}"
+
+
 def cmd_train(args) -> int:
     out = _output_file(args.output, args.force)
+    _output_file(stages.epochs_path(out), args.force)          # its log too: refused before any work
+    _check_val(args.val)
     t = stages.train(stages.load_dataset(args.dataset), mode=args.mode, hidden=_sizes(args.hidden), arch=args.arch,
                      schedule=args.schedule, per=args.per, vc_epochs=args.vc_epochs, epochs=args.epochs, lr=args.lr,
                      batch=args.batch, weight_decay=args.weight_decay, prune_at=args.prune_at, method=args.method,
                      sparsity=args.sparsity, seed=args.seed, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                     progress=not args.quiet, log=print)
-    stages.save_model(t.model, out, t.meta)
-    print(f"test accuracy {t.accuracy:.4f}; saved {out}")
+                     val=args.val, progress=not args.quiet, log=print)
+    print(f"test accuracy {t.accuracy:.4f}; {_save_with_log(t.model, t.meta, out, t.history)}")
     return 0
 
 
 def cmd_prune(args) -> int:
-    if not 0.0 <= args.sparsity < 1.0:
-        raise UsageError(f"--sparsity is the fraction of weights removed, in [0, 1), not {args.sparsity}")
     out = _output_file(args.output, args.force)
+    if args.finetune:
+        _output_file(stages.epochs_path(out), args.force)
+    _check_val(args.val)
     model, meta = stages.load_model(args.model)
     ds = stages.load_dataset(args.dataset or meta.get("dataset", "digits"))
-    p = stages.prune(model, meta, ds, method=args.method, sparsity=args.sparsity,
+    p = stages.prune(model, meta, ds, method=args.method, sparsity=args.sparsity, max_drop=args.max_drop,
                      layers=args.layers.split(",") if args.layers else None, rounds=args.rounds,
                      finetune=args.finetune, patience=args.patience, to_mac=args.to_mac, simplify=args.simplify,
-                     seed=args.seed, progress=not args.quiet, log=print)
-    stages.save_model(p.model, out, p.meta)
-    print(f"test accuracy {p.accuracy:.4f}; saved {out}")
+                     seed=args.seed, val=args.val, progress=not args.quiet, log=print)
+    print(f"test accuracy {p.accuracy:.4f}; {_save_with_log(p.model, p.meta, out, p.history)}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from mamfpga.sw.experiments import plot_epochs
+
+    if args.output.suffix.lower() != ".png":
+        raise UsageError(f"-o names the plot, a .png file, not {args.output}")
+    logs = {}
+    for path in args.logs:
+        label = path.name.removesuffix(".epochs.csv").removesuffix(".csv")
+        logs[label if label not in logs else str(path)] = stages.read_epochs(path)
+    out = _output_file(args.output, args.force)
+    written = plot_epochs(logs, out, title=args.title or "")
+    if written is None:
+        raise UsageError(PLOTS_HINT)
+    print(f"wrote {written} ({len(logs)} log{'s' if len(logs) > 1 else ''}, "
+          f"{sum(len(r) for r in logs.values())} epochs)")
     return 0
 
 
@@ -464,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--per", choices=["epoch", "step"], default=tc.per, help="step beta per epoch or per batch")
     d.add_argument("--lr", type=float, default=tc.lr)
     d.add_argument("--batch", type=int, default=tc.batch)
-    d.add_argument("--prune-at", type=int, help="prune before convergence, after this epoch")
+    d.add_argument("--prune-at", type=int, help="prune before convergence, after this epoch (0: at initialisation)")
+    d.add_argument("--val", type=float, default=stages.VAL_FRACTION,
+                   help=f"fraction of the training set held out for validation (default {stages.VAL_FRACTION})")
     d.add_argument("--method", default="gmp", help="pruning method for --prune-at")
     d.add_argument("--sparsity", type=float, default=0.99, help="sparsity for --prune-at")
     d.add_argument("--seed", type=int, default=0)
@@ -478,7 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
              output)
     d.add_argument("model", type=Path)
     d.add_argument("--method", required=True, help="gmp lmp ggp lgp rp gpsp lpsp lmp-lpsp")
-    d.add_argument("--sparsity", type=float, required=True, help="fraction of the targeted weights removed")
+    d.add_argument("--sparsity", type=float, help="fraction of the targeted weights removed")
+    d.add_argument("--max-drop", type=float, help="instead of --sparsity: the highest sparsity whose (fine-tuned) "
+                                                  "validation accuracy stays within this of the unpruned model's")
+    d.add_argument("--val", type=float, default=stages.VAL_FRACTION,
+                   help=f"fraction of the training set held out for validation (default {stages.VAL_FRACTION})")
     d.add_argument("--layers", help="comma-separated layer names (default: the MAM layers)")
     d.add_argument("--finetune", type=int, default=0, help="fine-tuning epochs after pruning")
     d.add_argument("--patience", type=int, help="stop fine-tuning after this many epochs without progress")
@@ -570,6 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for an answer")
     d.add_argument("--limit", type=int, help="only the first N inputs")
     d.add_argument("--force", action="store_true", help="overwrite --outputs")
+
+    d = verb("plot", cmd_plot, "draw per-epoch logs (train's and prune --finetune's NAME.epochs.csv): accuracy, "
+                               "beta, sparsity by epoch", output)
+    d.add_argument("logs", type=Path, nargs="+", help="NAME.epochs.csv files")
+    d.add_argument("--title")
 
     d = verb("sweep-hw", cmd_sweep_hw, "design-space exploration: compile + sim + synth per (board, P, L, widths)")
     d.add_argument("net", type=Path, help="net.npz")

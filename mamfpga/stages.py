@@ -15,8 +15,9 @@ subclasses, with the exit code each maps to.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,14 @@ from mamfpga.boards.targets import Board, board as board_by_name
 from mamfpga.compile import ArchConfig, MemoryFitError, Program, compile_network, load_build, supported
 from mamfpga.compile.device import DEVICES
 from mamfpga.errors import UsageError
-from mamfpga.outputs import PLOTS_HINT, staged_dir
+from mamfpga.outputs import PLOTS_HINT, atomic_write_text, staged_dir
 from mamfpga.hw import emit as hw_emit
 from mamfpga.hw.emit import TOP_NAME
 from mamfpga.report import CompileFigures, PlacedSimFigures, Report, ReportError, SimFigures, SynthFigures
 from mamfpga.sim import cosim
 from mamfpga.sw import golden
 from mamfpga.sw import data as data_mod
+from mamfpga.sw.data import holdout
 from mamfpga.sw import experiments
 from mamfpga.sw.experiments import pruning_batches
 from mamfpga.sw.flops import flops
@@ -56,13 +58,15 @@ from mamfpga.sw.simplify import simplify as simplify_network
 from mamfpga.sw.train import (DEFAULT_HIDDEN, ActQuant, TrainConfig, accuracy, act_quant_of, build_mlp, build_model,
                               snap_weights)
 from mamfpga.sw.train import fit as fit_model
+from mamfpga.sw.train import EPOCH_FIELDS
 from mamfpga.sw.train import finetune as finetune_model
 
 __all__ = ["load_dataset", "load_model", "save_model", "Trained", "train", "Pruned", "prune", "evaluate", "Swept",
            "sweep", "Quantized", "load_float_network", "quantize", "accuracy_float_int8", "load_qnet", "save_qnet",
            "Compiled", "compile_for", "emit", "load", "cosimulate", "synthesize", "build_for_board", "run_on_board",
            "get_board",
-           "Report", "TOP_NAME", "LOGIC_MARGIN", "NoFitError"]
+           "Report", "TOP_NAME", "LOGIC_MARGIN", "NoFitError", "VAL_FRACTION", "write_epochs", "read_epochs",
+           "epochs_path"]
 
 
 def get_board(name: str) -> Board:
@@ -74,6 +78,11 @@ def get_board(name: str) -> Board:
 
 
 # --------------------------------------------------------------------------- software: train, prune, evaluate
+
+#: the fraction of a training set ``train`` and ``prune`` hold out as a validation split (its
+#: accuracy in the per-epoch log, the budget of ``prune --max-drop``; never the test set)
+VAL_FRACTION = 0.1
+
 
 def load_dataset(name: str) -> data_mod.Dataset:
     """A built-in data set by name (digits, mnist5k) or the user's DATA.npz by path; a
@@ -92,6 +101,7 @@ class Trained:
     model: nn.Sequential
     meta: dict                          # what save_model stores beside it
     accuracy: float
+    history: list = field(default_factory=list)     # the per-epoch log (mamfpga.sw.train.EPOCH_FIELDS)
 
 
 def check_weight_bits(bits: int | None, option: str = "--weight-bits") -> None:
@@ -131,13 +141,17 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
           epochs: int | None = None, lr: float | None = None, batch: int | None = None,
           weight_decay: float = 1e-4, prune_at: int | None = None, method: str = "gmp", sparsity: float = 0.99,
           seed: int = 0, weight_bits: int | None = None, act_bits: int | None = None, progress: bool = True,
-          log=print) -> Trained:
+          val: float = VAL_FRACTION, log=print) -> Trained:
     """A network trained on ``ds``: an MLP of ``hidden`` sizes, or the layers of ``arch``
     (:func:`~mamfpga.sw.train.parse_arch`: convolutions, pooling, fc), the classifier appended;
     MAM conv and hidden layers with vanishing contributions (beta to 0 over ``vc_epochs``), or
-    MAC; with ``prune_at``, pruned by ``method`` after that epoch."""
+    MAC; with ``prune_at``, pruned by ``method`` after that epoch (0: at initialisation). The
+    fraction ``val`` of the training set is held out as a validation split: its accuracy, the
+    training set's, the loss, beta and the sparsity, epoch by epoch, are the returned history."""
     if prune_at is not None:
         _check_method(method)
+        if prune_at < 0:
+            raise UsageError(f"--prune-at is an epoch, 0 (at initialisation) or later, not {prune_at}")
     given = {"schedule": schedule, "per": per, "vc_epochs": vc_epochs, "epochs": epochs, "lr": lr, "batch": batch}
     check_weight_bits(weight_bits)
     check_weight_bits(act_bits, "--act-bits")
@@ -153,16 +167,19 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
         model = build_model(arch, ds.sample_shape, ds.classes, mode=mode, seed=seed)
         what = f"network {'x'.join(map(str, ds.sample_shape))} -> {arch} -> fc{ds.classes}"
     targets = [n for n, m in model.named_modules() if is_mam(m)] or None
-    pset = pruning_batches(ds) if prune_at is not None else None
+    fit_ds, val_split = holdout(ds, val, seed)
+    pset = pruning_batches(fit_ds) if prune_at is not None else None
 
     def prune_fn(m):
         prune_model(m, method, sparsity, data=pset, seed=seed)
     log(f"training a {mode.upper()} {what} on {ds.name} "
-        f"({len(ds.y_train)} train / {len(ds.y_test)} test), {cfg.epochs} epochs"
+        f"({len(fit_ds.y_train)} train + {len(ds.y_train) - len(fit_ds.y_train)} validation / {len(ds.y_test)} test), "
+        f"{cfg.epochs} epochs"
         + (f", beta {cfg.schedule} over {cfg.vc_epochs} epochs" if mode == "mam" else "")
         + (f", {weight_bits}-bit weights (quantization-aware)" if weight_bits else "")
         + (f", {act_bits}-bit activations (quantization-aware)" if act_bits else ""))
-    fit_model(model, ds, cfg, progress=progress, prune_at=prune_at, prune_fn=prune_fn if pset else None)
+    history = fit_model(model, fit_ds, cfg, progress=progress, prune_at=prune_at,
+                        prune_fn=prune_fn if pset else None, val=val_split, evaluate=True)
     acc = accuracy(model, ds.x_test, ds.y_test)
     meta = {"dataset": ds.name, "mode": mode, "train": vars(cfg), "accuracy": acc}
     meta.update({"arch": arch} if arch is not None else {"hidden": list(hidden)})
@@ -173,7 +190,59 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
         meta["pruned_layers"] = targets
     if prune_at is not None:
         meta["pruning"] = {"method": method, "sparsity": sparsity, "at_epoch": prune_at}
-    return Trained(model, meta, acc)
+    meta["val"] = val
+    return Trained(model, meta, acc, history)
+
+
+def epochs_path(model_path) -> Path:
+    """Where the per-epoch log of a model file goes: beside it, ``NAME.epochs.csv``."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".epochs.csv")
+
+
+def write_epochs(history: list[dict], path) -> Path:
+    """The per-epoch log as CSV (:data:`~mamfpga.sw.train.EPOCH_FIELDS`; an empty cell where a
+    figure was not measured), written atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(EPOCH_FIELDS), lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: ("" if row.get(k) is None else f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])
+                    for k in EPOCH_FIELDS})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_epochs(path) -> list[dict]:
+    """A per-epoch log written by :func:`write_epochs`; a file that is not one is refused in
+    one line (exit 2), naming the file and what is wrong."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or set(reader.fieldnames) != set(EPOCH_FIELDS):
+                raise ValueError(f"its columns are {reader.fieldnames}, not {', '.join(EPOCH_FIELDS)}")
+            rows = []
+            for n, row in enumerate(reader, start=2):
+                try:
+                    rows.append({"phase": row["phase"], "epoch": int(row["epoch"]),
+                                 **{k: (float(row[k]) if row[k] != "" else None)
+                                    for k in ("loss", "train_acc", "val_acc", "beta", "sparsity")}})
+                except (TypeError, ValueError):
+                    raise ValueError(f"line {n} is not numbers where numbers belong: {row}") from None
+                if rows[-1]["beta"] is None or rows[-1]["sparsity"] is None:
+                    raise ValueError(f"line {n} has no beta or sparsity")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except (ValueError, csv.Error, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not a per-epoch log of mamfpga train/prune ({exc})") from None
+    if not rows:
+        raise UsageError(f"{path}: a per-epoch log with no epochs")
+    return rows
 
 
 def _targets(model, names) -> list[str]:
@@ -189,38 +258,116 @@ class Pruned:
     model: nn.Sequential
     meta: dict
     accuracy: float
+    history: list = field(default_factory=list)     # fine-tuning's per-epoch log
+    search: list = field(default_factory=list)      # --max-drop: each sparsity tried and its validation accuracy
 
 
-def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str, sparsity: float,
+#: the sparsities ``prune --max-drop`` tries first, in order, before it bisects (on kept = 1 - s)
+MAX_DROP_STEPS = (0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
+
+
+def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str, sparsity: float | None = None,
           layers: list[str] | None = None, rounds: int = 1, finetune: int = 0, patience: int | None = None,
-          to_mac: bool = False, simplify: bool = False, seed: int = 0, progress: bool = True, log=print) -> Pruned:
+          to_mac: bool = False, simplify: bool = False, seed: int = 0, progress: bool = True,
+          val: float = VAL_FRACTION, max_drop: float | None = None, bisect: int = 4, log=print) -> Pruned:
     """``model`` (in place) pruned to ``sparsity`` over ``layers`` (default: those the model's
     metadata names, else its MAM layers), one-shot or in ``rounds``; optionally reverted
-    MAM -> MAC, fine-tuned, and simplified (dead neurons and unread inputs removed)."""
+    MAM -> MAC, fine-tuned (on the training set less the validation split ``val``), and
+    simplified (dead neurons and unread inputs removed).
+
+    With ``max_drop`` instead of ``sparsity``: the highest sparsity whose (fine-tuned) accuracy on
+    the validation split stays within ``max_drop`` of the unpruned model's there -- the
+    :data:`MAX_DROP_STEPS` in turn up to the first that fails, then ``bisect`` halvings of the
+    kept fraction between the last that held and it; every try is in ``search``."""
     _check_method(method)
+    if (sparsity is None) == (max_drop is None):
+        raise UsageError("give --sparsity or --max-drop (the accuracy budget), one of them")
+    if max_drop is not None and not 0 <= max_drop < 1:
+        raise UsageError(f"--max-drop is an accuracy drop in [0, 1), not {max_drop}")
+    if max_drop is not None and rounds > 1:
+        raise UsageError("--max-drop searches one-shot pruning (with --finetune); --rounds does not go with it")
     targets = _targets(model, layers or meta.get("pruned_layers"))
-    pset = pruning_batches(ds)
+    fit_ds, val_split = holdout(ds, val, seed)
+    if max_drop is not None and val_split is None:
+        raise UsageError("--max-drop needs a validation split (--val above 0): it never looks at the test set")
+    pset = pruning_batches(fit_ds)
     bits = meta.get("weight_bits")              # a quantization-aware model stays on its grid
+    history: list[dict] = []
+    search: list[dict] = []
+
+    def one_shot(m, s: float, log_to: list):
+        try:
+            prune_model(m, method, s, layers=targets, data=pset, seed=seed)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if to_mac:
+            mam_to_mac(m)
+        if finetune:
+            finetune_model(m, fit_ds, epochs=finetune, patience=patience, progress=progress, weight_bits=bits,
+                           history=log_to, val=val_split)
+        elif bits is not None:
+            snap_weights(m, bits)
+
     before = accuracy(model, ds.x_test, ds.y_test)
-    try:
+    if max_drop is not None:
+        base = accuracy(model, *val_split)
+        floor = base - max_drop
+        log(f"searching the highest {method} sparsity whose{f' {finetune}-epoch fine-tuned' if finetune else ''} "
+            f"validation accuracy stays >= {floor:.4f} (unpruned {base:.4f} - {max_drop:g}) on "
+            f"{len(val_split[1])} held-out training samples")
+        best = None
+
+        def attempt(s: float) -> bool:
+            nonlocal best
+            trial, log_to = copy.deepcopy(model), []
+            one_shot(trial, s, log_to)
+            acc = accuracy(trial, *val_split)
+            ok = acc >= floor
+            search.append({"sparsity": s, "val_acc": acc, "within": ok})
+            log(f"  sparsity {s:.4f}: validation accuracy {acc:.4f} {'within' if ok else 'outside'} the budget")
+            if ok and (best is None or s > best[0]):
+                best = (s, trial, log_to)
+            return ok
+
+        lo, hi = 0.0, None
+        for s in MAX_DROP_STEPS:
+            if attempt(s):
+                lo = s
+            else:
+                hi = s
+                break
+        if hi is not None:
+            for _ in range(bisect):            # halve the kept fraction's interval (geometrically)
+                mid = 1.0 - math.sqrt((1.0 - lo) * (1.0 - hi))
+                if attempt(mid):
+                    lo = mid
+                else:
+                    hi = mid
+        if best is None:
+            raise UsageError(f"no sparsity tried keeps the validation accuracy within {max_drop:g} of {base:.4f} "
+                             f"(at {MAX_DROP_STEPS[0]:g}: {search[0]['val_acc']:.4f}); try a larger --max-drop or "
+                             "--finetune")
+        sparsity, model, history = best
+        log(f"chose sparsity {sparsity:.4f} ({len(search)} tried)")
+    else:
+        if not 0.0 <= sparsity < 1.0:
+            raise UsageError(f"--sparsity is the fraction of weights removed, in [0, 1), not {sparsity}")
         if rounds > 1:
-            iterative_prune(model, method, sparsity, rounds=rounds, layers=targets, data=pset, seed=seed, log=log,
-                            finetune=lambda r: finetune_model(model, ds, epochs=max(finetune, 1), patience=patience,
-                                                              progress=progress, weight_bits=bits))
+            try:
+                iterative_prune(model, method, sparsity, rounds=rounds, layers=targets, data=pset, seed=seed,
+                                log=log, finetune=lambda r: finetune_model(
+                                    model, fit_ds, epochs=max(finetune, 1), patience=patience, progress=progress,
+                                    weight_bits=bits, history=history, val=val_split))
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            if to_mac:
+                mam_to_mac(model)
         else:
-            prune_model(model, method, sparsity, layers=targets, data=pset, seed=seed)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+            one_shot(model, sparsity, history)
     log(f"{method}: sparsity {sparsity_of(model, targets):.4f} over {', '.join(targets)}; "
-        f"accuracy {before:.4f} -> {accuracy(model, ds.x_test, ds.y_test):.4f}")
-    if to_mac:
-        mam_to_mac(model)
-        log("reverted MAM layers to MAC (MAM -> MAC), keeping the sparse weights")
-    if finetune and rounds <= 1:
-        acc = finetune_model(model, ds, epochs=finetune, patience=patience, progress=progress, weight_bits=bits)
-        log(f"fine-tuned {finetune} epochs{f' ({bits}-bit weights)' if bits else ''}: accuracy {acc:.4f}")
-    elif bits is not None:
-        snap_weights(model, bits)             # the rows' grids after pruning
+        f"test accuracy {before:.4f} -> {accuracy(model, ds.x_test, ds.y_test):.4f}"
+        + (" (MAM -> MAC, keeping the sparse weights)" if to_mac else "")
+        + (f", fine-tuned {finetune} epochs{f' ({bits}-bit weights)' if bits else ''}" if finetune else ""))
     acc = accuracy(model, ds.x_test, ds.y_test)
     act = _act_meta(model)                    # fine-tuning moved the activation ranges on
     if simplify:
@@ -232,10 +379,11 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
         targets = None
     meta = {**meta, **act, "accuracy": acc, "pruned_layers": targets,
             "pruning": {"method": method, "sparsity": sparsity, "finetune": finetune, "rounds": rounds,
-                        "to_mac": to_mac, "simplified": simplify}}
+                        "to_mac": to_mac, "simplified": simplify, "val": val,
+                        **({"max_drop": max_drop, "search": search} if max_drop is not None else {})}}
     if targets is None:
         meta.pop("pruned_layers")
-    return Pruned(model, meta, acc)
+    return Pruned(model, meta, acc, history, search)
 
 
 def evaluate(model: nn.Sequential, meta: dict, ds: data_mod.Dataset) -> dict:

@@ -29,7 +29,7 @@ import torch
 
 from mamfpga.errors import MamfpgaError
 
-__all__ = ["Dataset", "DataError", "load", "DATASETS", "loader", "mnist5k_path"]
+__all__ = ["Dataset", "DataError", "load", "DATASETS", "loader", "mnist5k_path", "holdout"]
 
 DATASETS = ("digits", "mnist5k")
 
@@ -155,6 +155,25 @@ def load_npz(path: str | Path) -> Dataset:
     flat = [arrays[k].reshape(len(arrays[k]), -1).astype(np.float32) for k in ("x_train", "x_test")]
     return Dataset(str(path), flat[0], arrays["y_train"].astype(np.int64), flat[1], arrays["y_test"].astype(np.int64),
                    sample_shape if len(sample_shape) == 3 else (flat[0].shape[1],))
+
+
+def holdout(ds: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, tuple[np.ndarray, np.ndarray] | None]:
+    """``ds`` with ``fraction`` of its training set carved out as a validation split (stratified
+    by class where every class has two samples or more; the test set untouched), and the split;
+    ``fraction`` 0: ``ds`` itself and no split."""
+    if fraction <= 0:
+        return ds, None
+    if not fraction < 1:
+        raise DataError(f"a validation split is a fraction of the training set in [0, 1), not {fraction}")
+    from sklearn.model_selection import train_test_split
+
+    n_val = max(1, round(fraction * len(ds.y_train)))
+    if n_val >= len(ds.y_train):
+        raise DataError(f"a validation split of {fraction} leaves no training sample ({len(ds.y_train)} in all)")
+    counts = np.bincount(ds.y_train)
+    strat = ds.y_train if counts[counts > 0].min() >= 2 and n_val >= len(counts[counts > 0]) else None
+    xt, xv, yt, yv = train_test_split(ds.x_train, ds.y_train, test_size=n_val, random_state=seed, stratify=strat)
+    return Dataset(ds.name, xt, yt, ds.x_test, ds.y_test, ds.sample_shape), (xv, yv)
 
 
 def loader(x: np.ndarray, y: np.ndarray, batch: int, *, shuffle: bool, seed: int = 0):

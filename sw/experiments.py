@@ -114,3 +114,36 @@ def plot(rows: list[SweepRow], path, title: str = "digits") -> Path | None:
     axes[0].set_ylabel("test accuracy")
     axes[0].legend(fontsize=6, ncol=2, loc="lower left", title="solid MAM, dashed MAC", title_fontsize=6)
     return save_figure(fig, path)
+
+
+def plot_epochs(logs: dict[str, list[dict]], path, title: str = "") -> Path | None:
+    """Per-epoch logs (``train``'s and ``prune --finetune``'s CSV rows, by label): validation
+    accuracy (solid; training-set accuracy dashed) above, beta and sparsity below, against the
+    epoch counted over the whole run (fine-tuning continues the count). None: no matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, (top, low) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    for k, (label, rows) in enumerate(logs.items()):
+        colour = plt.cm.tab10(k % 10)
+        x = list(range(1, len(rows) + 1))
+        for key, style in (("val_acc", "-"), ("train_acc", "--")):
+            pts = [(e, r[key]) for e, r in zip(x, rows) if r.get(key) is not None]
+            if pts:
+                top.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, lw=1.2,
+                         label=f"{label} ({'validation' if key == 'val_acc' else 'training set'})")
+        low.plot(x, [r["beta"] for r in rows], "-", color=colour, lw=1.2, label=f"{label}: beta")
+        low.plot(x, [r["sparsity"] for r in rows], ":", color=colour, lw=1.2, label=f"{label}: sparsity")
+        tuned = [e for e, r in zip(x, rows) if r.get("phase") == "finetune"]
+        if tuned:
+            top.axvline(tuned[0] - 0.5, color=colour, lw=0.6, alpha=0.5)
+    top.set_ylabel("accuracy")
+    top.set_title(title or "accuracy, beta and sparsity by epoch")
+    top.grid(True, alpha=0.3)
+    top.legend(fontsize=7, loc="lower right")
+    low.set_ylabel("beta (solid), sparsity (dotted)")
+    low.set_xlabel("epoch")
+    low.set_ylim(-0.05, 1.05)
+    low.grid(True, alpha=0.3)
+    low.legend(fontsize=7, loc="center right")
+    return save_figure(fig, path)

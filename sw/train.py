@@ -15,10 +15,15 @@ from torch import nn
 from mamfpga.errors import MamfpgaError
 from mamfpga.sw import data as data_mod
 from mamfpga.sw.mam import WEIGHTED_TYPES, MAMConv1d, MAMConv2d, MAMLinear, mam_layers
+from mamfpga.sw.prune import sparsity as sparsity_of
 from mamfpga.sw.schedules import BetaScheduler
 
 __all__ = ["build_mlp", "build_model", "parse_arch", "ArchError", "TrainConfig", "fit", "accuracy", "finetune",
-           "DEFAULT_HIDDEN", "fake_quant", "quantized_weights", "snap_weights", "ActQuant", "act_quant_of"]
+           "DEFAULT_HIDDEN", "fake_quant", "quantized_weights", "snap_weights", "ActQuant", "act_quant_of",
+           "EPOCH_FIELDS"]
+
+#: the columns of a per-epoch log (``train`` and ``prune --finetune`` write one beside the model)
+EPOCH_FIELDS = ("phase", "epoch", "loss", "train_acc", "val_acc", "beta", "sparsity")
 
 #: Hidden layer sizes of the default digits network.
 DEFAULT_HIDDEN = (1024, 1024)
@@ -289,13 +294,30 @@ def _epoch(model, opt, ds, cfg: TrainConfig, epoch: int, on_step: Callable[[], N
     return total / len(ds.y_train)
 
 
-def fit(model: nn.Module, ds: data_mod.Dataset, cfg: TrainConfig, *, progress: bool = True,
-        prune_at: int | None = None, prune_fn: Callable[[nn.Module], None] | None = None) -> list[dict]:
-    """Train ``model`` for cfg.epochs; MAM layers follow the beta schedule over cfg.vc_epochs
-    (per epoch or per step), then train on with beta = 0.
+def _epoch_row(model, ds, val, phase: str, epoch: int, loss: float, beta: float, weight_bits,
+               evaluate: bool) -> dict:
+    """One line of the per-epoch log: the loss, the accuracy on the training set and on the
+    validation split (``val``, carved from the training set; empty without one) when
+    ``evaluate`` (a pass over both, which only a logged run pays), beta, and the sparsity over
+    the pruning's target layers."""
+    train_acc = val_acc = None
+    if evaluate:
+        with quantized_weights(model, weight_bits):
+            train_acc = accuracy(model, ds.x_train, ds.y_train)
+            val_acc = accuracy(model, *val) if val is not None else None
+    return {"phase": phase, "epoch": epoch, "loss": loss, "train_acc": train_acc, "val_acc": val_acc,
+            "beta": beta, "sparsity": sparsity_of(model)}
 
-    ``prune_at``/``prune_fn``: pruning before convergence, ``prune_fn(model)`` is
-    called after epoch ``prune_at`` and training continues on the pruned model.
+
+def fit(model: nn.Module, ds: data_mod.Dataset, cfg: TrainConfig, *, progress: bool = True,
+        prune_at: int | None = None, prune_fn: Callable[[nn.Module], None] | None = None,
+        val: tuple[np.ndarray, np.ndarray] | None = None, evaluate: bool = False) -> list[dict]:
+    """Train ``model`` for cfg.epochs; MAM layers follow the beta schedule over cfg.vc_epochs
+    (per epoch or per step), then train on with beta = 0. Returns the per-epoch log
+    (:data:`EPOCH_FIELDS`; the accuracies only with ``evaluate``, on ``val`` when given).
+
+    ``prune_at``/``prune_fn``: pruning before convergence, ``prune_fn(model)`` is called after
+    epoch ``prune_at`` (0: before the first) and training continues on the pruned model.
     """
     from tqdm.auto import tqdm
 
@@ -312,6 +334,8 @@ def fit(model: nn.Module, ds: data_mod.Dataset, cfg: TrainConfig, *, progress: b
     history = []
     bar = tqdm(range(cfg.epochs), desc="train", disable=not progress, leave=False)
     on_step = sched.step if sched is not None and cfg.per == "step" else None
+    if prune_at == 0 and prune_fn is not None:
+        prune_fn(model)                          # pruning at initialisation
     for epoch in bar:
         loss = _epoch(model, opt, ds, cfg, epoch, on_step)
         if sched is not None and cfg.per == "epoch":
@@ -321,7 +345,8 @@ def fit(model: nn.Module, ds: data_mod.Dataset, cfg: TrainConfig, *, progress: b
             prune_fn(model)
             # the optimizer's moments refer to the dense weights: start it afresh
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        history.append({"epoch": epoch + 1, "loss": loss, "beta": beta})
+        history.append(_epoch_row(model, ds, val, "train", epoch + 1, loss, beta if has_mam else 0.0,
+                                  cfg.weight_bits, evaluate))
         bar.set_postfix(loss=f"{loss:.3f}", beta=f"{beta:.2f}")
     snap_weights(model, cfg.weight_bits)
     return history
@@ -329,10 +354,12 @@ def fit(model: nn.Module, ds: data_mod.Dataset, cfg: TrainConfig, *, progress: b
 
 def finetune(model: nn.Module, ds: data_mod.Dataset, *, epochs: int, patience: int | None = None,
              lr: float = 1e-3, batch: int = 64, seed: int = 0, progress: bool = True,
-             weight_bits: int | None = None) -> float:
+             weight_bits: int | None = None, history: list | None = None,
+             val: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """Fine-tune (beta untouched) for up to ``epochs`` (quantization-aware with ``weight_bits``);
-    with ``patience``, stop when the training-set accuracy has not improved for that many epochs
-    and keep the best weights. Returns the test accuracy reached."""
+    with ``patience``, stop when the accuracy (on ``val`` when given, else on the training set)
+    has not improved for that many epochs and keep the best weights. Returns the test accuracy
+    reached; with ``history`` (a list), appends the per-epoch log to it (phase "finetune")."""
     from tqdm.auto import tqdm
 
     if epochs <= 0:
@@ -342,11 +369,15 @@ def finetune(model: nn.Module, ds: data_mod.Dataset, *, epochs: int, patience: i
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     best, best_state, waited = -1.0, None, 0
     for epoch in tqdm(range(epochs), desc="finetune", disable=not progress, leave=False):
-        _epoch(model, opt, ds, cfg, epoch, None)
+        loss = _epoch(model, opt, ds, cfg, epoch, None)
+        if history is not None:
+            mams = mam_layers(model)
+            history.append(_epoch_row(model, ds, val, "finetune", epoch + 1, loss,
+                                      float(mams[0][1].beta) if mams else 0.0, weight_bits, True))
         if patience is None:
             continue
         with quantized_weights(model, weight_bits):
-            acc = accuracy(model, ds.x_train, ds.y_train)
+            acc = accuracy(model, *val) if val is not None else accuracy(model, ds.x_train, ds.y_train)
         if acc > best:
             best, best_state, waited = acc, copy.deepcopy(model.state_dict()), 0
         else:
