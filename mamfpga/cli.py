@@ -141,7 +141,13 @@ def cmd_train(args) -> int:
     out = _output_file(args.output, args.force)
     _output_file(stages.epochs_path(out), args.force)          # its log too: refused before any work
     _check_val(args.val)
-    t = stages.train(stages.load_dataset(args.dataset), mode=args.mode, hidden=_sizes(args.hidden), arch=args.arch,
+    init = None
+    if args.init is not None:
+        init_model, init_meta = stages.load_model(args.init)
+        init = (init_model, init_meta, str(args.init))
+    ds = stages.load_dataset(args.dataset or (init[1].get("dataset") if init else None) or "digits")
+    t = stages.train(ds, mode=args.mode, hidden=_sizes(args.hidden), arch=args.arch, init=init,
+                     layers=args.layers.split(",") if args.layers else None,
                      schedule=args.schedule, per=args.per, vc_epochs=args.vc_epochs, epochs=args.epochs, lr=args.lr,
                      batch=args.batch, weight_decay=args.weight_decay, prune_at=args.prune_at, method=args.method,
                      sparsity=args.sparsity, seed=args.seed, weight_bits=args.weight_bits, act_bits=args.act_bits,
@@ -491,8 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = verb("train", cmd_train, "train an MLP or a CNN (MAM layers with vanishing contributions, or MAC)",
              training, output)
-    d.add_argument("--dataset", default="digits", help=DATASET_HELP)
+    d.add_argument("--dataset", help="digits, mnist5k, or DATA.npz (x_train, y_train, x_test, y_test); default: "
+                                     "digits, or the --init model's")
     d.add_argument("--mode", choices=["mac", "mam"], default="mam")
+    d.add_argument("--init", type=Path, help="start from this trained model (MAC -> MAM: with --mode mam its "
+                                             "--layers become MAM with vanishing contributions)")
+    d.add_argument("--layers", help="with --init: comma-separated layers to turn into MAM (default: every hidden "
+                                    "linear and conv layer)")
     d.add_argument("--schedule", choices=["linear", "parabolic", "exponential"], default=tc.schedule)
     d.add_argument("--per", choices=["epoch", "step"], default=tc.per, help="step beta per epoch or per batch")
     d.add_argument("--lr", type=float, default=tc.lr)
@@ -512,8 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = verb("prune", cmd_prune, "prune a model (one-shot or iterative), optionally MAM -> MAC and fine-tune",
              output)
     d.add_argument("model", type=Path)
-    d.add_argument("--method", required=True, help="gmp lmp ggp lgp rp gpsp lpsp lmp-lpsp")
-    d.add_argument("--sparsity", type=float, help="fraction of the targeted weights removed")
+    d.add_argument("--method", required=True, help="weights: gmp lmp ggp lgp rp gpsp lpsp lmp-lpsp; whole neurons "
+                                                   "and channels: gl1n ll1n gl2n ll2n gapoz lapoz")
+    d.add_argument("--sparsity", type=float, help="fraction of the targeted weights removed (of the hidden "
+                                                  "neurons and channels, for a structured method)")
     d.add_argument("--max-drop", type=float, help="instead of --sparsity: the highest sparsity whose (fine-tuned) "
                                                   "validation accuracy stays within this of the unpruned model's")
     d.add_argument("--val", type=float, default=stages.VAL_FRACTION,
@@ -535,7 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = verb("sweep", cmd_sweep, "accuracy against kept fraction: MAC vs MAM, every method, MAM -> MAC", training)
     d.add_argument("--dataset", default="digits", help=DATASET_HELP)
     d.add_argument("--out", type=Path, default=Path("build/sweep"))
-    d.add_argument("--methods", help="comma-separated (default: all eight)")
+    d.add_argument("--methods", help="comma-separated (default: the eight unstructured ones); structured ones "
+                                     "(ll2n: kept is the share of hidden neurons kept) and combinations "
+                                     "STRUCTURED+UNSTRUCTURED (ll2n+gmp: half the neurons, then the weights to kept)")
     d.add_argument("--kept", default="0.1,0.03,0.01,0.003,0.001", help="kept fractions")
     d.add_argument("--finetune", type=int, default=10, help="fine-tuning epochs per point")
     d.add_argument("--mam-model", type=Path, help="use this trained MAM model instead of training one")

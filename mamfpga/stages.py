@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from mamfpga.boards import fit
@@ -44,12 +45,14 @@ from mamfpga.sw.experiments import pruning_batches
 from mamfpga.sw.flops import flops
 from mamfpga.sw.mam import WEIGHTED_TYPES, is_mam
 from mamfpga.sw.mam import to_mac as mam_to_mac
+from mamfpga.sw.mam import to_mam as to_mam_layers
 from mamfpga.sw.modelio import load_model as _load_model_file
 from mamfpga.sw.modelio import save_model
 from mamfpga.sw.network import ModelFormatError, Network, from_torch, to_torch
 from mamfpga.sw.onnx_io import import_onnx, read_onnx
 from mamfpga.sw import qonnx_io
-from mamfpga.sw.prune import METHODS, iterative_prune, layer_sparsity, prunable_layers, prune_model
+from mamfpga.sw.prune import (METHODS, STRUCTURED, iterative_prune, layer_sparsity, prunable_layers, prune_model,
+                              units_removed)
 from mamfpga.sw.prune import sparsity as sparsity_of
 from mamfpga.sw.qnet import QuantNetwork, load_qnet, save_qnet
 from mamfpga.sw.quantize import quantize as quantize_network
@@ -92,8 +95,9 @@ def load_dataset(name: str) -> data_mod.Dataset:
 
 def _check_method(method: str) -> None:
 
-    if method not in METHODS:
-        raise UsageError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in METHODS and method not in STRUCTURED:
+        raise UsageError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)} (weights) or "
+                         f"{', '.join(STRUCTURED)} (whole neurons and channels)")
 
 
 @dataclass
@@ -141,13 +145,18 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
           epochs: int | None = None, lr: float | None = None, batch: int | None = None,
           weight_decay: float = 1e-4, prune_at: int | None = None, method: str = "gmp", sparsity: float = 0.99,
           seed: int = 0, weight_bits: int | None = None, act_bits: int | None = None, progress: bool = True,
-          val: float = VAL_FRACTION, log=print) -> Trained:
+          val: float = VAL_FRACTION, init: tuple[nn.Module, dict, str] | None = None,
+          layers: list[str] | None = None, log=print) -> Trained:
     """A network trained on ``ds``: an MLP of ``hidden`` sizes, or the layers of ``arch``
     (:func:`~mamfpga.sw.train.parse_arch`: convolutions, pooling, fc), the classifier appended;
     MAM conv and hidden layers with vanishing contributions (beta to 0 over ``vc_epochs``), or
     MAC; with ``prune_at``, pruned by ``method`` after that epoch (0: at initialisation). The
     fraction ``val`` of the training set is held out as a validation split: its accuracy, the
-    training set's, the loss, beta and the sparsity, epoch by epoch, are the returned history."""
+    training set's, the loss, beta and the sparsity, epoch by epoch, are the returned history.
+
+    ``init`` (model, metadata, where from): start from that trained network instead, its
+    weights copied; with ``mode`` "mam" its ``layers`` (default: every hidden linear and conv
+    layer) become MAM with vanishing contributions (beta 1 -> 0), the seeds' MAC -> MAM."""
     if prune_at is not None:
         _check_method(method)
         if prune_at < 0:
@@ -159,8 +168,31 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
                       **{k: v for k, v in given.items() if v is not None})
     if arch is not None and hidden is not None:
         raise UsageError("give --arch or --hidden, not both (--hidden 256,256 is --arch fc256,fc256)")
-    hidden = tuple(hidden or DEFAULT_HIDDEN)
-    if arch is None:
+    if layers is not None and init is None:
+        raise UsageError("--layers names the layers of --init to turn into MAM; it needs --init")
+    if init is not None:
+        if arch is not None or hidden is not None:
+            raise UsageError("--init brings its own network; --arch and --hidden do not go with it")
+        model, init_meta, where = copy.deepcopy(init[0]), init[1], init[2]
+        try:
+            with torch.no_grad():
+                out = model.eval()(torch.zeros((1, ds.features)))
+        except (RuntimeError, ValueError) as exc:
+            raise UsageError(f"{where} does not take the {ds.name} data ({ds.features} features): {exc}") from None
+        if out.shape[-1] != ds.classes:
+            raise UsageError(f"{where} has {out.shape[-1]} outputs; {ds.name} has {ds.classes} classes")
+        if mode == "mam":
+            try:
+                to_mam_layers(model, layers, beta=1.0)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        elif layers is not None:
+            raise UsageError("--layers chooses the layers --mode mam turns into MAM; with --mode mac there are none")
+        arch, hidden = init_meta.get("arch"), init_meta.get("hidden")
+        what = f"network from {where}" + (f" ({', '.join(n for n, m in model.named_modules() if is_mam(m))} "
+                                          "now MAM)" if mode == "mam" else "")
+    elif arch is None:
+        hidden = tuple(hidden or DEFAULT_HIDDEN)
         model = build_mlp(ds.features, ds.classes, hidden, mode=mode, seed=seed)
         what = f"MLP {ds.features}-{'-'.join(map(str, hidden))}-{ds.classes}"
     else:
@@ -182,7 +214,12 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
                         prune_fn=prune_fn if pset else None, val=val_split, evaluate=True)
     acc = accuracy(model, ds.x_test, ds.y_test)
     meta = {"dataset": ds.name, "mode": mode, "train": vars(cfg), "accuracy": acc}
-    meta.update({"arch": arch} if arch is not None else {"hidden": list(hidden)})
+    if arch is not None:
+        meta["arch"] = arch
+    elif hidden is not None:
+        meta["hidden"] = list(hidden)
+    if init is not None:
+        meta["init"] = init[2]
     if weight_bits is not None:
         meta["weight_bits"] = weight_bits
     meta.update(_act_meta(model))
@@ -364,7 +401,10 @@ def prune(model: nn.Sequential, meta: dict, ds: data_mod.Dataset, *, method: str
                 mam_to_mac(model)
         else:
             one_shot(model, sparsity, history)
-    log(f"{method}: sparsity {sparsity_of(model, targets):.4f} over {', '.join(targets)}; "
+    units = units_removed(model, targets)
+    log(f"{method}: sparsity {sparsity_of(model, targets):.4f} over {', '.join(targets)}"
+        + (f" ({', '.join(f'{n}: {r} of {u} units removed' for n, (r, u) in units.items())})"
+           if method in STRUCTURED else "") + "; "
         f"test accuracy {before:.4f} -> {accuracy(model, ds.x_test, ds.y_test):.4f}"
         + (" (MAM -> MAC, keeping the sparse weights)" if to_mac else "")
         + (f", fine-tuned {finetune} epochs{f' ({bits}-bit weights)' if bits else ''}" if finetune else ""))
@@ -421,19 +461,29 @@ def sweep(ds: data_mod.Dataset, out: Path, *, models: dict | None = None, method
         raise UsageError("give --arch or --hidden, not both")
     methods = methods or list(METHODS)
     for m in methods:
-        _check_method(m)
+        parts = experiments.method_parts(m)
+        if len(parts) == 2 and not (parts[0] in STRUCTURED and parts[1] in METHODS):
+            raise UsageError(f"a combined method is STRUCTURED+UNSTRUCTURED (ll2n+gmp), not {m!r}")
+        if len(parts) > 2:
+            raise UsageError(f"a combined method has two parts (ll2n+gmp), not {m!r}")
+        for part in parts:
+            _check_method(part)
     given = {"epochs": epochs, "vc_epochs": vc_epochs}
     cfg = TrainConfig(weight_decay=weight_decay, **{k: v for k, v in given.items() if v is not None})
     rows = experiments.sweep(ds, models=models, methods=methods, kept=kept or experiments.DEFAULT_KEPT,
                              finetune_epochs=finetune, train_cfg=cfg, hidden=hidden, arch=arch, progress=progress)
     by: dict = {}
+    left: dict = {}
     for r in rows:
         by.setdefault((r.network, r.method, r.kept), {})[r.stage] = r.accuracy
-    table = [f"{'network':<8}{'method':<10}{'kept':>8}  {'one-shot':>9}{'fine-tuned':>11}{'mam->mac':>10}"]
+        left[(r.network, r.method, r.kept)] = (r.weights_kept, r.units_kept)
+    table = [f"{'network':<8}{'method':<10}{'kept':>8}{'weights':>9}{'units':>7}  {'one-shot':>9}{'fine-tuned':>11}"
+             f"{'mam->mac':>10}"]
     for (net, method, k), st in by.items():
         cells = "".join(f"{st[s]:>{w}.4f}" if s in st else " " * w
                         for s, w in (("one-shot", 9), ("fine-tuned", 11), ("mam->mac", 10)))
-        table.append(f"{net:<8}{method:<10}{k:>8g}  {cells}")
+        w_left, u_left = left[(net, method, k)]
+        table.append(f"{net:<8}{method:<10}{k:>8g}{w_left:>9.4f}{u_left:>7.3f}  {cells}")
     return Swept(rows, table, experiments.write_csv(rows, out / "sweep.csv"),
                  experiments.plot(rows, out / "sweep.png", title=ds.name) or f"no sweep.png ({PLOTS_HINT})")
 

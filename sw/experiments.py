@@ -33,15 +33,44 @@ DEFAULT_KEPT = (0.1, 0.03, 0.01, 0.003, 0.001)
 class SweepRow:
     network: str        # "mac" | "mam"
     method: str
-    kept: float         # fraction of the targeted weights kept
+    kept: float         # fraction of the targeted weights kept (of the hidden units, for a structured method)
     stage: str          # "one-shot" | "fine-tuned" | "mam->mac"
     accuracy: float
     dense_accuracy: float
+    weights_kept: float = 1.0   # what the pruning left: the fraction of the targeted weights nonzero
+    units_kept: float = 1.0     # and of the hidden units with a weight left
 
 
 def pruning_batches(ds: data_mod.Dataset, batch: int = 256):
     """The pruning set (scores that need data): the training set, in fixed batches."""
     return list(data_mod.loader(ds.x_train, ds.y_train, batch, shuffle=False))
+
+
+#: the share of the hidden units the structured half of a combined method ("ll2n+gmp") removes
+COMBINED_UNITS_REMOVED = 0.5
+
+
+def method_parts(method: str) -> list[str]:
+    """A sweep's method: one pruning method, or "STRUCTURED+UNSTRUCTURED" (both, in that order)."""
+    return method.split("+")
+
+
+def needs_mam(method: str) -> bool:
+    """Whether a (combined) method scores by the probability of selection, which only MAM layers have."""
+    return any(prune_mod.METHODS.get(m, ("",))[0] in ("selection", "magnitude*selection") for m in method_parts(method))
+
+
+def apply_method(model: nn.Module, method: str, kept: float, data) -> None:
+    """Prune ``model`` by a sweep's method to ``kept``: the fraction of the targeted weights kept
+    (unstructured), of the hidden units kept (structured), or, combined ("ll2n+gmp"), the
+    structured method removing :data:`COMBINED_UNITS_REMOVED` of the units and the unstructured
+    one then pruning the weights to ``kept``."""
+    parts = method_parts(method)
+    if len(parts) == 2:
+        prune_mod.prune_model(model, parts[0], COMBINED_UNITS_REMOVED, data=data)
+        prune_mod.prune_model(model, parts[1], 1.0 - kept, data=data)
+    else:
+        prune_mod.prune_model(model, method, 1.0 - kept, data=data)
 
 
 def sweep(ds: data_mod.Dataset, *, models: dict[str, nn.Module] | None = None,
@@ -65,18 +94,21 @@ def sweep(ds: data_mod.Dataset, *, models: dict[str, nn.Module] | None = None,
     pset = pruning_batches(ds)
     rows: list[SweepRow] = []
     jobs = [(net, method, k) for net in ("mac", "mam") for method in methods for k in kept
-            if not (net == "mac" and prune_mod.METHODS[method][0] in ("selection", "magnitude*selection"))]
+            if not (net == "mac" and needs_mam(method))]
     dense = {net: accuracy(models[net], ds.x_test, ds.y_test) for net in models}
     for net, method, k in tqdm(jobs, desc="sweep", disable=not progress):
         model = copy.deepcopy(models[net])
-        prune_mod.prune_model(model, method, 1.0 - k, data=pset)
-        rows.append(SweepRow(net, method, k, "one-shot", accuracy(model, ds.x_test, ds.y_test), dense[net]))
+        apply_method(model, method, k, pset)
+        units = prune_mod.units_removed(model)
+        left = {"weights_kept": 1.0 - prune_mod.sparsity(model),
+                "units_kept": 1.0 - sum(r for r, _ in units.values()) / sum(u for _, u in units.values())}
+        rows.append(SweepRow(net, method, k, "one-shot", accuracy(model, ds.x_test, ds.y_test), dense[net], **left))
         if net == "mam":
             reverted = to_mac(copy.deepcopy(model))
             acc = finetune(reverted, ds, epochs=finetune_epochs, progress=False)
-            rows.append(SweepRow(net, method, k, "mam->mac", acc, dense[net]))
+            rows.append(SweepRow(net, method, k, "mam->mac", acc, dense[net], **left))
         acc = finetune(model, ds, epochs=finetune_epochs, progress=False)
-        rows.append(SweepRow(net, method, k, "fine-tuned", acc, dense[net]))
+        rows.append(SweepRow(net, method, k, "fine-tuned", acc, dense[net], **left))
     return rows
 
 

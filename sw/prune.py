@@ -8,6 +8,22 @@
 | gpsp/lpsp| P(w selected as max or min) over a pruning set (MAM layers only) | global / per layer |
 | lmp-lpsp | abs(w) * P(selected)                         | per layer |
 
+Structured methods remove whole units -- a dense layer's neurons, a conv layer's output
+channels -- from the hidden layers: ``amount`` is then the fraction of units removed.
+
+| method     | unit score                                            | scope |
+|------------|-------------------------------------------------------|-------|
+| gl1n/ll1n  | L1 norm of the unit's row or filter                   | global / per layer |
+| gl2n/ll2n  | L2 norm of the unit's row or filter                   | global / per layer |
+| gapoz/lapoz| 1 - APoZ: the share of its outputs (after ReLU) that are not zero, over a pruning set | global / per layer |
+
+A removed unit has its row or filter pruned *and* every weight of the next weighted layer that
+reads it (its column; its input channel of a conv; its H*W columns of a dense layer reading the
+flattened map), so it is unread and ``simplify`` takes it out of the network exactly, whatever
+its bias; fine-tuning keeps both masks. Globally, L1/L2 scores are divided by their layer's mean
+first, so that layers of different fan-in compete on equal terms. Structured and unstructured
+pruning combine by pruning twice (pruning is cumulative).
+
 Pruning is cumulative: weights already pruned stay pruned, and the sparsity
 asked for is the fraction of zero weights over the targeted layers (global)
 or in each targeted layer (local). A pruned module carries ``weight_orig``
@@ -26,8 +42,8 @@ from torch.nn.utils import prune as torch_prune
 
 from mamfpga.sw.mam import WEIGHTED_TYPES, SelectionCounter, is_mam
 
-__all__ = ["METHODS", "effective_weight", "prunable_layers", "prune_model", "compute_scores",
-           "sparsity", "layer_sparsity", "iterative_prune"]
+__all__ = ["METHODS", "STRUCTURED", "effective_weight", "prunable_layers", "prune_model", "compute_scores",
+           "sparsity", "layer_sparsity", "iterative_prune", "units_removed"]
 
 METHODS = {
     # name: (score, scope)
@@ -39,6 +55,15 @@ METHODS = {
     "gpsp": ("selection", "global"),
     "lpsp": ("selection", "local"),
     "lmp-lpsp": ("magnitude*selection", "local"),
+}
+#: structured methods: name -> (unit score, scope)
+STRUCTURED = {
+    "gl1n": ("l1", "global"),
+    "ll1n": ("l1", "local"),
+    "gl2n": ("l2", "global"),
+    "ll2n": ("l2", "local"),
+    "gapoz": ("apoz", "global"),
+    "lapoz": ("apoz", "local"),
 }
 
 
@@ -174,15 +199,112 @@ def _set_mask(module: nn.Linear, mask: torch.Tensor):
             module.weight = module.weight_orig * module.weight_mask
 
 
+def _reader(model: nn.Module, name: str, m: nn.Module):
+    """The weighted layer after ``name`` and how it reads each of ``m``'s units: a function of
+    the unit giving the index into that layer's weight of the weights reading it."""
+    weighted = [(n, x) for n, x in model.named_modules() if isinstance(x, WEIGHTED_TYPES)]
+    names = [n for n, _ in weighted]
+    k = names.index(name)
+    if k + 1 == len(weighted):
+        raise ValueError(f"layer {name!r} is the output layer: structured pruning removes hidden units only")
+    nxt_name, nxt = weighted[k + 1]
+    units = m.weight.shape[0]
+    if isinstance(nxt, nn.Linear):
+        if nxt.in_features % units:
+            raise ValueError(f"layer {nxt_name!r} reads {nxt.in_features} values, not a whole number of "
+                             f"{name!r}'s {units} units")
+        per = nxt.in_features // units              # a flattened conv map: channel-major, H*W columns each
+        return nxt, lambda u: (slice(None), slice(u * per, (u + 1) * per))
+    if nxt.weight.shape[1] != units:
+        raise ValueError(f"layer {nxt_name!r} reads {nxt.weight.shape[1]} channels, not {name!r}'s {units}")
+    return nxt, lambda u: (slice(None), u)
+
+
+def _apoz_scores(model, targets, data) -> list[torch.Tensor]:
+    """1 - APoZ per unit: the share of a unit's outputs, after ReLU, that are not zero, over
+    the batches of ``data`` (every position of a conv channel counts)."""
+    sums = [torch.zeros(m.weight.shape[0], dtype=torch.float64) for _, m in targets]
+    counts = [0] * len(targets)
+    hooks = []
+    for i, (_, m) in enumerate(targets):
+        def hook(_mod, _inp, out, i=i):
+            active = (torch.relu(out) > 0).double()
+            dims = [d for d in range(out.dim()) if d != 1]
+            sums[i] += active.sum(dim=dims)
+            counts[i] += out.numel() // out.shape[1]
+        hooks.append(m.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x, _ in data:
+                model(x)
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return [s / max(c, 1) for s, c in zip(sums, counts)]
+
+
+def units_removed(model: nn.Module, layers=None) -> dict[str, tuple[int, int]]:
+    """Per targeted layer: (units whose row or filter is all pruned, units)."""
+    out = {}
+    for name, m in prunable_layers(model, layers):
+        mask = _mask(m).reshape(m.weight.shape[0], -1)
+        out[name] = (int((mask.sum(dim=1) == 0).sum()), mask.shape[0])
+    return out
+
+
+def _prune_units(model, method: str, amount: float, targets, data) -> None:
+    score_kind, scope = STRUCTURED[method]
+    readers = [_reader(model, n, m) for n, m in targets]
+    alive = [(_mask(m).reshape(m.weight.shape[0], -1).sum(dim=1) > 0).double() for _, m in targets]
+    if score_kind == "apoz":
+        if data is None:
+            raise ValueError(f"{method} pruning needs a pruning set (data)")
+        scores = _apoz_scores(model, targets, data)
+    else:
+        w = [effective_weight(m).detach().reshape(m.weight.shape[0], -1).double() for _, m in targets]
+        scores = [x.abs().sum(dim=1) if score_kind == "l1" else x.pow(2).sum(dim=1).sqrt() for x in w]
+        if scope == "global":                       # layers of different fan-in on equal terms
+            scores = [sc / sc[a > 0].mean() if bool((a > 0).any()) and float(sc[a > 0].mean()) > 0 else sc
+                      for sc, a in zip(scores, alive)]
+    if scope == "local":
+        keep = [_keep_top(sc, a, max(1, round((1.0 - amount) * a.numel()))) for sc, a in zip(scores, alive)]
+    else:
+        sizes = [a.numel() for a in alive]
+        flat = _keep_top(torch.cat(scores), torch.cat(alive), round((1.0 - amount) * sum(sizes)))
+        keep = list(torch.split(flat, sizes))
+        for k, a in zip(keep, alive):                # every layer keeps one unit at least
+            if not bool(k.any()) and bool(a.any()):
+                k[int(torch.argmax(a))] = 1
+    for (_, m), (nxt, reads), k in zip(targets, readers, keep):
+        gone = [int(u) for u in torch.nonzero(k == 0).reshape(-1)]
+        mask = _mask(m).detach().clone()
+        mask[gone] = 0
+        _set_mask(m, mask)
+        nmask = _mask(nxt).detach().clone()
+        for u in gone:
+            nmask[reads(u)] = 0
+        _set_mask(nxt, nmask)
+
+
 def prune_model(model: nn.Module, method: str, amount: float, *, layers=None, data=None,
                 loss_fn: Callable | None = None, seed: int = 0) -> dict:
-    """Prune ``model`` in place so the targeted layers reach sparsity ``amount`` (0..1).
+    """Prune ``model`` in place so the targeted layers reach sparsity ``amount`` (0..1), or, for
+    a structured method (:data:`STRUCTURED`), so that ``amount`` of their units are removed.
 
-    Returns {"sparsity": achieved, "layers": {name: sparsity}}.
+    Returns {"sparsity": achieved, "layers": {name: sparsity}} (and "units": {name: (removed,
+    units)} for a structured method).
     """
     if not 0.0 <= amount <= 1.0:
         raise ValueError(f"sparsity must be between 0 and 1, got {amount}")
     targets = prunable_layers(model, layers)
+    if method in STRUCTURED:
+        _prune_units(model, method, amount, targets, data)
+        return {"sparsity": sparsity(model, [n for n, _ in targets]),
+                "layers": {n: layer_sparsity(m) for n, m in targets},
+                "units": units_removed(model, [n for n, _ in targets])}
     gen = torch.Generator().manual_seed(seed)
     scores = compute_scores(model, method, targets, data=data, loss_fn=loss_fn, generator=gen)
     masks = [_mask(m).detach() for _, m in targets]

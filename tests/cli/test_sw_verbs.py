@@ -86,11 +86,14 @@ def test_sweep_writes_csv_and_plot(mam_model, tmp_path, capsys):
     mac = tmp_path / "mac.pt"
     assert cli.main(["train", "--mode", "mac", *SMALL, "-o", str(mac)]) == 0
     out = tmp_path / "sweep"
-    assert cli.main(["sweep", "--mam-model", str(mam_model), "--mac-model", str(mac), "--methods", "gmp,lpsp",
-                     "--kept", "0.1,0.01", "--finetune", "1", "-q", "--out", str(out)]) == 0
+    assert cli.main(["sweep", "--mam-model", str(mam_model), "--mac-model", str(mac), "--methods",
+                     "gmp,lpsp,ll2n+gmp", "--kept", "0.1,0.01", "--finetune", "1", "-q", "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "sweep.csv").open()))
-    # MAM: 2 methods x 2 kept x 3 stages; MAC: gmp only (no selection scores) x 2 kept x 2 stages
-    assert len(rows) == 12 + 4
+    # MAM: 3 methods x 2 kept x 3 stages; MAC: gmp and ll2n+gmp (no selection scores) x 2 kept x 2 stages
+    assert len(rows) == 18 + 8
+    both = [r for r in rows if r["method"] == "ll2n+gmp"]
+    assert all(float(r["units_kept"]) <= 0.5 + 1e-6 for r in both)          # half the neurons gone, or more
+    assert all(float(r["weights_kept"]) <= float(r["kept"]) + 1e-3 for r in both)
     assert {r["stage"] for r in rows} == {"one-shot", "fine-tuned", "mam->mac"}
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -158,3 +161,20 @@ def test_prune_to_an_accuracy_budget(mam_model, tmp_path, capsys):
     assert cli.main(["prune", str(mam_model), "--method", "gmp", "--max-drop", "0.02", "--val", "0",
                      "-o", str(tmp_path / "c.pt")]) == 2
     assert "never looks at the test set" in capsys.readouterr().err
+
+
+def test_structured_pruning_halves_the_hidden_neurons_within_a_point(mam_model, tmp_path, capsys):
+    """The shape of the recipe's result on a small configuration: L2-norm structured pruning takes
+    at least half of the hidden neurons of the digits MAM network out (simplify removes them) and,
+    fine-tuned, stays within 1 point of the unpruned network."""
+    assert cli.main(["eval", str(mam_model), "--json"]) == 0
+    dense = json.loads(capsys.readouterr().out)["accuracy"]
+    out = tmp_path / "s.pt"
+    assert cli.main(["prune", str(mam_model), "--method", "ll2n", "--sparsity", "0.55", "--finetune", "10",
+                     "--simplify", "-q", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "simplified to  64 -> " in text
+    after = [int(v) for v in text.split("simplified to  ")[1].split()[0::2][:4]]
+    assert after[0] == 64 and after[3] == 10 and after[1] + after[2] <= 64     # of 128 hidden neurons
+    assert cli.main(["eval", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] >= dense - 0.01

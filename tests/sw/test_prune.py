@@ -105,3 +105,51 @@ def test_a_just_pruned_model_can_be_copied():
     prune.prune_model(model, "lmp", 0.5, layers=["4"])
     copied = copy.deepcopy(model)
     assert torch.equal(prune.effective_weight(copied[4]), prune.effective_weight(model[4]))
+
+
+@pytest.mark.parametrize("method", list(prune.STRUCTURED))
+def test_structured_methods_remove_whole_units_and_what_reads_them(method):
+    """A removed neuron: its row pruned and its column in the next layer, so simplify can take
+    it out exactly; the amount is the fraction of hidden units; the classifier's units stay."""
+    from mamfpga.sw.network import from_torch
+    from mamfpga.sw.simplify import simplify
+
+    model = small_model()
+    x = torch.as_tensor(data.load().x_test[:50])
+    info = prune.prune_model(model, method, 0.5, data=pruning_set())
+    removed = info["units"]
+    if prune.STRUCTURED[method][1] == "local":
+        assert removed == {"0": (12, 24), "2": (8, 16)}
+    else:
+        assert sum(r for r, _ in removed.values()) == 20 and all(r < u for r, u in removed.values())
+    for name, nxt in (("0", "2"), ("2", "4")):
+        rows = prune.effective_weight(model[int(name)]).abs().sum(dim=1) == 0
+        assert int(rows.sum()) == removed[name][0]
+        w_next = prune.effective_weight(model[int(nxt)])
+        assert bool((w_next[:, rows] == 0).all())             # nothing reads a removed unit
+    before = model(x)
+    net, report = simplify(from_torch(model))
+    assert report.sizes_after[1] <= 24 - removed["0"][0] + 1 and report.sizes_after[2] <= 16 - removed["2"][0] + 1
+    from mamfpga.sw.network import to_torch
+    assert torch.allclose(to_torch(net)(x), before, atol=1e-5)   # exactly the same function
+
+
+def test_structured_pruning_of_conv_channels_reads_through_the_flatten():
+    """A conv layer's output channel: its filter, the next conv's input channel, or the H*W
+    columns of the dense layer reading the flattened map."""
+    from mamfpga.sw.train import build_model
+
+    model = build_model("conv4k3,conv3k3,pool2", (1, 8, 8), 10, mode="mac")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    fc = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    info = prune.prune_model(model, "ll1n", 0.5, layers=names)
+    assert {n: r for n, (r, _) in info["units"].items()} == {names[0]: 2, names[1]: 1}   # 4 -> keep 2, 3 -> keep 2
+    gone0 = [c for c in range(4) if not prune.effective_weight(convs[0])[c].any()]
+    assert not prune.effective_weight(convs[1])[:, gone0].any()
+    gone1 = [c for c in range(3) if not prune.effective_weight(convs[1])[c].any()]
+    per = fc.in_features // 3
+    for c in gone1:
+        assert not prune.effective_weight(fc)[:, c * per:(c + 1) * per].any()
+    with pytest.raises(ValueError, match="output layer"):
+        prune.prune_model(model, "ll1n", 0.5, layers=[n for n, m in model.named_modules() if m is fc])
