@@ -215,12 +215,23 @@ def cmd_eval(args) -> int:
 
 def cmd_sweep(args) -> int:
     try:
-        kept = [float(k) for k in args.kept.split(",")]
+        kept = [float(k) for k in (args.kept or ("0.01" if args.early else "0.1,0.03,0.01,0.003,0.001")).split(",")]
     except ValueError:
         raise UsageError(f"--kept takes fractions like 0.01,0.001, not {args.kept!r}") from None
     if any(not 0 < k <= 1 for k in kept):
         raise UsageError(f"--kept fractions must be in (0, 1], got {args.kept}")
     ds = stages.load_dataset(args.dataset)
+    if args.early:
+        if len(kept) != 1 or args.mam_model or args.mac_model:
+            raise UsageError("--early trains its own MAM network and prunes it to one --kept fraction")
+        method = args.methods or "gmp"
+        with run_dir(args.out, what="sweep output folder") as out:
+            s = stages.sweep_early(ds, out, kept=kept[0], method=method, finetune=args.finetune,
+                                   hidden=_sizes(args.hidden), arch=args.arch, epochs=args.epochs,
+                                   vc_epochs=args.vc_epochs, weight_decay=args.weight_decay,
+                                   progress=not args.quiet, log=print)
+        _show(["", *s.table, "", f"wrote {s.csv} and {s.plot}"])
+        return 0
     models = {mode: stages.load_model(path)[0] for mode, path in (("mac", args.mac_model), ("mam", args.mam_model))
               if path is not None}
     with run_dir(args.out, what="sweep output folder") as out:
@@ -551,7 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--methods", help="comma-separated (default: the eight unstructured ones); structured ones "
                                      "(ll2n: kept is the share of hidden neurons kept) and combinations "
                                      "STRUCTURED+UNSTRUCTURED (ll2n+gmp: half the neurons, then the weights to kept)")
-    d.add_argument("--kept", default="0.1,0.03,0.01,0.003,0.001", help="kept fractions")
+    d.add_argument("--kept", help="kept fractions (default 0.1,0.03,0.01,0.003,0.001; with --early one, 0.01)")
+    d.add_argument("--early", action="store_true",
+                   help="pruning before convergence: prune 1, 3, 5, 10, 15 epochs after beta reaches 0, linear and "
+                        "parabolic schedules, MAM and MAM -> MAC, fine-tuned; accuracy and training FLOPs against "
+                        "pruning at convergence (--methods: the one method, default gmp)")
     d.add_argument("--finetune", type=int, default=10, help="fine-tuning epochs per point")
     d.add_argument("--mam-model", type=Path, help="use this trained MAM model instead of training one")
     d.add_argument("--mac-model", type=Path, help="use this trained MAC model instead of training one")

@@ -488,6 +488,33 @@ def sweep(ds: data_mod.Dataset, out: Path, *, models: dict | None = None, method
                  experiments.plot(rows, out / "sweep.png", title=ds.name) or f"no sweep.png ({PLOTS_HINT})")
 
 
+def sweep_early(ds: data_mod.Dataset, out: Path, *, kept: float = 0.01, method: str = "gmp", finetune: int = 10,
+                hidden=None, arch: str | None = None, epochs: int | None = None, vc_epochs: int | None = None,
+                weight_decay: float = 1e-4, progress: bool = True, log=print) -> Swept:
+    """Pruning before convergence (:func:`mamfpga.sw.experiments.early_sweep`): ``out``/early.csv
+    and early.png, and the table."""
+    if arch is not None and hidden is not None:
+        raise UsageError("give --arch or --hidden, not both")
+    _check_method(method)
+    if not 0 < kept < 1:
+        raise UsageError(f"--kept for --early is one fraction in (0, 1), not {kept}")
+    given = {"epochs": epochs, "vc_epochs": vc_epochs}
+    cfg = TrainConfig(weight_decay=weight_decay, **{k: v for k, v in given.items() if v is not None})
+    try:
+        rows = experiments.early_sweep(ds, hidden=hidden, arch=arch, train_cfg=cfg, kept=kept, method=method,
+                                       finetune_epochs=finetune, log=log, progress=progress)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    table = [f"{'schedule':<10}{'pruned after':>13}{'after beta=0':>13}  {'network':<11}{'accuracy':>9}"
+             f"{'train GFLOPs':>13}{'saved':>8}"]
+    for r in sorted(rows, key=lambda r: (r.schedule, r.mac_back, r.pruned_after)):
+        table.append(f"{r.schedule:<10}{r.pruned_after:>13}{'converged' if r.after_beta0 is None else r.after_beta0:>13}"
+                     f"  {'MAM -> MAC' if r.mac_back else 'MAM':<11}{r.accuracy:>9.4f}{r.train_flops / 1e9:>13.2f}"
+                     f"{r.saved:>8.1%}")
+    return Swept(rows, table, experiments.write_early_csv(rows, out / "early.csv"),
+                 experiments.plot_early(rows, out / "early.png", title=ds.name) or f"no early.png ({PLOTS_HINT})")
+
+
 # --------------------------------------------------------------------------- quantize
 
 @dataclass

@@ -24,7 +24,8 @@ from mamfpga.sw import prune as prune_mod
 from mamfpga.sw.mam import to_mac
 from mamfpga.sw.train import TrainConfig, accuracy, build_mlp, build_model, finetune, fit
 
-__all__ = ["SweepRow", "sweep", "write_csv", "plot", "DEFAULT_KEPT", "pruning_batches"]
+__all__ = ["SweepRow", "sweep", "write_csv", "plot", "DEFAULT_KEPT", "pruning_batches", "EarlyRow", "early_sweep",
+           "plot_early", "write_early_csv", "EARLY_DELAYS", "TRAIN_FLOPS_PER_FORWARD"]
 
 DEFAULT_KEPT = (0.1, 0.03, 0.01, 0.003, 0.001)
 
@@ -179,3 +180,127 @@ def plot_epochs(logs: dict[str, list[dict]], path, title: str = "") -> Path | No
     low.grid(True, alpha=0.3)
     low.legend(fontsize=7, loc="center right")
     return save_figure(fig, path)
+
+
+#: epochs after beta reaches 0 at which ``sweep --early`` prunes (the seeds' tables 7.2 and 7.3)
+EARLY_DELAYS = (1, 3, 5, 10, 15)
+#: training FLOPs of a sample: its forward pass and a backward pass of about twice its cost
+TRAIN_FLOPS_PER_FORWARD = 3
+
+
+@dataclass
+class EarlyRow:
+    schedule: str            # "linear" | "parabolic"
+    pruned_after: int        # epoch at which it was pruned
+    after_beta0: int | None  # epochs after beta reached 0 (None: trained to convergence first)
+    mac_back: bool           # MAM -> MAC after pruning
+    accuracy: float          # test accuracy after fine-tuning
+    train_flops: int         # training FLOPs spent: dense epochs, then the fine-tuning's sparse ones
+    train_flops_converged: int   # the same when pruned only after training to convergence
+    saved: float             # 1 - train_flops / train_flops_converged
+
+
+def _epoch_flops(model: nn.Module, ds: data_mod.Dataset, blending: bool = False) -> int:
+    """Training FLOPs of one epoch of ``model`` as it is now (its kept weights, its layers' kinds);
+    ``blending``: its MAM layers computed MAC and MAM both (beta > 0) through the epoch."""
+    from mamfpga.sw.flops import FLOPS_PER_WEIGHT, flops
+
+    per = sum((FLOPS_PER_WEIGHT["blend"] if blending and l["kind"] != "mac" else FLOPS_PER_WEIGHT[l["kind"]])
+              * l["nnz"] * l["positions"] for l in flops(model, (ds.features,))["layers"])
+    return TRAIN_FLOPS_PER_FORWARD * len(ds.y_train) * per
+
+
+def early_sweep(ds: data_mod.Dataset, *, hidden=None, arch: str | None = None, train_cfg: TrainConfig | None = None,
+                kept: float = 0.01, method: str = "gmp", finetune_epochs: int = 10,
+                delays=EARLY_DELAYS, schedules=("linear", "parabolic"), log: Callable[[str], None] = print,
+                progress: bool = True) -> list[EarlyRow]:
+    """Pruning before convergence (the seeds' tables 7.2 and 7.3): for each beta ``schedule``, one
+    MAM training run of cfg.epochs, copied ``delays`` epochs after beta reaches 0 (epoch
+    cfg.vc_epochs) and at the end; each copy pruned by ``method`` to ``kept``, kept MAM or put
+    back to MAC, fine-tuned ``finetune_epochs``. Training FLOPs: every dense epoch trained up
+    to the pruning (blending MAC and MAM while beta > 0) and the sparse fine-tuning, against
+    the same with pruning only at convergence."""
+    cfg = train_cfg or TrainConfig()
+    usable = [d for d in delays if cfg.vc_epochs + d < cfg.epochs]
+    if not usable:
+        raise ValueError(f"no delay of {list(delays)} leaves beta = 0 before epoch {cfg.epochs} "
+                         f"(beta reaches 0 at epoch {cfg.vc_epochs})")
+    pset = pruning_batches(ds)
+    rows: list[EarlyRow] = []
+    for schedule in schedules:
+        scfg = copy.deepcopy(cfg)
+        scfg.schedule = schedule
+        if arch is not None:
+            model = build_model(arch, ds.sample_shape, ds.classes, mode="mam", seed=scfg.seed)
+        else:
+            model = build_mlp(ds.features, ds.classes, mode="mam", seed=scfg.seed,
+                              **({} if hidden is None else {"hidden": hidden}))
+        snapshots: dict[int, nn.Module] = {}
+        spent = [0]                               # training FLOPs up to each epoch
+        at = {cfg.vc_epochs + d: d for d in usable}
+
+        def on_epoch(epoch, m, at=at, snapshots=snapshots, spent=spent, vc=scfg.vc_epochs):
+            spent.append(spent[-1] + _epoch_flops(m, ds, blending=epoch <= vc))
+            if epoch in at or epoch == scfg.epochs:
+                snapshots[epoch] = copy.deepcopy(m)
+        log(f"{schedule}: training the MAM network {scfg.epochs} epochs (beta 1 -> 0 over {scfg.vc_epochs}), "
+            f"copies at epochs {', '.join(str(e) for e in sorted(at))} and {scfg.epochs}")
+        fit(model, ds, scfg, progress=progress, on_epoch=on_epoch)
+        results: dict = {}
+        for epoch in sorted(snapshots):
+            for mac_back in (False, True):
+                m = copy.deepcopy(snapshots[epoch])
+                prune_mod.prune_model(m, method, 1.0 - kept, data=pset)
+                if mac_back:
+                    to_mac(m)
+                tune = finetune_epochs * _epoch_flops(m, ds)
+                acc = finetune(m, ds, epochs=finetune_epochs, progress=False)
+                results[(epoch, mac_back)] = (acc, spent[epoch] + tune)
+                log(f"  pruned after epoch {epoch}{' (converged)' if epoch == scfg.epochs else ''}, "
+                    f"{'MAM -> MAC' if mac_back else 'MAM'}: accuracy {acc:.4f}")
+        for (epoch, mac_back), (acc, fl) in results.items():
+            conv = results[(scfg.epochs, mac_back)][1]
+            rows.append(EarlyRow(schedule, epoch, None if epoch == scfg.epochs else at[epoch], mac_back, acc,
+                                 int(fl), int(conv), 1.0 - fl / conv))
+    return rows
+
+
+def plot_early(rows: list[EarlyRow], path, title: str = "digits") -> Path | None:
+    """Accuracy against the epochs after beta reached 0 at which the network was pruned, per
+    schedule, MAM and MAM -> MAC; the converged-then-pruned accuracy as a dotted line."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    styles = {("linear", False): ("C0", "-"), ("linear", True): ("C0", "--"),
+              ("parabolic", False): ("C1", "-"), ("parabolic", True): ("C1", "--")}
+    for (schedule, mac_back), (colour, style) in styles.items():
+        pts = sorted((r.after_beta0, r.accuracy, r.saved) for r in rows
+                     if r.schedule == schedule and r.mac_back == mac_back and r.after_beta0 is not None)
+        if not pts:
+            continue
+        label = f"{schedule}, {'MAM -> MAC' if mac_back else 'MAM'}"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, marker="o", ms=4, label=label)
+        for d, acc, saved in pts:
+            ax.annotate(f"{saved:.0%}", (d, acc), textcoords="offset points", xytext=(3, 4), fontsize=6,
+                        color=colour)
+        conv = [r.accuracy for r in rows if r.schedule == schedule and r.mac_back == mac_back
+                and r.after_beta0 is None]
+        if conv:
+            ax.axhline(conv[0], color=colour, ls=":", lw=1)
+    ax.set_xlabel("epochs after beta reached 0 when pruned")
+    ax.set_ylabel("test accuracy after fine-tuning")
+    ax.set_title(f"{title}: pruning before convergence (dotted: pruned at convergence; "
+                 "labels: training FLOPs saved)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def write_early_csv(rows: list[EarlyRow], path) -> Path:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(asdict(rows[0]).keys()))
+    w.writeheader()
+    for r in rows:
+        w.writerow(asdict(r))
+    return atomic_write_text(path, buf.getvalue())

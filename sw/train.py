@@ -311,13 +311,15 @@ def _epoch_row(model, ds, val, phase: str, epoch: int, loss: float, beta: float,
 
 def fit(model: nn.Module, ds: data_mod.Dataset, cfg: TrainConfig, *, progress: bool = True,
         prune_at: int | None = None, prune_fn: Callable[[nn.Module], None] | None = None,
-        val: tuple[np.ndarray, np.ndarray] | None = None, evaluate: bool = False) -> list[dict]:
+        val: tuple[np.ndarray, np.ndarray] | None = None, evaluate: bool = False,
+        on_epoch: Callable[[int, nn.Module], None] | None = None) -> list[dict]:
     """Train ``model`` for cfg.epochs; MAM layers follow the beta schedule over cfg.vc_epochs
     (per epoch or per step), then train on with beta = 0. Returns the per-epoch log
     (:data:`EPOCH_FIELDS`; the accuracies only with ``evaluate``, on ``val`` when given).
 
     ``prune_at``/``prune_fn``: pruning before convergence, ``prune_fn(model)`` is called after
     epoch ``prune_at`` (0: before the first) and training continues on the pruned model.
+    ``on_epoch(epoch, model)`` is called after every epoch (1, 2, ...).
     """
     from tqdm.auto import tqdm
 
@@ -347,6 +349,8 @@ def fit(model: nn.Module, ds: data_mod.Dataset, cfg: TrainConfig, *, progress: b
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         history.append(_epoch_row(model, ds, val, "train", epoch + 1, loss, beta if has_mam else 0.0,
                                   cfg.weight_bits, evaluate))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
         bar.set_postfix(loss=f"{loss:.3f}", beta=f"{beta:.2f}")
     snap_weights(model, cfg.weight_bits)
     return history

@@ -204,3 +204,25 @@ def test_mam_from_a_trained_mac_network_needs_fewer_epochs(mam_model, tmp_path, 
     assert "does not take the mnist5k data" in capsys.readouterr().err
     assert cli.main(["train", "--init", str(mac), "--hidden", "8", "-o", str(tmp_path / "x.pt")]) == 2
     assert "--init brings its own network" in capsys.readouterr().err
+
+
+def test_sweep_early_prunes_before_convergence_and_counts_training_flops(tmp_path, capsys):
+    """sweep --early: one training run per schedule, copies pruned 1, 3, 5, 10, 15 epochs after
+    beta reaches 0 (those that fall before the end) and at the end, MAM and MAM -> MAC, each
+    fine-tuned; the earlier the pruning, the fewer training FLOPs."""
+    out = tmp_path / "early"
+    assert cli.main(["sweep", "--early", "--hidden", "32,32", "--epochs", "16", "--vc-epochs", "4",
+                     "--finetune", "1", "-q", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "early.csv").open()))
+    assert len(rows) == 2 * 5 * 2                       # delays 1, 3, 5, 10 and the end; MAM and MAC back
+    for schedule in ("linear", "parabolic"):
+        for back in ("False", "True"):
+            mine = sorted((int(r["pruned_after"]), float(r["train_flops"]), float(r["saved"])) for r in rows
+                          if r["schedule"] == schedule and r["mac_back"] == back)
+            assert [m[0] for m in mine] == [5, 7, 9, 14, 16]
+            assert [m[1] for m in mine] == sorted(m[1] for m in mine) and mine[-1][2] == 0.0
+            assert all(0 < m[2] < 1 for m in mine[:-1])
+    assert (out / "early.png").read_bytes()[:4] == b"\x89PNG"
+    assert "after beta=0" in capsys.readouterr().out
+    assert cli.main(["sweep", "--early", "--kept", "0.1,0.01", "--out", str(tmp_path / "e2")]) == 2
+    assert "one --kept fraction" in capsys.readouterr().err
