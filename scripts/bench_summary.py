@@ -73,6 +73,13 @@ def main():
                 f["ratio"] <= 3 and f["mam_mib"] < full / 4)
     if brd:
         row("mamfpga demo, warm caches", "< 3 min", f"{brd['demo_warm_s']:.0f} s", brd["demo_warm_s"] < 180)
+        placed = brd.get("placed_sim") or {}
+        if placed:
+            row("the demo network's placed design through its UART, every test sample", "0 wrong, cycles = model",
+                "; ".join(f"{b}: {f['mismatches']} of {f['samples']} wrong, {'/'.join(map(str, f['cycles_placed']))} "
+                          f"cycles (model {f['cycles_model']}), {f['seconds']:.0f} s" for b, f in placed.items()),
+                all(f["mismatches"] == 0 and f["cycles_placed"] == [f["cycles_model"]] and not f["protocol_problems"]
+                    for f in placed.values()))
     w = max(len(r[0]) for r in rows)
     t = max(len(r[1]) for r in rows)
     m = max(len(r[2]) for r in rows)
