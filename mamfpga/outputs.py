@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mamfpga.errors import MamfpgaError
 
-__all__ = ["OutputError", "claim_dir", "run_dir", "staged_dir", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "pyplot",
+__all__ = ["OutputError", "claim_dir", "run_dir", "replaced_whole", "staged_dir", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "pyplot",
            "save_figure", "PLOTS_HINT"]
 
 #: what to install for plots (matplotlib is the optional extra "plots")
@@ -50,21 +50,18 @@ def claim_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
 
 
 @contextmanager
-def run_dir(path: str | os.PathLike, *, what: str = "output folder"):
-    """``with run_dir(path) as out:`` a long run (``demo``, ``sweep``, ``sweep-hw``) writes its
-    files straight into ``out`` = ``path`` (its report names them there), and an error or Ctrl-C
-    leaves no half-written folder: a folder this run created is removed, and one an earlier run
-    of mamfpga wrote, set aside (a hidden sibling) while this one runs, is put back as it was.
-    When the block ends normally the earlier folder is deleted. A user's folder is refused as
-    by :func:`claim_dir`."""
+def replaced_whole(path: str | os.PathLike):
+    """``with replaced_whole(path):`` the block writes the folder ``path`` anew in place; an
+    earlier ``path`` is set aside (a hidden sibling) meanwhile. When the block ends normally the
+    earlier folder is deleted; on an error or Ctrl-C the half-written one is, and the earlier one
+    is put back as it was."""
     path = Path(path)
-    _refuse_users_folder(path, what)
     aside = None
     if path.exists():
         aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".previous"))
         os.replace(path, aside / "folder")
     try:
-        yield claim_dir(path, what=what)
+        yield path
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         if aside is not None:
@@ -73,6 +70,19 @@ def run_dir(path: str | os.PathLike, *, what: str = "output folder"):
         raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextmanager
+def run_dir(path: str | os.PathLike, *, what: str = "output folder"):
+    """``with run_dir(path) as out:`` a long run (``demo``, ``sweep``, ``sweep-hw``) writes its
+    files straight into ``out`` = ``path`` (its report names them there), and an error or Ctrl-C
+    leaves no half-written folder: a folder this run created is removed, and one an earlier run
+    of mamfpga wrote is put back as it was (:func:`replaced_whole`). A user's folder is refused
+    as by :func:`claim_dir`."""
+    path = Path(path)
+    _refuse_users_folder(path, what)
+    with replaced_whole(path):
+        yield claim_dir(path, what=what)
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from mamfpga.boards.targets import Board, board as board_by_name
 from mamfpga.compile import ArchConfig, MemoryFitError, Program, compile_network, load_build, supported
 from mamfpga.compile.device import DEVICES
 from mamfpga.errors import UsageError
-from mamfpga.outputs import PLOTS_HINT, atomic_write_text, staged_dir
+from mamfpga.outputs import PLOTS_HINT, atomic_write_text, replaced_whole, staged_dir
 from mamfpga.hw import emit as hw_emit
 from mamfpga.hw.emit import TOP_NAME
 from mamfpga.report import CompileFigures, PlacedSimFigures, Report, ReportError, SimFigures, SynthFigures
@@ -658,15 +658,18 @@ def synthesize(build: str | Path, board_name: str, *, bitstream: bool = False, c
     brd = get_board(board_name)
     if clock_mhz is not None and clock_mhz <= 0:
         raise UsageError(f"--clock must be a positive frequency in MHz, not {clock_mhz}")
-    try:
-        syn = board_flow.synth_board(Path(build), brd, bitstream=bitstream,
-                                     clock_hz=clock_mhz * 1e6 if clock_mhz else None, baud=baud, seed=seed,
-                                     retries=retries, log=log)
-    except ValueError as exc:           # a baud rate the clock cannot make, a PLL out of range
-        raise UsageError(str(exc)) from None
-    report = Report.load(build)
-    report.board, report.device, report.synth = brd.name, syn.device, syn
-    report.save(build)
+    # the board folder is written anew; Ctrl-C or an error part way puts the earlier one back,
+    # so the report never names a bitstream that is gone
+    with replaced_whole(board_flow.board_dir(Path(build), brd)):
+        try:
+            syn = board_flow.synth_board(Path(build), brd, bitstream=bitstream,
+                                         clock_hz=clock_mhz * 1e6 if clock_mhz else None, baud=baud, seed=seed,
+                                         retries=retries, log=log)
+        except ValueError as exc:           # a baud rate the clock cannot make, a PLL out of range
+            raise UsageError(str(exc)) from None
+        report = Report.load(build)
+        report.board, report.device, report.synth = brd.name, syn.device, syn
+        report.save(build)
     return syn
 
 

@@ -192,3 +192,29 @@ def test_ctrl_c_in_a_long_run_leaves_no_partial_output_folder(verb, net_npz, tmp
     assert cli.main(argv) == 130
     assert sorted(p.name for p in out.iterdir()) == [".mamfpga", "report.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_ctrl_c_in_synth_puts_the_earlier_board_folder_back(net_npz, tmp_path, monkeypatch, capsys):
+    """synth writes its board folder anew: interrupted, the earlier one (and the bitstream the
+    report names) is back as it was, and no half-written folder or hidden sibling stays."""
+    from mamfpga.boards import flow
+
+    build = tmp_path / "build"
+    assert cli.main(["compile", str(net_npz), "--pes", "1", "--lanes", "1", "-q", "-o", str(build)]) == 0
+    earlier = build / "board-icebreaker"
+    earlier.mkdir()
+    (earlier / "mamfpga_board.bin").write_bytes(b"the earlier bitstream")
+    report = (build / "report.json").read_text()
+
+    def interrupted(build_dir, board, **kw):
+        out = flow.board_dir(build_dir, board)
+        out.mkdir()
+        (out / "synth.log").write_text("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flow, "synth_board", interrupted)
+    assert cli.main(["synth", str(build), "--board", "icebreaker", "-q"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in earlier.iterdir()) == ["mamfpga_board.bin"]
+    assert (build / "report.json").read_text() == report
+    assert not [p for p in build.iterdir() if p.name.startswith(".board-")]
