@@ -198,6 +198,7 @@ def test_mam_from_a_trained_mac_network_needs_fewer_epochs(mam_model, tmp_path, 
     # only named layers, and a network that does not fit the data, refused in one line
     assert cli.main(["train", "--init", str(mac), "--layers", "2", "--epochs", "1", "-q",
                      "-o", str(tmp_path / "one.pt")]) == 0
+    assert "(2 now MAM)" in capsys.readouterr().out
     assert cli.main(["eval", str(tmp_path / "one.pt"), "--json"]) == 0
     assert [l["mode"] for l in json.loads(capsys.readouterr().out)["layers"]] == ["mac", "mam", "mac"]
     assert cli.main(["train", "--init", str(mac), "--dataset", "mnist5k", "-o", str(tmp_path / "x.pt")]) == 2
