@@ -60,9 +60,10 @@ class Steps:
 def train_dense(ds, *, hidden=(1024, 1024), arch: str | None = None, seed: int = 0, progress: bool = False,
                 weight_bits: int | None = None):
     """Step 1: the dense MAM MLP, or the network of ``arch``, vanishing contributions (training
-    seed ``seed``; quantization-aware with ``weight_bits``)."""
+    seed ``seed``; quantization-aware with ``weight_bits``), on the whole training set: the demo
+    chooses nothing on a validation split and keeps no per-epoch log."""
     return stages.train(ds, mode="mam", hidden=None if arch else hidden, arch=arch, seed=seed, progress=progress,
-                        weight_bits=weight_bits, log=lambda _m: None).model
+                        weight_bits=weight_bits, val=0.0, epoch_log=False, log=lambda _m: None).model
 
 
 def prune_and_finetune(model, ds, *, kept: float = DEMO_KEPT, classifier_kept: float = CLASSIFIER_KEPT,

@@ -146,13 +146,14 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
           weight_decay: float = 1e-4, prune_at: int | None = None, method: str = "gmp", sparsity: float = 0.99,
           seed: int = 0, weight_bits: int | None = None, act_bits: int | None = None, progress: bool = True,
           val: float = VAL_FRACTION, init: tuple[nn.Module, dict, str] | None = None,
-          layers: list[str] | None = None, log=print) -> Trained:
+          layers: list[str] | None = None, epoch_log: bool = True, log=print) -> Trained:
     """A network trained on ``ds``: an MLP of ``hidden`` sizes, or the layers of ``arch``
     (:func:`~mamfpga.sw.train.parse_arch`: convolutions, pooling, fc), the classifier appended;
     MAM conv and hidden layers with vanishing contributions (beta to 0 over ``vc_epochs``), or
     MAC; with ``prune_at``, pruned by ``method`` after that epoch (0: at initialisation). The
     fraction ``val`` of the training set is held out as a validation split: its accuracy, the
-    training set's, the loss, beta and the sparsity, epoch by epoch, are the returned history.
+    training set's, the loss, beta and the sparsity, epoch by epoch, are the returned history
+    (without ``epoch_log``, the loss, beta and sparsity only: no pass over the data to measure).
 
     ``init`` (model, metadata, where from): start from that trained network instead, its
     weights copied; with ``mode`` "mam" its ``layers`` (default: every hidden linear and conv
@@ -211,7 +212,7 @@ def train(ds: data_mod.Dataset, *, mode: str = "mam", hidden=None, arch: str | N
         + (f", {weight_bits}-bit weights (quantization-aware)" if weight_bits else "")
         + (f", {act_bits}-bit activations (quantization-aware)" if act_bits else ""))
     history = fit_model(model, fit_ds, cfg, progress=progress, prune_at=prune_at,
-                        prune_fn=prune_fn if pset else None, val=val_split, evaluate=True)
+                        prune_fn=prune_fn if pset else None, val=val_split, evaluate=epoch_log)
     acc = accuracy(model, ds.x_test, ds.y_test)
     meta = {"dataset": ds.name, "mode": mode, "train": vars(cfg), "accuracy": acc}
     if arch is not None:

@@ -30,7 +30,7 @@ def main():
     from mamfpga.sw.train import finetune
 
     ds = stages.load_dataset("digits")
-    model = stages.train(ds, mode="mam", progress=False, log=lambda _m: None).model
+    model = stages.train(ds, mode="mam", progress=False, val=0.0, epoch_log=False, log=lambda _m: None).model
     prune.prune_model(model, "gmp", 0.999)
     to_mac(model)
     finetune(model, ds, epochs=30, progress=False)
