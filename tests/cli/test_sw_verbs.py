@@ -196,7 +196,7 @@ def test_mam_from_a_trained_mac_network_needs_fewer_epochs(mam_model, tmp_path, 
         accs[name] = res["accuracy"]
     assert accs["init"] >= accs["scratch"] - 0.01
     # only named layers, and a network that does not fit the data, refused in one line
-    assert cli.main(["train", "--init", str(mac), "--layers", "2", "--epochs", "1", "-q",
+    assert cli.main(["train", "--init", str(mac), "--layers", "2", "--epochs", "1", "--vc-epochs", "1", "-q",
                      "-o", str(tmp_path / "one.pt")]) == 0
     assert "(2 now MAM)" in capsys.readouterr().out
     assert cli.main(["eval", str(tmp_path / "one.pt"), "--json"]) == 0
