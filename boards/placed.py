@@ -60,15 +60,13 @@ __all__ = ["PlacedError", "PlacedModel", "simulation_netlist", "placed_model", "
 
 NETLIST_KIND = "nextpnr's routed netlist on yosys's cell models"
 
-#: cell types each family's model simulates (yosys's models or this module's adapters)
+#: cell types each family's model simulates (yosys's models or this module's adapters); a
+#: netlist with any other is refused by name, not simulated wrongly
 _KNOWN = {
     "ice40": {"ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP", "SB_GB", "SB_IO", "ICESTORM_PLL"},
     "ecp5": {"TRELLIS_COMB", "TRELLIS_FF", "TRELLIS_RAMW", "DP16KD", "MULT18X18D", "DCCA", "TRELLIS_IO",
              "EHXPLLL", "VHI", "VLO"},
 }
-#: cells yosys ships no behaviour for and this module has no model of: a design with one is
-#: refused, not simulated wrongly
-_NO_MODEL: dict[str, str] = {}
 #: DP16KD pins that nextpnr routes from the fabric's clock, reset and enable wires: unrouted they read 1
 _DP16KD_CTRL = [f"{s}{p}" for p in "AB" for s in ("CLK", "CE", "OCE", "WE", "RST")] \
     + [f"CS{p}{i}" for p in "AB" for i in range(3)]
@@ -137,11 +135,6 @@ def simulation_netlist(doc: dict, family: str, *, clock_port: str) -> tuple[dict
     unknown = sorted({c["type"] for c in cells.values()} - _KNOWN[family])
     if unknown:
         raise PlacedError(f"the routed netlist has cells the {family} model cannot simulate: {', '.join(unknown)}")
-    for kind, why in _NO_MODEL.items():
-        n = sum(c["type"] == kind for c in cells.values())
-        if n:
-            raise PlacedError(f"the routed netlist has {n} {kind} cells and no simulation model of them exists "
-                              f"({why})")
     last = max((b for n in top["netnames"].values() for b in n["bits"] if isinstance(b, int)), default=1)
     counter = iter(range(last + 1, last + 1_000_000))
     added: dict[str, dict] = {}

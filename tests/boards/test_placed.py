@@ -340,21 +340,17 @@ def _dp16kd_reference(init, width, modes, steps):
 
 
 @pytest.mark.sim
+@pytest.mark.needs_tool("iverilog")
 @pytest.mark.parametrize("width, modes", [(18, {"A": 2, "B": 0}), (18, {"A": 1, "B": 2}), (9, {"A": 0, "B": 1}),
                                           (36, {"A": 0, "B": 0})])
 def test_the_block_ram_model_follows_the_documented_modes(tmp_path, width, modes):
     """The MAMFPGA_DP16KD Verilog against the reference above under random reads and writes on
     both ports (iverilog): the INITVAL layout, the byte enables, each width and write mode."""
     import random
-    import shutil
     import subprocess
 
-    from mamfpga import toolchain
     from mamfpga.boards.placed import _ecp5_adapters
 
-    toolchain.activate()
-    if shutil.which("iverilog") is None:
-        pytest.skip("iverilog is not installed (scripts/setup installs it)")
     rng = random.Random(width * 10 + modes["A"])
     init = [rng.randrange(1 << 18) for _ in range(1024)]
     words = 8                                          # a few words, so that reads meet writes
