@@ -512,7 +512,7 @@ def sweep_early(ds: data_mod.Dataset, out: Path, *, kept: float = 0.01, method: 
         table.append(f"{r.schedule:<10}{r.pruned_after:>13}{'converged' if r.after_beta0 is None else r.after_beta0:>13}"
                      f"  {'MAM -> MAC' if r.mac_back else 'MAM':<11}{r.accuracy:>9.4f}{r.train_flops / 1e9:>13.2f}"
                      f"{r.saved:>8.1%}")
-    return Swept(rows, table, experiments.write_early_csv(rows, out / "early.csv"),
+    return Swept(rows, table, experiments.write_csv(rows, out / "early.csv"),
                  experiments.plot_early(rows, out / "early.png", title=ds.name) or f"no early.png ({PLOTS_HINT})")
 
 

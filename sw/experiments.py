@@ -25,7 +25,7 @@ from mamfpga.sw.mam import to_mac
 from mamfpga.sw.train import TrainConfig, accuracy, build_mlp, build_model, finetune, fit
 
 __all__ = ["SweepRow", "sweep", "write_csv", "plot", "DEFAULT_KEPT", "pruning_batches", "EarlyRow", "early_sweep",
-           "plot_early", "write_early_csv", "EARLY_DELAYS", "TRAIN_FLOPS_PER_FORWARD"]
+           "plot_early", "EARLY_DELAYS", "TRAIN_FLOPS_PER_FORWARD"]
 
 DEFAULT_KEPT = (0.1, 0.03, 0.01, 0.003, 0.001)
 
@@ -113,7 +113,8 @@ def sweep(ds: data_mod.Dataset, *, models: dict[str, nn.Module] | None = None,
     return rows
 
 
-def write_csv(rows: list[SweepRow], path) -> Path:
+def write_csv(rows: list, path) -> Path:
+    """Rows of a sweep (``SweepRow`` or ``EarlyRow``: any dataclass) as CSV, written atomically."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(asdict(rows[0]).keys()) if rows else ["network"])
     w.writeheader()
@@ -295,12 +296,3 @@ def plot_early(rows: list[EarlyRow], path, title: str = "digits") -> Path | None
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
-
-
-def write_early_csv(rows: list[EarlyRow], path) -> Path:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(asdict(rows[0]).keys()))
-    w.writeheader()
-    for r in rows:
-        w.writerow(asdict(r))
-    return atomic_write_text(path, buf.getvalue())
