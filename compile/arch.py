@@ -8,9 +8,12 @@ Dataflow (per layer, all P processing elements in parallel):
 - Each PE owns ``R = ceil(M / P)`` rows of the layer (the compiler balances
   their work and pads with empty rows so every PE has exactly R). It reads
   its weight memory sequentially, one word per cycle: a word holds L entries
-  (delta-coded column, int8 weight) of one row and an end-of-row bit. Its L
-  lanes fetch their activations from the PE's own copy of the activation
-  buffer, multiply, and reduce (adder tree for MAC, max/min comparator trees
+  (delta-coded column, int8 weight) of one row and an end-of-row bit. Lane k
+  holds the row's nonzeros whose address is the row's origin + k modulo L, each
+  delta-coded from the lane's previous one (:func:`lane_column`), so the L
+  lanes read L different banks of the PE's one copy of the activation buffer
+  (bank = address mod L) and a row costs as many words as its longest lane. They
+  multiply, and reduce (adder tree for MAC, max/min comparator trees
   for MAM) into a running sum or max/min; at the end of a row it adds the
   bias, requantizes and clamps. Zero-weight entries (gap fillers, padding)
   add 0 in MAC and are ignored in MAM, where the running max and min start at
@@ -19,7 +22,7 @@ Dataflow (per layer, all P processing elements in parallel):
   between rows.
 - The t-th result of PE p goes to activation address ``t * P + p`` of the layer's
   region: the P results of step t form one P-activation word, written to every
-  copy of the next layer's buffer at once. The compiler renumbers the next
+  PE's buffer at once (across its banks). The compiler renumbers the next
   layer's columns to these addresses, and the output is read through a table
   that restores the original row order.
 - A conv layer's rows are its output channels; each PE runs its R rows at every
@@ -55,7 +58,7 @@ import numpy as np
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
-           "unpack", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
+           "unpack", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
            "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
            "low_word_bits", "high_word_bits"]
 
@@ -91,11 +94,11 @@ def pow2_at_least(n: int) -> int:
     return 1 << clog2(max(1, n))
 
 
-def act_side_words(widest: int, pes: int) -> int:
-    """Words of P activations one ping-pong side of an activation memory holds: the widest
+def act_side_words(widest: int, pes: int, lanes: int = 1) -> int:
+    """Words of P activations one ping-pong side of the activation memory holds: the widest
     layer input or output, P to a word, rounded up to a power of two (the side is the top
-    address bit). Both sides: twice this."""
-    return pow2_at_least(-(-widest // pes))
+    address bit), and at least L / P (a row of every bank). Both sides: twice this."""
+    return max(pow2_at_least(-(-widest // pes)), lanes // pes)
 
 
 #: the requantizers' mult width: 16 bits (a DSP-sized operand; mamfpga's own quantizer), widened
@@ -125,6 +128,9 @@ class ArchConfig:
                 raise ValueError(f"{name} must be an integer between {lo} and {hi}, not {v!r}")
         if self.pes & (self.pes - 1):
             raise ValueError(f"the generated accelerator needs a power-of-two number of PEs, not {self.pes}")
+        if self.lanes & (self.lanes - 1):
+            raise ValueError(f"the generated accelerator needs a power-of-two number of lanes (the activation "
+                             f"memory's banks), not {self.lanes}")
         if isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, int) \
                 or not 2 <= self.weight_bits <= 8:
             raise ValueError(f"weight_bits must be an integer between 2 and 8, not {self.weight_bits!r}")
@@ -202,6 +208,20 @@ def split_weight_words(cfg: ArchConfig, words: list[int]) -> tuple[list[int], li
         lo[f"weight{k}"] = w
         hi[f"high{k}"] = w >> cfg.low_bits
     return pack(low_word_fields(cfg), lo), pack(high_word_fields(cfg), hi)
+
+
+def lane_column(origin: int, lane: int, q: int, lanes: int) -> int:
+    """The activation address lane ``lane`` of a row reads: the row's origin plus ``lane`` plus
+    L times ``q``, the sum of the lane's deltas since the row started. A lane reads only the
+    addresses ``origin + lane`` modulo L, so the L lanes of a word always read L different
+    banks of the activation memory (bank = address mod L), whatever the origin."""
+    return origin + lane + lanes * q
+
+
+def bank_bytes(cfg: ArchConfig) -> int:
+    """Activations in a row of one activation bank: P / L (a word of P activations is written
+    across the L banks), at least 1 (P < L: a written word reaches P of the banks)."""
+    return max(1, cfg.pes // cfg.lanes)
 
 
 def entry_bits(cfg: ArchConfig) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mamfpga.compile.arch import (ArchConfig, act_side_words, bias_bits, bias_bits_used, bias_word_fields,
+from mamfpga.compile.arch import (ArchConfig, act_side_words, bank_bytes, bias_bits, bias_bits_used, bias_word_fields,
                                    bound_cycles, layer_overhead, pack, result_fields, results_may_use_block_ram,
                                    rom_width, split_overhead, weight_bits_of, mult_bits_of, weight_word_fields,
                                    low_word_bits, high_word_bits,
@@ -117,15 +117,58 @@ class _CSR:
     def rows(self) -> int:
         return len(self.indptr) - 1
 
-    def deltas(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row of each nonzero, its column delta from the previous one or from 0)."""
-        lens = np.diff(self.indptr)
-        seg = np.repeat(np.arange(self.rows), lens)
-        prev = np.empty_like(self.addr)
-        if len(prev):
-            prev[1:] = self.addr[:-1]
-            prev[self.indptr[:-1][lens > 0]] = 0
-        return seg, self.addr - prev
+    def lanes(self, L: int, maxd: int, rows=None) -> "_LaneEntries":
+        """The nonzeros of ``rows`` (row indices, -1 a padding row; default all) as the lanes
+        read them: :func:`_lane_entries`."""
+        if rows is None:
+            rows = np.arange(self.rows)
+        return _lane_entries(self, np.asarray(rows, dtype=np.int64), L, maxd)
+
+
+@dataclass
+class _LaneEntries:
+    """The nonzeros of listed rows, each in the lane of its address: lane k of a row holds the
+    nonzeros whose address (relative to the row's origin) is k modulo L, in ascending order,
+    each delta-coded from the lane's previous one in units of L (from 0 at the row's start), gap
+    fillers before a delta over ``maxd`` (:func:`mamfpga.compile.arch.lane_column`). Arrays in
+    that order: by listed row, lane, address."""
+    seg: np.ndarray                  # listed row of each nonzero
+    lane: np.ndarray
+    delta: np.ndarray                # in units of L
+    fill: np.ndarray                 # gap fillers before it
+    weight: np.ndarray
+    entries: np.ndarray              # [listed rows, L]: entries of each lane, fillers included
+
+    @property
+    def words(self) -> np.ndarray:
+        """Weight words of each listed row: its longest lane, at least one."""
+        return np.maximum(1, self.entries.max(axis=1)) if len(self.entries) else np.zeros(0, dtype=np.int64)
+
+
+def _lane_entries(csr: _CSR, rows: np.ndarray, L: int, maxd: int) -> _LaneEntries:
+    n = len(rows)
+    real = rows >= 0
+    safe = np.where(real, rows, 0)
+    lens = np.where(real, csr.indptr[safe + 1] - csr.indptr[safe], 0)
+    total = int(lens.sum())
+    seg = np.repeat(np.arange(n), lens)
+    first = np.zeros(n, dtype=np.int64)
+    if n:
+        np.cumsum(lens[:-1], out=first[1:])
+    idx = csr.indptr[safe][seg] + (np.arange(total) - first[seg])
+    addr, weight = csr.addr[idx], csr.weight[idx]
+    lane, q = addr % L, addr // L
+    order = np.lexsort((q, lane, seg))
+    seg, lane, q, weight = seg[order], lane[order], q[order], weight[order]
+    key = seg * L + lane
+    prev = np.zeros(total, dtype=np.int64)
+    if total:
+        prev[1:] = q[:-1]
+        prev[np.r_[True, key[1:] != key[:-1]]] = 0
+    delta = q - prev
+    fill = _fillers(delta, maxd)
+    entries = np.bincount(key, weights=1 + fill, minlength=n * L).astype(np.int64).reshape(n, L)
+    return _LaneEntries(seg, lane, delta, fill, weight, entries)
 
 
 def _csr(layer: QuantLayer, col_address: np.ndarray, lo: int | None = None, hi: int | None = None) -> _CSR:
@@ -151,59 +194,46 @@ def _fillers(delta: np.ndarray, max_delta: int) -> np.ndarray:
 
 
 def _row_costs(csr: _CSR, cfg: ArchConfig) -> np.ndarray:
-    """Weight words of each row: its nonzeros plus gap fillers, L to a word, at least one."""
-    seg, delta = csr.deltas()
-    entries = np.bincount(seg, weights=1 + _fillers(delta, cfg.max_delta), minlength=csr.rows)
-    return np.maximum(1, -(-entries.astype(np.int64) // cfg.lanes))
+    """Weight words of each row: its longest lane (nonzeros plus gap fillers), at least one."""
+    return csr.lanes(cfg.lanes, cfg.max_delta).words
 
 
 def _encode_rows(csr: _CSR, rows: list[int], cfg: ArchConfig) -> tuple[list[int], list[int]]:
     """Weight words of ``rows`` (row indices of ``csr``, -1 for a padding row), in order, and
-    the words of each: delta-coded entries (delta, int8 weight), gap fillers, zero entries
-    padding the last word, the end-of-row bit on the last word of each row.
+    the words of each: lane k of the j-th word of a row holds the j-th entry of the row's lane k
+    (:class:`_LaneEntries`: gap fillers, then the nonzero), zero entries where a lane has run
+    out, the end-of-row bit on the last word of each row.
 
-    Gap fillers and the padding of the last word are zero-weight entries: a MAC
+    Gap fillers and the padding of the shorter lanes are zero-weight entries: a MAC
     lane adds their product 0, a MAM lane ignores them (the row's zero-candidate
     bit, not the entries, says whether 0 is a max/min candidate). An empty row,
     or a padding row, is one word of zero entries: its bias alone. The word
     layout is :func:`mamfpga.compile.arch.weight_word_fields`'s.
     """
     L, maxd = cfg.lanes, cfg.max_delta
-    rows = np.asarray(rows, dtype=np.int64)
-    n = len(rows)
-    real = rows >= 0
-    safe = np.where(real, rows, 0)
-    lens = np.where(real, csr.indptr[safe + 1] - csr.indptr[safe], 0)
-    total_nz = int(lens.sum())
-    seg = np.repeat(np.arange(n), lens)                     # listed row of each nonzero
-    first = np.zeros(n, dtype=np.int64)
-    np.cumsum(lens[:-1], out=first[1:])
-    idx = csr.indptr[safe][seg] + (np.arange(total_nz) - first[seg])
-    addr, weight = csr.addr[idx], csr.weight[idx]
-    prev = np.zeros(total_nz, dtype=np.int64)
-    if total_nz:
-        prev[1:] = addr[:-1]
-        prev[first[lens > 0]] = 0
-    delta = addr - prev
-    fill = _fillers(delta, maxd)
-    per_nz = 1 + fill
-    entries = np.bincount(seg, weights=per_nz, minlength=n).astype(np.int64)
-    words = np.maximum(1, -(-entries // L))
-    row_base = L * (np.cumsum(words) - words)
+    le = csr.lanes(L, maxd, rows)
+    words = le.words
+    n_words = int(words.sum())
+    row_base = np.cumsum(words) - words
+    per_nz = 1 + le.fill
+    key = le.seg * L + le.lane
     cum = np.cumsum(per_nz) - per_nz                        # entries before each nonzero, overall
-    start = row_base[seg] + cum - cum[first[seg]] if total_nz else cum
-    n_ent = int(L * words.sum())
-    ent_delta = np.zeros(n_ent, dtype=np.int64)
-    ent_weight = np.zeros(n_ent, dtype=np.int64)
-    n_fill = int(fill.sum())
+    if len(key):
+        group_first = np.r_[True, key[1:] != key[:-1]]
+        start = cum - np.maximum.accumulate(np.where(group_first, cum, 0))
+    else:
+        start = cum
+    word = row_base[le.seg] + start                         # the word of each nonzero's first entry
+    ent_delta = np.zeros((n_words, L), dtype=np.int64)
+    ent_weight = np.zeros((n_words, L), dtype=np.int64)
+    n_fill = int(le.fill.sum())
     if n_fill:
-        fill_first = np.cumsum(fill) - fill
-        ent_delta[np.repeat(start, fill) + (np.arange(n_fill) - np.repeat(fill_first, fill))] = maxd
-    pos = start + fill
-    ent_delta[pos] = delta - fill * maxd
-    ent_weight[pos] = weight
-    ent_delta, ent_weight = ent_delta.reshape(-1, L), ent_weight.reshape(-1, L)
-    eor = np.zeros(len(ent_delta), dtype=np.int64)
+        fill_first = np.cumsum(le.fill) - le.fill
+        fw = np.repeat(word, le.fill) + (np.arange(n_fill) - np.repeat(fill_first, le.fill))
+        ent_delta[fw, np.repeat(le.lane, le.fill)] = maxd
+    ent_delta[word + le.fill, le.lane] = le.delta - le.fill * maxd
+    ent_weight[word + le.fill, le.lane] = le.weight
+    eor = np.zeros(n_words, dtype=np.int64)
     eor[np.cumsum(words) - 1] = 1
     values = {"eor": eor}
     for k in range(L):
@@ -280,9 +310,91 @@ class LayerShape:
                 + (split_overhead(cfg) if self.split else 0))
 
 
-def _row_parallel_shape(layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig, base: int) -> LayerShape:
+#: pairs of rows the lane balancing (:func:`balance_lanes`) tries swapping, at most, per layer
+LANE_BALANCE_TRIES = 3000
+
+
+def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, consumer: tuple | None,
+                  cfg: ArchConfig, tries: int | None = None) -> list[list[int]]:
+    """Which slot each output of a row-parallel layer takes, for its consumer's lanes. Output
+    row ``rows[p][r]`` goes to slot r P + p, and a consumer's nonzero reading it sits in lane
+    (slot + rest) mod L: its rows cost their longest lane. Starting from the balanced
+    assignment, swaps of two slots (sampled, seeded, at most ``tries``) are kept when they lower
+    positions x the layer's busiest PE + the consumer's positions x its words / P (gap fillers
+    left out; scoring the consumer's busiest PE instead, as assign_rows balances it, did worse
+    on the MNIST CNN: the search is greedy). ``consumer``: (positions, consumer row of each nonzero, producer row it reads,
+    rest of its address), or None (the last layer: nothing to balance)."""
+    L, P = cfg.lanes, cfg.pes
+    tries = LANE_BALANCE_TRIES if tries is None else tries
+    if consumer is None or L == 1 or len(consumer[1]) == 0:
+        return rows
+    c_pos, nz_row, nz_ch, nz_rest = consumer
+    n_cons = int(nz_row.max()) + 1
+    grid = np.array(rows, dtype=np.int64)                  # [P, R]
+    R = grid.shape[1]
+    n_out = max(int(grid.max()) + 1, int(nz_ch.max()) + 1)
+    cost = np.concatenate([np.asarray(costs, dtype=np.int64), [1]])   # index -1: a padding row
+
+    def slots(g):
+        s = np.zeros(n_out, dtype=np.int64)
+        pp, rr = np.nonzero(g >= 0)
+        s[g[pp, rr]] = rr * P + pp
+        return s
+
+    def score(g):
+        lane = (slots(g)[nz_ch] + nz_rest) % L
+        words = np.bincount(nz_row * L + lane, minlength=n_cons * L).reshape(n_cons, L).max(axis=1)
+        load = cost[g].sum(axis=1).max()
+        return positions * load * P + c_pos * int(np.maximum(1, words).sum())
+
+    best = score(grid)
+    rng = np.random.default_rng(0)
+    n = P * R
+    for _ in range(tries if n > 1 else 0):
+        a, b = rng.integers(0, n, 2)
+        (pa, ra), (pb, rb) = divmod(int(a), R), divmod(int(b), R)
+        if grid[pa, ra] == grid[pb, rb]:
+            continue
+        grid[pa, ra], grid[pb, rb] = grid[pb, rb], grid[pa, ra]
+        now = score(grid)
+        if now < best:
+            best = now
+        else:
+            grid[pa, ra], grid[pb, rb] = grid[pb, rb], grid[pa, ra]
+    return grid.tolist()
+
+
+def _consumer_of(net: QuantNetwork, groups, g: int, out_map: "MapLayout | None") -> tuple | None:
+    """What :func:`balance_lanes` needs of the layer reading hardware layer ``g``'s output:
+    its positions and, per nonzero, its row, the output row of ``g`` it reads, and the part of
+    its address that does not depend on that row's slot (None: ``g`` is the last layer)."""
+    if g + 1 >= len(groups):
+        return None
+    layer = net.layers[groups[g + 1][0]]
+    w = layer.weight.reshape(layer.weight.shape[0], -1)
+    nz_row, col = np.nonzero(w)
+    if layer.kind == "conv2d":
+        _, _, kh, kw = layer.weight.shape
+        ch, k = col // (kh * kw), col % (kh * kw)
+        rest = ((k // kw) * out_map.wp + k % kw) * out_map.cs
+        oh = (out_map.hp - kh) // layer.stride[0] + 1
+        ow = (out_map.wp - kw) // layer.stride[1] + 1
+        positions = oh * ow
+    elif out_map is not None:                    # a dense layer reading a conv's map
+        per = out_map.h * out_map.w
+        ch, pos = col // per, col % per
+        rest = ((pos // out_map.w + out_map.pad[0]) * out_map.wp + pos % out_map.w + out_map.pad[1]) * out_map.cs
+        positions = 1
+    else:
+        ch, rest, positions = col, np.zeros_like(col), 1
+    return positions, nz_row.astype(np.int64), ch.astype(np.int64), rest.astype(np.int64)
+
+
+def _row_parallel_shape(layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig, base: int,
+                        rows: list[list[int]] | None = None) -> LayerShape:
     csr = _csr(layer, col_address)
-    rows = assign_rows(_row_costs(csr, cfg).tolist(), cfg.pes)
+    if rows is None:
+        rows = assign_rows(_row_costs(csr, cfg).tolist(), cfg.pes)
     out_address = np.zeros(layer.rows, dtype=np.int64)
     for p, rs in enumerate(rows):
         r = np.asarray(rs, dtype=np.int64)
@@ -301,7 +413,7 @@ def _split_shape(layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig, ba
 
 
 def _conv_shape(layer: QuantLayer, pool: QuantLayer | None, src: MapLayout, base: int, pad: tuple,
-                cfg: ArchConfig) -> tuple[LayerShape, MapLayout]:
+                cfg: ArchConfig, rows: list[list[int]] | None = None) -> tuple[LayerShape, MapLayout]:
     """A conv layer (and its fused pool) on the PEs: output channels balanced over the PEs like
     rows, the filters' columns at their offsets from a position's origin; its output map, in the
     layout of :mod:`mamfpga.compile.maps`, with the border ``pad`` its consumer needs."""
@@ -313,7 +425,8 @@ def _conv_shape(layer: QuantLayer, pool: QuantLayer | None, src: MapLayout, base
     out_h, out_w = (oh - ph) // ph + 1, (ow - pw) // pw + 1
     geom = ConvGeometry(src, (kh, kw), tuple(layer.stride), (ph, pw), out_h, out_w)
     csr = _csr(layer, geom.offsets(c))
-    rows = assign_rows(_row_costs(csr, cfg).tolist(), P)
+    if rows is None:
+        rows = assign_rows(_row_costs(csr, cfg).tolist(), P)
     R = len(rows[0])
     chan = np.zeros(m, dtype=np.int64)
     for p, rs in enumerate(rows):
@@ -385,12 +498,22 @@ def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> tupl
     for g, (k, pk) in enumerate(groups):
         layer, base = net.layers[k], bases[g + 1]
         if layer.kind == "conv2d":
-            shape, src = _conv_shape(layer, net.layers[pk] if pk is not None else None, src, base,
-                                     _padding_of(net, groups, g + 1), cfg)
+            pool, pad = net.layers[pk] if pk is not None else None, _padding_of(net, groups, g + 1)
+            in_map = src
+            shape, src = _conv_shape(layer, pool, in_map, base, pad, cfg)
+            rows = balance_lanes(shape.rows, _row_costs(shape.csrs[0], cfg), shape.positions,
+                                 _consumer_of(net, groups, g, src), cfg)
+            if rows != shape.rows:
+                shape, src = _conv_shape(layer, pool, in_map, base, pad, cfg, rows)
         else:
             may_split = split != "never" and P > 1 and layer.cols >= P and not layer.per_channel
             shape = _row_parallel_shape(layer, col_address, cfg, base) if split != "always" or not may_split \
                 else None
+            if shape is not None:
+                rows = balance_lanes(shape.rows, _row_costs(shape.csrs[0], cfg), 1,
+                                     _consumer_of(net, groups, g, None), cfg)
+                if rows != shape.rows:
+                    shape = _row_parallel_shape(layer, col_address, cfg, base, rows)
             if may_split:
                 alt = _split_shape(layer, col_address, cfg, base)
                 if shape is None or alt.cycles(cfg) < shape.cycles(cfg):
@@ -510,14 +633,15 @@ def fifo_depths(program) -> list[int]:
 def memory_use(program: Program, family: str | None) -> dict:
     """Bits and block RAMs of each memory of the accelerator, as the RTL builds them
     (mamfpga.hw.pe) and yosys maps them (:func:`mamfpga.compile.device.memory_blocks`):
-    per PE a weight memory (its own words), a bias memory, and per lane an activation
-    memory of P activations a word, both ping-pong sides, its depth a power of two. The board top adds its own FIFOs (the board flow's fit check
+    per PE a weight memory (its own words), a bias memory, and an activation memory in L banks
+    of max(1, P / L) activations a row, both ping-pong sides, the depth a power of two. The board top adds its own FIFOs (the board flow's fit check
     counts them in the synthesized design)."""
     cfg = program.config
     P, L = cfg.pes, cfg.lanes
     depth_w = [max(2, sum(l.pe_words[p] for l in program.layers)) for p in range(P)]   # as hw/pe.py pads them
     depth_b = [max(2, sum(len(l.bias[p]) for l in program.layers)) for p in range(P)]
-    act_depth = 2 * act_side_words(program.widest, P)
+    B = bank_bytes(cfg)
+    bank_depth = 2 * act_side_words(program.widest, P, L) * P // (L * B)
     modes = {l.mode for l in program.layers}
     kinds = {(l.split, l.mode) for l in program.layers}
     wb, bb = low_word_bits(cfg), bias_bits(cfg, program.scales)
@@ -529,10 +653,10 @@ def memory_use(program: Program, family: str | None) -> dict:
                     "widths": [rom_width(lo, (1 << wb) - 1) for lo, _, _ in images]},
         "bias": {"copies": P, "width": bin(bb_used).count("1"), "depths": depth_b, "rom": True, "enables": 0,
                  "widths": [rom_width(b, bb_used) for b in words_b]},
-        # every lane of every PE reads its own copy, both ping-pong sides in one memory, written
-        # a byte (activation) at a time
-        "activations": {"copies": P * L, "width": 8 * P, "depths": [act_depth] * (P * L), "rom": False,
-                        "enables": P},
+        # every PE reads its own copy, in L banks (a lane's bank: its address mod L), both
+        # ping-pong sides in each, written a byte (activation) at a time
+        "activations": {"copies": P * L, "width": 8 * B, "depths": [bank_depth] * (P * L), "rom": False,
+                        "enables": B},
         # the upper weight bits of the layers wider than low_bits (none without them)
         **({"weights_high": {"copies": P, "width": hb, "depths": [max(2, len(hi)) for _, hi, _ in images], "rom": True,
                              "enables": 0, "widths": [rom_width(hi, (1 << hb) - 1) for _, hi, _ in images]}}

@@ -1,6 +1,6 @@
 """A functional model of the accelerator that reads only the compiled memory images.
 
-It decodes each PE's weight words (delta-coded columns, end-of-row bits, gap
+It decodes each PE's weight words (each lane's delta-coded columns, end-of-row bits, gap
 fillers, padding) and bias entries (bias, zero-candidate bit) the way the RTL
 does, moves activations through the address map (t * P + p, or r for a
 column-split layer), and reads the outputs through the output table. Tests
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mamfpga.compile.arch import bias_word_fields, unpack, weight_word_fields
+from mamfpga.compile.arch import bias_word_fields, lane_column, unpack, weight_word_fields
 from mamfpga.compile.ir import Program
 from mamfpga.sw import golden
 from mamfpga.sw.golden import requantize_values
@@ -33,16 +33,16 @@ def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, 
     for entry in biases:
         f = unpack(bias_word_fields(cfg, scales), entry)
         zc = bool(f["zero_candidate"])
-        col = origin
+        q = [0] * cfg.lanes                 # each lane's column: lane_column(origin, k, q[k], L)
         total, hi, lo = 0, None, None
         if zc and mode == "mam":
             hi = lo = 0
         while True:
             entries, eor = _decode(words[pos], cfg)
             pos += 1
-            for delta, w in entries:
-                col += delta
-                p = w * int(acts[col]) if w != 0 else 0
+            for k, (delta, w) in enumerate(entries):
+                q[k] += delta
+                p = w * int(acts[lane_column(origin, k, q[k], cfg.lanes)]) if w != 0 else 0
                 if mode == "mac":
                     total += p
                 elif w != 0:              # MAM ignores zero-weight lanes (fillers, padding)

@@ -6,8 +6,9 @@ cycle, and emits one result per row; a conv layer reads them again at each of it
 positions, the first column of every row being the position's origin (the origin
 generator of :class:`mamfpga.compile.maps.ConvGeometry`), with no bubble between positions:
 
-    fetch -> word: decode L entries, columns = origin + prefix sum of deltas
-          -> register -> activation read -> register -> byte select (each lane its own copy of the buffer)
+    fetch -> word: decode L entries, each lane's column = its own sum of deltas (lane_column)
+          -> register (addresses rotated to the banks) -> activation read (L banks, one copy)
+          -> register -> bank and byte select
           -> multiply -> adder tree (MAC) or comparator tree (MAM)
           -> running sum / max-min per row -> at the end of the row: + bias
 
@@ -18,22 +19,27 @@ when the row's zero-candidate bit is set (and are 0 when nothing was seen).
 The pipeline never stalls; a result leaves :data:`LATENCY` + tree latency
 cycles after its row's last word was fetched.
 
-Activation memory: one copy per lane, ``2 * act_depth`` words of P int8
-activations (the two halves are the ping-pong sides), written through
-``aw`` (byte enables) by the array, read at address ``col >> log2(P)``,
-byte ``col & (P - 1)``; P must be a power of two.
+Activation memory: one copy, in L banks (bank = byte address mod L), each of rows of
+B = max(1, P / L) int8 activations, both ping-pong sides (the top address bit), written
+through ``aw`` (a word of P activations, byte enables) by the array: with P >= L the word's
+byte j goes to bank j mod L, row ``aw.addr``; with P < L to bank (addr mod L/P) P + j, row
+``addr >> log2(L/P)``. Lane k of a word reads address origin + k (mod L) only
+(:func:`mamfpga.compile.arch.lane_column`), so the L lanes read L different banks: bank
+(origin + k) mod L, a rotation by the origin's residue (fixed for a dense layer, changing
+with the position for a conv whose origin steps are not multiples of L). P and L are powers
+of two.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words,
+from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words, bank_bytes,
                                    bias_bits, bias_bits_used, bias_word_fields, clog2, index_bits, pow2_at_least,
                                    rom_width, weight_word_fields, word_bits, low_word_fields, high_word_fields,
                                    low_word_bits, high_word_bits)
@@ -78,7 +84,8 @@ class PE(wiring.Component):
         #: the extension memory (``cfg.low_bits``): the wide layers' upper weight bits, from address 0
         self.high = (list(high or []) + [0, 0])[:max(2, len(high or []))] if cfg.low_bits else None
         self.layers = list(layers)
-        self.act_depth = pow2_at_least(act_depth)      # one ping-pong side; a power of two
+        # one ping-pong side, in words of P: a power of two, at least a row of every bank
+        self.act_depth = max(pow2_at_least(act_depth), cfg.lanes // cfg.pes)
         self.family = family                             # memories marked block RAM or logic for it
         self.scales = scales                             # bias words carry each row's mult and shift
         self.act_addr_bits = index_bits(2 * self.act_depth)
@@ -125,14 +132,25 @@ class PE(wiring.Component):
                                                                  len(self.high), fam, rom=True))
             h_rd = hmem.read_port()
         b_rd = bmem.read_port()
+        # the activation banks: bank b holds the bytes whose address is b mod L, B to a row
+        B = bank_bytes(cfg)
+        log2l, log2b = clog2(L), clog2(B)
+        bank_depth = 2 * self.act_depth * P // (L * B)
         act_rd = []
-        for k in range(L):
-            mem = Memory(shape=unsigned(8 * P), depth=2 * self.act_depth, init=[],
-                         attrs=memory_style(8 * P, 2 * self.act_depth, fam, rom=False, write_enables=P))
-            m.submodules[f"act{k}"] = mem
+        aw_bytes = [self.aw.data.word_select(j, 8) for j in range(P)]
+        for b in range(L):
+            mem = Memory(shape=unsigned(8 * B), depth=bank_depth, init=[],
+                         attrs=memory_style(8 * B, bank_depth, fam, rom=False, write_enables=B))
+            m.submodules[f"act{b}"] = mem
             wr = mem.write_port(granularity=8)
-            m.d.comb += [wr.addr.eq(self.aw.addr), wr.data.eq(self.aw.data),
-                         wr.en.eq(Mux(self.aw.en, self.aw.mask, 0))]
+            if P >= L:                             # bytes b, b + L, ... of the word, in row addr
+                m.d.comb += [wr.addr.eq(self.aw.addr), wr.data.eq(Cat(*aw_bytes[b::L])),
+                             wr.en.eq(Mux(self.aw.en, Cat(*[self.aw.mask[j] for j in range(b, P, L)]), 0))]
+            else:                                  # byte b mod P of the words at addr = b // P (mod L/P)
+                g = clog2(L // P)
+                j = b % P
+                m.d.comb += [wr.addr.eq(self.aw.addr >> g), wr.data.eq(aw_bytes[j]),
+                             wr.en.eq(self.aw.en & self.aw.mask[j] & (self.aw.addr[:g] == b // P))]
             act_rd.append(mem.read_port())
 
         # ---------------------------------------------------------------- layer registers
@@ -222,38 +240,53 @@ class PE(wiring.Component):
         deltas = [fields[f"delta{k}"] for k in range(L)]
         wts = [fields[f"weight{k}"] for k in range(L)]
         eor = fields.eor
+        # each lane's column, in units of L (its bank row times B plus its byte): the row's
+        # origin + k, shifted, at a row's start, then the lane's own running sum (lane_column)
         row_start = Signal(init=1)                 # the next word starts a row
-        base = Signal.like(origin)
+        qw = len(origin) - log2l if len(origin) > log2l else 1
+        ob = [Signal(qw, name=f"ob{k}") for k in range(L)]        # (origin + k) >> log2(L), with org_b
+        rot_b = Signal(max(1, log2l))                              # origin mod L, with org_b
+        m.d.sync += [o.eq((org_a + k) >> log2l) for k, o in enumerate(ob)]
+        m.d.sync += rot_b.eq(org_a[:log2l] if log2l else 0)
+        lane_q = [Signal(qw, name=f"q{k}") for k in range(L)]
         cols = []
-        acc_col = Mux(row_start, org_b, base)
         for k in range(L):
-            acc_col = acc_col + deltas[k]
-            c = Signal.like(origin, name=f"col{k}")
-            m.d.comb += c.eq(acc_col)
+            c = Signal(qw, name=f"col{k}")
+            m.d.comb += c.eq(Mux(row_start, ob[k], lane_q[k]) + deltas[k])
             cols.append(c)
         with m.If(v1):
-            m.d.sync += [base.eq(cols[-1]), row_start.eq(eor)]
+            m.d.sync += [q.eq(c) for q, c in zip(lane_q, cols)]
+            m.d.sync += row_start.eq(eor)
         with m.If(self.start):
             m.d.sync += row_start.eq(1)
 
         # ---------------------------------------------------------------- S1b: register the decode
-        # (the column adders and the activation memories' address setup in separate cycles)
+        # (the column adders and the activation memories' address setup in separate cycles): bank
+        # b's row from lane (b - origin) mod L, each lane's byte within its bank row
         v1b, eor1b = Signal(), Signal()
         w1b = [Signal(signed(8), name=f"w1b_{k}") for k in range(L)]
-        cols_b = [Signal.like(origin, name=f"col_b{k}") for k in range(L)]
-        m.d.sync += [v1b.eq(v1), eor1b.eq(eor)]
+        rows_b = [Signal(qw - log2b if qw > log2b else 1, name=f"bank_row_b{b}") for b in range(L)]
+        sel_b = [Signal(max(1, log2b), name=f"sel_b{k}") for k in range(L)]
+        rot1b = Signal.like(rot_b)
+        m.d.sync += [v1b.eq(v1), eor1b.eq(eor), rot1b.eq(rot_b)]
+        cols_arr = Array(cols)
         for k in range(L):
-            m.d.sync += [w1b[k].eq(wts[k]), cols_b[k].eq(cols[k])]
+            m.d.sync += [w1b[k].eq(wts[k]), sel_b[k].eq(cols[k][:log2b] if log2b else 0)]
+        for b in range(L):
+            src = Signal(qw, name=f"bank_col{b}")
+            m.d.comb += src.eq(cols_arr[(b - rot_b)[:log2l]] if L > 1 else cols[0])
+            m.d.sync += rows_b[b].eq(src >> log2b)
 
         # ---------------------------------------------------------------- S2: activation read
         v2, eor2 = Signal(), Signal()
         w2 = [Signal(signed(8), name=f"w2_{k}") for k in range(L)]
-        sel2 = [Signal(max(1, log2p), name=f"sel2_{k}") for k in range(L)]
-        m.d.sync += [v2.eq(v1b), eor2.eq(eor1b)]
+        sel2 = [Signal.like(sel_b[k], name=f"sel2_{k}") for k in range(L)]
+        rot2 = Signal.like(rot_b)
+        m.d.sync += [v2.eq(v1b), eor2.eq(eor1b), rot2.eq(rot1b)]
         for k in range(L):
-            m.d.sync += [w2[k].eq(w1b[k]), sel2[k].eq(cols_b[k][:log2p] if log2p else 0)]
-            m.d.comb += act_rd[k].addr.eq(
-                (side.as_unsigned() << (self.act_addr_bits - 1)) | (cols_b[k] >> log2p))
+            m.d.sync += [w2[k].eq(w1b[k]), sel2[k].eq(sel_b[k])]
+        for b in range(L):
+            m.d.comb += act_rd[b].addr.eq((side.as_unsigned() << (len(act_rd[b].addr) - 1)) | rows_b[b])
         # the side is the top address bit (act_depth is a power of two)
 
         # ---------------------------------------------------------------- S2b, S2c: the read word
@@ -261,16 +294,21 @@ class PE(wiring.Component):
         # that neither the RAM's clock-to-out nor the byte select shares a cycle with the multiply
         v2b, eor2b, v2c, eor2c = Signal(), Signal(), Signal(), Signal()
         m.d.sync += [v2b.eq(v2), eor2b.eq(eor2), v2c.eq(v2b), eor2c.eq(eor2b)]
+        a2b = [Signal(8 * B, name=f"a2b_{b}") for b in range(L)]
+        rot2b = Signal.like(rot_b)
+        m.d.sync += [a.eq(act_rd[b].data) for b, a in enumerate(a2b)]
+        m.d.sync += rot2b.eq(rot2)
+        a2b_arr = Array(a2b)
         w2c = []
         x2c = []
         for k in range(L):
-            a2b = Signal(8 * P, name=f"a2b_{k}")
             w2b, sel2b = Signal(signed(8), name=f"w2b_{k}"), Signal.like(sel2[k], name=f"sel2b_{k}")
             # the byte as a 9-bit value: sign-extended (int8) or zero-extended (unsigned bytes)
             x, w = Signal(signed(9), name=f"x2c_{k}"), Signal(signed(8), name=f"w2c_{k}")
-            byte = a2b.word_select(sel2b, 8) if P > 1 else a2b
-            m.d.sync += [a2b.eq(act_rd[k].data), w2b.eq(w2[k]), sel2b.eq(sel2[k]),
-                         x.eq(Cat(byte, byte[7] & ~uns)), w.eq(w2b)]
+            bank = Signal(8 * B, name=f"bank2b_{k}")
+            m.d.comb += bank.eq(a2b_arr[(rot2b + k)[:log2l]] if L > 1 else a2b[0])
+            byte = bank.word_select(sel2b, 8) if B > 1 else bank
+            m.d.sync += [w2b.eq(w2[k]), sel2b.eq(sel2[k]), x.eq(Cat(byte, byte[7] & ~uns)), w.eq(w2b)]
             x2c.append(x)
             w2c.append(w)
 
@@ -416,8 +454,7 @@ def act_addr_bits_of(program) -> int:
 
 def act_depth_of(program) -> int:
     """Words of P activations a buffer side needs for the widest layer input or output."""
-    P = program.config.pes
-    return act_side_words(program.widest, P)
+    return act_side_words(program.widest, program.config.pes, program.config.lanes)
 
 
 def pe_from_program(program, p: int, family: str | None = None) -> PE:

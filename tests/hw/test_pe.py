@@ -67,7 +67,7 @@ def test_pe_matches_its_memory_images(seed):
     rng = np.random.default_rng(100 + seed)
     net = random_qnet(rng, max_size=24)
     net = QuantNetwork(net.layers[:1])
-    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 3, 4])))
+    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 4, 8])))
     program = compiler.compile_network(net, cfg, split=str(rng.choice(["auto", "never", "always"])))
     x = rng.integers(-128, 128, size=net.input_size).astype(np.int8)
     x[: len(x) // 3] = 0
