@@ -1,5 +1,6 @@
 """The MNIST CNN on the accelerator: cycles / bound per layer and in all, and the memories
-against what they hold, at (P, L) = (1, 1), (2, 1), (4, 2); the iCE40UP5K's block RAM.
+against what they hold, at (P, L) = (1, 1), (2, 1), (2, 2), (4, 2); the iCE40UP5K's block RAM
+(the activations: one copy per PE, in L banks).
 
 Trains the demo's CNN on mnist5k (conv8k3,pool2,conv16k3,pool2, MAM, pruned to 10 % kept as
 the demo does), or reads it from build/bench/cnn_net.npz when an earlier run left it there.
@@ -39,7 +40,7 @@ def main():
     print(head)
     print("-" * len(head))
     rows = []
-    for p, l in ((1, 1), (2, 1), (4, 2)):
+    for p, l in ((1, 1), (2, 1), (2, 2), (4, 2)):
         prog = compile_network(qnet, ArchConfig(pes=p, lanes=l))
         use = memory_use(prog, dev.family)
         mems = use["memories"]
