@@ -5,10 +5,12 @@ simulator and the RTL's address generators follow the numbers it gives.
 
 A feature map [C, H, W] is stored with the zero border its consumer's padding asks for:
 
-    byte address of (c, y, x) = base + chan[c] + ((y + top) * Wp + (x + left)) * cs
+    byte address of (c, y, x) = base + chan[c] + ((y + top) * pitch + (x + left)) * cs
 
-with Wp = left + W + right. The network's input is stored channel-major (``cs`` = 1, ``chan[c]``
-= c * Hp * Wp): the order it streams in. A conv layer's output is stored position-major: at each
+with Wp = left + W + right and pitch = Wp + extra (``extra`` columns after the right border that
+nothing reads or writes: the compiler pitches the input so that a filter's columns spread over
+the lanes' banks, an address's bank being its residue mod L). The network's input is stored
+channel-major (``cs`` = 1, ``chan[c]`` = c * Hp * pitch): the order it streams in. A conv layer's output is stored position-major: at each
 position the ``R * P`` channel slots of the P PEs' R rows (``cs`` = R * P, channel c in slot
 r * P + p when it is row r of PE p), so that the P results a step writes form one activation
 word. A dense layer reading a feature map reads these addresses as its columns.
@@ -42,6 +44,7 @@ class MapLayout:
     h: int
     w: int
     pad: tuple = (0, 0, 0, 0)    # zero border: top, left, bottom, right
+    extra: int = 0               # unused columns after the right border: the row pitch is wp + extra
 
     @property
     def hp(self) -> int:
@@ -52,24 +55,29 @@ class MapLayout:
         return self.pad[1] + self.w + self.pad[3]
 
     @property
+    def pitch(self) -> int:
+        """Positions from one map row to the next."""
+        return self.wp + self.extra
+
+    @property
     def extent(self) -> int:
         """One past the last byte of the region (border included)."""
-        return self.base + max(self.chan) + (self.hp * self.wp - 1) * self.cs + 1
+        return self.base + max(self.chan) + (self.hp * self.pitch - 1) * self.cs + 1
 
     def addresses(self) -> np.ndarray:
         """The byte address of every value, in C, H, W order (the flattening of the contract)."""
         y, x = np.meshgrid(np.arange(self.h), np.arange(self.w), indexing="ij")
-        pos = ((y + self.pad[0]) * self.wp + x + self.pad[1]).ravel() * self.cs
+        pos = ((y + self.pad[0]) * self.pitch + x + self.pad[1]).ravel() * self.cs
         return (self.base + np.asarray(self.chan, dtype=np.int64)[:, None] + pos[None, :]).ravel()
 
     @staticmethod
-    def channel_major(base: int, c: int, h: int, w: int, pad=(0, 0, 0, 0)) -> "MapLayout":
-        hp, wp = pad[0] + h + pad[2], pad[1] + w + pad[3]
-        return MapLayout(base, 1, tuple(k * hp * wp for k in range(c)), h, w, tuple(pad))
+    def channel_major(base: int, c: int, h: int, w: int, pad=(0, 0, 0, 0), extra: int = 0) -> "MapLayout":
+        hp, pitch = pad[0] + h + pad[2], pad[1] + w + pad[3] + extra
+        return MapLayout(base, 1, tuple(k * hp * pitch for k in range(c)), h, w, tuple(pad), extra)
 
     @staticmethod
-    def extent_of_channel_major(c: int, h: int, w: int, pad) -> int:
-        return c * (pad[0] + h + pad[2]) * (pad[1] + w + pad[3])
+    def extent_of_channel_major(c: int, h: int, w: int, pad, extra: int = 0) -> int:
+        return c * (pad[0] + h + pad[2]) * (pad[1] + w + pad[3] + extra)
 
 
 @dataclass(frozen=True)
@@ -95,14 +103,14 @@ class ConvGeometry:
         """The byte offset of every filter column (c, ky, kx), in that order, from the origin."""
         kh, kw = self.kernel
         ky, kx = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
-        within = ((ky * self.src.wp + kx) * self.src.cs).ravel()
+        within = ((ky * self.src.pitch + kx) * self.src.cs).ravel()
         return (np.asarray(self.src.chan[:channels], dtype=np.int64)[:, None] + within[None, :]).ravel()
 
     def steps(self) -> dict:
         """The origin generator's increments: along the window (x, y), then the pooled output (px, py)."""
         sy, sx = self.stride
         ph, pw = self.pool
-        wp, cs = self.src.wp, self.src.cs
+        wp, cs = self.src.pitch, self.src.cs
         return {"x": sx * cs, "y": sy * wp * cs, "px": pw * sx * cs, "py": ph * sy * wp * cs}
 
     def origins(self) -> np.ndarray:

@@ -39,7 +39,7 @@ from mamfpga.sw.simplify import eliminate_dead
 
 __all__ = ["PASSES", "Compilation", "compile_network", "prove_accumulators", "eliminate", "plan_layers",
            "LayerShape", "choose_delta_bits", "assign_rows", "encode_layer", "memory_use", "check_capacity",
-           "required_acc_bits", "fifo_depths", "hw_layers"]
+           "required_acc_bits", "fifo_depths", "hw_layers", "balance_lanes", "input_pitch_extra"]
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -310,8 +310,9 @@ class LayerShape:
                 + (split_overhead(cfg) if self.split else 0))
 
 
-#: pairs of rows the lane balancing (:func:`balance_lanes`) tries swapping, at most, per layer
-LANE_BALANCE_TRIES = 3000
+#: pairs of rows the lane balancing (:func:`balance_lanes`) tries swapping, at most, per layer;
+#: up to this many consumer rows it scores the consumer's busiest PE, beyond them its words / P
+LANE_BALANCE_TRIES, EXACT_CONSUMER_ROWS = 3000, 64
 
 
 def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, consumer: tuple | None,
@@ -344,8 +345,16 @@ def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, cons
     def score(g):
         lane = (slots(g)[nz_ch] + nz_rest) % L
         words = np.bincount(nz_row * L + lane, minlength=n_cons * L).reshape(n_cons, L).max(axis=1)
-        load = cost[g].sum(axis=1).max()
-        return positions * load * P + c_pos * int(np.maximum(1, words).sum())
+        loads = cost[g].sum(axis=1)
+        words = np.maximum(1, words)
+        total = int(words.sum())
+        if n_cons <= EXACT_CONSUMER_ROWS:        # the consumer's busiest PE, as plan_layers balances it
+            cons = max(sum(int(words[r]) if r >= 0 else 1 for r in rs) for rs in assign_rows(words.tolist(), P))
+        else:
+            cons = -(-total // P)
+        # cycles first; then the consumer's words and the spread of the loads, so that the search
+        # moves over the plateaus of the maxima
+        return (positions * int(loads.max()) + c_pos * cons, c_pos * total, int((loads ** 2).sum()))
 
     best = score(grid)
     rng = np.random.default_rng(0)
@@ -376,14 +385,14 @@ def _consumer_of(net: QuantNetwork, groups, g: int, out_map: "MapLayout | None")
     if layer.kind == "conv2d":
         _, _, kh, kw = layer.weight.shape
         ch, k = col // (kh * kw), col % (kh * kw)
-        rest = ((k // kw) * out_map.wp + k % kw) * out_map.cs
+        rest = ((k // kw) * out_map.pitch + k % kw) * out_map.cs
         oh = (out_map.hp - kh) // layer.stride[0] + 1
         ow = (out_map.wp - kw) // layer.stride[1] + 1
         positions = oh * ow
     elif out_map is not None:                    # a dense layer reading a conv's map
         per = out_map.h * out_map.w
         ch, pos = col // per, col % per
-        rest = ((pos // out_map.w + out_map.pad[0]) * out_map.wp + pos % out_map.w + out_map.pad[1]) * out_map.cs
+        rest = ((pos // out_map.w + out_map.pad[0]) * out_map.pitch + pos % out_map.w + out_map.pad[1]) * out_map.cs
         positions = 1
     else:
         ch, rest, positions = col, np.zeros_like(col), 1
@@ -439,6 +448,26 @@ def _conv_shape(layer: QuantLayer, pool: QuantLayer | None, src: MapLayout, base
     return LayerShape(False, rows, [csr], [], dst.addresses(), [], geom=geom, out=out), dst
 
 
+def input_pitch_extra(net: QuantNetwork, cfg: ArchConfig, pad: tuple) -> int:
+    """Unused columns after each row of a conv network's input map (0 to 2 L - 1), the fewest
+    that minimise the first layer's words per position: a filter entry's lane is its offset
+    ky pitch + kx mod L, so with an even pitch a 3 x 3 filter on a one-channel input puts
+    kx = 0 and 2 in the same lane of two; an odd pitch spreads it (ky + kx mod 2)."""
+    first = net.layers[0]
+    if first.kind != "conv2d" or cfg.lanes == 1:
+        return 0
+    c, h, w = net.input_shape
+    best = None
+    for extra in range(2 * cfg.lanes):
+        src = MapLayout.channel_major(0, c, h, w, pad, extra)
+        geom = ConvGeometry(src, tuple(first.weight.shape[2:]), tuple(first.stride), (1, 1), 1, 1)
+        costs = _row_costs(_csr(first, geom.offsets(c)), cfg)
+        words = max(sum(int(costs[r]) if r >= 0 else 1 for r in rs) for rs in assign_rows(costs.tolist(), cfg.pes))
+        if best is None or words < best[0]:
+            best = (words, extra)
+    return best[1]
+
+
 def hw_layers(net: QuantNetwork) -> list[tuple[int, int | None]]:
     """The layers the accelerator runs: (weighted layer, the max pool fused after it or None)."""
     groups = []
@@ -473,8 +502,9 @@ def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> tupl
     qshapes = net.shapes
     first = net.layers[0]
     in_pad = _padding_of(net, groups, 0)
+    extra = input_pitch_extra(net, cfg, in_pad)
     if first.kind == "conv2d":
-        sizes = [(0, MapLayout.extent_of_channel_major(*net.input_shape, in_pad), any(in_pad))]
+        sizes = [(0, MapLayout.extent_of_channel_major(*net.input_shape, in_pad, extra), any(in_pad))]
     else:
         sizes = [(0, net.input_size, False)]
     for g, (k, pk) in enumerate(groups):
@@ -490,7 +520,7 @@ def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> tupl
     shapes = []
     src = None
     if first.kind == "conv2d":
-        src = MapLayout.channel_major(bases[0], *net.input_shape, in_pad)
+        src = MapLayout.channel_major(bases[0], *net.input_shape, in_pad, extra)
         col_address = src.addresses()
     else:
         col_address = bases[0] + np.arange(net.input_size)

@@ -81,10 +81,12 @@ class Accelerator(wiring.Component):
         net = prog.net
         a = np.asarray(prog.input_address, dtype=np.int64)
         if net.layers[0].kind == "conv2d":
+            # the skips as the compiler's addresses have them (the border, and the extra columns
+            # of a pitched input map: mamfpga.compile.maps)
             c, h, w = net.input_shape
-            top, left, bottom, right = net.layers[0].padding
-            walk = {"first": int(a[0]), "w": w, "h": h, "row_skip": left + right,
-                    "plane_skip": (top + bottom) * (w + left + right)}
+            row_skip = int(a[w] - a[w - 1] - 1) if h > 1 else 0
+            plane_skip = int(a[w * h] - a[w * h - 1] - 1 - row_skip) if c > 1 else 0
+            walk = {"first": int(a[0]), "w": w, "h": h, "row_skip": row_skip, "plane_skip": plane_skip}
         else:
             walk = {"first": int(a[0]), "w": len(a), "h": 1, "row_skip": 0, "plane_skip": 0}
         steps = np.ones(len(a) - 1, dtype=np.int64)

@@ -21,6 +21,9 @@ CASES = [
     (7, 2, 1, "icarus", 0.0, 0.0),
     # fewer PEs than lanes: a written word reaches P of the L banks; the input's origin rotates the banks
     (5, 1, 4, "verilator", 0.2, 0.0),
+    # a pitched input map (an unused column after each padded row: the input walk skips it)
+    (205, 2, 2, "verilator", 0.0, 0.0),
+    (209, 1, 4, "icarus", 0.0, 0.0),
 ]
 
 

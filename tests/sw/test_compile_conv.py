@@ -132,3 +132,23 @@ def test_a_pool_that_is_not_fused_is_refused_by_name():
                         QuantLayer(np.ones((2, 4), np.int8), np.zeros(2, np.int32))], input_shape=(1, 4, 4))
     with pytest.raises(CompileError, match="layer0 is a max pool after the input layer; the accelerator fuses"):
         compiler.compile_network(net, ArchConfig(pes=1, lanes=1))
+
+
+def test_input_pitch_spreads_a_one_channel_filter_over_the_lanes():
+    """A dense 3 x 3 filter on a one-channel 28-wide input: with the even pitch 28 its columns
+    kx = 0 and 2 share lane 0 of two (6 words a position); the compiler pitches the input map
+    odd (5 words, the fewest), the unused column never written nor read, and the memory images
+    still compute the golden outputs."""
+    from mamfpga.compile.passes import input_pitch_extra
+    rng = np.random.default_rng(7)
+    w = rng.integers(1, 60, size=(1, 1, 3, 3)).astype(np.int8)
+    conv = QuantLayer(w, np.zeros(1, np.int32), "mac", 1, 6, True, kind="conv2d", stride=(1, 1),
+                      padding=(0, 0, 0, 0), kernel=(3, 3))
+    net = QuantNetwork([conv], input_shape=(1, 28, 28))
+    cfg = ArchConfig(pes=1, lanes=2)
+    assert input_pitch_extra(net, cfg, (0, 0, 0, 0)) % 2 == 1
+    program = compiler.compile_network(net, cfg)
+    assert program.layers[0].pe_words == [5]
+    x = conv_inputs(rng, net.input_shape, 3).reshape(3, -1)[:, program.columns]
+    assert first_differing_layer(program, x) is None
+    assert input_pitch_extra(net, ArchConfig(pes=1, lanes=1), (0, 0, 0, 0)) == 0
