@@ -214,10 +214,12 @@ class Candidate:
     cycles: int | None = None
     verdict: str = ""                  # "fits", or why not
     needs: dict | None = None
+    copies: bool = False               # each lane its own copy of the activations (ArchConfig.lane_copies)
 
     @property
     def label(self) -> str:
-        return f"P={self.pes} L={self.lanes}" + (" no split" if self.split == "never" else "")
+        return (f"P={self.pes} L={self.lanes}" + (" no split" if self.split == "never" else "")
+                + (" lane copies" if self.copies else ""))
 
 
 @dataclass
@@ -262,8 +264,9 @@ class Choice:
 
 
 def candidates(pes: list[int] | None = None, lanes: list[int] | None = None,
-               splits: list[str] | None = None) -> list[tuple[int, int, str]]:
-    """Every (P, L, split) worth trying: P a power of two up to 16, L up to 8, P x L <= 32."""
+               splits: list[str] | None = None, copies: list[bool] | None = None) -> list[tuple[int, int, str, bool]]:
+    """Every (P, L, split, lane copies) worth trying: P and L powers of two, P up to 16, L up to
+    8, P x L <= 32; with two or more lanes, the activations banked across them or copied per lane."""
     ps = pes or [1, 2, 4, 8, 16]
     ls = lanes or [1, 2, 4, 8]
     out = []
@@ -272,7 +275,9 @@ def candidates(pes: list[int] | None = None, lanes: list[int] | None = None,
             if p * l > 32 and not (pes and lanes):
                 continue
             for split in (splits or (("auto", "never") if p > 1 else ("never",))):
-                out.append((p, l, split))
+                for c in (copies or (False, True)):
+                    if not (c and l == 1):
+                        out.append((p, l, split, c))
     return out
 
 
@@ -283,7 +288,8 @@ def _dominates(a: Candidate, b: Candidate) -> bool:
 
 def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None = None,
            splits: list[str] | None = None, acc_bits: int | None = None, delta_bits: int | None = None,
-           exclude: set[str] = frozenset(), log=print, baud: int | None = None) -> Choice:
+           exclude: set[str] = frozenset(), log=print, baud: int | None = None,
+           copies: list[bool] | None = None) -> Choice:
     """The fastest configuration of ``net`` that fits ``board`` (a Board) by every resource.
 
     Each candidate is compiled (fast) and ordered by its cycle model; its block
@@ -302,11 +308,11 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
     if problem:
         raise NoFitError(problem)
     compiled = []
-    for p, l, split in candidates(pes, lanes, splits):
-        c = Candidate(p, l, split)
+    for p, l, split, cp in candidates(pes, lanes, splits, copies):
+        c = Candidate(p, l, split, copies=cp)
         if c.label in exclude:
             continue
-        cfg = ArchConfig(pes=p, lanes=l)
+        cfg = ArchConfig(pes=p, lanes=l, lane_copies=cp)
         try:
             # with the board: the delta width that needs the fewest block RAMs, and their count
             prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, device=device,
@@ -320,8 +326,8 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
             continue                       # the same program as split="never"
         c.cycles = prog.cycles_model
         compiled.append((c, prog))
-    # fastest first; on a tie the smaller design (fewer PEs x lanes, no split)
-    compiled.sort(key=lambda cp: (cp[0].cycles, cp[0].pes * cp[0].lanes, cp[0].split != "never"))
+    # fastest first; on a tie the smaller design (fewer PEs x lanes, no split, banked)
+    compiled.sort(key=lambda cp: (cp[0].cycles, cp[0].pes * cp[0].lanes, cp[0].split != "never", cp[0].copies))
     tried: list[Candidate] = []
     too_big: list[Candidate] = []
     for c, prog in compiled:

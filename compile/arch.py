@@ -120,6 +120,11 @@ class ArchConfig:
     #: weights fit b bits are stored b wide; the wider layers' upper weight bits live in an
     #: extension memory as deep as their words (those layers first in the weight memory)
     low_bits: int = 0
+    #: False (the default): the lanes share one copy of the activations per PE, in L banks (lane k
+    #: reads addresses origin + k mod L). True: each lane reads its own copy (L copies per PE, any
+    #: entry in any lane: rows cost ceil(nnz / L) words, never more): faster on short rows, L times
+    #: the activation memory; the board flow takes it where it fits and is faster
+    lane_copies: bool = False
 
     def __post_init__(self):
         for name, lo, hi in (("pes", 1, 64), ("lanes", 1, 32), ("acc_bits", 8, 40), ("delta_bits", 1, 16)):
@@ -142,6 +147,8 @@ class ArchConfig:
                 or not (self.low_bits == 0 or 2 <= self.low_bits < self.weight_bits):
             raise ValueError(f"low_bits must be 0 or an integer from 2 to weight_bits - 1 ({self.weight_bits - 1}), "
                              f"not {self.low_bits!r}")
+        if not isinstance(self.lane_copies, bool):
+            raise ValueError(f"lane_copies must be True or False, not {self.lane_copies!r}")
         if self.act_bits != 8:
             raise ValueError("the contract has 8-bit activations")
 
@@ -210,12 +217,13 @@ def split_weight_words(cfg: ArchConfig, words: list[int]) -> tuple[list[int], li
     return pack(low_word_fields(cfg), lo), pack(high_word_fields(cfg), hi)
 
 
-def lane_column(origin: int, lane: int, q: int, lanes: int) -> int:
-    """The activation address lane ``lane`` of a row reads: the row's origin plus ``lane`` plus
-    L times ``q``, the sum of the lane's deltas since the row started. A lane reads only the
-    addresses ``origin + lane`` modulo L, so the L lanes of a word always read L different
-    banks of the activation memory (bank = address mod L), whatever the origin."""
-    return origin + lane + lanes * q
+def lane_column(origin: int, lane: int, q: int, lanes: int, copies: bool = False) -> int:
+    """The activation address lane ``lane`` of a row reads, ``q`` the sum of the lane's deltas
+    since the row started. Banked (the default): the row's origin plus ``lane`` plus L times
+    ``q``; a lane reads only the addresses ``origin + lane`` modulo L, so the L lanes of a word
+    always read L different banks of the activation memory (bank = address mod L), whatever the
+    origin. With ``copies`` (each lane its own copy of the activations): origin + ``q``."""
+    return origin + q if copies else origin + lane + lanes * q
 
 
 def bank_bytes(cfg: ArchConfig) -> int:

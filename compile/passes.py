@@ -117,12 +117,12 @@ class _CSR:
     def rows(self) -> int:
         return len(self.indptr) - 1
 
-    def lanes(self, L: int, maxd: int, rows=None) -> "_LaneEntries":
+    def lanes(self, cfg: ArchConfig, rows=None) -> "_LaneEntries":
         """The nonzeros of ``rows`` (row indices, -1 a padding row; default all) as the lanes
         read them: :func:`_lane_entries`."""
         if rows is None:
             rows = np.arange(self.rows)
-        return _lane_entries(self, np.asarray(rows, dtype=np.int64), L, maxd)
+        return _lane_entries(self, np.asarray(rows, dtype=np.int64), cfg.lanes, cfg.max_delta, cfg.lane_copies)
 
 
 @dataclass
@@ -130,8 +130,9 @@ class _LaneEntries:
     """The nonzeros of listed rows, each in the lane of its address: lane k of a row holds the
     nonzeros whose address (relative to the row's origin) is k modulo L, in ascending order,
     each delta-coded from the lane's previous one in units of L (from 0 at the row's start), gap
-    fillers before a delta over ``maxd`` (:func:`mamfpga.compile.arch.lane_column`). Arrays in
-    that order: by listed row, lane, address."""
+    fillers before a delta over ``maxd`` (:func:`mamfpga.compile.arch.lane_column`). With lane
+    copies, lane k holds the row's k-th, (k + L)-th, ... nonzero, delta-coded in units of 1.
+    Arrays in that order: by listed row, lane, address."""
     seg: np.ndarray                  # listed row of each nonzero
     lane: np.ndarray
     delta: np.ndarray                # in units of L
@@ -145,7 +146,7 @@ class _LaneEntries:
         return np.maximum(1, self.entries.max(axis=1)) if len(self.entries) else np.zeros(0, dtype=np.int64)
 
 
-def _lane_entries(csr: _CSR, rows: np.ndarray, L: int, maxd: int) -> _LaneEntries:
+def _lane_entries(csr: _CSR, rows: np.ndarray, L: int, maxd: int, copies: bool = False) -> _LaneEntries:
     n = len(rows)
     real = rows >= 0
     safe = np.where(real, rows, 0)
@@ -157,7 +158,10 @@ def _lane_entries(csr: _CSR, rows: np.ndarray, L: int, maxd: int) -> _LaneEntrie
         np.cumsum(lens[:-1], out=first[1:])
     idx = csr.indptr[safe][seg] + (np.arange(total) - first[seg])
     addr, weight = csr.addr[idx], csr.weight[idx]
-    lane, q = addr % L, addr // L
+    if copies:                                   # round robin over the row's nonzeros, by address
+        lane, q = (np.arange(total) - first[seg]) % L, addr
+    else:
+        lane, q = addr % L, addr // L
     order = np.lexsort((q, lane, seg))
     seg, lane, q, weight = seg[order], lane[order], q[order], weight[order]
     key = seg * L + lane
@@ -195,7 +199,7 @@ def _fillers(delta: np.ndarray, max_delta: int) -> np.ndarray:
 
 def _row_costs(csr: _CSR, cfg: ArchConfig) -> np.ndarray:
     """Weight words of each row: its longest lane (nonzeros plus gap fillers), at least one."""
-    return csr.lanes(cfg.lanes, cfg.max_delta).words
+    return csr.lanes(cfg).words
 
 
 def _encode_rows(csr: _CSR, rows: list[int], cfg: ArchConfig) -> tuple[list[int], list[int]]:
@@ -211,7 +215,7 @@ def _encode_rows(csr: _CSR, rows: list[int], cfg: ArchConfig) -> tuple[list[int]
     layout is :func:`mamfpga.compile.arch.weight_word_fields`'s.
     """
     L, maxd = cfg.lanes, cfg.max_delta
-    le = csr.lanes(L, maxd, rows)
+    le = csr.lanes(cfg, rows)
     words = le.words
     n_words = int(words.sum())
     row_base = np.cumsum(words) - words
@@ -327,7 +331,7 @@ def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, cons
     rest of its address), or None (the last layer: nothing to balance)."""
     L, P = cfg.lanes, cfg.pes
     tries = LANE_BALANCE_TRIES if tries is None else tries
-    if consumer is None or L == 1 or len(consumer[1]) == 0:
+    if consumer is None or L == 1 or cfg.lane_copies or len(consumer[1]) == 0:
         return rows
     c_pos, nz_row, nz_ch, nz_rest = consumer
     n_cons = int(nz_row.max()) + 1
@@ -454,7 +458,7 @@ def input_pitch_extra(net: QuantNetwork, cfg: ArchConfig, pad: tuple) -> int:
     ky pitch + kx mod L, so with an even pitch a 3 x 3 filter on a one-channel input puts
     kx = 0 and 2 in the same lane of two; an odd pitch spreads it (ky + kx mod 2)."""
     first = net.layers[0]
-    if first.kind != "conv2d" or cfg.lanes == 1:
+    if first.kind != "conv2d" or cfg.lanes == 1 or cfg.lane_copies:
         return 0
     c, h, w = net.input_shape
     best = None
@@ -686,7 +690,10 @@ def memory_use(program: Program, family: str | None) -> dict:
         # every PE reads its own copy, in L banks (a lane's bank: its address mod L), both
         # ping-pong sides in each, written a byte (activation) at a time
         "activations": {"copies": P * L, "width": 8 * B, "depths": [bank_depth] * (P * L), "rom": False,
-                        "enables": B},
+                        "enables": B} if not cfg.lane_copies else
+        # with lane copies: each lane of each PE its own copy, P activations a word
+        {"copies": P * L, "width": 8 * P, "depths": [2 * act_side_words(program.widest, P)] * (P * L),
+         "rom": False, "enables": P},
         # the upper weight bits of the layers wider than low_bits (none without them)
         **({"weights_high": {"copies": P, "width": hb, "depths": [max(2, len(hi)) for _, hi, _ in images], "rom": True,
                              "enables": 0, "widths": [rom_width(hi, (1 << hb) - 1) for _, hi, _ in images]}}

@@ -42,7 +42,7 @@ def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, 
             pos += 1
             for k, (delta, w) in enumerate(entries):
                 q[k] += delta
-                p = w * int(acts[lane_column(origin, k, q[k], cfg.lanes)]) if w != 0 else 0
+                p = w * int(acts[lane_column(origin, k, q[k], cfg.lanes, cfg.lane_copies)]) if w != 0 else 0
                 if mode == "mac":
                     total += p
                 elif w != 0:              # MAM ignores zero-weight lanes (fillers, padding)

@@ -85,7 +85,7 @@ class PE(wiring.Component):
         self.high = (list(high or []) + [0, 0])[:max(2, len(high or []))] if cfg.low_bits else None
         self.layers = list(layers)
         # one ping-pong side, in words of P: a power of two, at least a row of every bank
-        self.act_depth = max(pow2_at_least(act_depth), cfg.lanes // cfg.pes)
+        self.act_depth = max(pow2_at_least(act_depth), 1 if cfg.lane_copies else cfg.lanes // cfg.pes)
         self.family = family                             # memories marked block RAM or logic for it
         self.scales = scales                             # bias words carry each row's mult and shift
         self.act_addr_bits = index_bits(2 * self.act_depth)
@@ -132,10 +132,13 @@ class PE(wiring.Component):
                                                                  len(self.high), fam, rom=True))
             h_rd = hmem.read_port()
         b_rd = bmem.read_port()
-        # the activation banks: bank b holds the bytes whose address is b mod L, B to a row
-        B = bank_bytes(cfg)
-        log2l, log2b = clog2(L), clog2(B)
-        bank_depth = 2 * self.act_depth * P // (L * B)
+        # the activation banks: bank b holds the bytes whose address is b mod L, B to a row; with
+        # lane copies, memory b is lane b's own copy (P to a row), read without rotation
+        copies = cfg.lane_copies
+        rotate = L > 1 and not copies
+        B = P if copies else bank_bytes(cfg)
+        log2l, log2b = (0 if copies else clog2(L)), clog2(B)
+        bank_depth = 2 * self.act_depth * P // (1 if copies else L * B)
         act_rd = []
         aw_bytes = [self.aw.data.word_select(j, 8) for j in range(P)]
         for b in range(L):
@@ -143,7 +146,10 @@ class PE(wiring.Component):
                          attrs=memory_style(8 * B, bank_depth, fam, rom=False, write_enables=B))
             m.submodules[f"act{b}"] = mem
             wr = mem.write_port(granularity=8)
-            if P >= L:                             # bytes b, b + L, ... of the word, in row addr
+            if copies:                             # the whole word, into every lane's copy
+                m.d.comb += [wr.addr.eq(self.aw.addr), wr.data.eq(self.aw.data),
+                             wr.en.eq(Mux(self.aw.en, self.aw.mask, 0))]
+            elif P >= L:                             # bytes b, b + L, ... of the word, in row addr
                 m.d.comb += [wr.addr.eq(self.aw.addr), wr.data.eq(Cat(*aw_bytes[b::L])),
                              wr.en.eq(Mux(self.aw.en, Cat(*[self.aw.mask[j] for j in range(b, P, L)]), 0))]
             else:                                  # byte b mod P of the words at addr = b // P (mod L/P)
@@ -246,7 +252,7 @@ class PE(wiring.Component):
         qw = len(origin) - log2l if len(origin) > log2l else 1
         ob = [Signal(qw, name=f"ob{k}") for k in range(L)]        # (origin + k) >> log2(L), with org_b
         rot_b = Signal(max(1, log2l))                              # origin mod L, with org_b
-        m.d.sync += [o.eq((org_a + k) >> log2l) for k, o in enumerate(ob)]
+        m.d.sync += [o.eq((org_a + (0 if copies else k)) >> log2l) for k, o in enumerate(ob)]
         m.d.sync += rot_b.eq(org_a[:log2l] if log2l else 0)
         lane_q = [Signal(qw, name=f"q{k}") for k in range(L)]
         cols = []
@@ -274,7 +280,7 @@ class PE(wiring.Component):
             m.d.sync += [w1b[k].eq(wts[k]), sel_b[k].eq(cols[k][:log2b] if log2b else 0)]
         for b in range(L):
             src = Signal(qw, name=f"bank_col{b}")
-            m.d.comb += src.eq(cols_arr[(b - rot_b)[:log2l]] if L > 1 else cols[0])
+            m.d.comb += src.eq(cols_arr[(b - rot_b)[:log2l]] if rotate else cols[b])
             m.d.sync += rows_b[b].eq(src >> log2b)
 
         # ---------------------------------------------------------------- S2: activation read
@@ -306,7 +312,7 @@ class PE(wiring.Component):
             # the byte as a 9-bit value: sign-extended (int8) or zero-extended (unsigned bytes)
             x, w = Signal(signed(9), name=f"x2c_{k}"), Signal(signed(8), name=f"w2c_{k}")
             bank = Signal(8 * B, name=f"bank2b_{k}")
-            m.d.comb += bank.eq(a2b_arr[(rot2b + k)[:log2l]] if L > 1 else a2b[0])
+            m.d.comb += bank.eq(a2b_arr[(rot2b + k)[:log2l]] if rotate else a2b[k])
             byte = bank.word_select(sel2b, 8) if B > 1 else bank
             m.d.sync += [w2b.eq(w2[k]), sel2b.eq(sel2[k]), x.eq(Cat(byte, byte[7] & ~uns)), w.eq(w2b)]
             x2c.append(x)
@@ -454,7 +460,8 @@ def act_addr_bits_of(program) -> int:
 
 def act_depth_of(program) -> int:
     """Words of P activations a buffer side needs for the widest layer input or output."""
-    return act_side_words(program.widest, program.config.pes, program.config.lanes)
+    cfg = program.config
+    return act_side_words(program.widest, cfg.pes, 1 if cfg.lane_copies else cfg.lanes)
 
 
 def pe_from_program(program, p: int, family: str | None = None) -> PE:

@@ -332,7 +332,8 @@ def cmd_compile(args) -> int:
         print(f"choosing the fastest configuration that fits the {args.board} (logic at most "
               f"{stages.LOGIC_MARGIN:.0%} of the device, every other resource to its count) ...", flush=True)
     c = stages.compile_for(net, pes=args.pes, lanes=args.lanes, board=args.board, acc_bits=args.acc_bits,
-                           delta_bits=args.delta_bits, split=args.split, log=_say(args.quiet))
+                           delta_bits=args.delta_bits, split=args.split, log=_say(args.quiet),
+                           lane_copies=None if args.act_memory is None else args.act_memory == "copies")
     if c.choice:
         print(c.choice.explain())
     build = stages.emit(c, args.output, board=args.board)
@@ -600,6 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--delta-bits", type=int, help="column delta width (default: smallest memory)")
     d.add_argument("--split", choices=["auto", "never", "always"],
                    help="column-split layers (default: where faster; with --board, whichever fits)")
+    d.add_argument("--act-memory", choices=["banked", "copies"],
+                   help="the activations: one copy per PE banked across its lanes, or a copy per lane "
+                        "(faster on short rows, L times the memory); default banked, with --board whichever "
+                        "is faster and fits")
     d.add_argument("-o", "--output", type=Path, required=True)
 
     d = verb("sim", cmd_sim, "co-simulate the generated accelerator against the golden model")

@@ -110,6 +110,7 @@ class CompileFigures:
     sizes_before: list[int]           # layer widths before and after dead-neuron elimination
     sizes_after: list[int]
     choice: dict | None = None        # how the configuration was chosen (mamfpga.boards.fit.Choice.record)
+    lane_copies: bool = False         # each lane its own copy of the activations (else banked)
 
     @classmethod
     def of(cls, program, choice: dict | None = None) -> "CompileFigures":
@@ -119,7 +120,7 @@ class CompileFigures:
                                  l.cycles_model, l.cycles_bound) for l in program.layers],
                    sum(l.nnz for l in program.layers), program.cycles_model, program.cycles_bound,
                    mem.get("bram"), mem.get("weight_bits_per_nnz"), balance(program)["nnz"],
-                   list(e.get("sizes_before", [])), list(e.get("sizes_after", [])), choice)
+                   list(e.get("sizes_before", [])), list(e.get("sizes_after", [])), choice, cfg.lane_copies)
 
     @classmethod
     def from_json(cls, d: dict | None):
@@ -269,7 +270,8 @@ def _slash(values) -> str:
 
 
 def render_compile(c: CompileFigures, sim: SimFigures | None = None, board: str | None = None) -> list[str]:
-    out = [f"P={c.pes} PEs x L={c.lanes} lanes, {c.acc_bits}-bit accumulators, {c.delta_bits}-bit column deltas, "
+    out = [f"P={c.pes} PEs x L={c.lanes} lanes ({'a copy per lane' if c.lane_copies else 'banked'} activations), "
+           f"{c.acc_bits}-bit accumulators, {c.delta_bits}-bit column deltas, "
            f"split {c.split}" + (f", board {board}" if board else "")]
     if c.choice:
         n = c.choice.get("needs") or {}

@@ -66,7 +66,8 @@ def placed_simulation(demo: Path) -> dict:
             build = demo / "build"
             program, _ = stages.load(build)
         else:
-            c = stages.compile_for(net, pes=cfg.pes, lanes=cfg.lanes, board=board, split=cfg.split)
+            c = stages.compile_for(net, pes=cfg.pes, lanes=cfg.lanes, board=board, split=cfg.split,
+                                   lane_copies=cfg.lane_copies)
             build = OUT / f"placed-{board}"
             if build.exists():
                 shutil.rmtree(build)
@@ -104,12 +105,12 @@ def main():
     net = stages.load_qnet(demo / "net.npz")
     # the configuration the demo chose to fit the iCEBreaker (mamfpga.boards.fit), on both boards
     cfg = stages.Report.load(demo).compile
-    P, L, split = cfg.pes, cfg.lanes, cfg.split
+    P, L, split, copies = cfg.pes, cfg.lanes, cfg.split, cfg.lane_copies
     head = f"{'board':<12}{'device':<11}{'P':>3}{'L':>3}{'target':>8}{'Fmax':>8}{'LUT':>7}{'FF':>7}{'BRAM':>6}{'DSP':>5}  critical path"
     print(head)
     print("-" * len(head))
     for name, target in (("icebreaker", 48e6), ("ulx3s-85f", 150e6)):
-        c = stages.compile_for(net, pes=P, lanes=L, board=name, split=split)
+        c = stages.compile_for(net, pes=P, lanes=L, board=name, split=split, lane_copies=copies)
         program = c.program
         folder = OUT / f"board-{name}"
         if folder.exists():

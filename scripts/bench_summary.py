@@ -47,7 +47,8 @@ def main():
     if conv:
         cf = conv["configs"]
         row("MNIST CNN cycles / bound (model = simulated)", "<= 1.10",
-            ", ".join(f"{c['model'] / c['bound']:.3f} (P{c['pes']}L{c['lanes']})" for c in cf),
+            ", ".join(f"{c['model'] / c['bound']:.3f} (P{c['pes']}L{c['lanes']}"
+                      f"{' copies' if c.get('lane_copies') else ''})" for c in cf),
             max(c["model"] / c["bound"] for c in cf) <= 1.10)
     rob = load("robustness")
     if rob:

@@ -109,10 +109,12 @@ def test_lower_bound_is_a_bound():
 
 def test_candidates_order_and_limits():
     c = fit.candidates()
-    assert (1, 1, "never") in c and (1, 1, "auto") not in c
-    assert all(p * l <= 32 for p, l, _ in c) and (16, 2, "auto") in c
-    assert fit.candidates([2], [4]) == [(2, 4, "auto"), (2, 4, "never")]
-    assert fit.candidates([2], None, ["never"]) == [(2, l, "never") for l in (1, 2, 4, 8)]
+    assert (1, 1, "never", False) in c and (1, 1, "auto", False) not in c
+    assert (1, 1, "never", True) not in c                      # one lane: nothing to copy
+    assert all(p * l <= 32 for p, l, _, _ in c) and (16, 2, "auto", False) in c and (16, 2, "auto", True) in c
+    assert fit.candidates([2], [4]) == [(2, 4, "auto", False), (2, 4, "auto", True), (2, 4, "never", False),
+                                        (2, 4, "never", True)]
+    assert fit.candidates([2], None, ["never"], [False]) == [(2, l, "never", False) for l in (1, 2, 4, 8)]
 
 
 def test_split_option_is_recorded_and_reproduced(tmp_path):

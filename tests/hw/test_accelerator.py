@@ -14,7 +14,7 @@ from tests.sw.test_golden import random_qnet
 def test_random_networks_equal_golden(seed):
     rng = np.random.default_rng(500 + seed)
     net = random_qnet(rng, max_size=20)
-    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 4])))
+    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 4])), lane_copies=seed % 3 == 1)
     program = compiler.compile_network(net, cfg, split=str(rng.choice(["auto", "never", "always"])))
     x = rng.integers(-128, 128, size=(3, net.input_size)).astype(np.int8)
     x[0] = 0

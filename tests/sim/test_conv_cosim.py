@@ -27,10 +27,10 @@ CASES = [
 ]
 
 
-def _check(seed, P, L, simulator, gap, stall, tmp_path):
+def _check(seed, P, L, simulator, gap, stall, tmp_path, copies=False):
     rng = np.random.default_rng(seed)
     net = random_conv_network(rng)
-    program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L))
+    program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L, lane_copies=copies))
     build = emit(program, tmp_path / "build")
     x = conv_inputs(rng, net.input_shape, 5)
     res = cosimulate(program, build, x, simulator=simulator, gap_prob=gap, stall_prob=stall, seed=seed)
@@ -49,6 +49,15 @@ def test_random_conv_network_bit_exact(case, tmp_path):
         from tests.conftest import require_tool
         require_tool("iverilog")
     _check(seed, P, L, simulator, gap, stall, tmp_path)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("seed, P, L, simulator", [(1, 2, 2, "verilator"), (205, 1, 4, "verilator"),
+                                                   (3, 4, 2, "icarus")])
+def test_lane_copies_bit_exact(seed, P, L, simulator, tmp_path):
+    """A copy of the activations per lane (ArchConfig.lane_copies): bit-exact, cycles = model."""
+    program = _check(seed, P, L, simulator, 0.0, 0.0, tmp_path, copies=True)
+    assert program.config.lane_copies
 
 
 @pytest.mark.sim

@@ -26,7 +26,8 @@ def test_program_computes_golden(seed):
     """The memory images, decoded as the hardware will, equal the golden model."""
     rng = np.random.default_rng(seed)
     net = random_qnet(rng)
-    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4, 8, 16])), lanes=int(rng.choice([1, 2, 4, 8])))
+    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4, 8, 16])), lanes=int(rng.choice([1, 2, 4, 8])),
+                     lane_copies=seed % 4 == 1)
     x = rng.integers(-128, 128, size=(12, net.input_size)).astype(np.int8)
     x[0] = 0
     split = str(rng.choice(["auto", "never", "always"]))
@@ -136,6 +137,14 @@ def test_lanes_must_be_a_power_of_two():
         ArchConfig(pes=2, lanes=3)
 
 
+def test_lane_copies_row_costs():
+    """A row of 5 nonzeros at addresses 0, 2, 4, 6, 8 (all even): banked over 2 lanes they all
+    sit in lane 0 (5 words); with lane copies they alternate lanes (3 words)."""
+    csr = passes._CSR(np.array([0, 5]), np.array([0, 2, 4, 6, 8]), np.array([1, 2, 3, 4, 5]))
+    assert passes._row_costs(csr, ArchConfig(pes=1, lanes=2)).tolist() == [5]
+    assert passes._row_costs(csr, ArchConfig(pes=1, lanes=2, lane_copies=True)).tolist() == [3]
+
+
 def test_balance_lanes_keeps_the_rows_and_never_scores_worse():
     """The slot search only permutes the rows (padding included) and its cycles are no worse
     than the balanced assignment's on the consumer it balances for."""
@@ -161,3 +170,19 @@ def test_balance_lanes_keeps_the_rows_and_never_scores_worse():
     finally:
         passes.LANE_BALANCE_TRIES = orig
     assert prog.cycles_model <= plain.cycles_model
+
+
+def test_lane_copies_cost_ceil_nnz_over_lanes_and_l_copies_of_memory():
+    """With a copy of the activations per lane, any nonzero goes in any lane: a row costs
+    ceil(nnz / L) words (plus gap fillers), never more than banked; the activation memory is L
+    copies of P bytes a word."""
+    rng = np.random.default_rng(11)
+    net = random_qnet(rng)
+    x = rng.integers(-128, 128, size=(4, net.input_size)).astype(np.int8)
+    for P, L in ((2, 2), (1, 4), (4, 2)):
+        banked = _check(net, ArchConfig(pes=P, lanes=L), x, split="never", delta_bits=8)
+        copies = _check(net, ArchConfig(pes=P, lanes=L, lane_copies=True), x, split="never", delta_bits=8)
+        assert copies.cycles_model <= banked.cycles_model
+        act = passes.memory_use(copies, None)["memories"]["activations"]
+        assert act["copies"] == P * L and act["width"] == 8 * P
+        assert act["bits"] == P * L * 8 * P * 2 * passes.act_side_words(copies.widest, P)
