@@ -282,8 +282,10 @@ def candidates(pes: list[int] | None = None, lanes: list[int] | None = None,
 
 
 def _dominates(a: Candidate, b: Candidate) -> bool:
-    """a needs at least what b needs: as many PEs and lanes, and split layers if b has them."""
-    return a.pes >= b.pes and a.lanes >= b.lanes and (a.split == b.split or b.split == "never")
+    """a needs at least what b needs: as many PEs and lanes, split layers if b has them, and
+    lane copies if b has them (banked activations need less memory than copied ones)."""
+    return (a.pes >= b.pes and a.lanes >= b.lanes and (a.split == b.split or b.split == "never")
+            and (a.copies or not b.copies))
 
 
 def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None = None,

@@ -138,7 +138,7 @@ class PE(wiring.Component):
         rotate = L > 1 and not copies
         B = P if copies else bank_bytes(cfg)
         log2l, log2b = (0 if copies else clog2(L)), clog2(B)
-        bank_depth = 2 * self.act_depth * P // (1 if copies else L * B)
+        bank_depth = 2 * self.act_depth * P // (P if copies else L * B)
         act_rd = []
         aw_bytes = [self.aw.data.word_select(j, 8) for j in range(P)]
         for b in range(L):

@@ -455,7 +455,7 @@ def cmd_sweep_hw(args) -> int:
     net = stages.load_qnet(args.net)
     boards, pes, lanes = [b.strip() for b in args.boards.split(",")], _ints(args.pes, "--pes"), _ints(args.lanes, "--lanes")
     accs, deltas = _ints(args.acc_bits, "--acc-bits", True), _ints(args.delta_bits, "--delta-bits", True)
-    pts = sweep_hw.points(boards, pes, lanes, accs, deltas)
+    pts = sweep_hw.points(boards, pes, lanes, accs, deltas, [m.strip() for m in args.act_memory.split(",")])
     x = golden.prepare_inputs(net, _inputs(args.inputs)[0])[:args.samples]
     where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{args.jobs} local processes"
     with run_dir(args.output, what="sweep-hw output folder") as out:
@@ -657,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lanes", default="1,2", help="comma-separated (default 1,2)")
     d.add_argument("--acc-bits", default="auto", help="accumulator widths, or auto (default)")
     d.add_argument("--delta-bits", default="auto", help="column delta widths, or auto (default)")
+    d.add_argument("--act-memory", default="banked",
+                   help="activation memories, comma-separated: banked (one copy per PE, the default), copies "
+                        "(a copy per lane)")
     d.add_argument("--inputs", type=Path, default=Path("digits"),
                    help="X.npy, or a data set's test set: digits (the default), mnist5k, DATA.npz")
     d.add_argument("--samples", type=int, default=50, help="inputs co-simulated per point (default 50)")

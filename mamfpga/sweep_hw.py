@@ -39,26 +39,31 @@ class SweepError(MamfpgaError):
     """The sweep could not run (its cluster is unreachable)."""
 
 
-FIELDS = ["board", "pes", "lanes", "acc_bits", "delta_bits", "status", "nnz", "cycles_model", "cycles_sim",
+FIELDS = ["board", "pes", "lanes", "act_memory", "acc_bits", "delta_bits", "status", "nnz", "cycles_model", "cycles_sim",
           "cycles_bound", "mismatches", "samples", "bram_estimate", "lut", "ff", "bram", "dsp", "lut_avail",
           "fmax_mhz", "latency_us", "inferences_per_s", "seconds", "detail"]
 
 
-def points(boards, pes, lanes, acc_bits=(None,), delta_bits=(None,)) -> list[dict]:
-    """Every (board, P, L, acc_bits, delta_bits) point, or a :class:`UsageError` naming what is wrong."""
+def points(boards, pes, lanes, acc_bits=(None,), delta_bits=(None,), act_memory=("banked",)) -> list[dict]:
+    """Every (board, P, L, activation memory, acc_bits, delta_bits) point (a copy per lane only with
+    two or more lanes), or a :class:`UsageError` naming what is wrong."""
     unknown = [b for b in boards if b not in BOARDS]
     if unknown:
         raise UsageError(f"unknown board(s) {', '.join(unknown)}; known: {', '.join(BOARDS)}")
     if any(p < 1 or p & (p - 1) for p in pes):
         raise UsageError(f"--pes must be powers of two, not {[p for p in pes if p < 1 or p & (p - 1)]}")
-    if any(l < 1 for l in lanes):
-        raise UsageError(f"--lanes must be at least 1, not {lanes}")
-    return [{"board": b, "pes": p, "lanes": l, "acc_bits": a, "delta_bits": d}
-            for b, p, l, a, d in itertools.product(boards, pes, lanes, acc_bits, delta_bits)]
+    if any(l < 1 or l & (l - 1) for l in lanes):
+        raise UsageError(f"--lanes must be powers of two, not {[l for l in lanes if l < 1 or l & (l - 1)]}")
+    bad = [m for m in act_memory if m not in ("banked", "copies")]
+    if bad:
+        raise UsageError(f"--act-memory takes banked and copies, not {', '.join(bad)}")
+    return [{"board": b, "pes": p, "lanes": l, "act_memory": m, "acc_bits": a, "delta_bits": d}
+            for b, p, l, m, a, d in itertools.product(boards, pes, lanes, act_memory, acc_bits, delta_bits)
+            if not (m == "copies" and l == 1)]
 
 
 def _name(pt: dict) -> str:
-    return (f"{pt['board']}-p{pt['pes']}l{pt['lanes']}"
+    return (f"{pt['board']}-p{pt['pes']}l{pt['lanes']}{'-copies' if pt.get('act_memory') == 'copies' else ''}"
             f"-a{pt['acc_bits'] or 'auto'}-d{pt['delta_bits'] or 'auto'}")
 
 
@@ -70,7 +75,8 @@ def evaluate_point(pt: dict, net_path: str, inputs_path: str, root: str, synth: 
     row.update(pt)
     try:
         c = stages.compile_for(stages.load_qnet(net_path), pes=pt["pes"], lanes=pt["lanes"], board=pt["board"],
-                               acc_bits=pt["acc_bits"], delta_bits=pt["delta_bits"])
+                               acc_bits=pt["acc_bits"], delta_bits=pt["delta_bits"],
+                               lane_copies=pt.get("act_memory") == "copies")
         program = c.program
         row.update(acc_bits=program.config.acc_bits, delta_bits=program.config.delta_bits,
                    nnz=sum(l.nnz for l in program.layers), cycles_model=program.cycles_model,
@@ -129,7 +135,7 @@ def run_points(pts: list[dict], net_path, inputs_path, root, *, synth: bool = Tr
     return [rows[k] for k in range(len(pts))]
 
 
-HEADER = (f"{'board':<11}{'P':>3}{'L':>3}{'acc':>5}{'dlt':>4} {'status':<13}{'cycles':>7}{'LUT':>7}{'FF':>7}"
+HEADER = (f"{'board':<11}{'P':>3}{'L':>3}{'act':>7}{'acc':>5}{'dlt':>4} {'status':<13}{'cycles':>7}{'LUT':>7}{'FF':>7}"
           f"{'BRAM':>5}{'DSP':>4}{'Fmax':>7}{'us':>8}{'s':>6}")
 
 
@@ -138,7 +144,7 @@ def row_lines(r: dict) -> list[str]:
     def f(v, spec=""):
         return "-" if v is None else format(v, spec)
 
-    out = [f"{r['board']:<11}{r['pes']:>3}{r['lanes']:>3}{f(r['acc_bits']):>5}{f(r['delta_bits']):>4} "
+    out = [f"{r['board']:<11}{r['pes']:>3}{r['lanes']:>3}{r.get('act_memory') or 'banked':>7}{f(r['acc_bits']):>5}{f(r['delta_bits']):>4} "
            f"{r['status']:<13}{f(r['cycles_sim']):>7}{f(r['lut']):>7}{f(r['ff']):>7}{f(r['bram']):>5}"
            f"{f(r['dsp']):>4}{f(r['fmax_mhz'], '.1f'):>7}{f(r['latency_us'], '.2f'):>8}{r['seconds']:>6.0f}"]
     if r["status"] != "ok" and r.get("detail"):

@@ -117,6 +117,15 @@ def test_candidates_order_and_limits():
     assert fit.candidates([2], None, ["never"], [False]) == [(2, l, "never", False) for l in (1, 2, 4, 8)]
 
 
+def test_banked_is_not_skipped_for_a_copied_candidate_that_overflowed():
+    """A copied candidate that did not fit (by its synthesized block RAM, say) does not rule out
+    the banked one of the same P and L, which needs less memory; the converse holds."""
+    copies, banked = fit.Candidate(2, 2, "never", copies=True), fit.Candidate(2, 2, "never")
+    assert not fit._dominates(banked, copies)
+    assert fit._dominates(copies, banked) and fit._dominates(fit.Candidate(4, 2, "never"), banked)
+    assert copies.label == "P=2 L=2 no split lane copies"
+
+
 def test_split_option_is_recorded_and_reproduced(tmp_path):
     """compile --split never, then load_build (what synth, sim and report do) gives the same program."""
     rng = np.random.default_rng(7)
@@ -142,6 +151,10 @@ BRAM_CASES = [
     (4, [200, 300, 10], 0.05, 2, 2, "auto", "ice40"),
     (3, [6, 4], 0.5, 1, 1, "auto", "ice40"),
     (2, [50, 70, 9], 0.2, 4, 1, "auto", "ecp5"),
+    # the activations banked (P >= L, P < L) and copied per lane
+    (5, [200, 300, 10], 0.05, 1, 4, "never", "ice40"),
+    (6, [200, 300, 10], 0.05, 2, 2, "never", "ice40-copies"),
+    (7, [50, 70, 9], 0.2, 2, 4, "never", "ecp5-copies"),
 ]
 
 
@@ -156,8 +169,9 @@ def test_block_ram_estimate_equals_yosys(case):
     from mamfpga.hw.verilog import to_verilog
 
     seed, shapes, density, P, L, split, family = case
+    family, copies = family.split("-")[0], family.endswith("-copies")
     net = random_network(np.random.default_rng(seed), shapes, density, ["mam", "mac"])
-    prog = compiler.compile_network(net, ArchConfig(P, L), split=split)
+    prog = compiler.compile_network(net, ArchConfig(P, L, lane_copies=copies), split=split)
     if split != "auto":
         assert all(l.split == (split == "always") for l in prog.layers)
     use = compiler.memory_use(prog, family)

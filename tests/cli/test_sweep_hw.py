@@ -49,17 +49,18 @@ def test_sweep_hw_on_a_dask_local_cluster(tmp_path, capsys):
 def test_sweep_hw_local_pool_without_synth(tmp_path, capsys):
     net, x = _net(tmp_path)
     rc = cli.main(["sweep-hw", str(net), "--boards", "icebreaker", "--pes", "4", "--lanes", "1,4",
-                   "--delta-bits", "auto,6", "--inputs", str(x), "--jobs", "2", "--no-synth",
-                   "-o", str(tmp_path / "sw")])
+                   "--act-memory", "banked,copies", "--delta-bits", "auto,6", "--inputs", str(x), "--jobs", "2",
+                   "--no-synth", "-o", str(tmp_path / "sw")])
     out = capsys.readouterr().out
     assert rc == 0, out
     rows = _rows(tmp_path / "sw" / "sweep_hw.csv")
-    assert [(r["lanes"], r["delta_bits"]) for r in rows if r["status"] == "ok"] == [("1", "3"), ("1", "6")]
+    assert [(r["lanes"], r["act_memory"], r["delta_bits"]) for r in rows if r["status"] == "ok"] == [
+        ("1", "banked", "3"), ("1", "banked", "6"), ("4", "banked", "2"), ("4", "banked", "6")]
     assert all(r["mismatches"] == "0" and r["cycles_sim"] == r["cycles_model"] for r in rows if r["status"] == "ok")
-    # 4 PEs x 4 lanes keep 16 copies of the activations, 2 block RAMs each: more than the UP5K has
-    # (the weight and bias memories are small enough for logic)
+    # 4 PEs x 4 lanes with a copy of the activations per lane: 16 copies, 2 block RAMs each, more
+    # than the UP5K has (banked, the 4 PEs' copies are small enough for logic)
     misfits = [r for r in rows if r["status"] != "ok"]
-    assert [r["status"] for r in misfits] == ["does not fit"] * 2
+    assert [(r["status"], r["act_memory"]) for r in misfits] == [("does not fit", "copies")] * 2
     assert "needs 32 block RAMs (activations 32)" in misfits[0]["detail"] and "has 30" in misfits[0]["detail"]
     assert all(r["lut"] == "" for r in rows)            # not synthesized
     assert not (tmp_path / "sw" / "pareto.png").exists()
