@@ -315,8 +315,9 @@ class LayerShape:
 
 
 #: pairs of rows the lane balancing (:func:`balance_lanes`) tries swapping, at most, per layer;
-#: up to this many consumer rows it scores the consumer's busiest PE, beyond them its words / P
-LANE_BALANCE_TRIES, EXACT_CONSUMER_ROWS = 3000, 64
+#: the consumer nonzeros it may score in all (fewer tries for a large consumer: compile time); up
+#: to this many consumer rows it scores the consumer's busiest PE, beyond them its words / P
+LANE_BALANCE_TRIES, LANE_BALANCE_WORK, EXACT_CONSUMER_ROWS = 3000, 20_000_000, 64
 
 
 def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, consumer: tuple | None,
@@ -324,16 +325,19 @@ def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, cons
     """Which slot each output of a row-parallel layer takes, for its consumer's lanes. Output
     row ``rows[p][r]`` goes to slot r P + p, and a consumer's nonzero reading it sits in lane
     (slot + rest) mod L: its rows cost their longest lane. Starting from the balanced
-    assignment, swaps of two slots (sampled, seeded, at most ``tries``) are kept when they lower
-    positions x the layer's busiest PE + the consumer's positions x its words / P (gap fillers
-    left out; scoring the consumer's busiest PE instead, as assign_rows balances it, did worse
-    on the MNIST CNN: the search is greedy). ``consumer``: (positions, consumer row of each nonzero, producer row it reads,
-    rest of its address), or None (the last layer: nothing to balance)."""
+    assignment, swaps of two slots (sampled, seeded) are kept when they lower the cycles:
+    positions x the layer's busiest PE + the consumer's positions x its busiest PE (its rows
+    balanced by :func:`assign_rows`; beyond :data:`EXACT_CONSUMER_ROWS` rows, its words / P),
+    ties broken by the consumer's words, then the spread of the loads (gap fillers left out).
+    At most ``tries`` swaps, fewer for a large consumer (:data:`LANE_BALANCE_WORK` nonzeros
+    scored in all). ``consumer``: (positions, consumer row of each nonzero, producer row it
+    reads, rest of its address), or None (the last layer: nothing to balance)."""
     L, P = cfg.lanes, cfg.pes
     tries = LANE_BALANCE_TRIES if tries is None else tries
     if consumer is None or L == 1 or cfg.lane_copies or len(consumer[1]) == 0:
         return rows
     c_pos, nz_row, nz_ch, nz_rest = consumer
+    tries = min(tries, LANE_BALANCE_WORK // len(nz_row))
     n_cons = int(nz_row.max()) + 1
     grid = np.array(rows, dtype=np.int64)                  # [P, R]
     R = grid.shape[1]
