@@ -270,7 +270,7 @@ def _slash(values) -> str:
 
 
 def render_compile(c: CompileFigures, sim: SimFigures | None = None, board: str | None = None) -> list[str]:
-    out = [f"P={c.pes} PEs x L={c.lanes} lanes ({'a copy per lane' if c.lane_copies else 'banked'} activations), "
+    out = [f"P={c.pes} PEs x L={c.lanes} lanes (activations {'copied per lane' if c.lane_copies else 'banked'}), "
            f"{c.acc_bits}-bit accumulators, {c.delta_bits}-bit column deltas, "
            f"split {c.split}" + (f", board {board}" if board else "")]
     if c.choice:
