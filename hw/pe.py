@@ -27,7 +27,8 @@ byte j goes to bank j mod L, row ``aw.addr``; with P < L to bank (addr mod L/P) 
 (:func:`mamfpga.compile.arch.lane_column`), so the L lanes read L different banks: bank
 (origin + k) mod L, a rotation by the origin's residue (fixed for a dense layer, changing
 with the position for a conv whose origin steps are not multiples of L). P and L are powers
-of two.
+of two. With ``lane_copies`` (:class:`~mamfpga.compile.arch.ArchConfig`), memory k is lane k's
+own copy, P activations a row, written whole, read at column >> log2(P) without rotation.
 """
 
 from __future__ import annotations
@@ -111,7 +112,6 @@ class PE(wiring.Component):
         m = Module()
         cfg = self.cfg
         L, P = cfg.lanes, cfg.pes
-        log2p = clog2(P)
 
         # ---------------------------------------------------------------- memories
         # each memory marked block RAM or logic as the compiler counted it (mamfpga.compile.device)
