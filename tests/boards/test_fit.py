@@ -154,12 +154,13 @@ BRAM_CASES = [
     # the activations banked (P >= L, P < L) and copied per lane
     (5, [200, 300, 10], 0.05, 1, 4, "never", "ice40"),
     (6, [200, 300, 10], 0.05, 2, 2, "never", "ice40-copies"),
-    (7, [50, 70, 9], 0.2, 2, 4, "never", "ecp5-copies"),
+    # the default suite's time (about 15 minutes): with -m slow
+    pytest.param((7, [50, 70, 9], 0.2, 2, 4, "never", "ecp5-copies"), marks=pytest.mark.slow),
 ]
 
 
 @pytest.mark.synth
-@pytest.mark.parametrize("case", BRAM_CASES, ids=[f"{c[6]}-P{c[3]}L{c[4]}-{c[5]}" for c in BRAM_CASES])
+@pytest.mark.parametrize("case", BRAM_CASES, ids=lambda c: f"{c[6]}-P{c[3]}L{c[4]}-{c[5]}")
 def test_block_ram_estimate_equals_yosys(case):
     """The compiler's block-RAM count (memory_use) is what yosys builds from the accelerator's
     Verilog, for row-parallel and column-split layers: every memory is marked block RAM or logic

@@ -23,7 +23,7 @@ CASES = [
     (5, 1, 4, "verilator", 0.2, 0.0),
     # a pitched input map (an unused column after each padded row: the input walk skips it)
     (205, 2, 2, "verilator", 0.0, 0.0),
-    (209, 1, 4, "icarus", 0.0, 0.0),
+    pytest.param((209, 1, 4, "icarus", 0.0, 0.0), marks=pytest.mark.slow),     # the suite's time: slow
 ]
 
 
@@ -42,7 +42,7 @@ def _check(seed, P, L, simulator, gap, stall, tmp_path, copies=False):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("case", CASES, ids=[f"seed{c[0]}-{c[3]}-P{c[1]}L{c[2]}" for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"seed{c[0]}-{c[3]}-P{c[1]}L{c[2]}")
 def test_random_conv_network_bit_exact(case, tmp_path):
     seed, P, L, simulator, gap, stall = case
     if simulator == "icarus":
@@ -52,8 +52,11 @@ def test_random_conv_network_bit_exact(case, tmp_path):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("seed, P, L, simulator", [(1, 2, 2, "verilator"), (205, 1, 4, "verilator"),
-                                                   (3, 4, 2, "icarus")])
+@pytest.mark.parametrize("seed, P, L, simulator", [
+    (1, 2, 2, "verilator"),
+    # the default suite's time (about 15 minutes): these two with -m slow
+    pytest.param(205, 1, 4, "verilator", marks=pytest.mark.slow),
+    pytest.param(3, 4, 2, "icarus", marks=pytest.mark.slow)])
 def test_lane_copies_bit_exact(seed, P, L, simulator, tmp_path):
     """A copy of the activations per lane (ArchConfig.lane_copies): bit-exact, cycles = model."""
     program = _check(seed, P, L, simulator, 0.0, 0.0, tmp_path, copies=True)
