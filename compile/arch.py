@@ -57,7 +57,7 @@ import numpy as np
 
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
-           "index_bits", "pow2_at_least", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
+           "index_bits", "pow2_at_least", "not_powers_of_two", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
            "unpack", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
            "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
            "low_word_bits", "high_word_bits"]
@@ -88,6 +88,12 @@ def clog2(n: int) -> int:
 def index_bits(n: int) -> int:
     """Width of a signal that indexes n things (at least 1)."""
     return max(1, clog2(n))
+
+
+def not_powers_of_two(values) -> list:
+    """Those of ``values`` that are not powers of two: the one rule for P and L (the PE's byte
+    selects, the activation banks), which ArchConfig and the CLI's option checks apply."""
+    return [v for v in values if v < 1 or v & (v - 1)]
 
 
 def pow2_at_least(n: int) -> int:
@@ -131,9 +137,9 @@ class ArchConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"{name} must be an integer between {lo} and {hi}, not {v!r}")
-        if self.pes & (self.pes - 1):
+        if not_powers_of_two([self.pes]):
             raise ValueError(f"the generated accelerator needs a power-of-two number of PEs, not {self.pes}")
-        if self.lanes & (self.lanes - 1):
+        if not_powers_of_two([self.lanes]):
             raise ValueError(f"the generated accelerator needs a power-of-two number of lanes (the activation "
                              f"memory's banks), not {self.lanes}")
         if isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, int) \

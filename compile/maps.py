@@ -110,8 +110,8 @@ class ConvGeometry:
         """The origin generator's increments: along the window (x, y), then the pooled output (px, py)."""
         sy, sx = self.stride
         ph, pw = self.pool
-        wp, cs = self.src.pitch, self.src.cs
-        return {"x": sx * cs, "y": sy * wp * cs, "px": pw * sx * cs, "py": ph * sy * wp * cs}
+        pitch, cs = self.src.pitch, self.src.cs
+        return {"x": sx * cs, "y": sy * pitch * cs, "px": pw * sx * cs, "py": ph * sy * pitch * cs}
 
     def origins(self) -> np.ndarray:
         """The origin of every position, in the order the PEs compute them: py, px, dy, dx."""

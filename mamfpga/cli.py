@@ -654,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("net", type=Path, help="net.npz")
     d.add_argument("--boards", default="icebreaker", help="comma-separated (default icebreaker)")
     d.add_argument("--pes", default="1,2,4", help="comma-separated powers of two (default 1,2,4)")
-    d.add_argument("--lanes", default="1,2", help="comma-separated (default 1,2)")
+    d.add_argument("--lanes", default="1,2", help="comma-separated powers of two (default 1,2)")
     d.add_argument("--acc-bits", default="auto", help="accumulator widths, or auto (default)")
     d.add_argument("--delta-bits", default="auto", help="column delta widths, or auto (default)")
     d.add_argument("--act-memory", default="banked",

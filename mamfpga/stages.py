@@ -31,6 +31,7 @@ from mamfpga.boards import run as board_run
 from mamfpga.boards.targets import Board, board as board_by_name
 from mamfpga.compile import ArchConfig, MemoryFitError, Program, compile_network, load_build, supported
 from mamfpga.compile.device import DEVICES
+from mamfpga.compile.arch import not_powers_of_two
 from mamfpga.errors import UsageError
 from mamfpga.outputs import PLOTS_HINT, atomic_write_text, replaced_whole, staged_dir
 from mamfpga.hw import emit as hw_emit
@@ -586,7 +587,7 @@ def compile_for(qnet: QuantNetwork, *, pes: int | None = None, lanes: int | None
     ``lane_copies``: the activations copied per lane (True) or banked across the lanes (False);
     None: the board flow tries both, banked without a board."""
     for name, v in (("pes", pes), ("lanes", lanes)):
-        if v is not None and (v < 1 or v & (v - 1)):
+        if v is not None and not_powers_of_two([v]):
             raise UsageError(f"--{name} must be a power of two for the generated accelerator, not {v}")
     qnet = supported(qnet)          # the accelerator's layer kinds, before any board figure
     brd = get_board(board) if board is not None else None

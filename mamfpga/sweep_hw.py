@@ -28,6 +28,7 @@ from mamfpga.boards.fit import NoFitError
 from mamfpga.boards.flow import CapacityError
 from mamfpga.boards.targets import BOARDS
 from mamfpga.compile import CompileError
+from mamfpga.compile.arch import not_powers_of_two
 from mamfpga.errors import MamfpgaError, UsageError, require_extra
 from mamfpga.outputs import PLOTS_HINT, atomic_write_text, pyplot, save_figure
 
@@ -50,10 +51,9 @@ def points(boards, pes, lanes, acc_bits=(None,), delta_bits=(None,), act_memory=
     unknown = [b for b in boards if b not in BOARDS]
     if unknown:
         raise UsageError(f"unknown board(s) {', '.join(unknown)}; known: {', '.join(BOARDS)}")
-    if any(p < 1 or p & (p - 1) for p in pes):
-        raise UsageError(f"--pes must be powers of two, not {[p for p in pes if p < 1 or p & (p - 1)]}")
-    if any(l < 1 or l & (l - 1) for l in lanes):
-        raise UsageError(f"--lanes must be powers of two, not {[l for l in lanes if l < 1 or l & (l - 1)]}")
+    for name, values in (("pes", pes), ("lanes", lanes)):
+        if not_powers_of_two(values):
+            raise UsageError(f"--{name} must be powers of two, not {not_powers_of_two(values)}")
     bad = [m for m in act_memory if m not in ("banked", "copies")]
     if bad:
         raise UsageError(f"--act-memory takes banked and copies, not {', '.join(bad)}")
