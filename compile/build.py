@@ -1,6 +1,6 @@
 """A build folder: the compiled program's memory images and manifest, written and read back.
 
-``BUILD/manifest.json`` records every compile option (format ``mamfpga.build/2``),
+``BUILD/manifest.json`` records every compile option (format ``mamfpga.build/3``),
 ``net.npz`` the source network, ``pe{p}_weights.hex``/``pe{p}_bias.hex`` each
 PE's memory images. :func:`load_build` compiles ``net.npz`` again with the
 manifest's options (compilation is deterministic) and checks it against the
@@ -24,7 +24,7 @@ from mamfpga.sw.qnet import load_qnet, save_qnet
 
 __all__ = ["write_build", "load_build", "balance", "BUILD_FORMAT"]
 
-BUILD_FORMAT = "mamfpga.build/2"
+BUILD_FORMAT = "mamfpga.build/3"
 
 
 def write_build(program: Program, build: str | Path, *, board: str | None = None, top: str | None = None,
