@@ -174,6 +174,10 @@ def _prepare(program, board: Board, out: Path, *, target: float | None, baud: in
     if board.open_flow:
         overrides = {
             "script_after_synth": "tee -q -o stat.json stat -json",
+            # the controllers' state registers one-hot (yosys leaves a register with an initial
+            # value binary; all are reset by the clock's ready signal): the host link's binary
+            # next-state logic was the critical path on the iCE40
+            "script_after_read": "hierarchy -top " + BOARD_TOP_NAME + "; setattr -set fsm_encoding \"one-hot\" w:fsm_state",
             # multipliers (the requantizers') in DSP blocks: a LUT multiplier is the critical path
             "synth_opts": "-dsp" if board.family == "ice40" else "",
             # the routed netlist too: ``mamfpga sim --placed`` simulates it (boards/placed.py)

@@ -127,7 +127,14 @@ class HostLinkTop(wiring.Component):
         with m.If(last_out):
             m.d.sync += [running.eq(0), run_cycles.eq(cycles), outs.eq(0), inferences.eq(inferences + 1)]
 
-        m.d.comb += ififo.w_data.eq(urx.o.payload)
+        # the received byte, registered with its command decode, so that the FSM's next-state
+        # logic starts at flip-flops, not behind the receiver's byte compare (a UART byte lasts
+        # hundreds of cycles: one more is free)
+        rx_v, rx_b, rx_info, rx_infer = Signal(), Signal(8), Signal(), Signal()
+        m.d.sync += [rx_v.eq(urx.o.valid), rx_b.eq(urx.o.payload),
+                     rx_info.eq(urx.o.valid & (urx.o.payload == hostlink.CMD_INFO)),
+                     rx_infer.eq(urx.o.valid & (urx.o.payload == hostlink.CMD_INFER))]
+        m.d.comb += ififo.w_data.eq(rx_b)
         with m.If(urx.errors != 0):
             m.d.sync += framing_seen.eq(1)
 
@@ -142,10 +149,10 @@ class HostLinkTop(wiring.Component):
         expired = timer[-1]                              # the timer went below zero
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(urx.o.valid & (urx.o.payload == hostlink.CMD_INFO)):
+                with m.If(rx_info):
                     m.d.sync += load(len(info))
                     m.next = "INFO"
-                with m.Elif(urx.o.valid & (urx.o.payload == hostlink.CMD_INFER)):
+                with m.Elif(rx_infer):
                     m.d.sync += load(n_in) + [timer.eq(self.frame_timeout),
                                               rx_crc.eq(hostlink.crc16(bytes([hostlink.CMD_INFER])))]
                     m.next = "RECV"
@@ -158,8 +165,8 @@ class HostLinkTop(wiring.Component):
             def receive(then, after_last=()):
                 """A request's next byte into the CRC, the frame timer restarted, on to ``then``
                 after the last; a frame whose bytes stop is dropped without an answer."""
-                with m.If(urx.o.valid):
-                    m.d.sync += step() + [timer.eq(self.frame_timeout), rx_crc.eq(crc16_next(rx_crc, urx.o.payload))]
+                with m.If(rx_v):
+                    m.d.sync += step() + [timer.eq(self.frame_timeout), rx_crc.eq(crc16_next(rx_crc, rx_b))]
                     with m.If(last):
                         m.d.sync += list(after_last)
                         m.next = then
@@ -170,7 +177,7 @@ class HostLinkTop(wiring.Component):
                     m.d.sync += timer.eq(timer - 1)
 
             with m.State("RECV"):                      # the input vector, into the input FIFO
-                m.d.comb += ififo.w_en.eq(urx.o.valid)
+                m.d.comb += ififo.w_en.eq(rx_v)
                 receive("RCRC", load(2))
             with m.State("RCRC"):                      # the request's two CRC bytes
                 receive("CHECK")

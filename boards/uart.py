@@ -122,10 +122,16 @@ class UARTTx(wiring.Component):
         timer = Signal(range(div))
         shreg = Signal(10, init=0x3FF)
         left = Signal(4)            # bits still to send
-        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq(left == 0)]
+        # a byte is taken into a holding register, then into the shift register: the sender's
+        # payload multiplexers end at flip-flops, not at the shift register's load (the iCE40
+        # host link's critical path), and the next byte can be taken while one is sent
+        hold, full = Signal(8), Signal()
+        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq(~full)]
+        with m.If(self.i.valid & ~full):
+            m.d.sync += [hold.eq(self.i.payload), full.eq(1)]
         with m.If(left == 0):
-            with m.If(self.i.valid):
-                m.d.sync += [shreg.eq(Cat(0, self.i.payload, 1)), left.eq(10), timer.eq(div - 1)]
+            with m.If(full):
+                m.d.sync += [shreg.eq(Cat(0, hold, 1)), left.eq(10), timer.eq(div - 1), full.eq(0)]
         with m.Elif(timer != 0):
             m.d.sync += timer.eq(timer - 1)
         with m.Else():

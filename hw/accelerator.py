@@ -146,8 +146,8 @@ class Accelerator(wiring.Component):
         g_window = Signal(index_bits(max(g.window for g in gens) + 1))
         split_base = Signal(act_bits + log2p)
         # the constants the write side compares with, as registers set at the layer's start (not
-        # through the layer multiplexer in the same cycle): last word, R - 1, per-row - 1, window - 1
-        last_idx, rows_m1 = Signal.like(words_to_write), Signal.like(g_rows)
+        # through the layer multiplexer in the same cycle): R - 1, per-row - 1, window - 1
+        rows_m1 = Signal.like(g_rows)
         per_row_m1, window_m1 = Signal.like(g_per_row), Signal.like(g_window)
         pos_step, row_step = Signal(act_bits), Signal(act_bits)         # words to the next position, row
         with m.Switch(layer):
@@ -252,7 +252,9 @@ class Accelerator(wiring.Component):
         # row-parallel results arrive in order, position by position, R rows each: counters give
         # each its word (mamfpga.compile.maps.OutGen); a fused max pool keeps the running max of the
         # window's results per row and writes it with the window's last
-        written = Signal.like(words_to_write)
+        # words the layer still writes after the next, and whether the next is its last (a
+        # register: no comparator between the write stage and the sequencer's state)
+        w_left, w_last = Signal.like(words_to_write), Signal()
         row_out = Signal()
         m.d.comb += row_out.eq(rq_row[0].o.valid)
         res_data = Signal(8 * P)
@@ -312,7 +314,7 @@ class Accelerator(wiring.Component):
                      w_mask.eq(res_mask), w_oaddr.eq(res_addr - out_first)]
         m.d.comb += [o_wr.addr.eq(w_oaddr), o_wr.data.eq(w_data), o_wr.en.eq(Mux(w_en & last_layer, w_mask, 0))]
         with m.If(w_en):
-            m.d.sync += written.eq(written + 1)
+            m.d.sync += [w_left.eq(w_left - 1), w_last.eq(w_left == 1)]
 
         # ------------------------------------------------------------ sequencer
         in_count = Signal(index_bits(n_in + 1))
@@ -328,6 +330,11 @@ class Accelerator(wiring.Component):
                     m.d.comb += rom.eq(int(a) - out_first * P)
         m.d.comb += o_rd.addr.eq(rom >> log2p)
 
+        # the layer the PEs start next, stable a cycle and more before they do (they hold its
+        # constants in registers): the next one from a layer's start on, 0 from the outputs on
+        nxt_layer = Signal.like(layer)
+        for pe in pes:
+            m.d.comb += pe.layer.eq(nxt_layer)
         with m.FSM():
             with m.State("LOAD"):
                 m.d.comb += [self.i.ready.eq(1), self.phase.eq(0)]
@@ -349,9 +356,10 @@ class Accelerator(wiring.Component):
             with m.State("START"):
                 m.d.comb += self.phase.eq(1)
                 for pe in pes:
-                    m.d.comb += [pe.start.eq(1), pe.layer.eq(layer)]
-                m.d.sync += [t_idx.eq(0), written.eq(0), r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0), pos_word.eq(g_first),
-                             last_idx.eq(words_to_write - 1), rows_m1.eq(g_rows - 1), per_row_m1.eq(g_per_row - 1),
+                    m.d.comb += pe.start.eq(1)
+                m.d.sync += nxt_layer.eq(layer + 1)
+                m.d.sync += [t_idx.eq(0), w_left.eq(words_to_write - 1), w_last.eq(words_to_write == 1), r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0), pos_word.eq(g_first),
+                             rows_m1.eq(g_rows - 1), per_row_m1.eq(g_per_row - 1),
                              window_m1.eq(g_window - 1), pos_step.eq(g_rows), row_step.eq(g_rows + g_skip)]
                 m.next = "RUN"
             with m.State("RUN"):
@@ -359,7 +367,7 @@ class Accelerator(wiring.Component):
                 with m.If(pop):
                     m.d.sync += t_idx.eq(t_idx + 1)
                 m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
-                with m.If(w_en & (written == last_idx)):
+                with m.If(w_en & w_last):
                     with m.If(last_layer):
                         m.d.sync += out_count.eq(0)
                         m.next = "OUT"
@@ -368,6 +376,7 @@ class Accelerator(wiring.Component):
                         m.next = "START"
             with m.State("OUT"):
                 m.d.comb += self.phase.eq(2)
+                m.d.sync += nxt_layer.eq(0)
                 sel = rom[:log2p] if log2p else 0
                 m.d.comb += [self.o.valid.eq(1),
                              self.o.payload.eq(o_rd.data.word_select(sel, 8) if P > 1 else o_rd.data)]

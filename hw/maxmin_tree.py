@@ -1,22 +1,31 @@
-"""Pipelined max/min comparator tree over L signed lanes.
+"""Pipelined max/min comparator tree over L signed lanes, each lane valid or not.
 
 A MAM neuron needs both the largest and the smallest of its weighted inputs.
-This block reduces L lanes to their max and min in ceil(log2(L)) registered
-levels. The first level shares one comparator between max and min (for a pair
-(a, b) a single ``a > b`` picks both), later levels have one comparator each
-for the max and the min halves.
+This block reduces L lanes to their max and min in ceil(log2(L)) levels of
+TREE_LEVEL_CYCLES registered stages each: the comparisons, then the selects
+(:mod:`mamfpga.hw.tree`). The first level shares one comparator between max
+and min (for a pair (a, b) a single ``a > b`` picks both), later levels have
+one comparator each for the max and the min halves.
+
+A lane whose bit in ``lane_valid`` is 0 takes no part (a MAM lane with a zero
+weight): the selects prefer the valid operand, so the comparisons see no
+multiplexer in front of them. ``o.payload.any`` says whether any lane was
+valid (max and min are meaningless when not). ``lane_valid`` is sampled with
+``i.payload``; it defaults to all lanes valid.
 
 Streams: ``i`` carries an array of L signed lanes, ``o`` a struct
-{max, min}. The pipeline stalls as a whole: it advances when its last stage is
-empty or being read, so back-pressure on ``o`` holds every stage and
+{max, min, any}. The pipeline stalls as a whole: it advances when its last
+stage is empty or being read, so back-pressure on ``o`` holds every stage and
 ``i.ready`` falls. With L = 1 the block is a wire (latency 0).
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
+from amaranth.lib.wiring import In
 
+from mamfpga.compile.arch import TREE_LEVEL_CYCLES
 from mamfpga.hw.tree import LaneReduction, pipelined_tree
 
 __all__ = ["MaxMinTree"]
@@ -35,12 +44,13 @@ class MaxMinTree(LaneReduction):
     Attributes
     ----------
     latency : int
-        Cycles from an accepted input to its output: ceil(log2(L)).
+        Cycles from an accepted input to its output: TREE_LEVEL_CYCLES x ceil(log2(L)).
     """
 
     def __init__(self, *, width: int = 8, lanes: int = 4):
         super().__init__(width=width, lanes=lanes, out_shape=lambda c: data.StructLayout({
-            "max": signed(c.width), "min": signed(c.width)}))
+            "max": signed(c.width), "min": signed(c.width), "any": unsigned(1)}),
+            ports=lambda c: {"lane_valid": In(c.lanes, init=(1 << c.lanes) - 1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -50,6 +60,7 @@ class MaxMinTree(LaneReduction):
             m.d.comb += [
                 self.o.payload.max.eq(self.i.payload[0]),
                 self.o.payload.min.eq(self.i.payload[0]),
+                self.o.payload.any.eq(self.lane_valid[0]),
                 self.o.valid.eq(self.i.valid),
                 self.i.ready.eq(self.o.ready),
             ]
@@ -61,20 +72,25 @@ class MaxMinTree(LaneReduction):
             self.i.ready.eq(advance),
         ]
 
-        # Leaves are (max, min) pairs, each lane being both; the first level
-        # shares one comparator per pair, later levels compare maxes and mins apart.
-        def combine(depth, a, b):
+        # Nodes are (max, min, valid); a leaf's max and min are its lane. The first level shares
+        # one comparator per pair, later levels compare maxes and mins apart.
+        def prepare(depth, a, b):
             if depth == 0:
-                gt = a[0] > b[0]
-                return Mux(gt, a[0], b[0]), Mux(gt, b[0], a[0])
-            return Mux(a[0] > b[0], a[0], b[0]), Mux(a[1] < b[1], a[1], b[1])
+                return (a[0] > b[0],)
+            return a[0] > b[0], a[1] < b[1]
 
-        leaves = [(self.i.payload[k], self.i.payload[k]) for k in range(lanes)]
-        root, valid = pipelined_tree(m, leaves, [signed(width)] * 2, combine, advance, self.i.valid,
-                                     names=("max", "min"))
+        def combine(depth, a, b, pre):
+            take_max = a[2] & (~b[2] | pre[0])                  # a valid, and b not or a larger
+            take_min = a[2] & (~b[2] | (~pre[0] if depth == 0 else pre[1]))
+            return Mux(take_max, a[0], b[0]), Mux(take_min, a[1], b[1]), a[2] | b[2]
+
+        leaves = [(self.i.payload[k], self.i.payload[k], self.lane_valid[k]) for k in range(lanes)]
+        root, valid = pipelined_tree(m, leaves, [signed(width), signed(width), unsigned(1)], combine, advance,
+                                     self.i.valid, names=("max", "min", "any"), prepare=prepare, stages=TREE_LEVEL_CYCLES)
         m.d.comb += [
             self.o.payload.max.eq(root[0]),
             self.o.payload.min.eq(root[1]),
+            self.o.payload.any.eq(root[2]),
             self.o.valid.eq(valid),
         ]
         return m

@@ -40,7 +40,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words, bank_bytes,
+from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, tree_cycles, SHIFT_BITS, ArchConfig, act_side_words, bank_bytes,
                                    bias_bits, bias_bits_used, bias_word_fields, clog2, index_bits, pow2_at_least,
                                    rom_width, weight_word_fields, word_bits, low_word_fields, high_word_fields,
                                    low_word_bits, high_word_bits)
@@ -90,7 +90,7 @@ class PE(wiring.Component):
         self.family = family                             # memories marked block RAM or logic for it
         self.scales = scales                             # bias words carry each row's mult and shift
         self.act_addr_bits = index_bits(2 * self.act_depth)
-        self.tree_latency = clog2(cfg.lanes)
+        self.tree_latency = tree_cycles(cfg.lanes)
         #: the reductions this PE builds: only those its layers use
         self.modes = frozenset(l.mode for l in self.layers)
         super().__init__({
@@ -107,6 +107,28 @@ class PE(wiring.Component):
     @property
     def latency(self) -> int:
         return LATENCY + self.tree_latency
+
+    def _load_at_start(self, m, loads):
+        """At ``start``, each register takes its value for the layer: from a register that holds
+        it for ``layer`` (set every cycle), so the layer multiplexers and their fan-out across the
+        array take a cycle of their own. ``layer`` is the next layer to start: stable at least one
+        cycle before ``start`` (the accelerator sets it when the previous layer starts)."""
+        pre = {}
+        for reg, values in loads:
+            values = tuple(int(v) for v in values)
+            if len(set(values)) == 1:              # the same for every layer: a constant
+                with m.If(self.start):
+                    m.d.sync += reg.eq(values[0])
+                continue
+            if values not in pre:
+                width = max(len(reg), max(abs(v) for v in values).bit_length() + 1)
+                p = pre[values] = Signal(width, name=f"pre_{reg.name}")
+                with m.Switch(self.layer):
+                    for k, v in enumerate(values):
+                        with m.Case(k):
+                            m.d.sync += p.eq(v)
+            with m.If(self.start):
+                m.d.sync += reg.eq(pre[values])
 
     def elaborate(self, platform):
         m = Module()
@@ -172,7 +194,7 @@ class PE(wiring.Component):
         uns = Signal()                             # the layer reads unsigned bytes
         wide = Signal()                            # its weights' upper bits are in the extension memory
         rows_left = Signal(index_bits(max(l.rows * l.positions for l in lays) + 1))
-        rows_pp = Signal(index_bits(max(l.rows for l in lays) + 1))
+        rows_m1 = Signal(index_bits(max(l.rows for l in lays) + 1))    # rows per position - 1
         pos_left = Signal(index_bits(max(l.positions for l in lays) + 1))
         # the conv origin generator (mamfpga.compile.maps.ConvGeometry.origins): counters over the
         # pool window (dx, dy) and the pooled row (px); the origins of the current pooled row,
@@ -183,20 +205,20 @@ class PE(wiring.Component):
         dx_end, dy_end, px_end = Signal.like(dx), Signal.like(dy), Signal.like(px)
         st = [Signal.like(origin, name=f"step_{n}") for n in ("x", "y", "px", "py")]
         o_py, o_px, o_dy = Signal.like(origin), Signal.like(origin), Signal.like(origin)
-        with m.If(self.start):
-            with m.Switch(self.layer):
-                for k, lay in enumerate(lays):
-                    with m.Case(k):
-                        m.d.sync += [w_addr.eq(lay.w_base), w_base.eq(lay.w_base), w_words.eq(lay.words),
-                                     w_left.eq(lay.words), b_base.eq(lay.b_base), origin.eq(lay.origin),
-                                     side.eq(lay.side), mam.eq(lay.mode == "mam"), uns.eq(lay.unsigned),
-                                     rows_left.eq(lay.rows * lay.positions), rows_pp.eq(lay.rows),
-                                     pos_left.eq(lay.positions), wide.eq(lay.wide)]
-                        if conv:
-                            m.d.sync += [o_py.eq(lay.origin), o_px.eq(lay.origin), o_dy.eq(lay.origin),
-                                         dx.eq(0), dy.eq(0), px.eq(0), dx_end.eq(lay.window[1] - 1),
-                                         dy_end.eq(lay.window[0] - 1), px_end.eq(lay.out_w - 1)]
-                            m.d.sync += [s.eq(v) for s, v in zip(st, lay.steps)]
+        loads = [(w_addr, [l.w_base for l in lays]), (w_base, [l.w_base for l in lays]),
+                 (w_words, [l.words for l in lays]), (w_left, [l.words for l in lays]),
+                 (b_base, [l.b_base for l in lays]), (origin, [l.origin for l in lays]),
+                 (side, [l.side for l in lays]), (mam, [int(l.mode == "mam") for l in lays]),
+                 (uns, [int(l.unsigned) for l in lays]), (rows_left, [l.rows * l.positions for l in lays]),
+                 (rows_m1, [l.rows - 1 for l in lays]), (pos_left, [l.positions for l in lays]),
+                 (wide, [int(l.wide) for l in lays])]
+        if conv:
+            loads += [(o_py, [l.origin for l in lays]), (o_px, [l.origin for l in lays]),
+                      (o_dy, [l.origin for l in lays]), (dx, [0] * len(lays)), (dy, [0] * len(lays)),
+                      (px, [0] * len(lays)), (dx_end, [l.window[1] - 1 for l in lays]),
+                      (dy_end, [l.window[0] - 1 for l in lays]), (px_end, [l.out_w - 1 for l in lays])]
+            loads += [(s_, [l.steps[i] for l in lays]) for i, s_ in enumerate(st)]
+        self._load_at_start(m, loads)
         fetching = Signal()
         m.d.comb += [fetching.eq(w_left != 0), w_rd.addr.eq(w_addr)]
         if self.high is not None:
@@ -327,10 +349,7 @@ class PE(wiring.Component):
             m.d.sync += [prods[k].eq(w2c[k] * x2c[k]), nz4[k].eq(w2c[k] != 0)]
 
         # ---------------------------------------------------------------- S4: trees
-        first = prods[L - 1]
-        for k in reversed(range(L - 1)):
-            first = Mux(nz4[k], prods[k], first)
-        word_sum = Signal(signed(PRODUCT_BITS + self.tree_latency))
+        word_sum = Signal(signed(PRODUCT_BITS + clog2(L)))
         wmax, wmin = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         v5 = Signal()
         if "mac" in self.modes:
@@ -338,13 +357,8 @@ class PE(wiring.Component):
             m.d.comb += [add.i.valid.eq(v4), add.o.ready.eq(1), word_sum.eq(add.o.payload), v5.eq(add.o.valid)]
             for k in range(L):
                 m.d.comb += add.i.payload[k].eq(prods[k])
-        if "mam" in self.modes:
-            m.submodules.mm = mm = MaxMinTree(width=PRODUCT_BITS, lanes=L)
-            m.d.comb += [mm.i.valid.eq(v4), mm.o.ready.eq(1), wmax.eq(mm.o.payload.max),
-                         wmin.eq(mm.o.payload.min), v5.eq(mm.o.valid)]
-            for k in range(L):
-                m.d.comb += mm.i.payload[k].eq(Mux(nz4[k], prods[k], first))
-        # side information travels alongside the trees
+        # side information travels alongside the trees: the end of row, and whether any lane of
+        # the word is valid (a MAM word with none leaves the row untouched)
         any_nz = Signal()
         m.d.comb += any_nz.eq(sum(nz4[k] for k in range(L)) != 0)
         eor5, wv5 = eor4, any_nz
@@ -352,72 +366,117 @@ class PE(wiring.Component):
             e, w = Signal(name=f"eor_t{d}"), Signal(name=f"wv_t{d}")
             m.d.sync += [e.eq(eor5), w.eq(wv5)]
             eor5, wv5 = e, w
+        if "mam" in self.modes:
+            # a zero-weight lane takes no part in the comparisons (the tree prefers valid lanes)
+            m.submodules.mm = mm = MaxMinTree(width=PRODUCT_BITS, lanes=L)
+            m.d.comb += [mm.i.valid.eq(v4), mm.o.ready.eq(1), wmax.eq(mm.o.payload.max),
+                         wmin.eq(mm.o.payload.min), v5.eq(mm.o.valid), mm.lane_valid.eq(Cat(*nz4))]
+            for k in range(L):
+                m.d.comb += mm.i.payload[k].eq(prods[k])
 
         # ---------------------------------------------------------------- S4b: register the word's
-        # sum / max / min, so the running accumulators' loops start and end at flip-flops
+        # sum / max / min, so the running sum's loop starts and ends at flip-flops, and compare the
+        # max and min with their accumulators. The max and the min have two accumulators each,
+        # the words of a row going to them in turn (``par``), so that each loop spans two cycles:
+        # the comparison (here, registered), then the select (S5). A row's first word sets its
+        # accumulator (even) and the other to the sentinel that loses every comparison; the
+        # row's second word sets the odd one whatever its comparison (which saw the last row's).
         r_ws, r_wmax, r_wmin = Signal.like(word_sum), Signal.like(wmax), Signal.like(wmin)
         r_v5, r_eor5, r_wv5 = Signal(), Signal(), Signal()
         # a word with no valid lane carries sentinels that lose every comparison (products of an
         # int8 weight and an activation in [-128, 255] lie in [-32385, 32385], inside the 16-bit
         # range's ends)
         hi_sent, lo_sent = -(1 << (PRODUCT_BITS - 1)), (1 << (PRODUCT_BITS - 1)) - 1
-        m.d.sync += [r_ws.eq(word_sum), r_wmax.eq(Mux(wv5, wmax, hi_sent)), r_wmin.eq(Mux(wv5, wmin, lo_sent)),
+        s_wmax, s_wmin = Signal.like(wmax), Signal.like(wmin)
+        m.d.comb += [s_wmax.eq(Mux(wv5, wmax, hi_sent)), s_wmin.eq(Mux(wv5, wmin, lo_sent))]
+        m.d.sync += [r_ws.eq(word_sum), r_wmax.eq(s_wmax), r_wmin.eq(s_wmin),
                      r_v5.eq(v5), r_eor5.eq(eor5), r_wv5.eq(wv5)]
+        hi_e, hi_o = Signal(signed(PRODUCT_BITS), name="hi_even"), Signal(signed(PRODUCT_BITS), name="hi_odd")
+        lo_e, lo_o = Signal(signed(PRODUCT_BITS), name="lo_even"), Signal(signed(PRODUCT_BITS), name="lo_odd")
+        par = Signal()                             # the accumulator the next word goes to
+        w_first = Signal(init=1)                   # the next word is a row's first
+        odd_first = Signal()                       # the next word is a row's second (odd's first)
+        with m.If(v5):
+            m.d.sync += [par.eq(~par & ~eor5), w_first.eq(eor5), odd_first.eq(w_first & ~eor5)]
+        with m.If(self.start):
+            m.d.sync += [par.eq(0), w_first.eq(1), odd_first.eq(0)]
+        a_first, a_row_first, a_par, a_gt, a_lt = Signal(), Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [a_first.eq(Mux(par, odd_first, w_first)), a_row_first.eq(w_first), a_par.eq(par),
+                     a_gt.eq(s_wmax > Mux(par, hi_o, hi_e)), a_lt.eq(s_wmin < Mux(par, lo_o, lo_e))]
         word_sum, wmax, wmin, v5, eor5, wv5 = r_ws, r_wmax, r_wmin, r_v5, r_eor5, r_wv5
 
         # ---------------------------------------------------------------- S5: accumulate
+        # the sum: one loop, an adder (a carry chain) and a register; the max and min: the selects
         acc_sum = Signal(signed(cfg.acc_bits))
-        hi, lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         seen = Signal()
         row_first = Signal(init=1)
         new_sum = Signal(signed(cfg.acc_bits))
-        new_hi, new_lo, new_seen = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS)), Signal()
+        new_seen = Signal()
         m.d.comb += [
             new_sum.eq(Mux(row_first, 0, acc_sum) + word_sum),
             new_seen.eq((seen & ~row_first) | wv5),
         ]
-        # the loops: compare two flip-flops, then one LUT per bit (row start or compare selects)
-        m.d.comb += [new_hi.eq(Mux(row_first | (wmax > hi), wmax, hi)),
-                     new_lo.eq(Mux(row_first | (wmin < lo), wmin, lo))]
-        row_done = Signal()
-        m.d.comb += row_done.eq(v5 & eor5)
         with m.If(v5):
-            m.d.sync += [acc_sum.eq(new_sum), hi.eq(new_hi), lo.eq(new_lo), seen.eq(new_seen),
-                         row_first.eq(eor5)]
+            m.d.sync += [acc_sum.eq(new_sum), seen.eq(new_seen), row_first.eq(eor5)]
         with m.If(self.start):
             m.d.sync += row_first.eq(1)
-        # bias of the finishing row: read now, used next cycle
-        row_idx = Signal.like(rows_left)
-        m.d.comb += b_rd.addr.eq(b_base + row_idx)
+        with m.If(v5):
+            with m.If(a_row_first):
+                m.d.sync += [hi_e.eq(wmax), lo_e.eq(wmin), hi_o.eq(hi_sent), lo_o.eq(lo_sent)]
+            with m.Elif(a_par):
+                with m.If(a_first | a_gt):
+                    m.d.sync += hi_o.eq(wmax)
+                with m.If(a_first | a_lt):
+                    m.d.sync += lo_o.eq(wmin)
+            with m.Else():
+                with m.If(a_gt):
+                    m.d.sync += hi_e.eq(wmax)
+                with m.If(a_lt):
+                    m.d.sync += lo_e.eq(wmin)
+        # S5c: the row's two accumulators merged (compare and select from flip-flops; the next
+        # row's first word overwrites them only at the end of this cycle), its sum and seen bit
+        # alongside
+        d_sum, d_seen, row_done = Signal.like(acc_sum), Signal(), Signal()
+        m.d.sync += [d_sum.eq(new_sum), d_seen.eq(new_seen), row_done.eq(v5 & eor5)]
+        # the bias memory is read at the address of the row being accumulated: the address
+        # advances as a row's last word is accumulated (S5), so the row's bias leaves the block RAM
+        # in S5c even when the row has one word, and is registered with the merged accumulators.
+        # The address counts through the position's rows and back to the layer's base; ``b_last``
+        # (a register, no comparator in front of the counter) says the row is the position's last
+        b_addr, b_left, b_last = Signal.like(b_base), Signal.like(rows_m1), Signal()
+        m.d.comb += b_rd.addr.eq(b_addr)
+        with m.If(v5 & eor5):
+            with m.If(b_last):
+                m.d.sync += [b_addr.eq(b_base), b_left.eq(rows_m1), b_last.eq(rows_m1 == 0)]
+            with m.Else():
+                m.d.sync += [b_addr.eq(b_addr + 1), b_left.eq(b_left - 1), b_last.eq(b_left == 1)]
         with m.If(row_done):
-            m.d.sync += [row_idx.eq(Mux(row_idx == rows_pp - 1, 0, row_idx + 1)), rows_left.eq(rows_left - 1)]
-        with m.If(self.start):
-            m.d.sync += row_idx.eq(0)
-        r_sum, r_hi, r_lo, r_seen, v6 = (Signal(signed(cfg.acc_bits)), Signal(signed(PRODUCT_BITS)),
-                                         Signal(signed(PRODUCT_BITS)), Signal(), Signal())
-        m.d.sync += [r_sum.eq(new_sum), r_hi.eq(new_hi), r_lo.eq(new_lo), r_seen.eq(new_seen),
-                     v6.eq(row_done)]
-
-        # ---------------------------------------------------------------- S6: bias, zero candidate
-        # S6b: the bias registered as it leaves the block RAM, the row's result alongside
+            m.d.sync += rows_left.eq(rows_left - 1)
+        self._load_at_start(m, [(b_addr, [l.b_base for l in lays]), (b_left, [l.rows - 1 for l in lays]),
+                                (b_last, [int(l.rows == 1) for l in lays])])
+        r_sum, r_seen, v6 = Signal(signed(cfg.acc_bits)), Signal(), Signal()
+        r_hi, r_lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         bias_word = Signal.like(b_rd.data)
-        s_sum, s_hi, s_lo, s_seen, v7 = (Signal(signed(cfg.acc_bits)), Signal(signed(PRODUCT_BITS)),
-                                         Signal(signed(PRODUCT_BITS)), Signal(), Signal())
-        m.d.sync += [bias_word.eq(b_rd.data), s_sum.eq(r_sum), s_hi.eq(r_hi), s_lo.eq(r_lo),
-                     s_seen.eq(r_seen), v7.eq(v6)]
-        r_sum, r_hi, r_lo, r_seen, v6 = s_sum, s_hi, s_lo, s_seen, v7
+        m.d.sync += [r_sum.eq(d_sum), r_seen.eq(d_seen), v6.eq(row_done), bias_word.eq(b_rd.data),
+                     r_hi.eq(Mux(hi_e > hi_o, hi_e, hi_o)), r_lo.eq(Mux(lo_e < lo_o, lo_e, lo_o))]
+
+        # ---------------------------------------------------------------- S6: zero candidate, bias
         bias_fields = data.View(word_layout(bias_word_fields(cfg, self.scales)), bias_word)
         bias, zc = bias_fields.bias, bias_fields.zero_candidate
-        # S6c: zero candidate and one addition; S6d: the bias added
+        # S6a: the zero candidate; S6b: max + min (MAM) or the sum (MAC); then the bias added
+        # (each a cycle: the zero-candidate bit's fan-out and an adder's carry chain apart)
+        z_hi, z_lo, z_sum, z_bias, vz = (Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS)),
+                                         Signal.like(r_sum), Signal.like(bias), Signal())
+        m.d.sync += [z_hi.eq(Mux(r_seen, Mux(zc & (r_hi < 0), 0, r_hi), 0)),
+                     z_lo.eq(Mux(r_seen, Mux(zc & (r_lo > 0), 0, r_lo), 0)),
+                     z_sum.eq(r_sum), z_bias.eq(bias), vz.eq(v6)]
         f_hi, f_lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         part, c_sum, c_bias, v8 = Signal(signed(cfg.acc_bits + 1)), Signal.like(r_sum), Signal.like(bias), Signal()
-        hi_z = Mux(r_seen, Mux(zc & (r_hi < 0), 0, r_hi), 0)
-        lo_z = Mux(r_seen, Mux(zc & (r_lo > 0), 0, r_lo), 0)
         if len(self.modes) == 2:
-            part_v = Mux(mam, hi_z + lo_z, r_sum)
+            part_v = Mux(mam, z_hi + z_lo, z_sum)
         else:
-            part_v = hi_z + lo_z if "mam" in self.modes else r_sum
-        m.d.sync += [f_hi.eq(hi_z), f_lo.eq(lo_z), part.eq(part_v), c_sum.eq(r_sum), c_bias.eq(bias), v8.eq(v6)]
+            part_v = z_hi + z_lo if "mam" in self.modes else z_sum
+        m.d.sync += [f_hi.eq(z_hi), f_lo.eq(z_lo), part.eq(part_v), c_sum.eq(z_sum), c_bias.eq(z_bias), v8.eq(vz)]
         m.d.sync += [
             self.res.valid.eq(v8),
             self.res.payload.sum.eq(c_sum),
@@ -427,8 +486,10 @@ class PE(wiring.Component):
             self.res.payload.acc.eq(c_bias + part),
         ]
         if self.scales:                            # the row's own requantizer constants
+            z_mult, z_shift = Signal(self.cfg.mult_bits), Signal(SHIFT_BITS)
             c_mult, c_shift = Signal(self.cfg.mult_bits), Signal(SHIFT_BITS)
-            m.d.sync += [c_mult.eq(bias_fields.mult), c_shift.eq(bias_fields.shift),
+            m.d.sync += [z_mult.eq(bias_fields.mult), z_shift.eq(bias_fields.shift),
+                         c_mult.eq(z_mult), c_shift.eq(z_shift),
                          self.res.payload.mult.eq(c_mult), self.res.payload.shift.eq(c_shift)]
         m.d.comb += self.busy.eq(fetching | (rows_left != 0))
         return m

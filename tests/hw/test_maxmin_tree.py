@@ -2,6 +2,7 @@ import random
 
 import pytest
 
+from mamfpga.compile.arch import TREE_LEVEL_CYCLES
 from mamfpga.hw.maxmin_tree import MaxMinTree
 from tests.support import get_all, put_all, run_sim, stream_get, stream_put
 
@@ -34,9 +35,10 @@ def test_matches_reference_with_gaps_and_backpressure(width, lanes):
     assert [(p.max, p.min) for p in got] == [(max(v), min(v)) for v in vectors]
 
 
-@pytest.mark.parametrize("lanes,latency", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (8, 3), (9, 4)])
-def test_latency_is_ceil_log2_lanes(lanes, latency):
+@pytest.mark.parametrize("lanes,levels", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (8, 3), (9, 4)])
+def test_latency_is_ceil_log2_lanes_levels(lanes, levels):
     dut = MaxMinTree(width=8, lanes=lanes)
+    latency = TREE_LEVEL_CYCLES * levels
     assert dut.latency == latency
     seen = {}
 
@@ -112,3 +114,33 @@ def test_parameters_read_only():
     assert (dut.width, dut.lanes) == (6, 3)
     with pytest.raises(AttributeError):
         dut.lanes = 4
+
+
+@pytest.mark.parametrize("lanes", [2, 3, 4, 8])
+def test_invalid_lanes_take_no_part(lanes):
+    """A lane whose lane_valid bit is 0 (a MAM lane with a zero weight) never wins; ``any`` says
+    whether a lane was valid (all invalid, all valid and extremes included)."""
+    dut = MaxMinTree(width=8, lanes=lanes)
+    rng = random.Random(lanes)
+    vectors = _vectors(rng, 8, lanes, 80)
+    masks = [0, (1 << lanes) - 1, 1, 1 << (lanes - 1)] + [rng.randrange(1 << lanes) for _ in vectors[4:]]
+    got = []
+
+    async def tb(ctx):
+        ctx.set(dut.o.ready, 1)
+        for v, msk in list(zip(vectors, masks)) + [(None, 0)] * dut.latency:
+            ctx.set(dut.i.valid, v is not None)
+            if v is not None:
+                ctx.set(dut.i.payload, v)
+                ctx.set(dut.lane_valid, msk)
+            if ctx.get(dut.o.valid):
+                p = ctx.get(dut.o.payload)
+                got.append((p.max, p.min) if p.any else None)
+            await ctx.tick()
+
+    run_sim(dut, tb)
+    want = []
+    for v, msk in zip(vectors, masks):
+        sel = [x for k, x in enumerate(v) if msk >> k & 1]
+        want.append((max(sel), min(sel)) if sel else None)
+    assert got == want
