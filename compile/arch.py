@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
-           "LAYER_HANDOFF", "PE_LATENCY", "TREE_LEVEL_CYCLES", "tree_cycles", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
+           "LAYER_HANDOFF", "PE_LATENCY", "tree_cycles", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "not_powers_of_two", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
            "unpack", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
            "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
@@ -69,9 +69,6 @@ __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "
 #: candidate, max + min or sum, bias (mamfpga.hw.pe). Every block RAM output is registered before
 #: logic uses it.
 PE_LATENCY = 13
-#: Registered stages per level of a PE's lane tree (mamfpga.hw.tree): the comparison (or the sum),
-#: then the selects, so that no path holds a 16-bit compare and the multiplexers it drives.
-TREE_LEVEL_CYCLES = 1
 #: Requantizer stages: operands, partial products, product, coarse shift, fine shift,
 #: saturation flags, clamp (mamfpga.hw.requant): one step per stage, for the clock. Pipeline stages cost
 #: one cycle per layer each, a fraction of a per cent of an inference.
@@ -375,8 +372,8 @@ def unpack(fields, word: int) -> dict:
 
 
 def tree_cycles(lanes: int) -> int:
-    """Cycles through a PE's lane tree: ceil(log2 L) levels of TREE_LEVEL_CYCLES stages."""
-    return TREE_LEVEL_CYCLES * clog2(lanes)
+    """Cycles through a PE's lane tree: ceil(log2 L) registered levels."""
+    return clog2(lanes)
 
 
 def pipeline_depth(lanes: int) -> int:

@@ -1,16 +1,14 @@
 """Pipelined adder tree over L signed lanes: the MAC processing element's reduction.
 
-Same streams, stall behaviour and latency as :class:`~mamfpga.hw.maxmin_tree.MaxMinTree`
-(TREE_LEVEL_CYCLES stages a level: the sum, then a register, so a PE running both has one
-pipeline); the sum grows by one bit per level, so no lane combination overflows.
+Same streams, stall behaviour and latency as :class:`~mamfpga.hw.maxmin_tree.MaxMinTree`;
+the sum grows by one bit per level, so no lane combination overflows.
 """
 
 from __future__ import annotations
 
 from amaranth import Module, Signal, signed
 
-from mamfpga.compile.arch import TREE_LEVEL_CYCLES, clog2
-from mamfpga.hw.tree import LaneReduction, pipelined_tree
+from mamfpga.hw.tree import LaneReduction, pipelined_tree, tree_latency
 
 __all__ = ["AdderTree"]
 
@@ -23,7 +21,7 @@ class AdderTree(LaneReduction):
 
     @property
     def out_width(self) -> int:
-        return self.width + clog2(self.lanes)
+        return self.width + tree_latency(self.lanes)
 
     def elaborate(self, platform):
         m = Module()
@@ -34,8 +32,7 @@ class AdderTree(LaneReduction):
         advance = Signal()
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
         root, valid = pipelined_tree(m, [(self.i.payload[k],) for k in range(self.lanes)],
-                                     [signed(self.out_width)], lambda d, a, b, pre: (pre[0],),
-                                     advance, self.i.valid, names=("sum",),
-                                     prepare=lambda d, a, b: (a[0] + b[0],), stages=TREE_LEVEL_CYCLES)
+                                     [signed(self.out_width)], lambda d, a, b: (a[0] + b[0],),
+                                     advance, self.i.valid, names=("sum",))
         m.d.comb += [self.o.payload.eq(root[0]), self.o.valid.eq(valid)]
         return m

@@ -1,9 +1,8 @@
 """Pipelined max/min comparator tree over L signed lanes, each lane valid or not.
 
 A MAM neuron needs both the largest and the smallest of its weighted inputs.
-This block reduces L lanes to their max and min in ceil(log2(L)) levels of
-TREE_LEVEL_CYCLES registered stages each: the comparisons, then the selects
-(:mod:`mamfpga.hw.tree`). The first level shares one comparator between max
+This block reduces L lanes to their max and min in ceil(log2(L)) registered
+levels. The first level shares one comparator between max
 and min (for a pair (a, b) a single ``a > b`` picks both), later levels have
 one comparator each for the max and the min halves.
 
@@ -25,7 +24,6 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.wiring import In
 
-from mamfpga.compile.arch import TREE_LEVEL_CYCLES
 from mamfpga.hw.tree import LaneReduction, pipelined_tree
 
 __all__ = ["MaxMinTree"]
@@ -44,7 +42,7 @@ class MaxMinTree(LaneReduction):
     Attributes
     ----------
     latency : int
-        Cycles from an accepted input to its output: TREE_LEVEL_CYCLES x ceil(log2(L)).
+        Cycles from an accepted input to its output: ceil(log2(L)).
     """
 
     def __init__(self, *, width: int = 8, lanes: int = 4):
@@ -86,7 +84,7 @@ class MaxMinTree(LaneReduction):
 
         leaves = [(self.i.payload[k], self.i.payload[k], self.lane_valid[k]) for k in range(lanes)]
         root, valid = pipelined_tree(m, leaves, [signed(width), signed(width), unsigned(1)], combine, advance,
-                                     self.i.valid, names=("max", "min", "any"), prepare=prepare, stages=TREE_LEVEL_CYCLES)
+                                     self.i.valid, names=("max", "min", "any"), prepare=prepare)
         m.d.comb += [
             self.o.payload.max.eq(root[0]),
             self.o.payload.min.eq(root[1]),
