@@ -64,9 +64,8 @@ __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
-#: read register, byte select, multiply, tree output register, accumulate (the max and min
-#: compared in the tree register's cycle, selected in the next), the max/min accumulators merged (the bias read alongside), zero
-#: candidate, max + min or sum, bias (mamfpga.hw.pe). Every block RAM output is registered before
+#: read register, byte select, multiply, tree output register, accumulate, the row's results
+#: registered, the bias register (read alongside), zero candidate, max + min or sum, bias (mamfpga.hw.pe). Every block RAM output is registered before
 #: logic uses it.
 PE_LATENCY = 13
 #: Requantizer stages: operands, partial products, product, coarse shift, fine shift,

@@ -375,72 +375,54 @@ class PE(wiring.Component):
                 m.d.comb += mm.i.payload[k].eq(prods[k])
 
         # ---------------------------------------------------------------- S4b: register the word's
-        # sum / max / min, so the running sum's loop starts and ends at flip-flops, and compare the
-        # max and min with their accumulators. The max and the min have two accumulators each,
-        # the words of a row going to them in turn (``par``), so that each loop spans two cycles:
-        # the comparison (here, registered), then the select (S5). A row's first word sets its
-        # accumulator (even) and the other to the sentinel that loses every comparison; the
-        # row's second word sets the odd one whatever its comparison (which saw the last row's).
-        r_ws, r_wmax, r_wmin = Signal.like(word_sum), Signal.like(wmax), Signal.like(wmin)
+        # sum / max / min, so the running accumulators' loops start and end at flip-flops
+        r_ws = Signal.like(word_sum)
         r_v5, r_eor5, r_wv5 = Signal(), Signal(), Signal()
         # a word with no valid lane carries sentinels that lose every comparison (products of an
         # int8 weight and an activation in [-128, 255] lie in [-32385, 32385], inside the 16-bit
         # range's ends)
         hi_sent, lo_sent = -(1 << (PRODUCT_BITS - 1)), (1 << (PRODUCT_BITS - 1)) - 1
-        s_wmax, s_wmin = Signal.like(wmax), Signal.like(wmin)
-        m.d.comb += [s_wmax.eq(Mux(wv5, wmax, hi_sent)), s_wmin.eq(Mux(wv5, wmin, lo_sent))]
-        m.d.sync += [r_ws.eq(word_sum), r_wmax.eq(s_wmax), r_wmin.eq(s_wmin),
-                     r_v5.eq(v5), r_eor5.eq(eor5), r_wv5.eq(wv5)]
-        hi_e, hi_o = Signal(signed(PRODUCT_BITS), name="hi_even"), Signal(signed(PRODUCT_BITS), name="hi_odd")
-        lo_e, lo_o = Signal(signed(PRODUCT_BITS), name="lo_even"), Signal(signed(PRODUCT_BITS), name="lo_odd")
-        par = Signal()                             # the accumulator the next word goes to
-        w_first = Signal(init=1)                   # the next word is a row's first
-        odd_first = Signal()                       # the next word is a row's second (odd's first)
-        with m.If(v5):
-            m.d.sync += [par.eq(~par & ~eor5), w_first.eq(eor5), odd_first.eq(w_first & ~eor5)]
-        with m.If(self.start):
-            m.d.sync += [par.eq(0), w_first.eq(1), odd_first.eq(0)]
-        a_first, a_row_first, a_par, a_gt, a_lt = Signal(), Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [a_first.eq(Mux(par, odd_first, w_first)), a_row_first.eq(w_first), a_par.eq(par),
-                     a_gt.eq(s_wmax > Mux(par, hi_o, hi_e)), a_lt.eq(s_wmin < Mux(par, lo_o, lo_e))]
+        # max and min are kept in offset binary (the sign bit flipped) from here to the end of the
+        # row, so that their comparisons are unsigned: the carry chain's carry out, no sign fix-up
+        # after it
+        flip = 1 << (PRODUCT_BITS - 1)
+        r_wmax, r_wmin = Signal(PRODUCT_BITS), Signal(PRODUCT_BITS)
+        m.d.sync += [r_ws.eq(word_sum), r_wmax.eq(Mux(wv5, wmax, hi_sent) ^ flip),
+                     r_wmin.eq(Mux(wv5, wmin, lo_sent) ^ flip), r_v5.eq(v5), r_eor5.eq(eor5), r_wv5.eq(wv5)]
         word_sum, wmax, wmin, v5, eor5, wv5 = r_ws, r_wmax, r_wmin, r_v5, r_eor5, r_wv5
 
         # ---------------------------------------------------------------- S5: accumulate
-        # the sum: one loop, an adder (a carry chain) and a register; the max and min: the selects
+        # the sum: an adder (a carry chain) and a register. The max and the min: a compare of two
+        # flip-flops (a carry chain) drives the accumulator's clock enable, its data the word's
+        # value: one LUT after the carry chain, no multiplexer in the loop
         acc_sum = Signal(signed(cfg.acc_bits))
+        hi, lo = Signal(PRODUCT_BITS), Signal(PRODUCT_BITS)          # offset binary
         seen = Signal()
         row_first = Signal(init=1)
         new_sum = Signal(signed(cfg.acc_bits))
         new_seen = Signal()
+        take_hi, take_lo = Signal(), Signal()
         m.d.comb += [
             new_sum.eq(Mux(row_first, 0, acc_sum) + word_sum),
             new_seen.eq((seen & ~row_first) | wv5),
+            take_hi.eq(row_first | (wmax > hi)),
+            take_lo.eq(row_first | (wmin < lo)),
         ]
         with m.If(v5):
             m.d.sync += [acc_sum.eq(new_sum), seen.eq(new_seen), row_first.eq(eor5)]
+            with m.If(take_hi):
+                m.d.sync += hi.eq(wmax)
+            with m.If(take_lo):
+                m.d.sync += lo.eq(wmin)
         with m.If(self.start):
             m.d.sync += row_first.eq(1)
-        with m.If(v5):
-            with m.If(a_row_first):
-                m.d.sync += [hi_e.eq(wmax), lo_e.eq(wmin), hi_o.eq(hi_sent), lo_o.eq(lo_sent)]
-            with m.Elif(a_par):
-                with m.If(a_first | a_gt):
-                    m.d.sync += hi_o.eq(wmax)
-                with m.If(a_first | a_lt):
-                    m.d.sync += lo_o.eq(wmin)
-            with m.Else():
-                with m.If(a_gt):
-                    m.d.sync += hi_e.eq(wmax)
-                with m.If(a_lt):
-                    m.d.sync += lo_e.eq(wmin)
-        # S5c: the row's two accumulators merged (compare and select from flip-flops; the next
-        # row's first word overwrites them only at the end of this cycle), its sum and seen bit
-        # alongside
-        d_sum, d_seen, row_done = Signal.like(acc_sum), Signal(), Signal()
-        m.d.sync += [d_sum.eq(new_sum), d_seen.eq(new_seen), row_done.eq(v5 & eor5)]
+        # the row ends: its results are the accumulators' values in the next cycle (S5b; the
+        # next row's first word overwrites them at its end), copied then (S5c)
+        row_done = Signal()
+        m.d.sync += row_done.eq(v5 & eor5)
         # the bias memory is read at the address of the row being accumulated: the address
         # advances as a row's last word is accumulated (S5), so the row's bias leaves the block RAM
-        # in S5c even when the row has one word, and is registered with the merged accumulators.
+        # in S5b even when the row has one word, and is registered with the row's results (S5c).
         # The address counts through the position's rows and back to the layer's base; ``b_last``
         # (a register, no comparator in front of the counter) says the row is the position's last
         b_addr, b_left, b_last = Signal.like(b_base), Signal.like(rows_m1), Signal()
@@ -457,8 +439,8 @@ class PE(wiring.Component):
         r_sum, r_seen, v6 = Signal(signed(cfg.acc_bits)), Signal(), Signal()
         r_hi, r_lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         bias_word = Signal.like(b_rd.data)
-        m.d.sync += [r_sum.eq(d_sum), r_seen.eq(d_seen), v6.eq(row_done), bias_word.eq(b_rd.data),
-                     r_hi.eq(Mux(hi_e > hi_o, hi_e, hi_o)), r_lo.eq(Mux(lo_e < lo_o, lo_e, lo_o))]
+        m.d.sync += [r_sum.eq(acc_sum), r_seen.eq(seen), v6.eq(row_done), bias_word.eq(b_rd.data),
+                     r_hi.eq((hi ^ flip).as_signed()), r_lo.eq((lo ^ flip).as_signed())]
 
         # ---------------------------------------------------------------- S6: zero candidate, bias
         bias_fields = data.View(word_layout(bias_word_fields(cfg, self.scales)), bias_word)
