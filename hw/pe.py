@@ -12,9 +12,15 @@ generator of :class:`mamfpga.compile.maps.ConvGeometry`), with no bubble between
           -> multiply -> adder tree (MAC) or comparator tree (MAM)
           -> running sum / max-min per row -> at the end of the row: + bias
 
-MAM ignores zero-weight lanes: they take the product of the word's first
-valid lane (which leaves max and min unchanged), and a word with no valid
-lane leaves the row untouched. At the end of a MAM row, max and min include 0
+MAM ignores zero-weight lanes: each lane enters the comparator tree with a
+valid bit and the tree's selects prefer valid operands (no multiplexer in
+front of its comparisons), and a word with no valid lane leaves the row
+untouched (it carries sentinels that lose every comparison). The running max
+and min compare two flip-flops (in offset binary: a carry chain's carry out)
+and that drives the accumulator's clock enable, with no multiplexer in the
+loop; the row's results are copied from the accumulators a cycle after its
+last word, the bias read meanwhile at the address of the row being
+accumulated; each PE holds its constants for the next layer in registers. At the end of a MAM row, max and min include 0
 when the row's zero-candidate bit is set (and are 0 when nothing was seen).
 The pipeline never stalls; a result leaves :data:`LATENCY` + tree latency
 cycles after its row's last word was fetched.
