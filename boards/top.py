@@ -141,10 +141,21 @@ class HostLinkTop(wiring.Component):
         # Byte counting for the FSM: ``left`` bytes follow the current one and ``last`` (a
         # register, so no comparator sits in front of the state register) says left == 0.
         def load(n):
-            return [left.eq(n - 1), last.eq(n == 1)]
+            return [left.eq(n - 1), last.eq(n == 1), tx_wait.eq(1)]
 
         def step():
-            return [left.eq(left - 1), last.eq(left == 1)]
+            return [left.eq(left - 1), last.eq(left == 1), tx_wait.eq(1)]
+
+        # The bytes an answer sends, looked up from ``left`` (and the output FIFO's head) into
+        # registers a cycle ahead of the transmitter taking them: the lookups and the state's
+        # choice among them are in different cycles. ``tx_wait``: ``left`` (or the FIFO's head)
+        # changed in the last cycle, so the registers are a cycle stale and nothing is sent.
+        tx_wait = Signal()
+        src_info, src_err, src_cyc, src_crc, src_out = (Signal(8, name=f"tx_{n}")
+                                                         for n in ("info", "err", "cycles", "crc", "out"))
+        m.d.sync += [tx_wait.eq(0), src_info.eq(info_rom[left]), src_err.eq(err_rom[left]),
+                     src_cyc.eq(cycle_bytes[left[:2]]), src_crc.eq(crc_bytes[left[0]]),
+                     src_out.eq(ofifo.r_data)]
 
         expired = timer[-1]                              # the timer went below zero
         with m.FSM():
@@ -157,8 +168,8 @@ class HostLinkTop(wiring.Component):
                                               rx_crc.eq(hostlink.crc16(bytes([hostlink.CMD_INFER])))]
                     m.next = "RECV"
             with m.State("INFO"):
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(info_rom[left])]
-                with m.If(utx.i.ready):
+                m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_info)]
+                with m.If(utx.i.ready & ~tx_wait):
                     m.d.sync += step()
                     with m.If(last):
                         m.next = "IDLE"
@@ -196,8 +207,8 @@ class HostLinkTop(wiring.Component):
                     with m.Else():
                         m.next = "IDLE"
             with m.State("ERROR"):                     # 'E' code crc: the request's CRC was wrong
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(err_rom[left])]
-                with m.If(utx.i.ready):
+                m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_err)]
+                with m.If(utx.i.ready & ~tx_wait):
                     m.d.sync += step()
                     with m.If(last):
                         m.next = "IDLE"
@@ -211,23 +222,23 @@ class HostLinkTop(wiring.Component):
                     m.d.sync += load(n_out) + [tx_crc.eq(hostlink.crc16(bytes([hostlink.REPLY_OUT])))]
                     m.next = "OUT"
             with m.State("OUT"):
-                m.d.comb += [utx.i.valid.eq(ofifo.r_rdy), utx.i.payload.eq(ofifo.r_data),
-                             ofifo.r_en.eq(utx.i.ready)]
-                with m.If(utx.i.ready & ofifo.r_rdy):
-                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, ofifo.r_data))]
+                m.d.comb += [utx.i.valid.eq(ofifo.r_rdy & ~tx_wait), utx.i.payload.eq(src_out),
+                             ofifo.r_en.eq(utx.i.ready & ~tx_wait)]
+                with m.If(utx.i.ready & ofifo.r_rdy & ~tx_wait):
+                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, src_out))]
                     with m.If(last):
                         m.d.sync += load(4)
                         m.next = "CYCLES"
             with m.State("CYCLES"):                    # little-endian: byte 3 - left
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(cycle_bytes[left[:2]])]
-                with m.If(utx.i.ready):
-                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, cycle_bytes[left[:2]]))]
+                m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_cyc)]
+                with m.If(utx.i.ready & ~tx_wait):
+                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, src_cyc))]
                     with m.If(last):
                         m.d.sync += load(2)
                         m.next = "TCRC"
             with m.State("TCRC"):                      # the answer's CRC, high byte first
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(crc_bytes[left[0]])]
-                with m.If(utx.i.ready):
+                m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_crc)]
+                with m.If(utx.i.ready & ~tx_wait):
                     m.d.sync += step()
                     with m.If(last):
                         m.next = "IDLE"

@@ -402,7 +402,9 @@ class PE(wiring.Component):
         # flip-flops (a carry chain) drives the accumulator's clock enable, its data the word's
         # value: one LUT after the carry chain, no multiplexer in the loop
         acc_sum = Signal(signed(cfg.acc_bits))
-        hi, lo = Signal(PRODUCT_BITS), Signal(PRODUCT_BITS)          # offset binary
+        # offset binary; without a reset (a row's first word sets them), so that the clock enable
+        # is not ORed with the reset (iCE40 SB_DFFESR resets only when enabled)
+        hi, lo = Signal(PRODUCT_BITS, reset_less=True), Signal(PRODUCT_BITS, reset_less=True)
         seen = Signal()
         row_first = Signal(init=1)
         new_sum = Signal(signed(cfg.acc_bits))

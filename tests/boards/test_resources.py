@@ -6,11 +6,12 @@ from mamfpga.hw.verilog import to_verilog
 
 
 def expected_ffs(width, lanes):
-    """Registers of the tree: at each level, a max and a min per node, plus one valid bit."""
+    """Registers of the tree: at each level, a max, a min and an any-lane-valid bit per node,
+    plus the level's valid bit."""
     ffs, nodes = 0, lanes
     while nodes > 1:
         nodes = (nodes + 1) // 2
-        ffs += nodes * 2 * width + 1
+        ffs += nodes * (2 * width + 1) + 1
     return ffs
 
 
@@ -21,9 +22,12 @@ def test_tree_synthesizes(family, lanes):
     res = synth_resources(to_verilog(MaxMinTree(width=8, lanes=lanes), "maxmin_tree"), "maxmin_tree", family)
     print(f"\nMaxMinTree W=8 L={lanes} {family}: {res.lut} LUT, {res.ff} FF")
     assert res.ff == expected_ffs(8, lanes)
-    # Each comparator is about one LUT per bit plus the muxes: L-1 max and
-    # L-1 min reductions of 8-bit values, less sharing at the first level.
-    assert 8 * (lanes - 1) <= res.lut <= 40 * (lanes - 1)
+    # Each node: a comparison (two at the later levels) and the selects of max and min, which
+    # also weigh the operands' valid bits (a zero-weight lane takes no part): L - 1 nodes of
+    # 8-bit values. Measured 31 / 99 / 235 LUT on the iCE40 and 41 / 214 / 504 on the ECP5 at
+    # L = 2 / 4 / 8 (the PE as a whole got smaller: the substitution multiplexers in front of the
+    # tree are gone, scripts/bench_pe_area.py).
+    assert 8 * (lanes - 1) <= res.lut <= 80 * (lanes - 1)
     assert res.bram == 0 and res.dsp == 0
 
 
