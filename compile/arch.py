@@ -72,10 +72,11 @@ PE_LATENCY = 13
 #: saturation flags, clamp (mamfpga.hw.requant): one step per stage, for the clock. Pipeline stages cost
 #: one cycle per layer each, a fraction of a per cent of an inference.
 REQUANT_LATENCY = 7
-#: Per layer, besides the pipeline: the sequencer's start cycle, the result FIFO, and the
-#: registered write stage (mamfpga.hw.accelerator: the address adders and the fused pool's
+#: Per layer, besides the pipeline: the sequencer's start cycle, the result FIFO, the popped
+#: record's register (a FIFO's block RAM output is not fed straight into the requantizers) and
+#: the registered write stage (mamfpga.hw.accelerator: the address adders and the fused pool's
 #: compare in a cycle of their own before the memories' write ports).
-LAYER_HANDOFF = 3
+LAYER_HANDOFF = 4
 #: Cycles per output value on the output stream.
 OUTPUT_CYCLES = 1
 

@@ -196,28 +196,40 @@ class Accelerator(wiring.Component):
             offsets[name] = (at, w)
             at += w
 
+        # the records popped, registered as they leave the FIFOs (a block RAM's output straight
+        # into the requantizers' operand registers and their multipliers was the ECP5's critical
+        # path): the requantizers and the cross-PE tree take them a cycle after the pop
+        heads = []
+        for p, f in enumerate(fifos):
+            q = Signal(rec_bits, name=f"fifo{p}_head")
+            m.d.sync += q.eq(f.r_data)
+            heads.append(q)
+        popped, t_popped = Signal(), Signal.like(words_to_write)       # the pop, and its word, registered
+
         def field(f, name):
-            """A field of the record at a FIFO's head; 0 for one no layer reads."""
+            """A field of the popped record from a FIFO; 0 for one no layer reads."""
             if name not in offsets:
                 return Const(0, signed(cfg.acc_bits if name in ("acc", "sum", "bias") else PRODUCT_BITS))
             off, w = offsets[name]
+            q = heads[fifos.index(f)]
             if name in ("mult", "shift"):
-                return f.r_data[off:off + w]
-            return f.r_data[off:off + w].as_signed()
+                return q[off:off + w]
+            return q[off:off + w].as_signed()
 
         # ------------------------------------------------------------ row-parallel: P requantizers
         t_idx = Signal.like(words_to_write)            # next word to pop
+        m.d.sync += [popped.eq(pop), t_popped.eq(t_idx)]
         clamps = frozenset(plan.act_max.bit_length() for plan in prog.layers)
         rq_row = []
         for p in range(P):
             rq = Requant(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, tag_bits=act_bits, clamps=clamps)
             m.submodules[f"rq{p}"] = rq
-            m.d.comb += [rq.i.valid.eq(pop & ~split), rq.i.payload.acc.eq(field(fifos[p], "acc")),
+            m.d.comb += [rq.i.valid.eq(popped & ~split), rq.i.payload.acc.eq(field(fifos[p], "acc")),
                          # a row's own mult and shift in a program with per-row scales
                          rq.i.payload.mult.eq(field(fifos[p], "mult") if prog.scales else mult),
                          rq.i.payload.shift.eq(field(fifos[p], "shift") if prog.scales else shift),
                          rq.i.payload.relu.eq(relu), rq.i.payload.n.eq(act_n), rq.i.payload.even.eq(even),
-                         rq.i.payload.tag.eq(t_idx)]
+                         rq.i.payload.tag.eq(t_popped)]
             rq_row.append(rq)
 
         # ------------------------------------------------------------ column-split: tree + one requantizer
@@ -230,9 +242,9 @@ class Accelerator(wiring.Component):
             def combine(depth, a, b):
                 return (a[0] + b[0], Mux(a[1] > b[1], a[1], b[1]), Mux(a[2] < b[2], a[2], b[2]), a[3] + b[3])
 
-            root, root_valid = pipelined_tree(m, leaves, shapes, combine, 1, pop & split,
+            root, root_valid = pipelined_tree(m, leaves, shapes, combine, 1, popped & split,
                                               names=("csum", "chi", "clo", "cbias"))
-            tree_tag = t_idx
+            tree_tag = t_popped
             for d in range(tree_latency(P)):
                 nt = Signal.like(t_idx, name=f"split_tag_{d}")
                 m.d.sync += nt.eq(tree_tag)
