@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
-           "LAYER_HANDOFF", "PE_LATENCY", "tree_cycles", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
+           "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "not_powers_of_two", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
            "unpack", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
            "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
@@ -65,7 +65,8 @@ __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
 #: read register, byte select, multiply, tree output register, accumulate, the row's results
-#: registered, the bias register (read alongside), zero candidate, max + min or sum, bias (mamfpga.hw.pe). Every block RAM output is registered before
+#: registered (the bias register alongside), zero candidate, max + min or sum, bias
+#: (mamfpga.hw.pe). Every block RAM output is registered before
 #: logic uses it.
 PE_LATENCY = 13
 #: Requantizer stages: operands, partial products, product, coarse shift, fine shift,
@@ -371,15 +372,10 @@ def unpack(fields, word: int) -> dict:
     return out
 
 
-def tree_cycles(lanes: int) -> int:
-    """Cycles through a PE's lane tree: ceil(log2 L) registered levels."""
-    return clog2(lanes)
-
-
 def pipeline_depth(lanes: int) -> int:
     """Cycles from reading a row's last weight word to writing its activation:
-    the PE (with its lane tree) and the requantizer."""
-    return PE_LATENCY + tree_cycles(lanes) + REQUANT_LATENCY
+    the PE (with ceil(log2 L) tree levels) and the requantizer."""
+    return PE_LATENCY + clog2(lanes) + REQUANT_LATENCY
 
 
 def layer_overhead(cfg: ArchConfig) -> int:

@@ -72,19 +72,16 @@ class MaxMinTree(LaneReduction):
 
         # Nodes are (max, min, valid); a leaf's max and min are its lane. The first level shares
         # one comparator per pair, later levels compare maxes and mins apart.
-        def prepare(depth, a, b):
-            if depth == 0:
-                return (a[0] > b[0],)
-            return a[0] > b[0], a[1] < b[1]
-
-        def combine(depth, a, b, pre):
-            take_max = a[2] & (~b[2] | pre[0])                  # a valid, and b not or a larger
-            take_min = a[2] & (~b[2] | (~pre[0] if depth == 0 else pre[1]))
+        def combine(depth, a, b):
+            gt = a[0] > b[0]
+            lt = ~gt if depth == 0 else a[1] < b[1]
+            take_max = a[2] & (~b[2] | gt)                      # a valid, and b not or a larger
+            take_min = a[2] & (~b[2] | lt)
             return Mux(take_max, a[0], b[0]), Mux(take_min, a[1], b[1]), a[2] | b[2]
 
         leaves = [(self.i.payload[k], self.i.payload[k], self.lane_valid[k]) for k in range(lanes)]
         root, valid = pipelined_tree(m, leaves, [signed(width), signed(width), unsigned(1)], combine, advance,
-                                     self.i.valid, names=("max", "min", "any"), prepare=prepare)
+                                     self.i.valid, names=("max", "min", "any"))
         m.d.comb += [
             self.o.payload.max.eq(root[0]),
             self.o.payload.min.eq(root[1]),

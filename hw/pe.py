@@ -20,7 +20,8 @@ and min compare two flip-flops (in offset binary: a carry chain's carry out)
 and that drives the accumulator's clock enable, with no multiplexer in the
 loop; the row's results are copied from the accumulators a cycle after its
 last word, the bias read meanwhile at the address of the row being
-accumulated; each PE holds its constants for the next layer in registers. At the end of a MAM row, max and min include 0
+accumulated; each PE holds its constants for the next layer in registers.
+At the end of a MAM row, max and min include 0
 when the row's zero-candidate bit is set (and are 0 when nothing was seen).
 The pipeline never stalls; a result leaves :data:`LATENCY` + tree latency
 cycles after its row's last word was fetched.
@@ -46,7 +47,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, tree_cycles, SHIFT_BITS, ArchConfig, act_side_words, bank_bytes,
+from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words, bank_bytes,
                                    bias_bits, bias_bits_used, bias_word_fields, clog2, index_bits, pow2_at_least,
                                    rom_width, weight_word_fields, word_bits, low_word_fields, high_word_fields,
                                    low_word_bits, high_word_bits)
@@ -96,7 +97,7 @@ class PE(wiring.Component):
         self.family = family                             # memories marked block RAM or logic for it
         self.scales = scales                             # bias words carry each row's mult and shift
         self.act_addr_bits = index_bits(2 * self.act_depth)
-        self.tree_latency = tree_cycles(cfg.lanes)
+        self.tree_latency = clog2(cfg.lanes)
         #: the reductions this PE builds: only those its layers use
         self.modes = frozenset(l.mode for l in self.layers)
         super().__init__({
@@ -363,20 +364,21 @@ class PE(wiring.Component):
             m.d.comb += [add.i.valid.eq(v4), add.o.ready.eq(1), word_sum.eq(add.o.payload), v5.eq(add.o.valid)]
             for k in range(L):
                 m.d.comb += add.i.payload[k].eq(prods[k])
-        # side information travels alongside the trees: the end of row, and whether any lane of
-        # the word is valid (a MAM word with none leaves the row untouched)
-        any_nz = Signal()
-        m.d.comb += any_nz.eq(sum(nz4[k] for k in range(L)) != 0)
-        eor5, wv5 = eor4, any_nz
+        # the end of row travels alongside the trees
+        eor5 = eor4
         for d in range(self.tree_latency):
-            e, w = Signal(name=f"eor_t{d}"), Signal(name=f"wv_t{d}")
-            m.d.sync += [e.eq(eor5), w.eq(wv5)]
-            eor5, wv5 = e, w
+            e = Signal(name=f"eor_t{d}")
+            m.d.sync += e.eq(eor5)
+            eor5 = e
+        # whether any lane of the word is valid (a MAM word with none leaves the row untouched):
+        # the comparator tree's own ``any`` (only MAM reads it)
+        wv5 = Signal()
         if "mam" in self.modes:
             # a zero-weight lane takes no part in the comparisons (the tree prefers valid lanes)
             m.submodules.mm = mm = MaxMinTree(width=PRODUCT_BITS, lanes=L)
             m.d.comb += [mm.i.valid.eq(v4), mm.o.ready.eq(1), wmax.eq(mm.o.payload.max),
-                         wmin.eq(mm.o.payload.min), v5.eq(mm.o.valid), mm.lane_valid.eq(Cat(*nz4))]
+                         wmin.eq(mm.o.payload.min), v5.eq(mm.o.valid), wv5.eq(mm.o.payload.any),
+                         mm.lane_valid.eq(Cat(*nz4))]
             for k in range(L):
                 m.d.comb += mm.i.payload[k].eq(prods[k])
 

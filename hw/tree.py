@@ -2,8 +2,7 @@
 
 Used by the comparator tree (max and min of L lanes), the adder tree (sum of L lanes) and the
 accelerator's cross-PE tree. Leaves are tuples of Amaranth values; ``combine(level, a, b)``
-returns the combined tuple (given ``prepare``, ``combine(level, a, b, prepare(level, a, b))``:
-the comparisons apart from the selects they drive); an odd node is carried forward. Every level
+returns the combined tuple; an odd node is carried forward. Every level
 advances when ``advance`` is high, so the whole tree stalls as one.
 """
 
@@ -26,7 +25,7 @@ def tree_latency(leaves: int) -> int:
 
 
 def pipelined_tree(m, leaves: Sequence[tuple], shapes: Sequence[Shape], combine: Callable,
-                   advance, valid, *, names: Sequence[str], prepare: Callable | None = None):
+                   advance, valid, *, names: Sequence[str]):
     """Reduce ``leaves`` (tuples of values with ``shapes``) to one tuple in tree_latency levels.
 
     Returns (root tuple, valid of the root).
@@ -36,12 +35,7 @@ def pipelined_tree(m, leaves: Sequence[tuple], shapes: Sequence[Shape], combine:
         nxt = []
         for k in range(0, len(level), 2):
             regs = tuple(Signal(shape, name=f"{n}_l{depth + 1}_{k // 2}") for shape, n in zip(shapes, names))
-            if k + 1 == len(level):
-                values = level[k]
-            elif prepare is None:
-                values = combine(depth, level[k], level[k + 1])
-            else:
-                values = combine(depth, level[k], level[k + 1], tuple(prepare(depth, level[k], level[k + 1])))
+            values = level[k] if k + 1 == len(level) else combine(depth, level[k], level[k + 1])
             with m.If(advance):
                 m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
             nxt.append(regs)
