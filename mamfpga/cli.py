@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mamfpga import progress, stages, toolchain
-from mamfpga.boards.flow import DEFAULT_BAUD
+from mamfpga.boards.flow import DEFAULT_BAUD, NEAR_MISS, SEEDS_PER_CLOCK
 from mamfpga.boards.targets import BOARDS
 from mamfpga.errors import MamfpgaError, UsageError
 from mamfpga.outputs import PLOTS_HINT, atomic_write_bytes, run_dir
@@ -414,7 +414,7 @@ def cmd_report(args) -> int:
 def cmd_synth(args) -> int:
     stages.load(args.build)                      # a build folder, its program compiling as recorded
     syn = stages.synthesize(args.build, args.board, bitstream=args.bitstream, clock_mhz=args.clock, baud=args.baud,
-                            seed=args.seed)
+                            seed=args.seed, seeds=args.seeds)
     if syn.export_only:
         return 0
     _show(render_synth(syn))
@@ -631,7 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                "what place and route reaches)")
     d.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"host link baud rate (default {DEFAULT_BAUD})")
-    d.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    d.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    d.add_argument("--seeds", type=int, default=SEEDS_PER_CLOCK,
+                   help=f"placements tried at one clock, with seeds --seed, --seed + 1 ..., when timing is missed "
+                        f"by less than {1 - NEAR_MISS:.0%} (default {SEEDS_PER_CLOCK}; 1: the one seed alone)")
 
     d = verb("run", cmd_run, "run inputs on the board over its serial port, check against the golden model")
     d.add_argument("build", type=Path)

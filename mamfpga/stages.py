@@ -656,19 +656,22 @@ def cosimulate(program: Program, build: str | Path, x: np.ndarray, *, simulator:
 # --------------------------------------------------------------------------- board
 
 def synthesize(build: str | Path, board_name: str, *, bitstream: bool = False, clock_mhz: float | None = None,
-               baud: int = board_flow.DEFAULT_BAUD, seed: int = 1, retries: int = 3, log=print) -> SynthFigures:
+               baud: int = board_flow.DEFAULT_BAUD, seed: int = 1, seeds: int = board_flow.SEEDS_PER_CLOCK,
+               retries: int = 3, log=print) -> SynthFigures:
     """The board top of ``build`` through yosys and nextpnr (a bitstream when asked and timing
     is met); the report's synth section."""
     brd = get_board(board_name)
     if clock_mhz is not None and clock_mhz <= 0:
         raise UsageError(f"--clock must be a positive frequency in MHz, not {clock_mhz}")
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, not {seeds}")
     # the board folder is written anew; Ctrl-C or an error part way puts the earlier one back,
     # so the report never names a bitstream that is gone
     with replaced_whole(board_flow.board_dir(Path(build), brd)):
         try:
             syn = board_flow.synth_board(Path(build), brd, bitstream=bitstream,
                                          clock_hz=clock_mhz * 1e6 if clock_mhz else None, baud=baud, seed=seed,
-                                         retries=retries, log=log)
+                                         seeds=seeds, retries=retries, log=log)
         except ValueError as exc:           # a baud rate the clock cannot make, a PLL out of range
             raise UsageError(str(exc)) from None
         report = Report.load(build)

@@ -86,7 +86,7 @@ def evaluate_point(pt: dict, net_path: str, inputs_path: str, root: str, synth: 
         cos = stages.cosimulate(program, build, x)
         row.update(cycles_sim=max(cos.cycles), mismatches=cos.mismatches, samples=len(x))
         if synth:
-            syn = stages.synthesize(build, pt["board"], log=lambda _msg: None, retries=0)
+            syn = stages.synthesize(build, pt["board"], log=lambda _msg: None, seeds=1, retries=0)
             if syn.resources:
                 r, f = syn.resources, syn.fmax_mhz
                 row.update(lut=r["lut"], ff=r["ff"], bram=r["bram"], dsp=r["dsp"], lut_avail=r["lut_avail"],

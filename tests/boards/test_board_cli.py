@@ -93,6 +93,8 @@ def test_synth_refuses_bad_input(tmp_path, capsys):
     # 10 Mbaud from a 24 MHz clock: fewer than 4 cycles per bit
     assert cli.main(["synth", str(build), "--board", "icebreaker", "--clock", "24", "--baud", "10000000"]) == 2
     assert "10000000 baud needs at least 4 clock cycles per bit" in capsys.readouterr().err
+    assert cli.main(["synth", str(build), "--board", "icebreaker", "--seeds", "0"]) == 2
+    assert "--seeds must be at least 1, not 0" in capsys.readouterr().err
 
 
 class FakeBoard(threading.Thread):

@@ -293,3 +293,41 @@ def test_a_tool_run_that_crashes_in_its_runtime_runs_once_more(tmp_path):
     (tmp_path / "fails.sh").write_text("echo no >&2; exit 1\n")
     assert _run_script("fails.sh", tmp_path, log, "building", None, "yosys") == 1
     assert "died by signal" not in log.read_text()
+
+
+def test_a_near_miss_is_placed_again_with_other_seeds_before_the_clock_is_lowered(monkeypatch):
+    """The retry policy of synth_board, on a stand-in for one place and route whose Fmax depends
+    on the seed: a miss within NEAR_MISS tries the next seeds at the same clock, a wide miss (or
+    the seeds spent) lowers the clock under the best Fmax reached, a pinned clock is never lowered,
+    and the report keeps every attempt."""
+    def fake(fmax_of):
+        def once(build, board, *, bitstream, target, baud, seed, log):
+            clk = target / 1e6
+            fmax = fmax_of(clk, seed)
+            return SynthFigures("icebreaker", "iCE40UP5K", {"mhz": clk}, {}, fmax_mhz=fmax,
+                                timing_met=fmax >= clk)
+        return once
+
+    def tries(fmax_of, **kw):
+        monkeypatch.setattr(flow, "_synth_once", fake(fmax_of))
+        syn = flow.synth_board(Path("b"), board("icebreaker"), log=lambda _m: None, **kw)
+        return [(a["clock_mhz"], a["seed"]) for a in syn.attempts], syn
+
+    # seed 3 meets 48 MHz: found at the target, the clock never lowered
+    att, syn = tries(lambda clk, seed: 49.0 if seed == 3 else 45.0)
+    assert att == [(48, 1), (48, 2), (48, 3)] and syn.timing_met and syn.clock["mhz"] == 48
+    # no seed meets it: after SEEDS_PER_CLOCK seeds the clock goes under the best Fmax (46.5)
+    att, syn = tries(lambda clk, seed: 46.5 if seed == 2 else 44.0)
+    assert [s for _c, s in att[:3]] == [1, 2, 3] and all(c == 48 for c, _s in att[:3])
+    assert att[3][0] == pytest.approx(46.5 * flow.RETRY_MARGIN) and att[3][1] == 4 and syn.timing_met
+    # a wide miss (30 of 48 MHz) is no seed's luck: lowered at once
+    att, syn = tries(lambda clk, seed: 30.0)
+    assert att[0] == (48, 1) and att[1] == (pytest.approx(30.0 * flow.RETRY_MARGIN), 2) and syn.timing_met
+    # a pinned clock tries the seeds, then stops with timing not met; seeds=1 places once
+    att, syn = tries(lambda clk, seed: 45.0, clock_hz=48e6)
+    assert att == [(48, 1), (48, 2), (48, 3)] and not syn.timing_met
+    att, syn = tries(lambda clk, seed: 45.0, clock_hz=48e6, seed=7, seeds=1)
+    assert att == [(48, 7)] and not syn.timing_met
+    # never met: the number of placements is bounded by seeds x (retries + 1)
+    att, syn = tries(lambda clk, seed: clk * 0.95, retries=2)
+    assert len(att) == flow.SEEDS_PER_CLOCK * 3 and not syn.timing_met
