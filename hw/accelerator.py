@@ -146,9 +146,13 @@ class Accelerator(wiring.Component):
         g_window = Signal(index_bits(max(g.window for g in gens) + 1))
         split_base = Signal(act_bits + log2p)
         # the constants the write side compares with, as registers set at the layer's start (not
-        # through the layer multiplexer in the same cycle): R - 1, per-row - 1, window - 1
-        rows_m1 = Signal.like(g_rows)
-        per_row_m1, window_m1 = Signal.like(g_per_row), Signal.like(g_window)
+        # through the layer multiplexer in the same cycle): R - 2, per-row - 2, window - 2, and
+        # whether each is 1
+        rows_m2 = Signal.like(g_rows)
+        per_row_m2, window_m2 = Signal.like(g_per_row), Signal.like(g_window)
+        rows_1, per_row_1, window_1 = Signal(), Signal(), Signal()
+        bank_rows = max([g.rows for g in gens if g.window > 1], default=1)
+        rows_at = Signal(bank_rows)             # one-hot: bit r set when the layer has R = r + 1
         pos_step, row_step = Signal(act_bits), Signal(act_bits)         # words to the next position, row
         with m.Switch(layer):
             for k, plan in enumerate(prog.layers):
@@ -276,41 +280,43 @@ class Accelerator(wiring.Component):
         r_cnt, j_cnt, x_cnt = Signal.like(g_rows), Signal.like(g_window), Signal.like(g_per_row)
         pos_word = Signal(act_bits)
         y_row = Cat(*[rq.o.payload.y for rq in rq_row])
-        window_last = Signal()
-        m.d.comb += window_last.eq(j_cnt == window_m1)
+        # whether each counter is at its last value, registers updated with it from a compare of
+        # the counter with the layer's constant less 2 (no adder, no compare in front of the
+        # updates: the chain r -> window -> position -> pos_word adder was the iCE40's critical path)
+        r_last, window_last, x_last, j_first = Signal(), Signal(), Signal(), Signal()
         pooled = any(g.window > 1 for g in gens)
         if pooled:
             # the running maxima rotate through a shift register as the rows come: the one at its
             # head is the row's now, the new one enters at the layer's R - 1 (no index decoding)
-            bank_rows = max(g.rows for g in gens if g.window > 1)
             bank = [Signal(8 * P, name=f"pool_max{r}") for r in range(bank_rows)]
             best = Signal(8 * P)
             for p in range(P):
                 # bytes compared as the layer writes them: signed, or unsigned (act_max 255)
                 y, h = y_row.word_select(p, 8), bank[0].word_select(p, 8)
                 y, h = Mux(out_uns, y, y.as_signed()), Mux(out_uns, h, h.as_signed())
-                m.d.comb += best.word_select(p, 8).eq(Mux((j_cnt == 0) | (y > h), y, h))
+                m.d.comb += best.word_select(p, 8).eq(Mux(j_first | (y > h), y, h))
             with m.If(row_out):
                 for r in range(bank_rows):
                     nxt = bank[r + 1] if r + 1 < bank_rows else best
-                    m.d.sync += bank[r].eq(Mux(rows_m1 == r, best, nxt))
+                    m.d.sync += bank[r].eq(Mux(rows_at[r], best, nxt))
         else:
             best = y_row
         with m.If(row_out):
             m.d.comb += [res_en.eq(window_last), res_addr.eq(pos_word + r_cnt), res_data.eq(best),
                          res_mask.eq((1 << P) - 1)]
-            with m.If(r_cnt != rows_m1):
-                m.d.sync += r_cnt.eq(r_cnt + 1)
+            with m.If(~r_last):
+                m.d.sync += [r_cnt.eq(r_cnt + 1), r_last.eq(r_cnt == rows_m2)]
             with m.Else():
-                m.d.sync += r_cnt.eq(0)
+                m.d.sync += [r_cnt.eq(0), r_last.eq(rows_1), j_first.eq(window_last)]
                 with m.If(~window_last):
-                    m.d.sync += j_cnt.eq(j_cnt + 1)
+                    m.d.sync += [j_cnt.eq(j_cnt + 1), window_last.eq(j_cnt == window_m2)]
                 with m.Else():
-                    m.d.sync += j_cnt.eq(0)
-                    with m.If(x_cnt != per_row_m1):
-                        m.d.sync += [x_cnt.eq(x_cnt + 1), pos_word.eq(pos_word + pos_step)]
+                    m.d.sync += [j_cnt.eq(0), window_last.eq(window_1)]
+                    with m.If(~x_last):
+                        m.d.sync += [x_cnt.eq(x_cnt + 1), x_last.eq(x_cnt == per_row_m2),
+                                     pos_word.eq(pos_word + pos_step)]
                     with m.Else():
-                        m.d.sync += [x_cnt.eq(0), pos_word.eq(pos_word + row_step)]
+                        m.d.sync += [x_cnt.eq(0), x_last.eq(per_row_1), pos_word.eq(pos_word + row_step)]
         if has_split:
             with m.Elif(rq_split.o.valid):
                 r = Signal(act_bits + log2p)
@@ -371,8 +377,11 @@ class Accelerator(wiring.Component):
                     m.d.comb += pe.start.eq(1)
                 m.d.sync += nxt_layer.eq(layer + 1)
                 m.d.sync += [t_idx.eq(0), w_left.eq(words_to_write - 1), w_last.eq(words_to_write == 1), r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0), pos_word.eq(g_first),
-                             rows_m1.eq(g_rows - 1), per_row_m1.eq(g_per_row - 1),
-                             window_m1.eq(g_window - 1), pos_step.eq(g_rows), row_step.eq(g_rows + g_skip)]
+                             rows_m2.eq(g_rows - 2), per_row_m2.eq(g_per_row - 2), window_m2.eq(g_window - 2),
+                             rows_1.eq(g_rows == 1), per_row_1.eq(g_per_row == 1), window_1.eq(g_window == 1),
+                             r_last.eq(g_rows == 1), x_last.eq(g_per_row == 1), window_last.eq(g_window == 1),
+                             j_first.eq(1), pos_step.eq(g_rows), row_step.eq(g_rows + g_skip),
+                             rows_at.eq(Cat(*[g_rows == r + 1 for r in range(bank_rows)]))]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [pop.eq(all_ready), self.phase.eq(1)]
