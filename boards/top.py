@@ -87,9 +87,15 @@ class HostLinkTop(wiring.Component):
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
 
         info = hostlink.info_bytes(n_in, n_out, prog.config.pes, prog.config.lanes, self.ident)
-        info_rom = Array(Const(b, 8) for b in reversed(info))     # indexed by bytes left
         err = hostlink.error_bytes(hostlink.ERR_CRC)
-        err_rom = Array(Const(b, 8) for b in reversed(err))
+
+        def rom(data):
+            """``data`` indexed by bytes left, padded to a power of two: read with only the index
+            bits it needs (each output bit a LUT4 for 16 bytes), not the whole byte counter"""
+            bits = max(1, (len(data) - 1).bit_length())
+            return Array(Const(b, 8) for b in list(reversed(data)) + [0] * ((1 << bits) - len(data))), bits
+
+        (info_rom, info_bits), (err_rom, err_bits) = rom(info), rom(err)
         left = Signal(range(max(n_in, n_out, len(info), len(err), 4)))
         # the CRC of the frame being received (it ends at 0 for a whole good frame) and of the
         # answer being sent (its two bytes follow it)
@@ -153,7 +159,8 @@ class HostLinkTop(wiring.Component):
         tx_wait = Signal()
         src_info, src_err, src_cyc, src_crc, src_out = (Signal(8, name=f"tx_{n}")
                                                          for n in ("info", "err", "cycles", "crc", "out"))
-        m.d.sync += [tx_wait.eq(0), src_info.eq(info_rom[left]), src_err.eq(err_rom[left]),
+        m.d.sync += [tx_wait.eq(0), src_info.eq(info_rom[left[:info_bits]]),
+                     src_err.eq(err_rom[left[:err_bits]]),
                      src_cyc.eq(cycle_bytes[left[:2]]), src_crc.eq(crc_bytes[left[0]]),
                      src_out.eq(ofifo.r_data)]
 
