@@ -20,7 +20,10 @@ the UART pins and the LEDs of an amaranth-boards platform.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, ClockDomain, Const, Elaboratable, Module, Signal, signed
+import functools
+import operator
+
+from amaranth import Array, Cat, ClockDomain, Const, Elaboratable, Module, Mux, Signal, signed
 from amaranth.build import ResourceError
 from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -145,110 +148,127 @@ class HostLinkTop(wiring.Component):
             m.d.sync += framing_seen.eq(1)
 
         # Byte counting for the FSM: ``left`` bytes follow the current one and ``last`` (a
-        # register, so no comparator sits in front of the state register) says left == 0.
-        def load(n):
-            return [left.eq(n - 1), last.eq(n == 1), tx_wait.eq(1)]
+        # register, so no comparator sits in front of the state register) says left == 0. A
+        # state that counts bytes is entered with ``fresh`` set: in that cycle the counter takes
+        # the state's count (``counts``, a constant chosen by the state alone), so that the
+        # counter's enable is ``fresh`` or a byte moved, not every transition's condition (that
+        # enable was the iCE40's critical path). A receiving state sees its first byte tens of
+        # cycles after it is entered at the least (a UART byte is 10 bits of 4 cycles or more).
+        fresh = Signal()
+        tx_wait = Signal()
+        m.d.sync += [fresh.eq(0), tx_wait.eq(fresh)]
+
+        def go(state):
+            m.next = state
+            m.d.sync += [fresh.eq(1), tx_wait.eq(1)]
 
         def step():
             return [left.eq(left - 1), last.eq(left == 1), tx_wait.eq(1)]
 
+        counts = {"INFO": len(info), "RECV": n_in, "RCRC": 2, "ERROR": len(err), "OUT": n_out, "CYCLES": 4,
+                  "TCRC": 2}
+
         # The bytes an answer sends, looked up from ``left`` (and the output FIFO's head) into
         # registers a cycle ahead of the transmitter taking them: the lookups and the state's
-        # choice among them are in different cycles. ``tx_wait``: ``left`` (or the FIFO's head)
-        # changed in the last cycle, so the registers are a cycle stale and nothing is sent.
-        tx_wait = Signal()
+        # choice among them are in different cycles. ``tx_wait``: the state or ``left`` (or the
+        # FIFO's head) changed in the last cycle, so the registers are stale and nothing is sent.
         src_info, src_err, src_cyc, src_crc, src_out = (Signal(8, name=f"tx_{n}")
                                                          for n in ("info", "err", "cycles", "crc", "out"))
-        m.d.sync += [tx_wait.eq(0), src_info.eq(info_rom[left[:info_bits]]),
+        m.d.sync += [src_info.eq(info_rom[left[:info_bits]]),
                      src_err.eq(err_rom[left[:err_bits]]),
                      src_cyc.eq(cycle_bytes[left[:2]]), src_crc.eq(crc_bytes[left[0]]),
                      src_out.eq(ofifo.r_data)]
+        tx_go = Signal()                                 # the transmitter takes a byte now, if offered
+        m.d.comb += tx_go.eq(utx.i.ready & ~tx_wait)
 
         expired = timer[-1]                              # the timer went below zero
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(rx_info):
-                    m.d.sync += load(len(info))
-                    m.next = "INFO"
+                    go("INFO")
                 with m.Elif(rx_infer):
-                    m.d.sync += load(n_in) + [timer.eq(self.frame_timeout),
-                                              rx_crc.eq(hostlink.crc16(bytes([hostlink.CMD_INFER])))]
-                    m.next = "RECV"
+                    m.d.sync += [timer.eq(self.frame_timeout), rx_crc.eq(hostlink.crc16(bytes([hostlink.CMD_INFER])))]
+                    go("RECV")
             with m.State("INFO"):
                 m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_info)]
-                with m.If(utx.i.ready & ~tx_wait):
+                with m.If(tx_go):
                     m.d.sync += step()
                     with m.If(last):
-                        m.next = "IDLE"
-            def receive(then, after_last=()):
+                        go("IDLE")
+
+            def receive(then):
                 """A request's next byte into the CRC, the frame timer restarted, on to ``then``
                 after the last; a frame whose bytes stop is dropped without an answer."""
                 with m.If(rx_v):
                     m.d.sync += step() + [timer.eq(self.frame_timeout), rx_crc.eq(crc16_next(rx_crc, rx_b))]
                     with m.If(last):
-                        m.d.sync += list(after_last)
-                        m.next = then
+                        go(then)
                 with m.Elif(expired):
                     m.d.sync += [timeout_seen.eq(1), bad_crc.eq(0)]
-                    m.next = "DROP"
+                    go("DROP")
                 with m.Else():
                     m.d.sync += timer.eq(timer - 1)
 
             with m.State("RECV"):                      # the input vector, into the input FIFO
                 m.d.comb += ififo.w_en.eq(rx_v)
-                receive("RCRC", load(2))
+                receive("RCRC")
             with m.State("RCRC"):                      # the request's two CRC bytes
                 receive("CHECK")
             with m.State("CHECK"):                     # a whole frame: its CRC residue is 0
                 with m.If(rx_crc == 0):
-                    m.next = "RUN"
+                    go("RUN")
                 with m.Else():
                     m.d.sync += bad_crc.eq(1)
-                    m.next = "DROP"
+                    go("DROP")
             with m.State("DROP"):                      # empty the partial or refused input vector
                 m.d.comb += ififo.r_en.eq(1)
                 with m.If(~ififo.r_rdy):
                     with m.If(bad_crc):
-                        m.d.sync += load(len(err))
-                        m.next = "ERROR"
+                        go("ERROR")
                     with m.Else():
-                        m.next = "IDLE"
+                        go("IDLE")
             with m.State("ERROR"):                     # 'E' code crc: the request's CRC was wrong
                 m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_err)]
-                with m.If(utx.i.ready & ~tx_wait):
+                with m.If(tx_go):
                     m.d.sync += step()
                     with m.If(last):
-                        m.next = "IDLE"
+                        go("IDLE")
             with m.State("RUN"):
                 m.d.comb += feed.eq(1)
                 with m.If(last_out):
-                    m.next = "HEAD"
+                    go("HEAD")
             with m.State("HEAD"):
                 m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(hostlink.REPLY_OUT)]
                 with m.If(utx.i.ready):
-                    m.d.sync += load(n_out) + [tx_crc.eq(hostlink.crc16(bytes([hostlink.REPLY_OUT])))]
-                    m.next = "OUT"
+                    m.d.sync += tx_crc.eq(hostlink.crc16(bytes([hostlink.REPLY_OUT])))
+                    go("OUT")
             with m.State("OUT"):
                 m.d.comb += [utx.i.valid.eq(ofifo.r_rdy & ~tx_wait), utx.i.payload.eq(src_out),
-                             ofifo.r_en.eq(utx.i.ready & ~tx_wait)]
-                with m.If(utx.i.ready & ofifo.r_rdy & ~tx_wait):
+                             ofifo.r_en.eq(tx_go)]
+                with m.If(tx_go & ofifo.r_rdy):
                     m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, src_out))]
                     with m.If(last):
-                        m.d.sync += load(4)
-                        m.next = "CYCLES"
+                        go("CYCLES")
             with m.State("CYCLES"):                    # little-endian: byte 3 - left
                 m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_cyc)]
-                with m.If(utx.i.ready & ~tx_wait):
+                with m.If(tx_go):
                     m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, src_cyc))]
                     with m.If(last):
-                        m.d.sync += load(2)
-                        m.next = "TCRC"
+                        go("TCRC")
             with m.State("TCRC"):                      # the answer's CRC, high byte first
                 m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_crc)]
-                with m.If(utx.i.ready & ~tx_wait):
+                with m.If(tx_go):
                     m.d.sync += step()
                     with m.If(last):
-                        m.next = "IDLE"
+                        go("IDLE")
+        # a fresh state's count, ORed from the (one-hot) state bits: the count is its constant
+        count, count_last = Signal.like(left), Signal()
+        m.d.comb += [count.eq(functools.reduce(operator.or_, [Mux(fsm.ongoing(st), n - 1, 0)
+                                                               for st, n in counts.items()])),
+                     count_last.eq(functools.reduce(operator.or_, [fsm.ongoing(st) for st, n in counts.items()
+                                                                    if n == 1], Const(0)))]
+        with m.If(fresh):
+            m.d.sync += [left.eq(count), last.eq(count_last)]
 
         # LEDs
         beat = Signal(self.heartbeat_bit + 1)
