@@ -225,17 +225,24 @@ class PE(wiring.Component):
                       (px, [0] * len(lays)), (dx_end, [l.window[1] - 1 for l in lays]),
                       (dy_end, [l.window[0] - 1 for l in lays]), (px_end, [l.out_w - 1 for l in lays])]
             loads += [(s_, [l.steps[i] for l in lays]) for i, s_ in enumerate(st)]
+        # the fetch's own state as registers updated with its counters (no compare of a counter in
+        # front of the fetch's enables: w_left -> compares -> w_addr was the iCE40's critical path
+        # of the CNN design): words are left; the word fetched is the position's last; positions
+        # are left after this one
+        fetching, w_one, pos_more, words_one = Signal(), Signal(), Signal(), Signal()
+        loads += [(fetching, [int(l.words != 0) for l in lays]), (w_one, [int(l.words == 1) for l in lays]),
+                  (words_one, [int(l.words == 1) for l in lays]), (pos_more, [int(l.positions > 1) for l in lays])]
         self._load_at_start(m, loads)
-        fetching = Signal()
-        m.d.comb += [fetching.eq(w_left != 0), w_rd.addr.eq(w_addr)]
+        m.d.comb += w_rd.addr.eq(w_addr)
         if self.high is not None:
             # the wide layers come first, so their addresses are the extension memory's (a narrow
             # layer's read of it, past its end, is not used)
             m.d.comb += h_rd.addr.eq(w_addr[:len(h_rd.addr)])
         with m.If(fetching & ~self.start):
-            with m.If((w_left == 1) & (pos_left > 1) if conv else 0):
+            with m.If(w_one & pos_more if conv else 0):
                 # the position's last word: read the layer's words again, at the next position
-                m.d.sync += [w_addr.eq(w_base), w_left.eq(w_words), pos_left.eq(pos_left - 1)]
+                m.d.sync += [w_addr.eq(w_base), w_left.eq(w_words), w_one.eq(words_one),
+                             pos_left.eq(pos_left - 1), pos_more.eq(pos_left > 2)]
                 if conv:
                     with m.If(dx != dx_end):
                         m.d.sync += [dx.eq(dx + 1), origin.eq(origin + st[0])]
@@ -248,7 +255,8 @@ class PE(wiring.Component):
                         m.d.sync += [dx.eq(0), dy.eq(0), px.eq(0), o_py.eq(o_py + st[3]), o_px.eq(o_py + st[3]),
                                      o_dy.eq(o_py + st[3]), origin.eq(o_py + st[3])]
             with m.Else():
-                m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
+                m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1), w_one.eq(w_left == 2),
+                             fetching.eq(~w_one)]
         # the origin travels with the word it was fetched for (read, then registered: two cycles)
         org_a, org_b = Signal.like(origin), Signal.like(origin)
         m.d.sync += [org_a.eq(origin), org_b.eq(org_a)]
