@@ -327,10 +327,13 @@ class Accelerator(wiring.Component):
         # the write stage, registered: no requantizer output, pool compare or address adder shares
         # a cycle with the memories' write ports (one cycle a layer: LAYER_HANDOFF)
         w_en, w_addr, w_data, w_mask = Signal(), Signal(act_bits), Signal(8 * P), Signal(P)
-        w_oaddr = Signal(index_bits(out_words))
+        # the output memory's byte enables, registered whole (the layer compare and the mask
+        # behind its write decode were the iCE40's critical path of the CNN design)
+        w_oaddr, w_omask = Signal(index_bits(out_words)), Signal(P)
         m.d.sync += [w_en.eq(res_en), w_addr.eq(Mux(out_side, half, 0) | res_addr), w_data.eq(res_data),
-                     w_mask.eq(res_mask), w_oaddr.eq(res_addr - out_first)]
-        m.d.comb += [o_wr.addr.eq(w_oaddr), o_wr.data.eq(w_data), o_wr.en.eq(Mux(w_en & last_layer, w_mask, 0))]
+                     w_mask.eq(res_mask), w_oaddr.eq(res_addr - out_first),
+                     w_omask.eq(Mux(res_en & last_layer, res_mask, 0))]
+        m.d.comb += [o_wr.addr.eq(w_oaddr), o_wr.data.eq(w_data), o_wr.en.eq(w_omask)]
         with m.If(w_en):
             m.d.sync += [w_left.eq(w_left - 1), w_last.eq(w_left == 1)]
 
