@@ -53,10 +53,11 @@ RETRY_MARGIN = 0.93
 #: seeds 1 to 8, so a second and third seed meet a clock the first misses by a few per cent
 SEEDS_PER_CLOCK = 3
 NEAR_MISS = 0.9
-#: nextpnr-ice40's heap placer weighs timing this much (its default is 10): on the iCEBreaker's
-#: digits demo design, Fmax over seeds 1 to 6 rose from 42.9-48.5 MHz (mean 46.9) to 46.6-51.5
-#: (mean 49.0), the MNIST CNN design's from a mean of 44.9 to 47.7 MHz, the same logic cells
-ICE40_TIMING_WEIGHT = 30
+#: nextpnr's heap placer weighs timing this much (its default is 10): on the iCE40UP5K, the digits
+#: demo design's Fmax over seeds 1 to 6 rose from 42.9-48.5 MHz (mean 46.9) to 46.6-51.5 (mean
+#: 49.0), the MNIST CNN design's mean from 44.9 to 47.7 MHz; on the ECP5-85F, the digits design's
+#: over seeds 1 to 3 from 104.7-125.0 (mean 114.6) to 119.4-123.1 MHz (mean 120.6)
+PLACER_TIMING_WEIGHT = 30
 #: when the chosen configuration gives no bitstream (place and route overflows, or misses
 #: timing at every clock tried), :func:`build_for_board` falls back to the next that fits, this many times
 MAX_FALLBACKS = 2
@@ -208,7 +209,7 @@ def _prepare(program, board: Board, out: Path, *, target: float | None, baud: in
             "synth_opts": "-dsp" if board.family == "ice40" else "",
             # the routed netlist too: ``mamfpga sim --placed`` simulates it (boards/placed.py)
             "nextpnr_opts": (f"--report nextpnr.json --timing-allow-fail --seed {seed} --write {PLACED_JSON}"
-                             + (f" --placer-heap-timingweight {ICE40_TIMING_WEIGHT}" if board.family == "ice40" else "")),
+                             + f" --placer-heap-timingweight {PLACER_TIMING_WEIGHT}"),
         }
     bplan = platform.prepare(top, name=BOARD_TOP_NAME, **overrides)
     bplan.extract(out)
