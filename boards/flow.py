@@ -49,8 +49,9 @@ PLACED_JSON = f"{BOARD_TOP_NAME}.placed.json"
 #: and a rebuild that misses again costs another place and route
 RETRY_MARGIN = 0.93
 #: placements (seeds) tried at one clock before it is lowered, when the miss is within
-#: ``NEAR_MISS``: on the iCE40UP5K the digits demo's Fmax at 48 MHz spans 44.6 to 50.6 MHz over
-#: seeds 1 to 8, so a second and third seed meet a clock the first misses by a few per cent
+#: ``NEAR_MISS``: on the iCE40UP5K the digits demo design's Fmax at 48 MHz spans 46.6 to 51.5 MHz
+#: over seeds 1 to 6 (the CNN's 44.1 to 50.1), so a second or third seed meets a clock the first
+#: misses by a few per cent
 SEEDS_PER_CLOCK = 3
 NEAR_MISS = 0.9
 #: nextpnr's heap placer weighs timing this much (its default is 10): on the iCE40UP5K, the digits
