@@ -143,7 +143,8 @@ def synth_board(build: Path, board: Board, *, bitstream: bool = False, clock_hz:
     attempts = []
     lowered, at_clock = 0, 0
     while True:
-        result = _synth_once(build, board, bitstream=bitstream, target=target, baud=baud, seed=seed, log=log)
+        result = _synth_once(build, board, bitstream=bitstream, target=target, baud=baud, seed=seed, log=log,
+                             again=at_clock > 0)
         if result.fmax_mhz is None:
             return result
         attempts.append({"clock_mhz": result.clock["mhz"], "fmax_mhz": result.fmax_mhz, "seed": seed})
@@ -321,7 +322,10 @@ def estimate(program, board: Board, *, baud: int | None = None, clock_hz: float 
 
 
 def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | None, baud: int, seed: int,
-                log) -> dict:
+                log, again: bool = False) -> dict:
+    """One board build: synthesis (or its cache), the fit check, place and route at ``seed``.
+    ``again``: the same design as the last call's, placed with another seed: its synthesis and
+    fit are not announced a second time."""
     build = Path(build)
     program = load_build(build)
     device = DEVICES[board.device]
@@ -349,15 +353,16 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
         toolchain.require(os.environ[tool])
     logfile = out / "build.log"
     t0 = time.monotonic()
-    log(f"synthesizing with yosys ({device.name}, {f_clk / 1e6:g} MHz clock); log: {logfile}")
-    needs = _synthesize(prep, board.family, out / "synth.log", log=log)
+    say = (lambda _m: None) if again else log
+    say(f"synthesizing with yosys ({device.name}, {f_clk / 1e6:g} MHz clock); log: {logfile}")
+    needs = _synthesize(prep, board.family, out / "synth.log", log=say)
     result.estimate = needs.as_dict()
     problems = fit.fit_problems(needs, device)
     if problems:
         raise CapacityError("the synthesized design needs " + "; ".join(problems))
     logic = (f"{needs.lc} logic cells of {device.lut}" if board.family == "ice40"
              else f"{needs.lut} LUT4s of {device.lut}, {needs.ff} flip-flops of {device.ff}")
-    log(f"estimated {logic}, {needs.bram} block RAMs, {needs.dsp} DSPs: it fits; "
+    say(f"estimated {logic}, {needs.bram} block RAMs, {needs.dsp} DSPs: it fits; "
         f"placing and routing with nextpnr-{board.family}")
     _, pnr_script = _split_script(prep)
     (out / "pnr.sh").write_text(pnr_script)

@@ -300,8 +300,13 @@ def test_a_near_miss_is_placed_again_with_other_seeds_before_the_clock_is_lowere
     on the seed: a miss within NEAR_MISS tries the next seeds at the same clock, a wide miss (or
     the seeds spent) lowers the clock under the best Fmax reached, a pinned clock is never lowered,
     and the report keeps every attempt."""
+    seen = []
+
     def fake(fmax_of):
-        def once(build, board, *, bitstream, target, baud, seed, log):
+        def once(build, board, *, bitstream, target, baud, seed, log, again):
+            # the same design placed again at the same clock (its synthesis not announced again)
+            assert again == any(a["clock_mhz"] == target / 1e6 for a in seen)
+            seen.append({"clock_mhz": target / 1e6})
             clk = target / 1e6
             fmax = fmax_of(clk, seed)
             return SynthFigures("icebreaker", "iCE40UP5K", {"mhz": clk}, {}, fmax_mhz=fmax,
@@ -309,6 +314,7 @@ def test_a_near_miss_is_placed_again_with_other_seeds_before_the_clock_is_lowere
         return once
 
     def tries(fmax_of, **kw):
+        seen.clear()
         monkeypatch.setattr(flow, "_synth_once", fake(fmax_of))
         syn = flow.synth_board(Path("b"), board("icebreaker"), log=lambda _m: None, **kw)
         return [(a["clock_mhz"], a["seed"]) for a in syn.attempts], syn
