@@ -634,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     d.add_argument("--seeds", type=int, default=SEEDS_PER_CLOCK,
                    help=f"placements tried at one clock, with seeds --seed, --seed + 1 ..., when timing is missed "
-                        f"by less than {1 - NEAR_MISS:.0%} (default {SEEDS_PER_CLOCK}; 1: the one seed alone)")
+                        f"by less than {round((1 - NEAR_MISS) * 100)} %% (default {SEEDS_PER_CLOCK}; 1: the one seed alone)")
 
     d = verb("run", cmd_run, "run inputs on the board over its serial port, check against the golden model")
     d.add_argument("build", type=Path)

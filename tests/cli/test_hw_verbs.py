@@ -1,5 +1,6 @@
 """quantize / golden / compile through the CLI."""
 
+import argparse
 import json
 
 import numpy as np
@@ -218,3 +219,15 @@ def test_ctrl_c_in_synth_puts_the_earlier_board_folder_back(net_npz, tmp_path, m
     assert sorted(p.name for p in earlier.iterdir()) == ["mamfpga_board.bin"]
     assert (build / "report.json").read_text() == report
     assert not [p for p in build.iterdir() if p.name.startswith(".board-")]
+
+
+def test_every_verb_prints_its_help(capsys):
+    """``mamfpga VERB --help`` for every verb exits 0 with its options: a help string with a bare
+    '%' (argparse formats help strings) made ``synth --help`` a traceback."""
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(sub.choices) >= 10
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as exc:
+            cli.main([name, "--help"])
+        assert exc.value.code == 0, name
+        assert f"mamfpga {name}" in capsys.readouterr().out, name
