@@ -371,17 +371,31 @@ def _fit_ecp5(top: dict, counter) -> None:
             elif sd != "1":
                 raise PlacedError(f"flip-flop {name}: data select SD={sd!r}")
         elif c["type"] == "MULT18X18D":
+            # the input A and B registers and the output register, each on CLK0 with CE0 and
+            # RST0 (what mamfpga.hw.requant instantiates), become the model's REG_A/REG_B/REG_P
+            regs = {}
+            for r, flag in (("INPUTA", "REG_A"), ("INPUTB", "REG_B"), ("OUTPUT", "REG_P")):
+                clk = str(p.pop(f"REG_{r}_CLK", "NONE")).strip()
+                ce, rst = str(p.pop(f"REG_{r}_CE", "CE0")).strip(), str(p.pop(f"REG_{r}_RST", "RST0")).strip()
+                if clk not in ("NONE", "CLK0") or (clk == "CLK0" and (ce, rst) != ("CE0", "RST0")):
+                    raise PlacedError(f"MULT18X18D {name}: REG_{r}_CLK={clk}, REG_{r}_CE={ce}, REG_{r}_RST={rst}; "
+                                      "the model here registers on CLK0 with CE0 and RST0 only")
+                regs[flag] = int(clk == "CLK0")
             bad = {k: v for k, v in p.items() if (k.startswith("REG_") and k.endswith("_CLK") and v.strip() != "NONE")
                    or (k == "MULT_BYPASS" and v.strip() != "DISABLED")}
             if bad:
                 raise PlacedError(f"MULT18X18D {name}: {', '.join(f'{k}={v}' for k, v in bad.items())}; the model "
-                                  "here is the unregistered multiplier")
+                                  "here has the input and output registers, not these")
             for k in [k for k in p if k.endswith("MUX") and k[:-3] in c["port_directions"]]:
                 v = str(p.pop(k)).strip()
                 if v in ("0", "1"):
                     cn[k[:-3]] = [v]
                 elif v != k[:-3]:
                     raise PlacedError(f"MULT18X18D {name}: input setting {k}={v!r}")
+            # the rest (GSR, clock dividers, cascade and reset modes) changes nothing the model
+            # does: it declares only its three registers
+            p.clear()
+            p.update(regs)
         elif c["type"] == "TRELLIS_COMB" and p.get("MODE", "").strip() == "RAMW_BLOCK":
             if any(cn.values()):
                 raise PlacedError(f"{name}: a RAMW_BLOCK slice with connections; yosys's model has no such mode")
@@ -402,7 +416,8 @@ def _fit_ecp5(top: dict, counter) -> None:
 
 
 def _ecp5_adapters() -> str:
-    """``MULT18X18D`` unregistered (the settings are checked by :func:`_fit_ecp5`), ``DCCA``,
+    """``MULT18X18D`` with or without its input and output registers (``REG_A``, ``REG_B``,
+    ``REG_P`` from :func:`_fit_ecp5`, which checks the settings), ``DCCA``,
     and ``TRELLIS_RAMW`` (the write port of a distributed RAM: slice C's inputs onto the RAM's
     write data and address wires, as nextpnr's ECP5 timing model connects them)."""
     a_in, b_in = [f"A{i}" for i in range(18)], [f"B{i}" for i in range(18)]
@@ -424,12 +439,23 @@ def _ecp5_adapters() -> str:
         "module MULT18X18D(" + ", ".join(a_in + b_in + ctl + outs) + ");",
         "  input " + ", ".join(a_in + b_in + ctl) + ";",
         "  output " + ", ".join(outs) + ";",
-        "  wire [17:0] a = SOURCEA ? " + bus(sria) + " : " + bus(a_in) + ";",
-        "  wire [17:0] b = SOURCEB ? " + bus(srib) + " : " + bus(b_in) + ";",
-        "  wire signed [18:0] sa = {SIGNEDA & a[17], a};",
-        "  wire signed [18:0] sb = {SIGNEDB & b[17], b};",
+        "  parameter integer REG_A = 0, REG_B = 0, REG_P = 0;",
+        "  wire [17:0] a_in = SOURCEA ? " + bus(sria) + " : " + bus(a_in) + ";",
+        "  wire [17:0] b_in = SOURCEB ? " + bus(srib) + " : " + bus(b_in) + ";",
+        "  reg [17:0] a_r = 18'd0, b_r = 18'd0;",
+        "  reg sa_r = 1'b0, sb_r = 1'b0;",
+        "  reg [35:0] p_r = 36'd0;",
+        "  always @(posedge CLK0) begin",
+        "    if (RST0) begin a_r <= 18'd0; b_r <= 18'd0; sa_r <= 1'b0; sb_r <= 1'b0; end",
+        "    else if (CE0) begin a_r <= a_in; b_r <= b_in; sa_r <= SIGNEDA; sb_r <= SIGNEDB; end",
+        "  end",
+        "  wire [17:0] a = REG_A ? a_r : a_in;",
+        "  wire [17:0] b = REG_B ? b_r : b_in;",
+        "  wire signed [18:0] sa = {(REG_A ? sa_r : SIGNEDA) & a[17], a};",
+        "  wire signed [18:0] sb = {(REG_B ? sb_r : SIGNEDB) & b[17], b};",
         "  wire signed [37:0] p = sa * sb;",
-        "  assign " + bus(p_out) + " = p[35:0];",
+        "  always @(posedge CLK0) if (RST0) p_r <= 36'd0; else if (CE0) p_r <= p[35:0];",
+        "  assign " + bus(p_out) + " = REG_P ? p_r : p[35:0];",
         "  assign " + bus(roa) + " = a;",
         "  assign " + bus(rob) + " = b;",
         "  assign " + bus([f"SROA{i}" for i in range(18)]) + " = a;",

@@ -226,7 +226,8 @@ class Accelerator(wiring.Component):
         clamps = frozenset(plan.act_max.bit_length() for plan in prog.layers)
         rq_row = []
         for p in range(P):
-            rq = Requant(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, tag_bits=act_bits, clamps=clamps)
+            rq = Requant(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, tag_bits=act_bits, clamps=clamps,
+                         family=self.family)
             m.submodules[f"rq{p}"] = rq
             m.d.comb += [rq.i.valid.eq(popped & ~split), rq.i.payload.acc.eq(field(fifos[p], "acc")),
                          # a row's own mult and shift in a program with per-row scales
@@ -254,7 +255,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += nt.eq(tree_tag)
                 tree_tag = nt
             rq_split = Requant(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, tag_bits=act_bits + log2p + 1,
-                               clamps=clamps)
+                               clamps=clamps, family=self.family)
             m.submodules.rq_split = rq_split
             split_acc = Signal(signed(cfg.acc_bits))
             m.d.comb += split_acc.eq(Mux(mam, root[3] + root[1] + root[2], root[3] + root[0]))

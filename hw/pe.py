@@ -53,6 +53,7 @@ from mamfpga.compile.arch import (PE_LATENCY, PRODUCT_BITS, SHIFT_BITS, ArchConf
                                    low_word_bits, high_word_bits)
 from mamfpga.compile.device import memory_style
 from mamfpga.hw.adder_tree import AdderTree
+from mamfpga.hw.dsp import ecp5_mult, sext18
 from mamfpga.hw.maxmin_tree import MaxMinTree
 
 __all__ = ["PE", "PELayer", "LATENCY", "pe_from_program", "act_depth_of", "act_addr_bits_of", "act_write_layout"]
@@ -344,6 +345,7 @@ class PE(wiring.Component):
         a2b_arr = Array(a2b)
         w2c = []
         x2c = []
+        x2b = []                                   # the operands a cycle earlier, unregistered
         for k in range(L):
             w2b, sel2b = Signal(signed(8), name=f"w2b_{k}"), Signal.like(sel2[k], name=f"sel2b_{k}")
             # the byte as a 9-bit value: sign-extended (int8) or zero-extended (unsigned bytes)
@@ -354,6 +356,7 @@ class PE(wiring.Component):
             m.d.sync += [w2b.eq(w2[k]), sel2b.eq(sel2[k]), x.eq(Cat(byte, byte[7] & ~uns)), w.eq(w2b)]
             x2c.append(x)
             w2c.append(w)
+            x2b.append((Cat(byte, byte[7] & ~uns).as_signed(), w2b))
 
         # ---------------------------------------------------------------- S3: multiply
         prods = [Signal(signed(PRODUCT_BITS), name=f"p3_{k}") for k in range(L)]
@@ -361,7 +364,16 @@ class PE(wiring.Component):
         v4, eor4 = Signal(), Signal()
         m.d.sync += [v4.eq(v2c), eor4.eq(eor2c)]
         for k in range(L):
-            m.d.sync += [prods[k].eq(w2c[k] * x2c[k]), nz4[k].eq(w2c[k] != 0)]
+            m.d.sync += nz4[k].eq(w2c[k] != 0)
+            if platform is not None and self.family == "ecp5":
+                # a MULT18X18D whose input registers are S2c's (mamfpga.hw.dsp: yosys would leave
+                # them in logic), the product registered in logic as before: the block's output
+                # register would leave the route from the block to the trees in the next cycle
+                x, w = x2b[k]
+                m.d.sync += prods[k].eq(ecp5_mult(m, f"mul{k}", sext18(x), sext18(w), in_reg=True,
+                                                             out_reg=False)[:PRODUCT_BITS])
+            else:
+                m.d.sync += prods[k].eq(w2c[k] * x2c[k])
 
         # ---------------------------------------------------------------- S4: trees
         word_sum = Signal(signed(PRODUCT_BITS + clog2(L)))

@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from mamfpga.compile.arch import MULT_BITS, MULT_BITS_MAX, REQUANT_LATENCY
 from mamfpga.hw.checks import check_int
+from mamfpga.hw.dsp import ecp5_mult, sext18
 
 __all__ = ["Requant", "LATENCY"]
 
@@ -31,7 +32,10 @@ LATENCY = REQUANT_LATENCY
 
 class Requant(wiring.Component):
     def __init__(self, *, acc_bits: int = 32, mult_bits: int = MULT_BITS, tag_bits: int = 1,
-                 clamps: frozenset | None = None):
+                 clamps: frozenset | None = None, family: str | None = None):
+        #: the FPGA family it is built for: on the ECP5 (when elaborated for a board's platform),
+        #: its partial products are MULT18X18D blocks with their own input and output registers
+        self._family = family
         self._acc_bits = check_int("acc_bits", acc_bits, 8, 40)
         self._mult_bits = check_int("mult_bits", mult_bits, MULT_BITS, MULT_BITS_MAX)
         self._tag_bits = check_int("tag_bits", tag_bits, 1, 32)
@@ -81,6 +85,16 @@ class Requant(wiring.Component):
                     m.d.sync += pp.eq(a * b)
                     parts.append((pp, sa + sb))
             m.d.sync += prod.eq(sum(pp << s for pp, s in parts))
+        elif self._acc_bits > 16 and platform is not None and self._family == "ecp5" and self._acc_bits <= 34:
+            # the same two products, each a MULT18X18D whose output register is stage 1a's: yosys
+            # maps a multiply to the block without its registers, and the unregistered block
+            # (about 4 ns) with its routing on both sides was the ECP5's critical path. The
+            # operands stay in logic registers (stage 0), near the FIFO block RAM that feeds them
+            # (an 18-bit signed value each: the mult and the low half zero-extended)
+            mult18 = Cat(mult0, C(0, 18 - self._mult_bits))
+            p_lo = ecp5_mult(m, "mul_lo", Cat(acc0[:16], C(0, 2)), mult18, in_reg=False, out_reg=True)
+            p_hi = ecp5_mult(m, "mul_hi", sext18(acc0[16:]), mult18, in_reg=False, out_reg=True)
+            m.d.sync += prod.eq((p_hi.as_signed() << 16) + p_lo[:32])
         elif self._acc_bits > 16:
             p_lo, p_hi = Signal(32), Signal(signed(pw - 16))
             m.d.sync += [p_lo.eq(acc0[:16] * mult0), p_hi.eq(acc0[16:].as_signed() * mult0),
@@ -140,3 +154,4 @@ class Requant(wiring.Component):
         m.d.comb += y.eq(Mux(over, hi4, Mux(under, lo4, (low9 + inc)[1:9])))
         m.d.sync += [self.o.payload.y.eq(y), self.o.payload.tag.eq(tag4), self.o.valid.eq(v4)]
         return m
+

@@ -217,13 +217,68 @@ def test_ecp5_block_ram_modes_without_a_model_are_refused(params, conns, message
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"REG_INPUTA_CLK": "CLK0"}, "REG_INPUTA_CLK=CLK0"),
+    ({"REG_PIPELINE_CLK": "CLK0"}, "REG_PIPELINE_CLK=CLK0"),
+    ({"REG_INPUTA_CLK": "CLK1"}, "REG_INPUTA_CLK=CLK1"),
+    ({"REG_OUTPUT_CLK": "CLK0", "REG_OUTPUT_CE": "CE2"}, "REG_OUTPUT_CE=CE2"),
     ({"MULT_BYPASS": "ENABLED"}, "MULT_BYPASS"),
     ({"A17MUX": "INV"}, "A17MUX='INV'"),
 ])
 def test_ecp5_multiplier_settings_without_a_model_are_refused(params, message):
     with pytest.raises(PlacedError, match=message):
         simulation_netlist(_ecp5_netlist(**params), "ecp5", clock_port="clk25_0__io")
+
+
+def test_ecp5_multiplier_registers_become_the_models_parameters():
+    """The registers mamfpga.hw.requant turns on (inputs and output on CLK0, CE0, RST0) are the
+    model's REG_A/REG_B/REG_P; the settings the model has no use for are dropped (Verilator
+    refuses a parameter its module does not declare)."""
+    doc, _ = simulation_netlist(_ecp5_netlist(REG_INPUTA_CLK="CLK0 ", REG_INPUTB_CLK="NONE ", REG_OUTPUT_CLK="CLK0 ",
+                                              GSR="DISABLED ", RESETMODE="SYNC "), "ecp5", clock_port="clk25_0__io")
+    assert doc["modules"]["top"]["cells"]["mult"]["parameters"] == {"REG_A": 1, "REG_B": 0, "REG_P": 1}
+
+
+@pytest.mark.sim
+@pytest.mark.needs_tool("iverilog")
+@pytest.mark.parametrize("reg_a, reg_b, reg_p", [(0, 0, 0), (1, 1, 1), (1, 0, 1)])
+def test_the_multiplier_model_registers_as_set(tmp_path, reg_a, reg_b, reg_p):
+    """The MULT18X18D model (iverilog) against a reference: 18 x 18 signed or unsigned products,
+    each operand taken a cycle late when its input register is on, the product a cycle late
+    when the output register is."""
+    import random
+    import subprocess
+
+    from mamfpga.boards.placed import _ecp5_adapters
+
+    rng = random.Random(reg_a * 4 + reg_b * 2 + reg_p)
+    steps = [(rng.randrange(1 << 18), rng.randrange(1 << 18), rng.randrange(2), rng.randrange(2)) for _ in range(60)]
+
+    def value(x, signed):
+        return x - (1 << 18) if signed and x >> 17 else x
+
+    want, a_r, b_r, p_r = [], (0, 0), (0, 0), 0
+    for a, b, sa, sb in steps:
+        ta, tb = (a_r if reg_a else (a, sa)), (b_r if reg_b else (b, sb))
+        p = (value(ta[0], ta[1]) * value(tb[0], tb[1])) & ((1 << 36) - 1)
+        want.append(p_r if reg_p else p)
+        a_r, b_r, p_r = (a, sa), (b, sb), p           # the clock edge after the display
+    pins = [f".A{i}(a[{i}])" for i in range(18)] + [f".B{i}(b[{i}])" for i in range(18)]
+    pins += [f".P{i}(p[{i}])" for i in range(36)]
+    pins += [".SIGNEDA(sa)", ".SIGNEDB(sb)", ".SOURCEA(1'b0)", ".SOURCEB(1'b0)", ".CLK0(clk)", ".CE0(1'b1)",
+             ".RST0(1'b0)"]
+    body = [f'    a = {a}; b = {b}; sa = {sa}; sb = {sb}; #1 $display("%0d", p); #4 clk = 1; #5 clk = 0;'
+            for a, b, sa, sb in steps]
+    tb = "\n".join([
+        "module tb;", "  reg clk = 0; reg [17:0] a, b; reg sa, sb; wire [35:0] p;",
+        f"  MULT18X18D #(.REG_A({reg_a}), .REG_B({reg_b}), .REG_P({reg_p})) mult (" + ", ".join(pins) + ");",
+        "  initial begin", *body, "    $finish;", "  end", "endmodule", ""])
+    (tmp_path / "tb.v").write_text(tb)
+    (tmp_path / "model.v").write_text(_ecp5_adapters())
+    run = subprocess.run(["iverilog", "-g2012", "-o", "tb.vvp", "-s", "tb", "tb.v", "model.v"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=tmp_path, capture_output=True, text=True)
+    got = [int(line) for line in run.stdout.splitlines() if line and line[0].isdigit()]
+    assert got == want
 
 
 def test_the_models_lose_only_their_pull_tests():

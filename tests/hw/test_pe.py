@@ -81,3 +81,25 @@ def test_pe_matches_its_memory_images(seed):
         assert len(got) == len(want)
         # the last result leaves latency cycles after the last word was fetched
         assert last == len(program.layers[0].words[p]) - 1 + dut.latency
+
+
+@pytest.mark.parametrize("board", [True, False])
+def test_ecp5_board_builds_register_the_lane_multipliers_inputs(board):
+    """Built for an ECP5 board, each lane's multiply is a MULT18X18D with its input registers
+    on (stage S2c's) and its product registered in logic; the generic Verilog multiplies in the RTL."""
+    from amaranth.back import rtlil
+
+    from mamfpga.compile.arch import ArchConfig
+    from mamfpga.hw.pe import PE, PELayer
+
+    pe = PE(ArchConfig(pes=2, lanes=2), weights=[0, 0], biases=[0, 0], act_depth=4, family="ecp5",
+            layers=[PELayer(w_base=0, words=1, b_base=0, rows=1, mode="mac", origin=0, side=0)])
+    from amaranth import Module
+
+    top = Module()
+    top.submodules.pe = pe
+    text = rtlil.convert(top, ports=[], platform=object() if board else None)
+    assert text.count("cell \\MULT18X18D") == (2 if board else 0)
+    if board:
+        assert text.count('parameter \\REG_INPUTA_CLK "CLK0"') == 2
+        assert text.count('parameter \\REG_OUTPUT_CLK "NONE"') == 2

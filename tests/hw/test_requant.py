@@ -147,3 +147,23 @@ def test_half_to_even_rounding(acc_bits):
     assert got == want
     ties = sum(1 for acc, mult, shift, *_ in cases if shift > 0 and (acc * mult) % (1 << shift) == 1 << (shift - 1))
     assert ties > 100
+
+
+@pytest.mark.parametrize("family, board, blocks", [("ecp5", True, 2), ("ecp5", False, 0), ("ice40", True, 0),
+                                                   (None, True, 0)])
+def test_ecp5_board_builds_keep_the_multiplier_registers(family, board, blocks):
+    """Built for an ECP5 board (elaborated for a platform), the two partial products are
+    MULT18X18D blocks with their output register on and their inputs from the stage-0 logic
+    registers (mamfpga.hw.dsp: yosys would map the multiplies without any register); the
+    generic Verilog that co-simulation runs, and other families, multiply in the RTL."""
+    from amaranth.back import rtlil
+
+    from amaranth import Module
+
+    top = Module()
+    top.submodules.rq = Requant(acc_bits=32, family=family)
+    text = rtlil.convert(top, ports=[], platform=object() if board else None)
+    assert text.count("cell \\MULT18X18D") == blocks
+    if blocks:
+        assert text.count('parameter \\REG_OUTPUT_CLK "CLK0"') == blocks
+        assert text.count('parameter \\REG_INPUTA_CLK "NONE"') == blocks
