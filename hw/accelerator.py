@@ -205,7 +205,11 @@ class Accelerator(wiring.Component):
         # path): the requantizers and the cross-PE tree take them a cycle after the pop
         heads = []
         for p, f in enumerate(fifos):
-            q = Signal(rec_bits, name=f"fifo{p}_head")
+            # without a reset on the ECP5: yosys merges the register into the FIFO's DP16KD as its
+            # read, and a reset there became the block's output reset, which the placed model
+            # (mamfpga.boards.placed) has no model of; a record needs no reset (``popped`` says
+            # when one is there). The iCE40 netlist is left as its timing was measured
+            q = Signal(rec_bits, name=f"fifo{p}_head", reset_less=self.family == "ecp5")
             m.d.sync += q.eq(f.r_data)
             heads.append(q)
         popped, t_popped = Signal(), Signal.like(words_to_write)       # the pop, and its word, registered
