@@ -457,13 +457,20 @@ def cmd_sweep_hw(args) -> int:
     accs, deltas = _ints(args.acc_bits, "--acc-bits", True), _ints(args.delta_bits, "--delta-bits", True)
     pts = sweep_hw.points(boards, pes, lanes, accs, deltas, [m.strip() for m in args.act_memory.split(",")])
     x = golden.prepare_inputs(net, _inputs(args.inputs)[0])[:args.samples]
+    baseline = sweep_hw.read_csv(args.baseline) if args.baseline is not None else None
     where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{args.jobs} local processes"
     with run_dir(args.output, what="sweep-hw output folder") as out:
         print(f"sweep-hw: {len(pts)} points ({len(boards)} boards x P {pes} x L {lanes} x acc {args.acc_bits} x "
               f"delta {args.delta_bits}), {len(x)} samples each, on {where}")
         print(sweep_hw.HEADER)
         res = sweep_hw.sweep(pts, args.net, x, out, synth=not args.no_synth, jobs=args.jobs,
-                             scheduler=args.scheduler, on_row=lambda r: _show(sweep_hw.row_lines(r)))
+                             scheduler=args.scheduler, on_row=lambda r: _show(sweep_hw.row_lines(r)),
+                             baseline=baseline)
+    if baseline is not None:
+        lines = sweep_hw.compare(res.rows, baseline)
+        print(f"against the baseline {args.baseline}: " + ("no point completed in both" if not lines else ""))
+        for line in lines:
+            print(f"  {line}")
     if res.front:
         print("Pareto front (cycles against LUTs): " + ", ".join(
             f"{r['board']} P{r['pes']}L{r['lanes']} ({r['cycles_model']} cycles, {r['lut']} LUT)" for r in res.front))
@@ -669,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     d.add_argument("--scheduler", help="run on the Dask cluster whose scheduler is at this address (tcp://host:8786)")
     d.add_argument("--no-synth", action="store_true", help="compile and simulate only")
+    d.add_argument("--baseline", type=Path,
+                   help="an earlier sweep's sweep_hw.csv (another commit, say): its points drawn beside these in "
+                        "pareto.png, and each point both completed compared (cycles, Fmax, inferences/s)")
     d.add_argument("-o", "--output", type=Path, required=True, help="folder for the CSV, the plot, the builds")
 
     d = verb("report", cmd_report, "what a build folder holds: layers, cycles, memory, co-simulation, board")

@@ -32,8 +32,8 @@ from mamfpga.compile.arch import not_powers_of_two
 from mamfpga.errors import MamfpgaError, UsageError, require_extra
 from mamfpga.outputs import PLOTS_HINT, atomic_write_text, pyplot, save_figure
 
-__all__ = ["points", "evaluate_point", "run_points", "sweep", "Sweep", "write_csv", "pareto", "plot_pareto", "FIELDS",
-           "HEADER", "row_lines", "SweepError"]
+__all__ = ["points", "evaluate_point", "run_points", "sweep", "Sweep", "write_csv", "read_csv", "pareto", "plot_pareto",
+           "compare", "FIELDS", "HEADER", "row_lines", "SweepError"]
 
 
 class SweepError(MamfpgaError):
@@ -160,16 +160,18 @@ class Sweep:
 
 
 def sweep(pts: list[dict], net_path, x: np.ndarray, out: Path, *, synth: bool = True, jobs: int = 2,
-          scheduler: str | None = None, on_row: Callable[[dict], None] | None = None) -> Sweep:
+          scheduler: str | None = None, on_row: Callable[[dict], None] | None = None,
+          baseline: list[dict] | None = None) -> Sweep:
     """Every point on the inputs ``x`` (int8), into ``out``: points/, inputs.npy,
-    sweep_hw.csv and, when synthesized, pareto.png."""
+    sweep_hw.csv and, when synthesized, pareto.png (with ``baseline``'s rows, an earlier sweep's
+    :func:`read_csv`, drawn beside them: the gain of a change, on the same points)."""
     np.save(out / "inputs.npy", x)
     rows = run_points(pts, net_path, out / "inputs.npy", out / "points", synth=synth, jobs=jobs,
                       scheduler=scheduler, on_row=on_row)
     written = [write_csv(rows, out / "sweep_hw.csv")]
     front = []
     if synth and any(r.get("lut") is not None for r in rows):
-        png = plot_pareto(rows, out / "pareto.png")
+        png = plot_pareto(rows, out / "pareto.png", baseline=baseline)
         written.append(png if png else f"no pareto.png ({PLOTS_HINT})")
         front = pareto(rows)
     return Sweep(rows, front, written)
@@ -184,6 +186,67 @@ def write_csv(rows: list[dict], path) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
+_INT_FIELDS = {"pes", "lanes", "acc_bits", "delta_bits", "nnz", "cycles_model", "cycles_sim", "cycles_bound",
+               "mismatches", "samples", "bram_estimate", "lut", "ff", "bram", "dsp", "lut_avail", "inferences_per_s"}
+_FLOAT_FIELDS = {"fmax_mhz", "latency_us", "seconds"}
+
+
+def read_csv(path) -> list[dict]:
+    """The rows of a ``sweep_hw.csv`` (an earlier sweep, as a baseline), with their numbers as
+    numbers and empty fields as None; a file that is not one is a :class:`UsageError` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--baseline {path}: cannot read it ({exc.__class__.__name__})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    need = {"board", "pes", "lanes", "status", "cycles_model", "lut"}
+    if reader.fieldnames is None or not need <= set(reader.fieldnames):
+        missing = sorted(need - set(reader.fieldnames or []))
+        raise UsageError(f"--baseline {path}: not a sweep_hw.csv (no column {', '.join(missing)})")
+    rows = []
+    for n, raw in enumerate(reader, start=2):
+        row = {k: raw.get(k) for k in FIELDS}
+        for k, v in row.items():
+            if v is None or v == "":
+                row[k] = None
+            elif k in _INT_FIELDS or k in _FLOAT_FIELDS:
+                try:
+                    row[k] = int(v) if k in _INT_FIELDS else float(v)
+                except ValueError:
+                    raise UsageError(f"--baseline {path}: line {n}: {k} is {v!r}, not a number") from None
+        row["act_memory"] = row.get("act_memory") or "banked"
+        rows.append(row)
+    return rows
+
+
+def _key(r: dict) -> tuple:
+    """A point's identity across two sweeps (the widths as asked, or as chosen when automatic)."""
+    return r["board"], r["pes"], r["lanes"], r.get("act_memory") or "banked"
+
+
+def compare(rows: list[dict], baseline: list[dict]) -> list[str]:
+    """One line per point both sweeps completed: cycles, Fmax and inferences a second, the
+    baseline's then this one's, and the throughput ratio."""
+    old = {_key(r): r for r in baseline if r["status"] == "ok"}
+    lines = []
+    for r in rows:
+        b = old.get(_key(r))
+        if r["status"] != "ok" or b is None:
+            continue
+        line = f"{r['board']} P{r['pes']}L{r['lanes']} {r.get('act_memory') or 'banked'}: " \
+               f"cycles {b['cycles_model']} -> {r['cycles_model']}"
+        if r.get("fmax_mhz") is not None and b.get("fmax_mhz") is not None:
+            line += f", Fmax {b['fmax_mhz']:.1f} -> {r['fmax_mhz']:.1f} MHz"
+        if r.get("lut") is not None and b.get("lut") is not None:
+            line += f", LUT {b['lut']} -> {r['lut']}"
+        if r.get("inferences_per_s") and b.get("inferences_per_s"):
+            line += (f", inferences/s {b['inferences_per_s']:,} -> {r['inferences_per_s']:,} "
+                     f"({r['inferences_per_s'] / b['inferences_per_s']:.2f}x)")
+        lines.append(line)
+    return lines
+
+
 def pareto(rows: list[dict]) -> list[dict]:
     """The rows no other row beats on both LUTs and cycles (per board)."""
     done = [r for r in rows if r["status"] == "ok" and r.get("lut") is not None]
@@ -193,13 +256,15 @@ def pareto(rows: list[dict]) -> list[dict]:
                                        for o in done)]
 
 
-def plot_pareto(rows: list[dict], path) -> Path | None:
-    """Cycles per inference against LUTs, each board's Pareto front a line (None: no matplotlib)."""
+def plot_pareto(rows: list[dict], path, baseline: list[dict] | None = None) -> Path | None:
+    """Cycles per inference against LUTs, each board's Pareto front a line; a baseline sweep's
+    points hollow and its fronts dashed, in the board's colour (None: no matplotlib)."""
     plt = pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     front = pareto(rows)
+    old_front = pareto(baseline or [])
     for k, b in enumerate(dict.fromkeys(r["board"] for r in rows)):
         pts = [r for r in rows if r["board"] == b and r["status"] == "ok" and r.get("lut") is not None]
         if not pts:
@@ -211,10 +276,16 @@ def plot_pareto(rows: list[dict], path) -> Path | None:
                         xytext=(3, 3), textcoords="offset points")
         f = sorted((r["lut"], r["cycles_model"]) for r in front if r["board"] == b)
         ax.step([p[0] for p in f], [p[1] for p in f], where="post", color=colour, lw=1)
+        old = [r for r in baseline or [] if r["board"] == b and r["status"] == "ok" and r.get("lut") is not None]
+        if old:
+            ax.scatter([r["lut"] for r in old], [r["cycles_model"] for r in old], s=18, facecolors="none",
+                       edgecolors=colour, label=f"{b} (baseline)")
+            f = sorted((r["lut"], r["cycles_model"]) for r in old_front if r["board"] == b)
+            ax.step([p[0] for p in f], [p[1] for p in f], where="post", color=colour, lw=1, ls="--")
     ax.set_xlabel("LUTs (placed)")
     ax.set_ylabel("cycles per inference")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title("design space: the line is the Pareto front")
+    ax.set_title("design space: the line is the Pareto front" + (", dashed the baseline's" if baseline else ""))
     return save_figure(fig, path)
