@@ -34,7 +34,7 @@ class Requant(wiring.Component):
     def __init__(self, *, acc_bits: int = 32, mult_bits: int = MULT_BITS, tag_bits: int = 1,
                  clamps: frozenset | None = None, family: str | None = None):
         #: the FPGA family it is built for: on the ECP5 (when elaborated for a board's platform),
-        #: its partial products are MULT18X18D blocks with their own input and output registers
+        #: its partial products are MULT18X18D blocks with their own output registers
         self._family = family
         self._acc_bits = check_int("acc_bits", acc_bits, 8, 40)
         self._mult_bits = check_int("mult_bits", mult_bits, MULT_BITS, MULT_BITS_MAX)
@@ -154,4 +154,3 @@ class Requant(wiring.Component):
         m.d.comb += y.eq(Mux(over, hi4, Mux(under, lo4, (low9 + inc)[1:9])))
         m.d.sync += [self.o.payload.y.eq(y), self.o.payload.tag.eq(tag4), self.o.valid.eq(v4)]
         return m
-

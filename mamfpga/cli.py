@@ -468,7 +468,7 @@ def cmd_sweep_hw(args) -> int:
                              baseline=baseline)
     if baseline is not None:
         lines = sweep_hw.compare(res.rows, baseline)
-        print(f"against the baseline {args.baseline}: " + ("no point completed in both" if not lines else ""))
+        print(f"against the baseline {args.baseline}:" + ("" if lines else " no point completed in both"))
         for line in lines:
             print(f"  {line}")
     if res.front:

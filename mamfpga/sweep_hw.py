@@ -221,18 +221,25 @@ def read_csv(path) -> list[dict]:
 
 
 def _key(r: dict) -> tuple:
-    """A point's identity across two sweeps (the widths as asked, or as chosen when automatic)."""
+    """A point's (board, P, L, activation memory): its identity across two sweeps."""
     return r["board"], r["pes"], r["lanes"], r.get("act_memory") or "banked"
+
+
+def _match(r: dict, baseline: list[dict]) -> dict | None:
+    """The baseline's completed row for the point of ``r``: the one with the same widths (the
+    CSV holds the widths each point used), else the only one of that (board, P, L, memory)."""
+    same = [b for b in baseline if b["status"] == "ok" and _key(b) == _key(r)]
+    exact = [b for b in same if (b.get("acc_bits"), b.get("delta_bits")) == (r.get("acc_bits"), r.get("delta_bits"))]
+    return exact[0] if exact else same[0] if len(same) == 1 else None
 
 
 def compare(rows: list[dict], baseline: list[dict]) -> list[str]:
     """One line per point both sweeps completed: cycles, Fmax and inferences a second, the
     baseline's then this one's, and the throughput ratio."""
-    old = {_key(r): r for r in baseline if r["status"] == "ok"}
     lines = []
     for r in rows:
-        b = old.get(_key(r))
-        if r["status"] != "ok" or b is None:
+        b = _match(r, baseline) if r["status"] == "ok" else None
+        if b is None:
             continue
         line = f"{r['board']} P{r['pes']}L{r['lanes']} {r.get('act_memory') or 'banked'}: " \
                f"cycles {b['cycles_model']} -> {r['cycles_model']}"

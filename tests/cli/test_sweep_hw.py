@@ -56,7 +56,7 @@ def test_sweep_hw_local_pool_without_synth(tmp_path, capsys):
                    "--no-synth", "--baseline", str(tmp_path / "base.csv"), "-o", str(tmp_path / "sw")])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert f"against the baseline {tmp_path / 'base.csv'}" in out
+    assert f"against the baseline {tmp_path / 'base.csv'}:" in out
     assert "  icebreaker P4L4 banked: cycles 999 -> " in out
     rows = _rows(tmp_path / "sw" / "sweep_hw.csv")
     assert [(r["lanes"], r["act_memory"], r["delta_bits"]) for r in rows if r["status"] == "ok"] == [
@@ -113,6 +113,12 @@ def test_a_baseline_sweep_reads_back_and_compares(tmp_path):
     assert lines[0] == ("ulx3s-85f P2L2 banked: cycles 700 -> 650, Fmax 110.0 -> 125.0 MHz, LUT 2600 -> 2700, "
                         "inferences/s 157,143 -> 192,308 (1.22x)")
     assert len(lines) == 2                      # P8 L2 did not fit in the baseline: nothing to compare
+    # two widths of one point: each compared with the baseline's row of the same widths
+    two = [{**_done("icebreaker", 2, 1, 500, 900, 40.0), "delta_bits": d, "cycles_model": c}
+           for d, c in ((4, 500), (6, 520))]
+    now = [{**r, "cycles_model": r["cycles_model"] - 10} for r in reversed(two)]
+    assert [ln.split(", Fmax")[0] for ln in compare(now, two)] == [
+        "icebreaker P2L1 banked: cycles 520 -> 510", "icebreaker P2L1 banked: cycles 500 -> 490"]
     if pyplot() is not None:
         assert plot_pareto(new, tmp_path / "p.png", baseline=back).stat().st_size > 1000
 
