@@ -237,6 +237,22 @@ def test_ecp5_multiplier_registers_become_the_models_parameters():
     assert doc["modules"]["top"]["cells"]["mult"]["parameters"] == {"REG_A": 1, "REG_B": 0, "REG_P": 1}
 
 
+def _adapter_testbench(tmp_path, tb: str) -> list[str]:
+    """Module ``tb`` run on iverilog against the ECP5 adapters (mamfpga.boards.placed): the lines
+    it displayed that start with a digit."""
+    import subprocess
+
+    from mamfpga.boards.placed import _ecp5_adapters
+
+    (tmp_path / "tb.v").write_text(tb)
+    (tmp_path / "model.v").write_text(_ecp5_adapters())
+    run = subprocess.run(["iverilog", "-g2012", "-o", "tb.vvp", "-s", "tb", "tb.v", "model.v"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=tmp_path, capture_output=True, text=True)
+    return [line for line in run.stdout.splitlines() if line and line[0].isdigit()]
+
+
 @pytest.mark.sim
 @pytest.mark.needs_tool("iverilog")
 @pytest.mark.parametrize("reg_a, reg_b, reg_p", [(0, 0, 0), (1, 1, 1), (1, 0, 1)])
@@ -245,9 +261,6 @@ def test_the_multiplier_model_registers_as_set(tmp_path, reg_a, reg_b, reg_p):
     each operand taken a cycle late when its input register is on, the product a cycle late
     when the output register is."""
     import random
-    import subprocess
-
-    from mamfpga.boards.placed import _ecp5_adapters
 
     rng = random.Random(reg_a * 4 + reg_b * 2 + reg_p)
     steps = [(rng.randrange(1 << 18), rng.randrange(1 << 18), rng.randrange(2), rng.randrange(2)) for _ in range(60)]
@@ -271,13 +284,7 @@ def test_the_multiplier_model_registers_as_set(tmp_path, reg_a, reg_b, reg_p):
         "module tb;", "  reg clk = 0; reg [17:0] a, b; reg sa, sb; wire [35:0] p;",
         f"  MULT18X18D #(.REG_A({reg_a}), .REG_B({reg_b}), .REG_P({reg_p})) mult (" + ", ".join(pins) + ");",
         "  initial begin", *body, "    $finish;", "  end", "endmodule", ""])
-    (tmp_path / "tb.v").write_text(tb)
-    (tmp_path / "model.v").write_text(_ecp5_adapters())
-    run = subprocess.run(["iverilog", "-g2012", "-o", "tb.vvp", "-s", "tb", "tb.v", "model.v"], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    run = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=tmp_path, capture_output=True, text=True)
-    got = [int(line) for line in run.stdout.splitlines() if line and line[0].isdigit()]
+    got = [int(line) for line in _adapter_testbench(tmp_path, tb)]
     assert got == want
 
 
@@ -402,9 +409,6 @@ def test_the_block_ram_model_follows_the_documented_modes(tmp_path, width, modes
     """The MAMFPGA_DP16KD Verilog against the reference above under random reads and writes on
     both ports (iverilog): the INITVAL layout, the byte enables, each width and write mode."""
     import random
-    import subprocess
-
-    from mamfpga.boards.placed import _ecp5_adapters
 
     rng = random.Random(width * 10 + modes["A"])
     init = [rng.randrange(1 << 18) for _ in range(1024)]
@@ -441,11 +445,5 @@ def test_the_block_ram_model_follows_the_documented_modes(tmp_path, width, modes
         f"  MAMFPGA_DP16KD #(.DATA_WIDTH_A({width}), .DATA_WIDTH_B({width}), .WRITEMODE_A({modes['A']}), "
         f".WRITEMODE_B({modes['B']}),", initval, "  ) ram (" + ", ".join(pins) + ");",
         "  initial begin", *body, "    $finish;", "  end", "endmodule", ""])
-    (tmp_path / "tb.v").write_text(tb)
-    (tmp_path / "model.v").write_text(_ecp5_adapters())
-    run = subprocess.run(["iverilog", "-g2012", "-o", "tb.vvp", "-s", "tb", "tb.v", "model.v"], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    run = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=tmp_path, capture_output=True, text=True)
-    got = [tuple(map(int, line.split())) for line in run.stdout.splitlines() if line and line[0].isdigit()]
+    got = [tuple(map(int, line.split())) for line in _adapter_testbench(tmp_path, tb)]
     assert got == want
