@@ -35,17 +35,23 @@ Dataflow (per layer, all P processing elements in parallel):
   partial results of a row (sums, or max and min) meet in a cross-PE tree,
   which adds the bias, requantizes and writes the row's activation at
   address r. Its cost: :func:`split_overhead` more cycles.
-- Layers run back to back; layer k+1 starts once layer k's last word is
-  written (a fixed pipeline cost, :func:`layer_overhead`).
+- Layers overlap: layer k+1 starts as soon as every PE has fetched its last word of layer k
+  and every activation it reads is written before it reads it, while layer k's last results
+  drain through the pipeline (:mod:`mamfpga.compile.schedule`; alone, a layer costs its words
+  and a fixed pipeline cost, :func:`layer_overhead`). The compiler orders each PE's rows of a
+  dense layer by when their inputs are written, so that the next layer's first rows read the
+  previous layer's first results.
 
 Cycle model of one inference (inputs streamed one activation per cycle,
 outputs read one per cycle, the environment never stalling):
 
-    cycles = N_0 + sum_k (positions_k * max_p words_{k,p} + layer_overhead [+ split_overhead])
-             + OUTPUT_CYCLES * M_{K-1}
+    cycles = N_0 + sum_{k < K-1} d_k + alone_{K-1} + OUTPUT_CYCLES * M_{K-1}
+    alone_k = positions_k * max_p words_{k,p} + layer_overhead [+ split_overhead]
 
 where ``words_{k,p}`` is the number of weight words PE p reads in layer k (per position; a
-dense layer has one position, and a conv layer's PEs are padded to the same count).
+dense layer has one position, and a conv layer's PEs are padded to the same count) and
+``d_k <= alone_k`` the distance from layer k's start to layer k+1's, the schedule's
+(``LayerPlan.cycles_model``).
 """
 
 from __future__ import annotations

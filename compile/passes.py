@@ -33,13 +33,15 @@ from mamfpga.compile.arch import (ArchConfig, act_side_words, bank_bytes, bias_b
 from mamfpga.compile.device import Device, memory_blocks
 from mamfpga.compile.ir import CompileError, LayerPlan, MemoryFitError, Program
 from mamfpga.compile.maps import ConvGeometry, MapLayout, OutGen, place
+from mamfpga.compile.schedule import schedule
 from mamfpga.sw.golden import requantize_values
 from mamfpga.sw.qnet import QuantLayer, QuantNetwork, input_max
 from mamfpga.sw.simplify import eliminate_dead
 
 __all__ = ["PASSES", "Compilation", "compile_network", "prove_accumulators", "eliminate", "plan_layers",
            "LayerShape", "choose_delta_bits", "assign_rows", "encode_layer", "memory_use", "check_capacity",
-           "required_acc_bits", "fifo_depths", "hw_layers", "balance_lanes", "input_pitch_extra"]
+           "required_acc_bits", "fifo_depths", "hw_layers", "balance_lanes", "input_pitch_extra",
+           "order_by_readiness"]
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -381,6 +383,46 @@ def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, cons
     return grid.tolist()
 
 
+def _written_when(shape: LayerShape, cfg: ArchConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """A dense layer's outputs: (byte address, when it is written, in words the slowest PE has
+    fetched by then: the order of mamfpga.compile.schedule at the layout's delta width); None
+    for a conv layer."""
+    if shape.geom is not None:
+        return None
+    if shape.split:
+        fin = np.max(np.stack([np.cumsum(_row_costs(c, cfg)) for c in shape.csrs]), axis=0)
+        return np.asarray(shape.out_address, dtype=np.int64), fin
+    costs = np.concatenate([_row_costs(shape.csrs[0], cfg), [1]])          # index -1: a padding row
+    grid = np.asarray(shape.rows, dtype=np.int64)
+    fin = np.max(np.cumsum(costs[grid], axis=1), axis=0)                    # step t's results all done
+    pp, tt = np.nonzero(grid >= 0)
+    when = np.zeros(len(shape.out_address), dtype=np.int64)
+    when[grid[pp, tt]] = fin[tt]
+    return np.asarray(shape.out_address, dtype=np.int64), when
+
+
+def order_by_readiness(shape: LayerShape, before: LayerShape, cfg: ArchConfig) -> list[list[int]]:
+    """Each PE's rows of a dense row-parallel layer in the order their inputs are written by the
+    layer ``before`` it (a row's inputs are ready when the last of them is; padding rows first,
+    they read nothing), so that the layer can start while that one drains
+    (:mod:`mamfpga.compile.schedule`). A row keeps its PE; its slot r P + p changes only in r,
+    which leaves the lane its consumer reads it in unchanged ((r P + p) mod L, L dividing P), so
+    this is done only where L divides P or each lane has its own copy."""
+    written = _written_when(before, cfg)
+    if shape.split or shape.geom is not None or written is None or \
+            not (cfg.lane_copies or cfg.pes % cfg.lanes == 0):
+        return shape.rows
+    addr, when = written
+    at = np.full(int(addr.max()) + 2, -1, dtype=np.int64)
+    at[addr] = when
+    csr = shape.csrs[0]
+    seen = np.where(csr.addr < len(at) - 1, at[np.minimum(csr.addr, len(at) - 1)], -1)
+    ready = np.full(csr.rows, -1, dtype=np.int64)
+    rows_of = np.repeat(np.arange(csr.rows), np.diff(csr.indptr))
+    np.maximum.at(ready, rows_of, seen)
+    return [sorted(rs, key=lambda r: (ready[r] if r >= 0 else -2, r)) for rs in shape.rows]
+
+
 def _consumer_of(net: QuantNetwork, groups, g: int, out_map: "MapLayout | None") -> tuple | None:
     """What :func:`balance_lanes` needs of the layer reading hardware layer ``g``'s output:
     its positions and, per nonzero, its row, the output row of ``g`` it reads, and the part of
@@ -556,6 +598,10 @@ def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> tupl
                 alt = _split_shape(layer, col_address, cfg, base)
                 if shape is None or alt.cycles(cfg) < shape.cycles(cfg):
                     shape = alt
+            if shapes and not shape.split:
+                rows = order_by_readiness(shape, shapes[-1], cfg)
+                if rows != shape.rows:
+                    shape = _row_parallel_shape(layer, col_address, cfg, base, rows)
             src = None
         shape.net_index = pk if pk is not None else k
         shapes.append(shape)
@@ -833,6 +879,7 @@ def _encode(c: Compilation) -> None:
     c.program = Program(c.cfg, c.net, c.source, input_index, c.index, c.plans, c.plans[-1].out_address,
                         c.eliminated, split=c.split, device=c.device, side_bytes=c.side_bytes, scales=scales,
                         input_address=c.input_address)
+    schedule(c.program)
 
 
 def _choose_low_bits(c: Compilation) -> None:

@@ -1,7 +1,8 @@
 """The accelerator: P processing elements running a compiled network layer by layer.
 
     i (int8 stream) -> input load into every PE's buffer (side 0, at the input's addresses)
-    for each layer k:   start all PEs -> results (a conv layer's at every position) ->
+    for each layer k:   start all PEs (``cycles_model`` of layer k - 1 after its start: layers
+                        overlap, mamfpga.compile.schedule) -> results (a conv layer's at every position) ->
         row-parallel:  per-PE FIFOs -> P requantizers -> [fused max pool] -> one P-activation
                        word at the write counters' address (mamfpga.compile.maps.OutGen)
         column-split:  per-PE FIFOs -> cross-PE tree -> requantizer -> activation r
@@ -12,7 +13,11 @@
 Everything the hardware does is fixed by the compiled Program (compile/arch.py, compile/maps.py):
 memory images, per-layer constants, FIFO depths (from the compile-time drift
 of the PEs), the output order table. The streams honour valid/ready; the
-cycle count of an inference with no stalls is the program's ``cycles_model``.
+cycle count of an inference with no stalls is the program's ``cycles_model``. The fetch, the
+pops and the write side each follow their own layer, so that layer k + 1 runs while layer k
+drains: the sequencer starts layers at the compiled distances, the pops and the writes move to
+the next layer after the last item of theirs (counted), the PEs' back ends likewise
+(mamfpga.hw.pe).
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class Accelerator(wiring.Component):
             # every write into the activation buffers (inputs, then each layer's results), for
             # testbenches that capture what each layer computed; nothing on a board reads it
             "aw": Out(act_write_layout(cfg.pes, act_addr_bits_of(program))),
+            # the layer whose result ``aw`` writes (layers overlap: not always ``layer``)
+            "aw_layer": Out(index_bits(len(program.layers) + 1)),
         })
 
     def _input_walk(self) -> dict:
@@ -123,55 +130,45 @@ class Accelerator(wiring.Component):
         o_wr = omem.write_port(granularity=8)
         o_rd = omem.read_port(domain="comb")      # M_last values: LUT RAM, read in the same cycle
 
-        # ------------------------------------------------------------ layer constants
+        # ------------------------------------------------------------ layers in flight
+        # Layers overlap (mamfpga.compile.schedule): the PEs start layer k + 1 while layer k's
+        # results drain. Three parts of the array follow their own layer, each moving to the next
+        # when it has seen the layer's last item: the fetch (``layer``, the sequencer's), the pops
+        # from the result FIFOs (``player``: the requantizers' constants, taken with each record)
+        # and the write side (``wlayer``: where results go). Each part's next-layer constants
+        # wait in registers set from its own layer index (no case table between a counter and
+        # the registers it loads).
         layer = Signal(index_bits(K + 1))
-        split = Signal()
-        mam = Signal()
-        mult, shift, relu = Signal(cfg.mult_bits), Signal(SHIFT_BITS), Signal()
-        act_n, out_uns = Signal(4), Signal()      # the clamp's n (act_max = 2**n - 1); unsigned bytes out
-        even = Signal()                           # the layer rounds its halves to even
 
-        def to_write(plan):
-            """Words a layer writes: a split one a row at a time, a row-parallel one P rows a word."""
-            return plan.rows if plan.split else plan.out.positions * plan.out.rows
+        def next_regs(idx, specs: dict) -> dict:
+            """Per name, a register holding the value for layer (``idx`` + 1) mod K."""
+            out = {}
+            for name, (shape, values) in specs.items():
+                r = Signal(shape, name=f"next_{name}")
+                with m.Switch(idx):
+                    for k in range(K):
+                        with m.Case(k):
+                            m.d.sync += r.eq(values[(k + 1) % K])
+                out[name] = r
+            return out
 
-        words_to_write = Signal(index_bits(max(to_write(l) for l in prog.layers) + 1))
-        # where row-parallel results go (mamfpga.compile.maps.OutGen): word of the first position,
-        # rows per position, positions per map row, the border skipped at a row's end, pool window
-        gens = [l.out if l.out is not None else OutGen(0, 1, 1, 0, 1) for l in prog.layers]
-        g_first = Signal(act_bits)
-        g_rows = Signal(index_bits(max(g.rows for g in gens) + 1))
-        g_per_row = Signal(index_bits(max(g.per_row for g in gens) + 1))
-        g_skip = Signal(act_bits)
-        g_window = Signal(index_bits(max(g.window for g in gens) + 1))
-        split_base = Signal(act_bits + log2p)
-        # the constants the write side compares with, as registers set at the layer's start (not
-        # through the layer multiplexer in the same cycle): R - 2, per-row - 2, window - 2, and
-        # whether each is 1
-        rows_m2 = Signal.like(g_rows)
-        per_row_m2, window_m2 = Signal.like(g_per_row), Signal.like(g_window)
-        rows_1, per_row_1, window_1 = Signal(), Signal(), Signal()
+        def table(idx, shape, values, name):
+            """The value for layer ``idx``: a case table (combinational)."""
+            s = Signal(shape, name=name)
+            with m.Switch(idx):
+                for k in range(K):
+                    with m.Case(k):
+                        m.d.comb += s.eq(values[k])
+            return s
+
+        plans = prog.layers
+        uniform = [np.ndim(p.mult) == 0 and np.ndim(p.shift) == 0 for p in plans]
+        # results per layer: a split layer's rows; a row-parallel one's rows at every position
+        # its PEs walk (a pool's window included)
+        n_results = [p.rows if p.split else p.positions * len(p.row_words[0]) for p in plans]
+        gens = [l.out if l.out is not None else OutGen(0, 1, 1, 0, 1) for l in plans]
         bank_rows = max([g.rows for g in gens if g.window > 1], default=1)
-        rows_at = Signal(bank_rows)             # one-hot: bit r set when the layer has R = r + 1
-        pos_step, row_step = Signal(act_bits), Signal(act_bits)         # words to the next position, row
-        with m.Switch(layer):
-            for k, plan in enumerate(prog.layers):
-                with m.Case(k):
-                    g = gens[k]
-                    m.d.comb += [act_n.eq(plan.act_max.bit_length()), out_uns.eq(plan.act_max > 127),
-                                 even.eq(plan.rounding == "half_even")]
-                    m.d.comb += [split.eq(plan.split), mam.eq(plan.mode == "mam"), relu.eq(plan.relu),
-                                 words_to_write.eq(to_write(plan)), g_first.eq(g.first), g_rows.eq(g.rows),
-                                 g_per_row.eq(g.per_row), g_skip.eq(g.skip), g_window.eq(g.window)]
-                    if plan.split:
-                        m.d.comb += split_base.eq(int(plan.out_address[0]))
-                    if np.ndim(plan.mult) == 0 and np.ndim(plan.shift) == 0:
-                        m.d.comb += [mult.eq(int(plan.mult)), shift.eq(int(plan.shift))]
-        out_side = Signal()                        # side the current layer writes
-        m.d.comb += out_side.eq(~layer[0])
-        last_layer = Signal()
-        m.d.comb += last_layer.eq(layer == K - 1)
-
+        res_bits = index_bits(max(n_results) + 1)
         # ------------------------------------------------------------ result FIFOs
         # each record carries the fields some layer reads (mamfpga.compile.arch.result_fields)
         kinds = {(plan.split, plan.mode) for plan in prog.layers}
@@ -212,7 +209,7 @@ class Accelerator(wiring.Component):
             q = Signal(rec_bits, name=f"fifo{p}_head", reset_less=self.family == "ecp5")
             m.d.sync += q.eq(f.r_data)
             heads.append(q)
-        popped, t_popped = Signal(), Signal.like(words_to_write)       # the pop, and its word, registered
+        popped, t_popped = Signal(), Signal(res_bits)       # the pop, and its result index, registered
 
         def field(f, name):
             """A field of the popped record from a FIFO; 0 for one no layer reads."""
@@ -224,8 +221,35 @@ class Accelerator(wiring.Component):
                 return q[off:off + w]
             return q[off:off + w].as_signed()
 
+
+        # ------------------------------------------------------------ pops: the requantizers' constants
+        # taken with each record as it is popped (``p_*``, registered with it): the pops of the
+        # next layer may follow the last of this one by two cycles
+        player = Signal(index_bits(K))
+        t_idx = Signal(res_bits, init=0)                # the result popped next, within its layer
+        pop_left = Signal(res_bits, init=n_results[0] - 1)
+        pop_last = Signal(init=n_results[0] == 1)
+        nxp = next_regs(player, {"left": (res_bits, [n - 1 for n in n_results]),
+                                 "last": (1, [int(n == 1) for n in n_results])})
+        with m.If(pop):
+            with m.If(pop_last):
+                m.d.sync += [player.eq(Mux(player == K - 1, 0, player + 1)), t_idx.eq(0),
+                             pop_left.eq(nxp["left"]), pop_last.eq(nxp["last"])]
+            with m.Else():
+                m.d.sync += [t_idx.eq(t_idx + 1), pop_left.eq(pop_left - 1), pop_last.eq(pop_left == 1)]
+        p_split, p_mam, p_relu, p_even = Signal(), Signal(), Signal(), Signal()
+        p_mult, p_shift, p_n = Signal(cfg.mult_bits), Signal(SHIFT_BITS), Signal(4)   # n: the clamp (act_max = 2**n - 1)
+        m.d.sync += [
+            p_split.eq(table(player, 1, [int(p.split) for p in plans], "split")),
+            p_mam.eq(table(player, 1, [int(p.mode == "mam") for p in plans], "mam")),
+            p_relu.eq(table(player, 1, [int(p.relu) for p in plans], "relu")),
+            p_even.eq(table(player, 1, [int(p.rounding == "half_even") for p in plans], "even")),
+            p_n.eq(table(player, 4, [p.act_max.bit_length() for p in plans], "act_n")),
+            p_mult.eq(table(player, cfg.mult_bits, [int(p.mult) if u else 0 for p, u in zip(plans, uniform)], "mult")),
+            p_shift.eq(table(player, SHIFT_BITS, [int(p.shift) if u else 0 for p, u in zip(plans, uniform)], "shift")),
+        ]
+
         # ------------------------------------------------------------ row-parallel: P requantizers
-        t_idx = Signal.like(words_to_write)            # next word to pop
         m.d.sync += [popped.eq(pop), t_popped.eq(t_idx)]
         clamps = frozenset(plan.act_max.bit_length() for plan in prog.layers)
         rq_row = []
@@ -233,11 +257,11 @@ class Accelerator(wiring.Component):
             rq = Requant(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, tag_bits=act_bits, clamps=clamps,
                          family=self.family)
             m.submodules[f"rq{p}"] = rq
-            m.d.comb += [rq.i.valid.eq(popped & ~split), rq.i.payload.acc.eq(field(fifos[p], "acc")),
+            m.d.comb += [rq.i.valid.eq(popped & ~p_split), rq.i.payload.acc.eq(field(fifos[p], "acc")),
                          # a row's own mult and shift in a program with per-row scales
-                         rq.i.payload.mult.eq(field(fifos[p], "mult") if prog.scales else mult),
-                         rq.i.payload.shift.eq(field(fifos[p], "shift") if prog.scales else shift),
-                         rq.i.payload.relu.eq(relu), rq.i.payload.n.eq(act_n), rq.i.payload.even.eq(even),
+                         rq.i.payload.mult.eq(field(fifos[p], "mult") if prog.scales else p_mult),
+                         rq.i.payload.shift.eq(field(fifos[p], "shift") if prog.scales else p_shift),
+                         rq.i.payload.relu.eq(p_relu), rq.i.payload.n.eq(p_n), rq.i.payload.even.eq(p_even),
                          rq.i.payload.tag.eq(t_popped)]
             rq_row.append(rq)
 
@@ -251,44 +275,72 @@ class Accelerator(wiring.Component):
             def combine(depth, a, b):
                 return (a[0] + b[0], Mux(a[1] > b[1], a[1], b[1]), Mux(a[2] < b[2], a[2], b[2]), a[3] + b[3])
 
-            root, root_valid = pipelined_tree(m, leaves, shapes, combine, 1, popped & split,
+            root, root_valid = pipelined_tree(m, leaves, shapes, combine, 1, popped & p_split,
                                               names=("csum", "chi", "clo", "cbias"))
-            tree_tag = t_popped
+            # the record's tag and its layer's constants travel alongside the tree
+            tree_tag = Cat(t_popped, p_mam, p_mult, p_shift, p_relu, p_n, p_even)
             for d in range(tree_latency(P)):
-                nt = Signal.like(t_idx, name=f"split_tag_{d}")
+                nt = Signal.like(tree_tag, name=f"split_tag_{d}")
                 m.d.sync += nt.eq(tree_tag)
                 tree_tag = nt
+            at = len(t_popped)
+            s_mam = tree_tag[at]
+            s_mult = tree_tag[at + 1:at + 1 + cfg.mult_bits]
+            at += 1 + cfg.mult_bits
+            s_shift, s_relu = tree_tag[at:at + SHIFT_BITS], tree_tag[at + SHIFT_BITS]
+            s_n, s_even = tree_tag[at + SHIFT_BITS + 1:at + SHIFT_BITS + 5], tree_tag[at + SHIFT_BITS + 5]
             rq_split = Requant(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, tag_bits=act_bits + log2p + 1,
                                clamps=clamps, family=self.family)
             m.submodules.rq_split = rq_split
             split_acc = Signal(signed(cfg.acc_bits))
-            m.d.comb += split_acc.eq(Mux(mam, root[3] + root[1] + root[2], root[3] + root[0]))
-            m.d.comb += [rq_split.i.valid.eq(root_valid & split), rq_split.i.payload.acc.eq(split_acc),
-                         rq_split.i.payload.mult.eq(mult), rq_split.i.payload.shift.eq(shift),
-                         rq_split.i.payload.relu.eq(relu), rq_split.i.payload.n.eq(act_n),
-                         rq_split.i.payload.even.eq(even),
-                         rq_split.i.payload.tag.eq(tree_tag)]
+            m.d.comb += split_acc.eq(Mux(s_mam, root[3] + root[1] + root[2], root[3] + root[0]))
+            m.d.comb += [rq_split.i.valid.eq(root_valid), rq_split.i.payload.acc.eq(split_acc),
+                         rq_split.i.payload.mult.eq(s_mult), rq_split.i.payload.shift.eq(s_shift),
+                         rq_split.i.payload.relu.eq(s_relu), rq_split.i.payload.n.eq(s_n),
+                         rq_split.i.payload.even.eq(s_even),
+                         rq_split.i.payload.tag.eq(tree_tag[:len(t_popped)])]
 
         # ------------------------------------------------------------ writes of results
         # row-parallel results arrive in order, position by position, R rows each: counters give
         # each its word (mamfpga.compile.maps.OutGen); a fused max pool keeps the running max of the
-        # window's results per row and writes it with the window's last
-        # words the layer still writes after the next, and whether the next is its last (a
-        # register: no comparator between the write stage and the sequencer's state)
-        w_left, w_last = Signal.like(words_to_write), Signal()
+        # window's results per row and writes it with the window's last. The write side's
+        # constants are registers, loaded (from ``nxw``) as its layer's last result passes: the
+        # counters' limits less 2 and whether each is 1 (no adder, no compare in front of the
+        # updates: the chain r -> window -> position -> pos_word adder was the iCE40's critical path)
+        wlayer = Signal(index_bits(K))
+        g0 = gens[0]
+        wspec = {
+            "first": (act_bits, [g.first for g in gens]),
+            "rows_m2": (index_bits(max(g.rows for g in gens) + 1), [max(g.rows - 2, 0) for g in gens]),
+            "per_row_m2": (index_bits(max(g.per_row for g in gens) + 1), [max(g.per_row - 2, 0) for g in gens]),
+            "window_m2": (index_bits(max(g.window for g in gens) + 1), [max(g.window - 2, 0) for g in gens]),
+            "rows_1": (1, [int(g.rows == 1) for g in gens]), "per_row_1": (1, [int(g.per_row == 1) for g in gens]),
+            "window_1": (1, [int(g.window == 1) for g in gens]),
+            "pos_step": (act_bits, [g.rows for g in gens]), "row_step": (act_bits, [g.rows + g.skip for g in gens]),
+            "rows_at": (bank_rows, [(1 << (g.rows - 1)) if g.rows <= bank_rows else 0 for g in gens]),
+            "split_base": (act_bits + log2p, [int(p.out_address[0]) if p.split else 0 for p in plans]),
+            "out_uns": (1, [int(p.act_max > 127) for p in plans]),
+            "out_side": (1, [(k + 1) % 2 for k in range(K)]),
+            "last_layer": (1, [int(k == K - 1) for k in range(K)]),
+            "res_left": (res_bits, [n - 1 for n in n_results]), "res_last": (1, [int(n == 1) for n in n_results]),
+        }
+        cur = {name: Signal(shape, name=name, init=values[0]) for name, (shape, values) in wspec.items()}
+        nxw = next_regs(wlayer, wspec)
         row_out = Signal()
         m.d.comb += row_out.eq(rq_row[0].o.valid)
         res_data = Signal(8 * P)
         res_mask = Signal(P)
         res_addr = Signal(act_bits)
         res_en = Signal()
-        r_cnt, j_cnt, x_cnt = Signal.like(g_rows), Signal.like(g_window), Signal.like(g_per_row)
-        pos_word = Signal(act_bits)
+        g_rows = max(g.rows for g in gens)
+        r_cnt = Signal(index_bits(g_rows + 1))
+        j_cnt = Signal(index_bits(max(g.window for g in gens) + 1))
+        x_cnt = Signal(index_bits(max(g.per_row for g in gens) + 1))
+        pos_word = Signal(act_bits, init=g0.first)
         y_row = Cat(*[rq.o.payload.y for rq in rq_row])
-        # whether each counter is at its last value, registers updated with it from a compare of
-        # the counter with the layer's constant less 2 (no adder, no compare in front of the
-        # updates: the chain r -> window -> position -> pos_word adder was the iCE40's critical path)
-        r_last, window_last, x_last, j_first = Signal(), Signal(), Signal(), Signal()
+        # whether each counter is at its last value, registers updated with it
+        r_last, window_last = Signal(init=g0.rows == 1), Signal(init=g0.window == 1)
+        x_last, j_first = Signal(init=g0.per_row == 1), Signal(init=1)
         pooled = any(g.window > 1 for g in gens)
         if pooled:
             # the running maxima rotate through a shift register as the rows come: the one at its
@@ -298,49 +350,61 @@ class Accelerator(wiring.Component):
             for p in range(P):
                 # bytes compared as the layer writes them: signed, or unsigned (act_max 255)
                 y, h = y_row.word_select(p, 8), bank[0].word_select(p, 8)
-                y, h = Mux(out_uns, y, y.as_signed()), Mux(out_uns, h, h.as_signed())
+                y, h = Mux(cur["out_uns"], y, y.as_signed()), Mux(cur["out_uns"], h, h.as_signed())
                 m.d.comb += best.word_select(p, 8).eq(Mux(j_first | (y > h), y, h))
             with m.If(row_out):
                 for r in range(bank_rows):
                     nxt = bank[r + 1] if r + 1 < bank_rows else best
-                    m.d.sync += bank[r].eq(Mux(rows_at[r], best, nxt))
+                    m.d.sync += bank[r].eq(Mux(cur["rows_at"][r], best, nxt))
         else:
             best = y_row
+        res_any = Signal()
         with m.If(row_out):
-            m.d.comb += [res_en.eq(window_last), res_addr.eq(pos_word + r_cnt), res_data.eq(best),
+            m.d.comb += [res_any.eq(1), res_en.eq(window_last), res_addr.eq(pos_word + r_cnt), res_data.eq(best),
                          res_mask.eq((1 << P) - 1)]
             with m.If(~r_last):
-                m.d.sync += [r_cnt.eq(r_cnt + 1), r_last.eq(r_cnt == rows_m2)]
+                m.d.sync += [r_cnt.eq(r_cnt + 1), r_last.eq(r_cnt == cur["rows_m2"])]
             with m.Else():
-                m.d.sync += [r_cnt.eq(0), r_last.eq(rows_1), j_first.eq(window_last)]
+                m.d.sync += [r_cnt.eq(0), r_last.eq(cur["rows_1"]), j_first.eq(window_last)]
                 with m.If(~window_last):
-                    m.d.sync += [j_cnt.eq(j_cnt + 1), window_last.eq(j_cnt == window_m2)]
+                    m.d.sync += [j_cnt.eq(j_cnt + 1), window_last.eq(j_cnt == cur["window_m2"])]
                 with m.Else():
-                    m.d.sync += [j_cnt.eq(0), window_last.eq(window_1)]
+                    m.d.sync += [j_cnt.eq(0), window_last.eq(cur["window_1"])]
                     with m.If(~x_last):
-                        m.d.sync += [x_cnt.eq(x_cnt + 1), x_last.eq(x_cnt == per_row_m2),
-                                     pos_word.eq(pos_word + pos_step)]
+                        m.d.sync += [x_cnt.eq(x_cnt + 1), x_last.eq(x_cnt == cur["per_row_m2"]),
+                                     pos_word.eq(pos_word + cur["pos_step"])]
                     with m.Else():
-                        m.d.sync += [x_cnt.eq(0), x_last.eq(per_row_1), pos_word.eq(pos_word + row_step)]
+                        m.d.sync += [x_cnt.eq(0), x_last.eq(cur["per_row_1"]),
+                                     pos_word.eq(pos_word + cur["row_step"])]
         if has_split:
             with m.Elif(rq_split.o.valid):
                 r = Signal(act_bits + log2p)
-                m.d.comb += r.eq(split_base + rq_split.o.payload.tag)
-                m.d.comb += [res_en.eq(1), res_addr.eq(r >> log2p),
+                m.d.comb += r.eq(cur["split_base"] + rq_split.o.payload.tag)
+                m.d.comb += [res_any.eq(1), res_en.eq(1), res_addr.eq(r >> log2p),
                              res_data.eq(Cat(*[rq_split.o.payload.y] * P)),
                              res_mask.eq(1 << (r[:log2p] if log2p else 0))]
+        # the layer's last result: the write side moves to the next layer (after the counters'
+        # updates above, so that these loads win)
+        with m.If(res_any):
+            with m.If(cur["res_last"]):
+                m.d.sync += [wlayer.eq(Mux(wlayer == K - 1, 0, wlayer + 1)), r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0),
+                             pos_word.eq(nxw["first"]), r_last.eq(nxw["rows_1"]), x_last.eq(nxw["per_row_1"]),
+                             window_last.eq(nxw["window_1"]), j_first.eq(1)]
+                m.d.sync += [cur[name].eq(nxw[name]) for name in wspec]
+            with m.Else():
+                m.d.sync += [cur["res_left"].eq(cur["res_left"] - 1), cur["res_last"].eq(cur["res_left"] == 1)]
         # the write stage, registered: no requantizer output, pool compare or address adder shares
         # a cycle with the memories' write ports (one cycle a layer: LAYER_HANDOFF)
         w_en, w_addr, w_data, w_mask = Signal(), Signal(act_bits), Signal(8 * P), Signal(P)
+        w_layer, w_final = Signal.like(wlayer), Signal()     # its layer; the inference's last write
         # the output memory's byte enables, registered whole (the layer compare and the mask
         # behind its write decode were the iCE40's critical path of the CNN design)
         w_oaddr, w_omask = Signal(index_bits(out_words)), Signal(P)
-        m.d.sync += [w_en.eq(res_en), w_addr.eq(Mux(out_side, half, 0) | res_addr), w_data.eq(res_data),
+        m.d.sync += [w_en.eq(res_en), w_addr.eq(Mux(cur["out_side"], half, 0) | res_addr), w_data.eq(res_data),
                      w_mask.eq(res_mask), w_oaddr.eq(res_addr - out_first),
-                     w_omask.eq(Mux(res_en & last_layer, res_mask, 0))]
+                     w_omask.eq(Mux(res_en & cur["last_layer"], res_mask, 0)), w_layer.eq(wlayer),
+                     w_final.eq(res_any & cur["res_last"] & cur["last_layer"])]
         m.d.comb += [o_wr.addr.eq(w_oaddr), o_wr.data.eq(w_data), o_wr.en.eq(w_omask)]
-        with m.If(w_en):
-            m.d.sync += [w_left.eq(w_left - 1), w_last.eq(w_left == 1)]
 
         # ------------------------------------------------------------ sequencer
         in_count = Signal(index_bits(n_in + 1))
@@ -361,6 +425,13 @@ class Accelerator(wiring.Component):
         nxt_layer = Signal.like(layer)
         for pe in pes:
             m.d.comb += pe.layer.eq(nxt_layer)
+        # layer k + 1 starts the compiled distance after layer k (LayerPlan.cycles_model, the
+        # schedule of mamfpga.compile.schedule): a count down from it, its end a register
+        gaps = [max(p.cycles_model - 2, 0) for p in plans]
+        assert all(p.cycles_model >= 2 for p in plans[:-1]), "a layer's next starts at least 2 cycles after it"
+        gap_left = Signal(index_bits(max(gaps) + 1))
+        gap_zero, started_last = Signal(), Signal()
+        m.d.comb += pop.eq(all_ready)
         with m.FSM():
             with m.State("LOAD"):
                 m.d.comb += [self.i.ready.eq(1), self.phase.eq(0)]
@@ -383,26 +454,21 @@ class Accelerator(wiring.Component):
                 m.d.comb += self.phase.eq(1)
                 for pe in pes:
                     m.d.comb += pe.start.eq(1)
-                m.d.sync += nxt_layer.eq(layer + 1)
-                m.d.sync += [t_idx.eq(0), w_left.eq(words_to_write - 1), w_last.eq(words_to_write == 1), r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0), pos_word.eq(g_first),
-                             rows_m2.eq(g_rows - 2), per_row_m2.eq(g_per_row - 2), window_m2.eq(g_window - 2),
-                             rows_1.eq(g_rows == 1), per_row_1.eq(g_per_row == 1), window_1.eq(g_window == 1),
-                             r_last.eq(g_rows == 1), x_last.eq(g_per_row == 1), window_last.eq(g_window == 1),
-                             j_first.eq(1), pos_step.eq(g_rows), row_step.eq(g_rows + g_skip),
-                             rows_at.eq(Cat(*[g_rows == r + 1 for r in range(bank_rows)]))]
+                gap = table(layer, len(gap_left), gaps, "gap")
+                m.d.sync += [nxt_layer.eq(layer + 1), gap_left.eq(gap), gap_zero.eq(gap == 0),
+                             started_last.eq(layer == K - 1)]
+                m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [pop.eq(all_ready), self.phase.eq(1)]
-                with m.If(pop):
-                    m.d.sync += t_idx.eq(t_idx + 1)
+                m.d.comb += self.phase.eq(1)
+                m.d.sync += [gap_left.eq(gap_left - 1), gap_zero.eq(gap_left == 1)]
                 m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
-                with m.If(w_en & w_last):
-                    with m.If(last_layer):
-                        m.d.sync += out_count.eq(0)
-                        m.next = "OUT"
-                    with m.Else():
-                        m.d.sync += layer.eq(layer + 1)
-                        m.next = "START"
+                with m.If(w_final):
+                    m.d.sync += out_count.eq(0)
+                    m.next = "OUT"
+                with m.Elif(gap_zero & ~started_last):
+                    m.d.sync += layer.eq(layer + 1)
+                    m.next = "START"
             with m.State("OUT"):
                 m.d.comb += self.phase.eq(2)
                 m.d.sync += nxt_layer.eq(0)
@@ -415,5 +481,6 @@ class Accelerator(wiring.Component):
                         m.d.sync += out_count.eq(0)
                         m.next = "LOAD"
         m.d.comb += [self.busy.eq(~self.i.ready), self.layer.eq(layer), self.aw.en.eq(aw_en),
-                     self.aw.addr.eq(aw_addr), self.aw.data.eq(aw_data), self.aw.mask.eq(aw_mask)]
+                     self.aw.addr.eq(aw_addr), self.aw.data.eq(aw_data), self.aw.mask.eq(aw_mask),
+                     self.aw_layer.eq(w_layer)]
         return m

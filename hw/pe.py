@@ -21,6 +21,11 @@ and that drives the accumulator's clock enable, with no multiplexer in the
 loop; the row's results are copied from the accumulators a cycle after its
 last word, the bias read meanwhile at the address of the row being
 accumulated; each PE holds its constants for the next layer in registers.
+The next layer may start while this one's words are still in the pipeline
+(mamfpga.compile.schedule): the stages after the fetch take the constants they
+read with their word (the side and the signedness, delayed), and the back end
+(accumulators, bias, MAM or MAC) follows its own layer, moving on at the
+layer's last row.
 At the end of a MAM row, max and min include 0
 when the row's zero-candidate bit is set (and are 0 when nothing was seen).
 The pipeline never stalls; a result leaves :data:`LATENCY` + tree latency
@@ -195,14 +200,12 @@ class PE(wiring.Component):
         w_base = Signal.like(w_addr)
         w_words = Signal(index_bits(max(l.words for l in lays) + 1))
         w_left = Signal.like(w_words)
-        b_base = Signal(index_bits(len(self.biases) + 1))
         origin = Signal(index_bits(2 * self.act_depth * P + 1))
+        # the constants of the layer being fetched: each stage after the fetch reads them delayed
+        # with its word (the next layer may start while this one's words are in the pipeline)
         side = Signal()
-        mam = Signal()
         uns = Signal()                             # the layer reads unsigned bytes
         wide = Signal()                            # its weights' upper bits are in the extension memory
-        rows_left = Signal(index_bits(max(l.rows * l.positions for l in lays) + 1))
-        rows_m1 = Signal(index_bits(max(l.rows for l in lays) + 1))    # rows per position - 1
         pos_left = Signal(index_bits(max(l.positions for l in lays) + 1))
         # the conv origin generator (mamfpga.compile.maps.ConvGeometry.origins): counters over the
         # pool window (dx, dy) and the pooled row (px); the origins of the current pooled row,
@@ -215,11 +218,9 @@ class PE(wiring.Component):
         o_py, o_px, o_dy = Signal.like(origin), Signal.like(origin), Signal.like(origin)
         loads = [(w_addr, [l.w_base for l in lays]), (w_base, [l.w_base for l in lays]),
                  (w_words, [l.words for l in lays]), (w_left, [l.words for l in lays]),
-                 (b_base, [l.b_base for l in lays]), (origin, [l.origin for l in lays]),
-                 (side, [l.side for l in lays]), (mam, [int(l.mode == "mam") for l in lays]),
-                 (uns, [int(l.unsigned) for l in lays]), (rows_left, [l.rows * l.positions for l in lays]),
-                 (rows_m1, [l.rows - 1 for l in lays]), (pos_left, [l.positions for l in lays]),
-                 (wide, [int(l.wide) for l in lays])]
+                 (origin, [l.origin for l in lays]),
+                 (side, [l.side for l in lays]), (uns, [int(l.unsigned) for l in lays]),
+                 (pos_left, [l.positions for l in lays]), (wide, [int(l.wide) for l in lays])]
         if conv:
             loads += [(o_py, [l.origin for l in lays]), (o_px, [l.origin for l in lays]),
                       (o_dy, [l.origin for l in lays]), (dx, [0] * len(lays)), (dy, [0] * len(lays)),
@@ -301,8 +302,6 @@ class PE(wiring.Component):
         with m.If(v1):
             m.d.sync += [q.eq(c) for q, c in zip(lane_q, cols)]
             m.d.sync += row_start.eq(eor)
-        with m.If(self.start):
-            m.d.sync += row_start.eq(1)
 
         # ---------------------------------------------------------------- S1b: register the decode
         # (the column adders and the activation memories' address setup in separate cycles): bank
@@ -322,6 +321,16 @@ class PE(wiring.Component):
             m.d.sync += rows_b[b].eq(src >> log2b)
 
         # ---------------------------------------------------------------- S2: activation read
+        # the side and the signedness of the word's layer, delayed from the fetch (S0) to the
+        # activation address (S1b) and the byte select (S2b)
+        def delayed(sig, n, name):
+            for d in range(n):
+                nxt = Signal.like(sig, name=f"{name}_d{d + 1}")
+                m.d.sync += nxt.eq(sig)
+                sig = nxt
+            return sig
+
+        side_s1b, uns_s2b = delayed(side, 3, "side"), delayed(uns, 5, "uns")
         v2, eor2 = Signal(), Signal()
         w2 = [Signal(signed(8), name=f"w2_{k}") for k in range(L)]
         sel2 = [Signal.like(sel_b[k], name=f"sel2_{k}") for k in range(L)]
@@ -330,7 +339,7 @@ class PE(wiring.Component):
         for k in range(L):
             m.d.sync += [w2[k].eq(w1b[k]), sel2[k].eq(sel_b[k])]
         for b in range(L):
-            m.d.comb += act_rd[b].addr.eq((side.as_unsigned() << (len(act_rd[b].addr) - 1)) | rows_b[b])
+            m.d.comb += act_rd[b].addr.eq((side_s1b.as_unsigned() << (len(act_rd[b].addr) - 1)) | rows_b[b])
         # the side is the top address bit (act_depth is a power of two)
 
         # ---------------------------------------------------------------- S2b, S2c: the read word
@@ -353,10 +362,10 @@ class PE(wiring.Component):
             bank = Signal(8 * B, name=f"bank2b_{k}")
             m.d.comb += bank.eq(a2b_arr[(rot2b + k)[:log2l]] if rotate else a2b[k])
             byte = bank.word_select(sel2b, 8) if B > 1 else bank
-            m.d.sync += [w2b.eq(w2[k]), sel2b.eq(sel2[k]), x.eq(Cat(byte, byte[7] & ~uns)), w.eq(w2b)]
+            m.d.sync += [w2b.eq(w2[k]), sel2b.eq(sel2[k]), x.eq(Cat(byte, byte[7] & ~uns_s2b)), w.eq(w2b)]
             x2c.append(x)
             w2c.append(w)
-            x2b.append((Cat(byte, byte[7] & ~uns).as_signed(), w2b))
+            x2b.append((Cat(byte, byte[7] & ~uns_s2b).as_signed(), w2b))
 
         # ---------------------------------------------------------------- S3: multiply
         prods = [Signal(signed(PRODUCT_BITS), name=f"p3_{k}") for k in range(L)]
@@ -444,8 +453,6 @@ class PE(wiring.Component):
                 m.d.sync += hi.eq(wmax)
             with m.If(take_lo):
                 m.d.sync += lo.eq(wmin)
-        with m.If(self.start):
-            m.d.sync += row_first.eq(1)
         # the row ends: its results are the accumulators' values in the next cycle (S5b; the
         # next row's first word overwrites them at its end), copied then (S5c)
         row_done = Signal()
@@ -454,18 +461,53 @@ class PE(wiring.Component):
         # advances as a row's last word is accumulated (S5), so the row's bias leaves the block RAM
         # in S5b even when the row has one word, and is registered with the row's results (S5c).
         # The address counts through the position's rows and back to the layer's base; ``b_last``
-        # (a register, no comparator in front of the counter) says the row is the position's last
-        b_addr, b_left, b_last = Signal.like(b_base), Signal.like(rows_m1), Signal()
+        # (a register, no comparator in front of the counter) says the row is the position's last.
+        # This back end follows its own layer (``blayer``): it moves to the next at the layer's
+        # last row (``be_last``, from a count of the layer's rows at all positions), whatever
+        # the fetch has started meanwhile; the next layer's constants wait in registers (``nb_*``)
+        K = len(lays)
+        nxt = [lays[(k + 1) % K] for k in range(K)]
+        b_base = Signal(index_bits(len(self.biases) + 1), init=lays[0].b_base)
+        rows_m1 = Signal(index_bits(max(l.rows for l in lays) + 1), init=lays[0].rows - 1)   # rows per position - 1
+        total = [l.rows * l.positions for l in lays]
+        be_left = Signal(index_bits(max(total) + 1), init=total[0] - 1)      # rows after this one
+        be_last = Signal(init=total[0] == 1)
+        mam_b = Signal(init=lays[0].mode == "mam")                           # the back end's layer is MAM
+        blayer = Signal(index_bits(K), init=0)
+        b_addr, b_left = Signal.like(b_base, init=lays[0].b_base), Signal.like(rows_m1, init=lays[0].rows - 1)
+        b_last = Signal(init=lays[0].rows == 1)
+        nb_base, nb_rows_m1 = Signal.like(b_base), Signal.like(rows_m1)
+        nb_left, nb_last, nb_rows1, nb_mam = Signal.like(be_left), Signal(), Signal(), Signal()
+        with m.Switch(blayer):
+            for k in range(K):
+                with m.Case(k):
+                    n = nxt[k]
+                    m.d.sync += [nb_base.eq(n.b_base), nb_rows_m1.eq(n.rows - 1), nb_rows1.eq(n.rows == 1),
+                                 nb_left.eq(n.rows * n.positions - 1), nb_last.eq(n.rows * n.positions == 1),
+                                 nb_mam.eq(n.mode == "mam")]
         m.d.comb += b_rd.addr.eq(b_addr)
         with m.If(v5 & eor5):
-            with m.If(b_last):
-                m.d.sync += [b_addr.eq(b_base), b_left.eq(rows_m1), b_last.eq(rows_m1 == 0)]
+            with m.If(be_last):
+                m.d.sync += [b_addr.eq(nb_base), b_base.eq(nb_base), b_left.eq(nb_rows_m1), b_last.eq(nb_rows1),
+                             rows_m1.eq(nb_rows_m1), be_left.eq(nb_left), be_last.eq(nb_last), mam_b.eq(nb_mam),
+                             blayer.eq(Mux(blayer == K - 1, 0, blayer + 1))]
             with m.Else():
-                m.d.sync += [b_addr.eq(b_addr + 1), b_left.eq(b_left - 1), b_last.eq(b_left == 1)]
-        with m.If(row_done):
-            m.d.sync += rows_left.eq(rows_left - 1)
-        self._load_at_start(m, [(b_addr, [l.b_base for l in lays]), (b_left, [l.rows - 1 for l in lays]),
-                                (b_last, [int(l.rows == 1) for l in lays])])
+                m.d.sync += [be_left.eq(be_left - 1), be_last.eq(be_left == 1)]
+                with m.If(b_last):
+                    m.d.sync += [b_addr.eq(b_base), b_left.eq(rows_m1), b_last.eq(rows_m1 == 0)]
+                with m.Else():
+                    m.d.sync += [b_addr.eq(b_addr + 1), b_left.eq(b_left - 1), b_last.eq(b_left == 1)]
+        # results still to come: the rows of the layers started, less those done
+        rows_left = Signal(index_bits(2 * max(total) + 1))
+        pre_rows = Signal.like(rows_left)
+        with m.Switch(self.layer):
+            for k in range(K):
+                with m.Case(k):
+                    m.d.sync += pre_rows.eq(total[k])
+        m.d.sync += rows_left.eq(rows_left + Mux(self.start, pre_rows, 0) - row_done)
+        # the row's mode, with its results: the back end may have moved to the next layer
+        mam5, r_mam, z_mam = Signal(), Signal(), Signal()
+        m.d.sync += [mam5.eq(mam_b), r_mam.eq(mam5), z_mam.eq(r_mam)]
         r_sum, r_seen, v6 = Signal(signed(cfg.acc_bits)), Signal(), Signal()
         r_hi, r_lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         bias_word = Signal.like(b_rd.data)
@@ -485,7 +527,7 @@ class PE(wiring.Component):
         f_hi, f_lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         part, c_sum, c_bias, v8 = Signal(signed(cfg.acc_bits + 1)), Signal.like(r_sum), Signal.like(bias), Signal()
         if len(self.modes) == 2:
-            part_v = Mux(mam, z_hi + z_lo, z_sum)
+            part_v = Mux(z_mam, z_hi + z_lo, z_sum)
         else:
             part_v = z_hi + z_lo if "mam" in self.modes else z_sum
         m.d.sync += [f_hi.eq(z_hi), f_lo.eq(z_lo), part.eq(part_v), c_sum.eq(z_sum), c_bias.eq(z_bias), v8.eq(vz)]

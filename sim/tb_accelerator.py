@@ -59,7 +59,7 @@ async def _capture_writes(dut, writes: list, addr_bits: int, pes: int):
             aw >>= 1
             addr, aw = aw & ((1 << addr_bits) - 1), aw >> addr_bits
             data, mask = aw & ((1 << 8 * pes) - 1), aw >> 8 * pes
-            writes.append((int(dut.layer.value), addr, data, mask))
+            writes.append((int(dut.aw_layer.value), addr, data, mask))
 
 
 @cocotb.test()

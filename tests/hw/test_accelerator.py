@@ -31,3 +31,29 @@ def test_gaps_and_backpressure():
     x = rng.integers(-128, 128, size=(3, net.input_size)).astype(np.int8)
     got, _ = simulate(program, x[:, program.columns], gap_prob=0.4, stall_prob=0.5, seed=3)
     assert np.array_equal(got, golden.run(net, x))
+
+
+def _random_case(seed):
+    rng = np.random.default_rng(500 + seed)
+    net = random_qnet(rng, max_size=20)
+    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 4])), lane_copies=seed % 3 == 1)
+    split = str(rng.choice(["auto", "never", "always"]))
+    x = rng.integers(-128, 128, size=(3, net.input_size)).astype(np.int8)
+    return net, cfg, split, x
+
+
+def test_a_layer_started_a_cycle_early_reads_a_stale_activation(monkeypatch):
+    """The schedule (mamfpga.compile.schedule) starts each layer at the first cycle its reads
+    allow, not later with a margin: one cycle earlier, a read meets the write of its value in the
+    same cycle, gets the old one, and the outputs go wrong (this network's binding read is a
+    real one: the tests above would see an off-by-one)."""
+    from mamfpga.compile import schedule
+    net, cfg, split, x = _random_case(1)
+    right = compiler.compile_network(net, cfg, split=split)
+    assert any(p.overlap > 0 for p in right.layers)
+    monkeypatch.setattr(schedule, "FETCH_TO_READ", schedule.FETCH_TO_READ + 1)
+    early = compiler.compile_network(net, cfg, split=split)
+    assert early.cycles_model < right.cycles_model
+    got, cycles = simulate(early, x[:, early.columns])
+    assert cycles == early.cycles_model
+    assert not np.array_equal(got, golden.run(net, x))

@@ -119,7 +119,9 @@ def test_conv_cycle_model_and_bound(P, L):
         assert plan.kind == "conv2d" and plan.geom.pool == (2, 2)
         words = {len(w) for w in plan.words}
         assert len(words) == 1                      # every PE reads as many words per position
-        assert plan.cycles_model == plan.geom.positions * words.pop() + layer_overhead(cfg)
+        # alone; the next layer starts ``overlap`` cycles before its last write (compile/schedule.py)
+        assert plan.cycles_model + plan.overlap == plan.geom.positions * words.pop() + layer_overhead(cfg)
+        assert 0 <= plan.overlap < layer_overhead(cfg)
         outs = plan.geom.out_h * plan.geom.out_w * plan.rows
         assert plan.cycles_bound == max(-(-plan.geom.positions * plan.nnz // (P * L)), -(-outs // P))
     assert [p.geom.positions for p in program.layers[:2]] == [26 * 26, 10 * 10]   # 11 x 11 pooled floors to 10
