@@ -63,33 +63,36 @@ class UARTRx(wiring.Component):
         div = self._div
         pin = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, pin, init=1)
-        timer = Signal(range(div))
+        # the bit timer counts down; ``timer_z`` (a register set with it: no compare of the
+        # counter in front of its own enables, which was the iCE40 host link's critical path)
+        # says it is 0. Loaded values are at least 1 (div >= 4)
+        timer, timer_z = Signal(range(div)), Signal()
         bits = Signal(4)            # data bits received
         shreg = Signal(8)
         m.d.sync += self.o.valid.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~pin):
-                    m.d.sync += timer.eq(div // 2 - 1)
+                    m.d.sync += [timer.eq(div // 2 - 1), timer_z.eq(0)]
                     m.next = "START"
             with m.State("START"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~timer_z):
+                    m.d.sync += [timer.eq(timer - 1), timer_z.eq(timer == 1)]
                 with m.Elif(pin):                       # a glitch, not a start bit
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [timer.eq(div - 1), bits.eq(0)]
+                    m.d.sync += [timer.eq(div - 1), timer_z.eq(0), bits.eq(0)]
                     m.next = "DATA"
             with m.State("DATA"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~timer_z):
+                    m.d.sync += [timer.eq(timer - 1), timer_z.eq(timer == 1)]
                 with m.Else():
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], pin)), bits.eq(bits + 1), timer.eq(div - 1)]
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], pin)), bits.eq(bits + 1), timer.eq(div - 1), timer_z.eq(0)]
                     with m.If(bits == 7):
                         m.next = "STOP"
             with m.State("STOP"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~timer_z):
+                    m.d.sync += [timer.eq(timer - 1), timer_z.eq(timer == 1)]
                 with m.Else():
                     with m.If(pin):
                         m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
@@ -119,7 +122,7 @@ class UARTTx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         div = self._div
-        timer = Signal(range(div))
+        timer, timer_z = Signal(range(div)), Signal()       # as the receiver's
         shreg = Signal(10, init=0x3FF)
         left = Signal(4)            # bits still to send
         # a byte is taken into a holding register, then into the shift register: the sender's
@@ -131,9 +134,9 @@ class UARTTx(wiring.Component):
             m.d.sync += [hold.eq(self.i.payload), full.eq(1)]
         with m.If(left == 0):
             with m.If(full):
-                m.d.sync += [shreg.eq(Cat(0, hold, 1)), left.eq(10), timer.eq(div - 1), full.eq(0)]
-        with m.Elif(timer != 0):
-            m.d.sync += timer.eq(timer - 1)
+                m.d.sync += [shreg.eq(Cat(0, hold, 1)), left.eq(10), timer.eq(div - 1), timer_z.eq(0), full.eq(0)]
+        with m.Elif(~timer_z):
+            m.d.sync += [timer.eq(timer - 1), timer_z.eq(timer == 1)]
         with m.Else():
-            m.d.sync += [shreg.eq(Cat(shreg[1:], 1)), left.eq(left - 1), timer.eq(div - 1)]
+            m.d.sync += [shreg.eq(Cat(shreg[1:], 1)), left.eq(left - 1), timer.eq(div - 1), timer_z.eq(0)]
         return m

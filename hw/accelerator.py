@@ -134,23 +134,11 @@ class Accelerator(wiring.Component):
         # Layers overlap (mamfpga.compile.schedule): the PEs start layer k + 1 while layer k's
         # results drain. Three parts of the array follow their own layer, each moving to the next
         # when it has seen the layer's last item: the fetch (``layer``, the sequencer's), the pops
-        # from the result FIFOs (``player``: the requantizers' constants, taken with each record)
-        # and the write side (``wlayer``: where results go). Each part's next-layer constants
-        # wait in registers set from its own layer index (no case table between a counter and
-        # the registers it loads).
+        # from the result FIFOs (``player``: the requantizers' constants, from the layer index
+        # registered with each record) and the write side (``wlayer``: where results go). Each
+        # part keeps the next layer's index in a register, and its counters load that layer's
+        # constants through case tables on it (a register, a table, a register).
         layer = Signal(index_bits(K + 1))
-
-        def next_regs(idx, specs: dict) -> dict:
-            """Per name, a register holding the value for layer (``idx`` + 1) mod K."""
-            out = {}
-            for name, (shape, values) in specs.items():
-                r = Signal(shape, name=f"next_{name}")
-                with m.Switch(idx):
-                    for k in range(K):
-                        with m.Case(k):
-                            m.d.sync += r.eq(values[(k + 1) % K])
-                out[name] = r
-            return out
 
         def table(idx, shape, values, name):
             """The value for layer ``idx``: a case table (combinational)."""
@@ -229,25 +217,32 @@ class Accelerator(wiring.Component):
         t_idx = Signal(res_bits, init=0)                # the result popped next, within its layer
         pop_left = Signal(res_bits, init=n_results[0] - 1)
         pop_last = Signal(init=n_results[0] == 1)
-        nxp = next_regs(player, {"left": (res_bits, [n - 1 for n in n_results]),
-                                 "last": (1, [int(n == 1) for n in n_results])})
+        p_next = Signal.like(player, init=1 % K)
+        nxp = {"left": table(p_next, res_bits, [n - 1 for n in n_results], "next_pop_left"),
+               "last": table(p_next, 1, [int(n == 1) for n in n_results], "next_pop_last")}
         with m.If(pop):
             with m.If(pop_last):
-                m.d.sync += [player.eq(Mux(player == K - 1, 0, player + 1)), t_idx.eq(0),
+                m.d.sync += [player.eq(p_next), p_next.eq(Mux(p_next == K - 1, 0, p_next + 1)), t_idx.eq(0),
                              pop_left.eq(nxp["left"]), pop_last.eq(nxp["last"])]
             with m.Else():
                 m.d.sync += [t_idx.eq(t_idx + 1), pop_left.eq(pop_left - 1), pop_last.eq(pop_left == 1)]
-        p_split, p_mam, p_relu, p_even = Signal(), Signal(), Signal(), Signal()
-        p_mult, p_shift, p_n = Signal(cfg.mult_bits), Signal(SHIFT_BITS), Signal(4)   # n: the clamp (act_max = 2**n - 1)
-        m.d.sync += [
-            p_split.eq(table(player, 1, [int(p.split) for p in plans], "split")),
-            p_mam.eq(table(player, 1, [int(p.mode == "mam") for p in plans], "mam")),
-            p_relu.eq(table(player, 1, [int(p.relu) for p in plans], "relu")),
-            p_even.eq(table(player, 1, [int(p.rounding == "half_even") for p in plans], "even")),
-            p_n.eq(table(player, 4, [p.act_max.bit_length() for p in plans], "act_n")),
-            p_mult.eq(table(player, cfg.mult_bits, [int(p.mult) if u else 0 for p, u in zip(plans, uniform)], "mult")),
-            p_shift.eq(table(player, SHIFT_BITS, [int(p.shift) if u else 0 for p, u in zip(plans, uniform)], "shift")),
-        ]
+        # the popped record's layer, registered with it (and carried alongside the cross-PE tree):
+        # its constants from case tables on it, in front of the requantizers' operand registers
+        p_layer = Signal.like(player)
+        m.d.sync += p_layer.eq(player)
+
+        def rq_consts(idx, suffix):
+            return dict(
+                split=table(idx, 1, [int(p.split) for p in plans], f"split{suffix}"),
+                mam=table(idx, 1, [int(p.mode == "mam") for p in plans], f"mam{suffix}"),
+                relu=table(idx, 1, [int(p.relu) for p in plans], f"relu{suffix}"),
+                even=table(idx, 1, [int(p.rounding == "half_even") for p in plans], f"even{suffix}"),
+                n=table(idx, 4, [p.act_max.bit_length() for p in plans], f"act_n{suffix}"),   # act_max = 2**n - 1
+                mult=table(idx, cfg.mult_bits, [int(p.mult) if u else 0 for p, u in zip(plans, uniform)], f"mult{suffix}"),
+                shift=table(idx, SHIFT_BITS, [int(p.shift) if u else 0 for p, u in zip(plans, uniform)], f"shift{suffix}"))
+
+        pc = rq_consts(p_layer, "")
+        p_split, p_mult, p_shift, p_relu, p_n, p_even = pc["split"], pc["mult"], pc["shift"], pc["relu"], pc["n"], pc["even"]
 
         # ------------------------------------------------------------ row-parallel: P requantizers
         m.d.sync += [popped.eq(pop), t_popped.eq(t_idx)]
@@ -277,18 +272,15 @@ class Accelerator(wiring.Component):
 
             root, root_valid = pipelined_tree(m, leaves, shapes, combine, 1, popped & p_split,
                                               names=("csum", "chi", "clo", "cbias"))
-            # the record's tag and its layer's constants travel alongside the tree
-            tree_tag = Cat(t_popped, p_mam, p_mult, p_shift, p_relu, p_n, p_even)
+            # the record's tag and its layer travel alongside the tree
+            tree_tag = Cat(t_popped, p_layer)
             for d in range(tree_latency(P)):
                 nt = Signal.like(tree_tag, name=f"split_tag_{d}")
                 m.d.sync += nt.eq(tree_tag)
                 tree_tag = nt
-            at = len(t_popped)
-            s_mam = tree_tag[at]
-            s_mult = tree_tag[at + 1:at + 1 + cfg.mult_bits]
-            at += 1 + cfg.mult_bits
-            s_shift, s_relu = tree_tag[at:at + SHIFT_BITS], tree_tag[at + SHIFT_BITS]
-            s_n, s_even = tree_tag[at + SHIFT_BITS + 1:at + SHIFT_BITS + 5], tree_tag[at + SHIFT_BITS + 5]
+            sc = rq_consts(tree_tag[len(t_popped):], "_split")
+            s_mam, s_mult, s_shift, s_relu, s_n, s_even = (sc["mam"], sc["mult"], sc["shift"], sc["relu"], sc["n"],
+                                                            sc["even"])
             rq_split = Requant(acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits, tag_bits=act_bits + log2p + 1,
                                clamps=clamps, family=self.family)
             m.submodules.rq_split = rq_split
@@ -325,7 +317,8 @@ class Accelerator(wiring.Component):
             "res_left": (res_bits, [n - 1 for n in n_results]), "res_last": (1, [int(n == 1) for n in n_results]),
         }
         cur = {name: Signal(shape, name=name, init=values[0]) for name, (shape, values) in wspec.items()}
-        nxw = next_regs(wlayer, wspec)
+        w_next = Signal.like(wlayer, init=1 % K)           # the layer after the write side's
+        nxw = {name: table(w_next, shape, values, f"next_{name}") for name, (shape, values) in wspec.items()}
         row_out = Signal()
         m.d.comb += row_out.eq(rq_row[0].o.valid)
         res_data = Signal(8 * P)
@@ -387,7 +380,8 @@ class Accelerator(wiring.Component):
         # updates above, so that these loads win)
         with m.If(res_any):
             with m.If(cur["res_last"]):
-                m.d.sync += [wlayer.eq(Mux(wlayer == K - 1, 0, wlayer + 1)), r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0),
+                m.d.sync += [wlayer.eq(w_next), w_next.eq(Mux(w_next == K - 1, 0, w_next + 1)),
+                             r_cnt.eq(0), j_cnt.eq(0), x_cnt.eq(0),
                              pos_word.eq(nxw["first"]), r_last.eq(nxw["rows_1"]), x_last.eq(nxw["per_row_1"]),
                              window_last.eq(nxw["window_1"]), j_first.eq(1)]
                 m.d.sync += [cur[name].eq(nxw[name]) for name in wspec]

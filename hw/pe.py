@@ -464,7 +464,8 @@ class PE(wiring.Component):
         # (a register, no comparator in front of the counter) says the row is the position's last.
         # This back end follows its own layer (``blayer``): it moves to the next at the layer's
         # last row (``be_last``, from a count of the layer's rows at all positions), whatever
-        # the fetch has started meanwhile; the next layer's constants wait in registers (``nb_*``)
+        # the fetch has started meanwhile, loading the next layer's constants (``nb_*``, case
+        # tables on its layer index)
         K = len(lays)
         nxt = [lays[(k + 1) % K] for k in range(K)]
         b_base = Signal(index_bits(len(self.biases) + 1), init=lays[0].b_base)
@@ -482,7 +483,7 @@ class PE(wiring.Component):
             for k in range(K):
                 with m.Case(k):
                     n = nxt[k]
-                    m.d.sync += [nb_base.eq(n.b_base), nb_rows_m1.eq(n.rows - 1), nb_rows1.eq(n.rows == 1),
+                    m.d.comb += [nb_base.eq(n.b_base), nb_rows_m1.eq(n.rows - 1), nb_rows1.eq(n.rows == 1),
                                  nb_left.eq(n.rows * n.positions - 1), nb_last.eq(n.rows * n.positions == 1),
                                  nb_mam.eq(n.mode == "mam")]
         m.d.comb += b_rd.addr.eq(b_addr)
