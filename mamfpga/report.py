@@ -89,8 +89,9 @@ class LayerFigures:
     rows: int
     cols: int
     nnz: int
-    cycles_model: int
+    cycles_model: int                 # from its start to the next layer's (the last: to its last write)
     cycles_bound: int
+    overlap: int = 0                  # cycles the next layer starts before this one's last write
 
 
 @dataclass
@@ -117,7 +118,7 @@ class CompileFigures:
         cfg, mem, e = program.config, program.memory, program.eliminated
         return cls(cfg.pes, cfg.lanes, cfg.acc_bits, cfg.delta_bits, program.split,
                    [LayerFigures(l.mode, "column-split" if l.split else "row-parallel", l.rows, l.cols, l.nnz,
-                                 l.cycles_model, l.cycles_bound) for l in program.layers],
+                                 l.cycles_model, l.cycles_bound, l.overlap) for l in program.layers],
                    sum(l.nnz for l in program.layers), program.cycles_model, program.cycles_bound,
                    mem.get("bram"), mem.get("weight_bits_per_nnz"), balance(program)["nnz"],
                    list(e.get("sizes_before", [])), list(e.get("sizes_after", [])), choice, cfg.lane_copies)
@@ -282,11 +283,13 @@ def render_compile(c: CompileFigures, sim: SimFigures | None = None, board: str 
         out.append(f"dead rows/columns eliminated: {' -> '.join(map(str, c.sizes_before))}  to  "
                    f"{' -> '.join(map(str, c.sizes_after))}")
     measured = sim.layer_cycles_sim if sim else []
+    # model: cycles from the layer's start to the next one's; overlap: how much earlier that is
+    # than the layer's last write (mamfpga.compile.schedule)
     out.append(f"{'layer':<6}{'mode':<5}{'kind':<14}{'rows':>6}{'cols':>6}{'nnz':>7}{'model':>7}{'bound':>7}"
-               + (f"{'sim':>7}" if measured else ""))
+               f"{'overlap':>8}" + (f"{'sim':>7}" if measured else ""))
     for k, l in enumerate(c.layers):
         out.append(f"{k:<6}{l.mode:<5}{l.kind:<14}{l.rows:>6}{l.cols:>6}{l.nnz:>7}{l.cycles_model:>7}"
-                   f"{l.cycles_bound:>7}" + (f"{measured[k]:>7}" if measured else ""))
+                   f"{l.cycles_bound:>7}{l.overlap:>8}" + (f"{measured[k]:>7}" if measured else ""))
     out.append(f"cycles per inference {c.cycles_model} (model; bound {c.cycles_bound}, ratio "
                f"{c.cycles_model / c.cycles_bound:.3f}); PE balance max/mean nnz {c.balance_nnz:.3f}"
                + (f"; weight memory {c.weight_bits_per_nnz:.1f} bits per nonzero" if c.weight_bits_per_nnz else "")
