@@ -64,7 +64,7 @@ import numpy as np
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
            "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "not_powers_of_two", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
-           "unpack", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
+           "unpack", "unpack_words", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
            "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
            "low_word_bits", "high_word_bits"]
 
@@ -220,12 +220,12 @@ def split_weight_words(cfg: ArchConfig, words: list[int]) -> tuple[list[int], li
 
     if not cfg.low_bits or not words:
         return list(words), []
-    f = [unpack(weight_word_fields(cfg), w) for w in words]
-    lo = {"eor": np.array([x["eor"] for x in f])}
+    f = unpack_words(weight_word_fields(cfg), words)
+    lo = {"eor": f["eor"]}
     hi = {}
     for k in range(cfg.lanes):
-        w = np.array([x[f"weight{k}"] for x in f], dtype=np.int64)
-        lo[f"delta{k}"] = np.array([x[f"delta{k}"] for x in f])
+        w = f[f"weight{k}"]
+        lo[f"delta{k}"] = f[f"delta{k}"]
         lo[f"weight{k}"] = w
         hi[f"high{k}"] = w >> cfg.low_bits
     return pack(low_word_fields(cfg), lo), pack(high_word_fields(cfg), hi)
@@ -375,6 +375,25 @@ def unpack(fields, word: int) -> dict:
     for name, off, width, is_signed in fields:
         v = (word >> off) & ((1 << width) - 1)
         out[name] = v - (1 << width) if is_signed and v >> (width - 1) else v
+    return out
+
+
+def unpack_words(fields, words: list[int]) -> dict:
+    """The fields of many words at once, as int64 arrays (signed ones sign-extended): the words
+    cut into bytes once, each field read from the bytes it spans (words can be wider than 64
+    bits; a field is at most 24 bits). :func:`pack`'s inverse."""
+    import numpy as np
+
+    width = max(off + w for _, off, w, _ in fields)
+    nb = (width + 7) // 8 + 4                                     # room to read 4 bytes past any field
+    raw = np.frombuffer(b"".join(int(x).to_bytes(nb, "little") for x in words), dtype=np.uint8)
+    raw = raw.reshape(len(words), nb).astype(np.int64)
+    out = {}
+    for name, off, w, is_signed in fields:
+        assert w <= 24, "a field spans at most 4 bytes"
+        i, sh = off // 8, off % 8
+        v = ((raw[:, i] | (raw[:, i + 1] << 8) | (raw[:, i + 2] << 16) | (raw[:, i + 3] << 24)) >> sh) & ((1 << w) - 1)
+        out[name] = v - ((v >> (w - 1)) << w) if is_signed else v
     return out
 
 

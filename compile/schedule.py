@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mamfpga.compile.arch import lane_column, layer_overhead, split_overhead, unpack, weight_word_fields
+from mamfpga.compile.arch import layer_overhead, split_overhead, unpack_words, weight_word_fields
 
 __all__ = ["alone_cycles", "write_times", "read_addresses", "start_distance", "schedule", "FETCH_TO_READ"]
 
@@ -89,26 +89,28 @@ def write_times(plan, cfg) -> tuple[np.ndarray, np.ndarray, int]:
 
 def read_addresses(plan, p: int, cfg) -> tuple[np.ndarray, np.ndarray]:
     """PE ``p``'s reads in one layer that matter (lanes with a nonzero weight): (fetch index
-    over all positions, byte address), as arrays."""
+    over all positions, byte address), as arrays. Each lane's column is its deltas summed since
+    the row started (:func:`mamfpga.compile.arch.lane_column`)."""
     L, copies = cfg.lanes, cfg.lane_copies
-    fields = weight_word_fields(cfg)
+    words = plan.words[p]
+    n = len(words)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    f = unpack_words(weight_word_fields(cfg), words)
+    eor = f["eor"].astype(bool)
+    row = np.concatenate([[0], np.cumsum(eor[:-1])])              # the row each word belongs to
+    first = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
     idx, rel = [], []
-    q = [0] * L
-    start = True
-    for i, w in enumerate(plan.words[p]):
-        f = unpack(fields, w)
-        if start:
-            q = [0] * L
-        for k in range(L):
-            q[k] += f[f"delta{k}"]
-            if f[f"weight{k}"] != 0:
-                idx.append(i)
-                rel.append(lane_column(0, k, q[k], L, copies))
-        start = bool(f["eor"])
-    idx, rel = np.asarray(idx, dtype=np.int64), np.asarray(rel, dtype=np.int64)
+    for k in range(L):
+        total = np.cumsum(f[f"delta{k}"])
+        before = np.concatenate([[0], total])[first]               # the lane's sum before each row
+        q = total - before[row]
+        keep = np.flatnonzero(f[f"weight{k}"] != 0)
+        idx.append(keep)
+        rel.append(q[keep] if copies else k + L * q[keep])
+    idx, rel = np.concatenate(idx), np.concatenate(rel)
     if plan.geom is not None:
         origins = plan.geom.origins().astype(np.int64)
-        n = len(plan.words[p])
         j = (np.arange(len(origins), dtype=np.int64)[:, None] * n + idx[None, :]).ravel()
         return j, (origins[:, None] + rel[None, :]).ravel()
     origin = plan.col_ranges[p] if plan.split else 0
