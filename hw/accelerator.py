@@ -211,8 +211,8 @@ class Accelerator(wiring.Component):
 
 
         # ------------------------------------------------------------ pops: the requantizers' constants
-        # taken with each record as it is popped (``p_*``, registered with it): the pops of the
-        # next layer may follow the last of this one by two cycles
+        # for each record from its own layer (``p_layer``, registered with the pop): the pops of
+        # the next layer may follow the last of this one by two cycles
         player = Signal(index_bits(K))
         t_idx = Signal(res_bits, init=0)                # the result popped next, within its layer
         pop_left = Signal(res_bits, init=n_results[0] - 1)
