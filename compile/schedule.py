@@ -21,12 +21,15 @@ every PE, at each position in turn) is written ``alone - 1 - (fin_last - fin(t))
 the layer's start, ``fin(t)`` the words the slowest PE has fetched when its row t is done; a
 split layer's row t likewise. This is the RTL's timing with no stalls, which never happen
 inside an inference (the result FIFOs never fill: :func:`mamfpga.compile.passes.fifo_depths`;
-the streams stall only while loading inputs and sending outputs, between inferences).
+the input stream stalls only before the first layer starts, and a stalled output stream delays
+the outputs, nothing else).
 
 :func:`schedule` sets each layer's ``cycles_model`` to its start-to-next-start distance (the last
-layer keeps its own cycles) and ``overlap`` to the cycles saved; the program's cycle model is
-their sum with the input and output streams, as before. The sequencer (mamfpga.hw.accelerator)
-starts layer k + 1 ``cycles_model_k`` cycles after layer k.
+layer: to its first output beat, :func:`output_start`, the outputs streaming out as they are
+written) and ``overlap`` to the cycles saved; the program's cycle model is their sum with the
+input and output streams, as before. The sequencer (mamfpga.hw.accelerator) starts layer k + 1
+``cycles_model_k`` cycles after layer k, and the output stream ``cycles_model`` cycles after the
+last layer's start.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import numpy as np
 
 from mamfpga.compile.arch import layer_overhead, split_overhead, unpack_words, weight_word_fields
 
-__all__ = ["alone_cycles", "write_times", "read_addresses", "start_distance", "schedule", "FETCH_TO_READ"]
+__all__ = ["alone_cycles", "write_times", "read_addresses", "start_distance", "output_start", "schedule",
+           "FETCH_TO_READ"]
 
 #: cycles from a layer's start to the presentation of the activation address of its first word
 #: (start, fetch, weight read, weight register, decode register: mamfpga.hw.pe S0 -> S1b). With
@@ -134,13 +138,24 @@ def start_distance(plan, nxt, cfg, side_bytes: int) -> int:
     return max(d, last + 1 - first)
 
 
+def output_start(plan, cfg, output_address) -> int:
+    """Cycles from the last layer's start to its first output beat: output r goes out at that
+    start + r (one a cycle, the host never stalling), after the write of its value (the output
+    memory is read combinationally: a value written at ``w`` can go out at ``w + 1``)."""
+    addr, when, _ = write_times(plan, cfg)
+    written = dict(zip(addr.tolist(), when.tolist()))
+    return max(written[int(a)] + 1 - r for r, a in enumerate(output_address))
+
+
 def schedule(program) -> None:
     """Each layer's start-to-next-start distance into its ``cycles_model`` (``overlap``: the
-    cycles by which it is shorter than the layer alone)."""
+    cycles by which it is shorter than the layer alone); the last layer's, to its first output
+    beat (the outputs stream out while it drains)."""
     cfg = program.config
     plans = program.layers
     for k, plan in enumerate(plans):
         alone = alone_cycles(plan, cfg)
-        d = start_distance(plan, plans[k + 1], cfg, program.side_bytes) if k + 1 < len(plans) else alone
+        d = (start_distance(plan, plans[k + 1], cfg, program.side_bytes) if k + 1 < len(plans)
+             else output_start(plan, cfg, program.output_address))
         assert d <= alone, f"layer {k}: the next layer would start {d} cycles in, later than alone ({alone})"
         plan.cycles_model, plan.overlap = d, alone - d

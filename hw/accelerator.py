@@ -420,11 +420,16 @@ class Accelerator(wiring.Component):
         for pe in pes:
             m.d.comb += pe.layer.eq(nxt_layer)
         # layer k + 1 starts the compiled distance after layer k (LayerPlan.cycles_model, the
-        # schedule of mamfpga.compile.schedule): a count down from it, its end a register
+        # schedule of mamfpga.compile.schedule), and the outputs the last layer's distance after
+        # it starts (they stream out as it writes them): a count down, its end a register
         gaps = [max(p.cycles_model - 2, 0) for p in plans]
-        assert all(p.cycles_model >= 2 for p in plans[:-1]), "a layer's next starts at least 2 cycles after it"
+        assert all(p.cycles_model >= 2 for p in plans), "a layer's next starts at least 2 cycles after it"
         gap_left = Signal(index_bits(max(gaps) + 1))
         gap_zero, started_last = Signal(), Signal()
+        # the last layer's last write is done (the next inference's inputs wait for it)
+        drained = Signal()
+        with m.If(w_final):
+            m.d.sync += drained.eq(1)
         m.d.comb += pop.eq(all_ready)
         with m.FSM():
             with m.State("LOAD"):
@@ -457,14 +462,17 @@ class Accelerator(wiring.Component):
                 m.d.comb += self.phase.eq(1)
                 m.d.sync += [gap_left.eq(gap_left - 1), gap_zero.eq(gap_left == 1)]
                 m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
-                with m.If(w_final):
-                    m.d.sync += out_count.eq(0)
-                    m.next = "OUT"
-                with m.Elif(gap_zero & ~started_last):
-                    m.d.sync += layer.eq(layer + 1)
-                    m.next = "START"
+                with m.If(gap_zero):
+                    with m.If(started_last):
+                        m.d.sync += out_count.eq(0)
+                        m.next = "OUT"
+                    with m.Else():
+                        m.d.sync += layer.eq(layer + 1)
+                        m.next = "START"
             with m.State("OUT"):
+                # the last layer still writes: output r goes out after its value is written
                 m.d.comb += self.phase.eq(2)
+                m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
                 m.d.sync += nxt_layer.eq(0)
                 sel = rom[:log2p] if log2p else 0
                 m.d.comb += [self.o.valid.eq(1),
@@ -473,7 +481,15 @@ class Accelerator(wiring.Component):
                     m.d.sync += out_count.eq(out_count + 1)
                     with m.If(out_count == m_out - 1):
                         m.d.sync += out_count.eq(0)
-                        m.next = "LOAD"
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):
+                # every output sent; the last layer's last write (a padding row's, say) may be
+                # still to come: the next inputs wait for it
+                m.d.comb += self.phase.eq(2)
+                m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
+                with m.If(drained | w_final):
+                    m.d.sync += drained.eq(0)
+                    m.next = "LOAD"
         m.d.comb += [self.busy.eq(~self.i.ready), self.layer.eq(layer), self.aw.en.eq(aw_en),
                      self.aw.addr.eq(aw_addr), self.aw.data.eq(aw_data), self.aw.mask.eq(aw_mask),
                      self.aw_layer.eq(w_layer)]

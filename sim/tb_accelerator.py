@@ -55,7 +55,7 @@ async def _capture_writes(dut, writes: list, addr_bits: int, pes: int):
         if not aw.is_resolvable or not dut.phase.value.is_resolvable:
             continue
         aw = int(aw)
-        if aw & 1 and int(dut.phase.value) == 1:
+        if aw & 1 and int(dut.phase.value) in (1, 2):      # the last layer writes while outputs go out
             aw >>= 1
             addr, aw = aw & ((1 << addr_bits) - 1), aw >> addr_bits
             data, mask = aw & ((1 << 8 * pes) - 1), aw >> 8 * pes
