@@ -45,13 +45,14 @@ Dataflow (per layer, all P processing elements in parallel):
 Cycle model of one inference (inputs streamed one activation per cycle,
 outputs read one per cycle, the environment never stalling):
 
-    cycles = N_0 + sum_{k < K-1} d_k + alone_{K-1} + OUTPUT_CYCLES * M_{K-1}
+    cycles = N_0 + sum_{k < K-1} d_k + e + OUTPUT_CYCLES * M_{K-1}
     alone_k = positions_k * max_p words_{k,p} + layer_overhead [+ split_overhead]
 
 where ``words_{k,p}`` is the number of weight words PE p reads in layer k (per position; a
-dense layer has one position, and a conv layer's PEs are padded to the same count) and
-``d_k <= alone_k`` the distance from layer k's start to layer k+1's, the schedule's
-(``LayerPlan.cycles_model``).
+dense layer has one position, and a conv layer's PEs are padded to the same count),
+``d_k <= alone_k`` the distance from layer k's start to layer k+1's and ``e <= alone_{K-1}``
+from the last layer's start to its first output (the outputs stream out as they are written),
+the schedule's (each layer's ``LayerPlan.cycles_model``).
 """
 
 from __future__ import annotations
