@@ -12,19 +12,19 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
-
-import mamfpga.compile as compiler  # noqa: E402
-from mamfpga.compile.arch import ArchConfig  # noqa: E402
-from mamfpga.hw.emit import emit  # noqa: E402
-from mamfpga.sim.cosim import cosimulate  # noqa: E402
-from tests.support import conv_inputs, random_conv_network, random_network  # noqa: E402
-from tests.sw.test_golden import random_inputs  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # the random networks of tests/
 
 
 def main(first: int = 1000, count: int = 40) -> int:
+    import numpy as np
+
+    import mamfpga.compile as compiler
+    from mamfpga.compile.arch import ArchConfig
+    from mamfpga.hw.emit import emit
+    from mamfpga.sim.cosim import cosimulate
+    from tests.support import conv_inputs, random_conv_network, random_network
+    from tests.sw.test_golden import random_inputs
+
     bad = 0
     for seed in range(first, first + count):
         rng = np.random.default_rng(seed)
