@@ -51,7 +51,7 @@ class LayerPlan:
     bias: list[list[int]]            # per PE: (bias, zero-candidate) packed, one per row
     row_words: list[list[int]]       # per PE: words of each row
     out_address: np.ndarray          # every output value (rows; C, H, W of a map) -> its byte address in the side
-    cycles_model: int                # cycles from its start to the next layer's (the last: to its last write)
+    cycles_model: int                # cycles from its start to the next layer's (the last: to its first output)
     cycles_bound: int                # the per-layer lower bound (nnz / (P L), rows / P)
     pe_nnz: list[int] = field(default_factory=list)   # per PE: nonzero weights
     split: bool = False              # column-split layer (all PEs on every row)
@@ -64,7 +64,7 @@ class LayerPlan:
     in_unsigned: bool = False            # it reads unsigned bytes (the layer before has act_max 255)
     rounding: str = "half_up"            # how its requantization rounds a half ("half_up", "half_even")
     weight_bits: int = 8                 # the narrowest width that holds its weights
-    overlap: int = 0                     # cycles the next layer starts before this one's last write
+    overlap: int = 0                     # cycles the next layer (the last: the outputs) starts before its last write
                                          # (mamfpga.compile.schedule; cycles_model is start to next start)
 
     @property

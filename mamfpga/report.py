@@ -89,9 +89,9 @@ class LayerFigures:
     rows: int
     cols: int
     nnz: int
-    cycles_model: int                 # from its start to the next layer's (the last: to its last write)
+    cycles_model: int                 # from its start to the next layer's (the last: to its first output)
     cycles_bound: int
-    overlap: int = 0                  # cycles the next layer starts before this one's last write
+    overlap: int = 0                  # cycles the next layer (the last: the outputs) starts before its last write
 
 
 @dataclass
