@@ -55,7 +55,7 @@ class LayerPlan:
     cycles_bound: int                # the per-layer lower bound (nnz / (P L), rows / P)
     pe_nnz: list[int] = field(default_factory=list)   # per PE: nonzero weights
     split: bool = False              # column-split layer (all PEs on every row)
-    col_ranges: list[int] = field(default_factory=list)  # split: address range starts per PE, and the end
+    col_ranges: list[int] = field(default_factory=list)  # split: each PE's origin (its columns: _split_sets)
     geom: "ConvGeometry | None" = None   # conv: how it walks its input map (mamfpga.compile.maps)
     out: "OutGen | None" = None          # row-parallel: where its results go
     net_index: int = 0                   # the layer of ``Program.net`` whose output this computes

@@ -177,15 +177,16 @@ def _lane_entries(csr: _CSR, rows: np.ndarray, L: int, maxd: int, copies: bool =
     return _LaneEntries(seg, lane, delta, fill, weight, entries)
 
 
-def _csr(layer: QuantLayer, col_address: np.ndarray, lo: int | None = None, hi: int | None = None) -> _CSR:
+def _csr(layer: QuantLayer, col_address: np.ndarray, keep: np.ndarray | None = None, origin: int = 0) -> _CSR:
     """The layer's nonzeros as a :class:`_CSR` over the activation addresses of its columns
-    (only those in [lo, hi), relative to lo, for one PE of a column-split layer)."""
+    (only the columns where ``keep`` is set, relative to ``origin``, for one PE of a column-split
+    layer)."""
     weight = layer.weight.reshape(layer.weight.shape[0], -1)         # a conv's filters as rows
     rr, cc = np.nonzero(weight)
     addr = np.asarray(col_address, dtype=np.int64)[cc]
-    if lo is not None:
-        keep = (addr >= lo) & (addr < hi)
-        rr, cc, addr = rr[keep], cc[keep], addr[keep] - lo
+    if keep is not None:
+        k = np.asarray(keep, dtype=bool)[cc]
+        rr, cc, addr = rr[k], cc[k], addr[k] - origin
     order = np.lexsort((addr, rr))
     rr, cc, addr = rr[order], cc[order], addr[order]
     indptr = np.zeros(layer.rows + 1, dtype=np.int64)
@@ -266,34 +267,48 @@ def assign_rows(costs: list[int], pes: int) -> list[list[int]]:
     return [sorted(o) + [-1] * (per_pe - len(o)) for o in owner]
 
 
-def _split_ranges(layer: QuantLayer, col_address: np.ndarray, pes: int) -> list[int]:
-    """P contiguous address ranges, each with at least one real column, balancing nonzeros."""
-    order = np.argsort(col_address)
-    addr = col_address[order]
-    col_nnz = np.count_nonzero(layer.weight, axis=0)[order].astype(float) + 1e-3   # ties: by columns
-    cum = np.cumsum(col_nnz)
-    cuts = [0]
-    for p in range(1, pes):
-        i = int(np.searchsorted(cum, cum[-1] * p / pes))
-        i = min(max(i, cuts[-1] + 1), len(addr) - (pes - p))
-        cuts.append(i)
-    starts = [int(addr[c]) if c > 0 else 0 for c in cuts]
-    return starts + [int(addr[-1]) + 1]
+def _split_sets(layer: QuantLayer, col_address: np.ndarray, pes: int, lanes: int) -> list[np.ndarray]:
+    """Which columns each PE of a column-split layer takes (a boolean mask over the columns per
+    PE), interleaved over the addresses: the columns in blocks of L consecutive addresses (one
+    a bank), the blocks in address order dealt a round of P at a time, each round's heaviest
+    block (nonzeros) to the PE with the fewest so far. Every PE reads its blocks in address
+    order, so all of them read the input as the layer before writes it (P results a step,
+    address by address) and the layer can start while that one drains
+    (:mod:`mamfpga.compile.schedule`): with contiguous ranges the last PE's first read waited
+    for nearly all of it. With fewer blocks than PEs, columns are dealt one by one. Every PE
+    gets at least one column (the layer has at least P)."""
+    addr = np.asarray(col_address, dtype=np.int64)
+    col_nnz = np.count_nonzero(layer.weight.reshape(layer.weight.shape[0], -1), axis=0)
+    block = addr // lanes
+    if len(np.unique(block)) < pes:
+        block = addr
+    ids, inv = np.unique(block, return_inverse=True)
+    block_nnz = np.bincount(inv, weights=col_nnz, minlength=len(ids))
+    owner = np.zeros(len(ids), dtype=np.int64)
+    load = np.zeros(pes)
+    for first in range(0, len(ids), pes):
+        rnd = np.arange(first, min(first + pes, len(ids)))
+        heavy = rnd[np.argsort(-block_nnz[rnd], kind="stable")]
+        light = np.argsort(load, kind="stable")[:len(rnd)]
+        owner[heavy] = light
+        load[light] += block_nnz[heavy]
+    col_owner = owner[inv]
+    return [col_owner == p for p in range(pes)]
 
 @dataclass
 class LayerShape:
     """A layer laid out on the PEs before its words are encoded: row-parallel (``rows``: each
     PE's rows in order, -1 a padding row, one CSR for all) or column-split (every PE every
-    row, ``csrs`` the nonzeros of each PE's address range, ``ranges`` their starts and end),
+    row, ``csrs`` the nonzeros of each PE's columns, ``ranges`` their origins),
     and the activation address each output value goes to. A conv layer is row-parallel, its rows
     the output channels, run at each of ``geom``'s positions. The layout does not depend on the
     delta width, so that width can be chosen over it in one pass (:func:`choose_delta_bits`)."""
     split: bool
     rows: list[list[int]]
     csrs: list[_CSR]
-    ranges: list[int]
+    ranges: list[int]                    # split: each PE's origin (the first address of its columns)
     out_address: np.ndarray              # byte address of every output value (C, H, W order)
-    in_range: list[int]                  # split: real columns in each PE's range
+    in_range: list[int]                  # split: real columns each PE takes
     geom: ConvGeometry | None = None     # conv: how it walks its input
     out: OutGen | None = None            # row-parallel: where its results go
     net_index: int = 0                   # the network layer whose output this is (a fused pool's)
@@ -463,12 +478,12 @@ def _row_parallel_shape(layer: QuantLayer, col_address: np.ndarray, cfg: ArchCon
 
 
 def _split_shape(layer: QuantLayer, col_address: np.ndarray, cfg: ArchConfig, base: int) -> LayerShape:
-    ranges = _split_ranges(layer, col_address, cfg.pes)
     col_address = np.asarray(col_address, dtype=np.int64)
-    csrs = [_csr(layer, col_address, ranges[p], ranges[p + 1]) for p in range(cfg.pes)]
-    in_range = [int(((col_address >= ranges[p]) & (col_address < ranges[p + 1])).sum()) for p in range(cfg.pes)]
-    return LayerShape(True, [list(range(layer.rows))] * cfg.pes, csrs, ranges, base + np.arange(layer.rows),
-                      in_range)
+    sets = _split_sets(layer, col_address, cfg.pes, cfg.lanes)
+    origins = [int(col_address[s].min()) for s in sets]
+    csrs = [_csr(layer, col_address, s, o) for s, o in zip(sets, origins)]
+    return LayerShape(True, [list(range(layer.rows))] * cfg.pes, csrs, origins, base + np.arange(layer.rows),
+                      [int(s.sum()) for s in sets])
 
 
 def _conv_shape(layer: QuantLayer, pool: QuantLayer | None, src: MapLayout, base: int, pad: tuple,
@@ -857,7 +872,7 @@ def _prove_accumulators(c: Compilation) -> None:
 
 
 def _plan_layers(c: Compilation) -> None:
-    layout = replace(c.cfg, delta_bits=ArchConfig.delta_bits)
+    layout = replace(c.cfg, delta_bits=16)
     c.shapes, c.side_bytes, c.input_address = plan_layers(c.net, layout, c.split)
 
 
