@@ -63,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
-           "LAYER_HANDOFF", "PE_LATENCY", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
+           "LAYER_HANDOFF", "PE_LATENCY", "LANE_TREE_STAGES", "lane_tree_latency", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "not_powers_of_two", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
            "unpack", "unpack_words", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
            "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
@@ -398,10 +398,22 @@ def unpack_words(fields, words: list[int]) -> dict:
     return out
 
 
+#: Registered stages per level of the PE's lane trees: the comparator tree registers each
+#: level's comparisons before its selects (mamfpga.hw.maxmin_tree), the adder tree its operands
+#: before the add, to keep the same latency. Layers overlap, so a stage costs about one cycle an
+#: inference.
+LANE_TREE_STAGES = 2
+
+
+def lane_tree_latency(lanes: int) -> int:
+    """Cycles of the PE's lane trees over L lanes: ceil(log2 L) levels of LANE_TREE_STAGES."""
+    return clog2(lanes) * LANE_TREE_STAGES
+
+
 def pipeline_depth(lanes: int) -> int:
     """Cycles from reading a row's last weight word to writing its activation:
-    the PE (with ceil(log2 L) tree levels) and the requantizer."""
-    return PE_LATENCY + clog2(lanes) + REQUANT_LATENCY
+    the PE (with its lane trees, :func:`lane_tree_latency`) and the requantizer."""
+    return PE_LATENCY + lane_tree_latency(lanes) + REQUANT_LATENCY
 
 
 def layer_overhead(cfg: ArchConfig) -> int:

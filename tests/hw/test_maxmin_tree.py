@@ -17,9 +17,10 @@ def _vectors(rng, width, lanes, count):
     return out
 
 
+@pytest.mark.parametrize("registered", [False, True])
 @pytest.mark.parametrize("width,lanes", [(8, 1), (8, 2), (8, 3), (8, 4), (5, 5), (12, 8), (16, 16), (9, 13)])
-def test_matches_reference_with_gaps_and_backpressure(width, lanes):
-    dut = MaxMinTree(width=width, lanes=lanes)
+def test_matches_reference_with_gaps_and_backpressure(width, lanes, registered):
+    dut = MaxMinTree(width=width, lanes=lanes, registered_compare=registered)
     rng = random.Random(width * 100 + lanes)
     vectors = _vectors(rng, width, lanes, 120)
     got = []
@@ -34,9 +35,12 @@ def test_matches_reference_with_gaps_and_backpressure(width, lanes):
     assert [(p.max, p.min) for p in got] == [(max(v), min(v)) for v in vectors]
 
 
-@pytest.mark.parametrize("lanes,latency", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (8, 3), (9, 4)])
-def test_latency_is_ceil_log2_lanes(lanes, latency):
-    dut = MaxMinTree(width=8, lanes=lanes)
+@pytest.mark.parametrize("registered", [False, True])
+@pytest.mark.parametrize("lanes,levels", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (8, 3), (9, 4)])
+def test_latency_is_ceil_log2_lanes(lanes, levels, registered):
+    """One cycle a level; two with the comparisons registered before the selects."""
+    latency = levels * (2 if registered else 1)
+    dut = MaxMinTree(width=8, lanes=lanes, registered_compare=registered)
     assert dut.latency == latency
     seen = {}
 
@@ -114,11 +118,13 @@ def test_parameters_read_only():
         dut.lanes = 4
 
 
+@pytest.mark.parametrize("registered", [False, True])
 @pytest.mark.parametrize("lanes", [2, 3, 4, 8])
-def test_invalid_lanes_take_no_part(lanes):
+def test_invalid_lanes_take_no_part(lanes, registered):
     """A lane whose lane_valid bit is 0 (a MAM lane with a zero weight) never wins; ``any`` says
-    whether a lane was valid (all invalid, all valid and extremes included)."""
-    dut = MaxMinTree(width=8, lanes=lanes)
+    whether a lane was valid (all invalid, all valid and extremes included); with the comparisons
+    registered before the selects (the PE's tree) too."""
+    dut = MaxMinTree(width=8, lanes=lanes, registered_compare=registered)
     rng = random.Random(lanes)
     vectors = _vectors(rng, 8, lanes, 80)
     masks = [0, (1 << lanes) - 1, 1, 1 << (lanes - 1)] + [rng.randrange(1 << lanes) for _ in vectors[4:]]
