@@ -63,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
-           "LAYER_HANDOFF", "PE_LATENCY", "LANE_TREE_STAGES", "lane_tree_latency", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
+           "LAYER_HANDOFF", "PE_LATENCY", "lane_tree_latency", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "not_powers_of_two", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
            "unpack", "unpack_words", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
            "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
@@ -140,6 +140,11 @@ class ArchConfig:
     #: entry in any lane: rows cost ceil(nnz / L) words, never more): faster on short rows, L times
     #: the activation memory; the board flow takes it where it fits and is faster
     lane_copies: bool = False
+    #: registered stages per level of the PE's lane trees: 1, or 2 (each level's comparisons
+    #: registered before its selects, the adder tree's sum delayed to match). The compiler sets 2
+    #: for an ECP5 device, where the compare and its select's fan-out were the critical path
+    #: (+12 MHz); on the iCE40 the stage costs logic cells and gains nothing
+    tree_stages: int = 1
 
     def __post_init__(self):
         for name, lo, hi in (("pes", 1, 64), ("lanes", 1, 32), ("acc_bits", 8, 40), ("delta_bits", 1, 16)):
@@ -162,6 +167,8 @@ class ArchConfig:
                 or not (self.low_bits == 0 or 2 <= self.low_bits < self.weight_bits):
             raise ValueError(f"low_bits must be 0 or an integer from 2 to weight_bits - 1 ({self.weight_bits - 1}), "
                              f"not {self.low_bits!r}")
+        if self.tree_stages not in (1, 2) or isinstance(self.tree_stages, bool):
+            raise ValueError(f"tree_stages must be 1 or 2, not {self.tree_stages!r}")
         if not isinstance(self.lane_copies, bool):
             raise ValueError(f"lane_copies must be True or False, not {self.lane_copies!r}")
         if self.act_bits != 8:
@@ -398,26 +405,20 @@ def unpack_words(fields, words: list[int]) -> dict:
     return out
 
 
-#: Registered stages per level of the PE's lane trees: the comparator tree registers each
-#: level's comparisons before its selects (mamfpga.hw.maxmin_tree), the adder tree its operands
-#: before the add, to keep the same latency. Layers overlap, so a stage costs about one cycle an
-#: inference.
-LANE_TREE_STAGES = 2
+def lane_tree_latency(cfg: "ArchConfig") -> int:
+    """Cycles of the PE's lane trees over L lanes: ceil(log2 L) levels of ``cfg.tree_stages``
+    registered stages each."""
+    return clog2(cfg.lanes) * cfg.tree_stages
 
 
-def lane_tree_latency(lanes: int) -> int:
-    """Cycles of the PE's lane trees over L lanes: ceil(log2 L) levels of LANE_TREE_STAGES."""
-    return clog2(lanes) * LANE_TREE_STAGES
-
-
-def pipeline_depth(lanes: int) -> int:
+def pipeline_depth(cfg: "ArchConfig") -> int:
     """Cycles from reading a row's last weight word to writing its activation:
     the PE (with its lane trees, :func:`lane_tree_latency`) and the requantizer."""
-    return PE_LATENCY + lane_tree_latency(lanes) + REQUANT_LATENCY
+    return PE_LATENCY + lane_tree_latency(cfg) + REQUANT_LATENCY
 
 
 def layer_overhead(cfg: ArchConfig) -> int:
-    return pipeline_depth(cfg.lanes) + LAYER_HANDOFF
+    return pipeline_depth(cfg) + LAYER_HANDOFF
 
 
 def split_overhead(cfg: ArchConfig) -> int:

@@ -931,7 +931,10 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, device:
     given): the :data:`PASSES` in order. With a ``device``, the delta width is the one needing
     the fewest block RAMs (among those within a slack of the fewest cycles, or of all if that one
     does not fit), and the program must fit (:class:`MemoryFitError`)."""
-    c = Compilation(net, cfg or ArchConfig(), device, split, delta_bits, acc_bits)
+    cfg = cfg or ArchConfig()
+    if device is not None and device.family == "ecp5":
+        cfg = replace(cfg, tree_stages=2)          # its lane trees' compares registered (ArchConfig)
+    c = Compilation(net, cfg, device, split, delta_bits, acc_bits)
     for run in PASSES[:-1]:
         run(c)
     try:

@@ -52,7 +52,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mamfpga.compile.arch import (LANE_TREE_STAGES, PE_LATENCY, lane_tree_latency, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words, bank_bytes,
+from mamfpga.compile.arch import (PE_LATENCY, lane_tree_latency, PRODUCT_BITS, SHIFT_BITS, ArchConfig, act_side_words, bank_bytes,
                                    bias_bits, bias_bits_used, bias_word_fields, clog2, index_bits, pow2_at_least,
                                    rom_width, weight_word_fields, word_bits, low_word_fields, high_word_fields,
                                    low_word_bits, high_word_bits)
@@ -103,7 +103,7 @@ class PE(wiring.Component):
         self.family = family                             # memories marked block RAM or logic for it
         self.scales = scales                             # bias words carry each row's mult and shift
         self.act_addr_bits = index_bits(2 * self.act_depth)
-        self.tree_latency = lane_tree_latency(cfg.lanes)
+        self.tree_latency = lane_tree_latency(cfg)
         #: the reductions this PE builds: only those its layers use
         self.modes = frozenset(l.mode for l in self.layers)
         super().__init__({
@@ -389,7 +389,7 @@ class PE(wiring.Component):
         wmax, wmin = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         v5 = Signal()
         if "mac" in self.modes:
-            m.submodules.add = add = AdderTree(width=PRODUCT_BITS, lanes=L, stages_per_level=LANE_TREE_STAGES)
+            m.submodules.add = add = AdderTree(width=PRODUCT_BITS, lanes=L, stages_per_level=cfg.tree_stages)
             m.d.comb += [add.i.valid.eq(v4), add.o.ready.eq(1), word_sum.eq(add.o.payload), v5.eq(add.o.valid)]
             for k in range(L):
                 m.d.comb += add.i.payload[k].eq(prods[k])
@@ -404,7 +404,7 @@ class PE(wiring.Component):
         wv5 = Signal()
         if "mam" in self.modes:
             # a zero-weight lane takes no part in the comparisons (the tree prefers valid lanes)
-            m.submodules.mm = mm = MaxMinTree(width=PRODUCT_BITS, lanes=L, registered_compare=LANE_TREE_STAGES == 2)
+            m.submodules.mm = mm = MaxMinTree(width=PRODUCT_BITS, lanes=L, registered_compare=cfg.tree_stages == 2)
             m.d.comb += [mm.i.valid.eq(v4), mm.o.ready.eq(1), wmax.eq(mm.o.payload.max),
                          wmin.eq(mm.o.payload.min), v5.eq(mm.o.valid), wv5.eq(mm.o.payload.any),
                          mm.lane_valid.eq(Cat(*nz4))]

@@ -12,9 +12,11 @@ from tests.sw.test_golden import random_qnet
 
 @pytest.mark.parametrize("seed", range(16))
 def test_random_networks_equal_golden(seed):
+    """Odd seeds with the lane trees' compares registered (two stages a level, as for the ECP5)."""
     rng = np.random.default_rng(500 + seed)
     net = random_qnet(rng, max_size=20)
-    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 4])), lane_copies=seed % 3 == 1)
+    cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 4])), lane_copies=seed % 3 == 1,
+                     tree_stages=1 + seed % 2)
     program = compiler.compile_network(net, cfg, split=str(rng.choice(["auto", "never", "always"])))
     x = rng.integers(-128, 128, size=(3, net.input_size)).astype(np.int8)
     x[0] = 0
@@ -57,3 +59,18 @@ def test_a_layer_started_a_cycle_early_reads_a_stale_activation(monkeypatch):
     got, cycles = simulate(early, x[:, early.columns])
     assert cycles == early.cycles_model
     assert not np.array_equal(got, golden.run(net, x))
+
+
+def test_an_ecp5_program_registers_its_tree_compares():
+    """Compiled for an ECP5 device, the lane trees take two stages a level (their compares
+    registered), which the cycle model counts: a stage more a tree level, in every layer alone."""
+    from mamfpga.compile.device import DEVICES
+    from mamfpga.compile.schedule import alone_cycles
+
+    net = random_qnet(np.random.default_rng(3), max_size=20)
+    ecp5 = next(d for d in DEVICES.values() if d.family == "ecp5")
+    plain = compiler.compile_network(net, ArchConfig(pes=2, lanes=4))
+    fast = compiler.compile_network(net, ArchConfig(pes=2, lanes=4), device=ecp5)
+    assert (plain.config.tree_stages, fast.config.tree_stages) == (1, 2)
+    assert [alone_cycles(b, fast.config) - alone_cycles(a, plain.config) for a, b in zip(plain.layers, fast.layers)] \
+        == [2] * len(plain.layers)

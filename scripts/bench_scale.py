@@ -1,0 +1,99 @@
+"""Cycles / bound across networks and every (P, L) with P x L <= 16: does the accelerator scale
+with the lanes on small layers too (DESIGN.md's target: <= 1.10)?
+
+Networks: the digits network of scripts/bench_compile.py (build/bench/net.npz, 0.1 % kept, MAM
+-> MAC); the hidden-size-1024 network of the science table (MAM 64-1024-1024-10 on digits,
+pruned to 1 % kept, fine-tuned; trained here once, then read from build/bench/sci_net.npz);
+uniformly random sparse networks (MAM hidden layers, a MAC classifier, seeded): 784-1024-1024-10
+at 1 %, 64-160-160-10 at 5 % and 2 %. Each point is the compiler's cycle model (the RTL takes
+exactly these cycles: the co-simulation tests hold it) at the faster of banked and copied
+activations, as the board flow chooses where both fit (``c``: copied). Usage:
+.venv/bin/python scripts/bench_scale.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path("build/bench")
+GRID = [(p, l) for p in (1, 2, 4, 8, 16) for l in (1, 2, 4, 8, 16) if p * l <= 16]
+
+
+def science_network():
+    """The science table's hidden-size-1024 MAM network on digits, 1 % kept (cached)."""
+    from mamfpga import stages
+    from mamfpga.sw import prune
+    from mamfpga.sw.network import from_torch
+    from mamfpga.sw.train import finetune
+
+    path = OUT / "sci_net.npz"
+    if path.is_file():
+        return stages.load_qnet(path)
+    import torch
+
+    torch.manual_seed(0)
+    ds = stages.load_dataset("digits")
+    model = stages.train(ds, mode="mam", progress=False, val=0.0, epoch_log=False, log=lambda _m: None).model
+    prune.prune_model(model, "gmp", 0.99)
+    finetune(model, ds, epochs=30, progress=False)
+    qnet = stages.quantize(from_torch(model), ds.x_train).qnet
+    OUT.mkdir(parents=True, exist_ok=True)
+    stages.save_qnet(qnet, path)
+    return qnet
+
+
+def random_network(sizes, density, seed=0):
+    from mamfpga.sw.qnet import QuantLayer, QuantNetwork
+
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = rng.integers(-127, 128, (b, a)).astype(np.int8)
+        w[rng.random((b, a)) > density] = 0
+        last = i == len(sizes) - 2
+        layers.append(QuantLayer(w, rng.integers(-1000, 1000, b).astype(np.int32), "mac" if last else "mam",
+                                 1 << 14, 22, not last))
+    return QuantNetwork(layers, 1.0, 1.0, {})
+
+
+def main():
+    from mamfpga import stages
+
+    nets = {}
+    if (OUT / "net.npz").is_file():
+        nets["digits 0.1 %"] = stages.load_qnet(OUT / "net.npz")
+    else:
+        print("(build/bench/net.npz missing: run scripts/bench_compile.py first for the digits network)")
+    nets["science 1024, 1 %"] = science_network()
+    nets["random 784-1024-1024-10, 1 %"] = random_network((784, 1024, 1024, 10), 0.01)
+    nets["random 64-160-160-10, 5 %"] = random_network((64, 160, 160, 10), 0.05)
+    nets["random 64-160-160-10, 2 %"] = random_network((64, 160, 160, 10), 0.02)
+
+    head = f"{'network':<30}{'nnz':>7}" + "".join(f"{f'{p},{l}':>8}" for p, l in GRID) + f"{'<=1.10':>8}"
+    print(head)
+    print("-" * len(head))
+    figures = {}
+    for name, net in nets.items():
+        row, ratios, nnz = [], {}, 0
+        for p, l in GRID:
+            best = None
+            for copies in ((False, True) if l > 1 else (False,)):
+                prog = stages.compile_for(net, pes=p, lanes=l, lane_copies=copies).program
+                r = prog.cycles_model / prog.cycles_bound
+                nnz = sum(x.nnz for x in prog.layers)
+                if best is None or r < best[0]:
+                    best = (r, copies)
+            ratios[f"{p},{l}"] = {"ratio": round(best[0], 4), "copies": best[1]}
+            row.append(f"{best[0]:.3f}{'c' if best[1] else ' '}")
+        within = sum(v["ratio"] <= 1.10 for v in ratios.values())
+        print(f"{name:<30}{nnz:>7}" + "".join(f"{c:>8}" for c in row) + f"{f'{within}/{len(GRID)}':>8}",
+              flush=True)
+        figures[name] = {"nnz": nnz, "points": ratios, "within": within}
+    (OUT / "scale.json").write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
