@@ -30,8 +30,9 @@ Dataflow (per layer, all P processing elements in parallel):
   origin), and the results go to the feature-map layout of
   :mod:`mamfpga.compile.maps` (a fused max pool keeps each window's max).
 - A layer with fewer rows than PEs, or whose rows balance badly, runs
-  *column-split* instead: PE p takes the columns of one contiguous address
-  range (the compiler balances the ranges by nonzeros) for every row; the P
+  *column-split* instead: PE p takes a set of columns for every row (blocks of
+  L addresses interleaved over the PEs, balanced by nonzeros round by round:
+  :func:`mamfpga.compile.passes._split_sets`); the P
   partial results of a row (sums, or max and min) meet in a cross-PE tree,
   which adds the bias, requantizes and writes the row's activation at
   address r. Its cost: :func:`split_overhead` more cycles.
