@@ -558,7 +558,7 @@ def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> tupl
     row-parallel over their channels; dense ones row-parallel or column-split, whichever takes
     fewer cycles (``split``: "auto"; "never"; "always" where the layer has at least P columns and
     one mult and shift). Rows are balanced and kinds chosen by the word counts at ``cfg``'s delta
-    width, which is the architecture's default, not the width chosen later: the layout of a
+    width (:data:`LAYOUT_DELTA_BITS`, wide enough for no gap fillers), not the width chosen later: the layout of a
     network is the same whatever width it is finally encoded with, so a build recompiles to the
     same program. Returns the shapes, the bytes a buffer side holds and the address of every
     input value (side 0)."""
@@ -871,8 +871,15 @@ def _prove_accumulators(c: Compilation) -> None:
     prove_accumulators(c.net, acc)
 
 
+#: the delta width layers are laid out (rows balanced, kinds chosen) at: no gap fillers, so the
+#: balance is of the nonzeros the lanes hold. At the default width (4) the fillers were not those
+#: of the width chosen later (6 on the digits network), and PEs balanced at 4 differed by up to
+#: 12 words at 6
+LAYOUT_DELTA_BITS = 16
+
+
 def _plan_layers(c: Compilation) -> None:
-    layout = replace(c.cfg, delta_bits=16)
+    layout = replace(c.cfg, delta_bits=LAYOUT_DELTA_BITS)
     c.shapes, c.side_bytes, c.input_address = plan_layers(c.net, layout, c.split)
 
 
