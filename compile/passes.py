@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mamfpga.compile.arch import (ArchConfig, act_side_words, bank_bytes, bias_bits, bias_bits_used, bias_word_fields,
+from mamfpga.compile.arch import (ArchConfig, act_side_words, config_for_family, bank_bytes, bias_bits, bias_bits_used, bias_word_fields,
                                    bound_cycles, layer_overhead, pack, result_fields, results_may_use_block_ram,
                                    rom_width, split_overhead, weight_bits_of, mult_bits_of, weight_word_fields,
                                    low_word_bits, high_word_bits,
@@ -938,9 +938,7 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, device:
     given): the :data:`PASSES` in order. With a ``device``, the delta width is the one needing
     the fewest block RAMs (among those within a slack of the fewest cycles, or of all if that one
     does not fit), and the program must fit (:class:`MemoryFitError`)."""
-    cfg = cfg or ArchConfig()
-    if device is not None and device.family == "ecp5":
-        cfg = replace(cfg, tree_stages=2)          # its lane trees' compares registered (ArchConfig)
+    cfg = config_for_family(cfg or ArchConfig(), device.family if device is not None else None)
     c = Compilation(net, cfg, device, split, delta_bits, acc_bits)
     for run in PASSES[:-1]:
         run(c)
