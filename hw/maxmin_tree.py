@@ -47,7 +47,8 @@ class MaxMinTree(LaneReduction):
     Attributes
     ----------
     latency : int
-        Cycles from an accepted input to its output: ceil(log2(L)).
+        Cycles from an accepted input to its output: ceil(log2(L)), twice that with
+        ``registered_compare``.
     """
 
     def __init__(self, *, width: int = 8, lanes: int = 4, registered_compare: bool = False):
