@@ -68,7 +68,7 @@ __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "
            "index_bits", "pow2_at_least", "not_powers_of_two", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
            "unpack", "unpack_words", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
            "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
-           "low_word_bits", "high_word_bits"]
+           "low_word_bits", "high_word_bits", "lane_rows", "decode_stream"]
 
 #: Cycles from fetching a row's last weight word to its result leaving the PE,
 #: besides the tree levels: weight read, weight register, decode, activation read,
@@ -146,6 +146,18 @@ class ArchConfig:
     #: for an ECP5 device (:func:`config_for_family`), where the compare and its select's fan-out
     #: were the critical path (+12 MHz); on the iCE40 the stage costs logic cells and gains nothing
     tree_stages: int = 1
+    #: False (the default): every row starts a word of its own. True: where a row's last word has
+    #: its upper half of lanes free, the next row's first entries of those lanes go there (the
+    #: word's ``share`` bit; :func:`lane_rows`), so a row costs its lanes' entries, not whole words:
+    #: short rows (a conv filter of 3-6 nonzeros on 2 lanes) waste half as much. The PE then
+    #: builds its trees as two halves and carries the upper half's partial result into the next
+    #: row (mamfpga.hw.pe); no effect with one lane
+    pack_rows: bool = False
+
+    @property
+    def packs(self) -> bool:
+        """Rows share words (:attr:`pack_rows` with at least two lanes)."""
+        return self.pack_rows and self.lanes > 1
 
     def __post_init__(self):
         for name, lo, hi in (("pes", 1, 64), ("lanes", 1, 32), ("acc_bits", 8, 40), ("delta_bits", 1, 16)):
@@ -172,6 +184,8 @@ class ArchConfig:
             raise ValueError(f"tree_stages must be 1 or 2, not {self.tree_stages!r}")
         if not isinstance(self.lane_copies, bool):
             raise ValueError(f"lane_copies must be True or False, not {self.lane_copies!r}")
+        if not isinstance(self.pack_rows, bool):
+            raise ValueError(f"pack_rows must be True or False, not {self.pack_rows!r}")
         if self.act_bits != 8:
             raise ValueError("the contract has 8-bit activations")
 
@@ -203,7 +217,7 @@ def low_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
     fields = []
     for k in range(cfg.lanes):
         fields += [(f"delta{k}", k * eb, cfg.delta_bits, False), (f"weight{k}", k * eb + cfg.delta_bits, cfg.low_bits, True)]
-    return fields + [("eor", cfg.lanes * eb, 1, False)]
+    return fields + _flag_fields(cfg, cfg.lanes * eb)
 
 
 def high_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
@@ -230,7 +244,7 @@ def split_weight_words(cfg: ArchConfig, words: list[int]) -> tuple[list[int], li
     if not cfg.low_bits or not words:
         return list(words), []
     f = unpack_words(weight_word_fields(cfg), words)
-    lo = {"eor": f["eor"]}
+    lo = {name: f[name] for name, _, _, _ in _flag_fields(cfg, 0)}
     hi = {}
     for k in range(cfg.lanes):
         w = f[f"weight{k}"]
@@ -260,8 +274,9 @@ def entry_bits(cfg: ArchConfig) -> int:
 
 
 def word_bits(cfg: ArchConfig) -> int:
-    """A weight-memory word: L entries and the end-of-row bit."""
-    return cfg.lanes * entry_bits(cfg) + 1
+    """A weight-memory word: L entries, the end-of-row bit and, where rows share words, the
+    share bit."""
+    return cfg.lanes * entry_bits(cfg) + len(_flag_fields(cfg, 0))
 
 
 # ---------------------------------------------------------------------------- memory word layouts
@@ -271,13 +286,55 @@ def word_bits(cfg: ArchConfig) -> int:
 def weight_word_fields(cfg: ArchConfig) -> list[tuple[str, int, int, bool]]:
     """The weight word, low bits first: (name, offset, width, signed) of each field. Entry k
     (one lane) is its column delta (unsigned) then its weight (signed); the end-of-row bit
-    is on top."""
+    is on top, and above it, where rows share words (:attr:`ArchConfig.packs`), the share bit:
+    the word ends its row in its lower half of lanes, and its upper half holds the next row's
+    first entries (:func:`lane_rows`)."""
     eb = entry_bits(cfg)
     fields = []
     for k in range(cfg.lanes):
         fields += [(f"delta{k}", k * eb, cfg.delta_bits, False),
                    (f"weight{k}", k * eb + cfg.delta_bits, cfg.weight_bits, True)]
-    return fields + [("eor", cfg.lanes * eb, 1, False)]
+    return fields + _flag_fields(cfg, cfg.lanes * eb)
+
+
+def _flag_fields(cfg: ArchConfig, offset: int) -> list[tuple[str, int, int, bool]]:
+    """The weight word's flags above its entries: end of row, and share where rows share words."""
+    return [("eor", offset, 1, False)] + ([("share", offset + 1, 1, False)] if cfg.packs else [])
+
+
+def decode_stream(words: list[int], cfg: ArchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A PE's weight words (one position's) as the PE reads them: [words, L] arrays of each lane's
+    row (:func:`lane_rows`), its ``q`` (the lane's deltas summed since it started that row: the
+    column is :func:`lane_column` of it) and its weight."""
+    L = cfg.lanes
+    f = unpack_words(weight_word_fields(cfg), words)
+    row, start = lane_rows(f["eor"], f.get("share"), L)
+    d = np.stack([f[f"delta{k}"] for k in range(L)], axis=1) if len(words) else np.zeros((0, L), dtype=np.int64)
+    total = np.cumsum(d, axis=0)
+    n = len(words)
+    at = np.maximum.accumulate(np.where(start, np.arange(n)[:, None], 0), axis=0)    # the lane's row start
+    q = total - (total - d)[at, np.arange(L)[None, :]]
+    w = np.stack([f[f"weight{k}"] for k in range(L)], axis=1) if n else np.zeros((0, L), dtype=np.int64)
+    return row, q, w
+
+
+def lane_rows(eor: np.ndarray, share: np.ndarray | None, lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which row each lane of each word of a PE's stream belongs to, and where each lane starts a
+    row (its column restarts from the origin there: :func:`lane_column`), as [words, L] arrays.
+    A word's lanes belong to the row that ends at the first word from it on with its end-of-row
+    bit; where a word has its share bit (which comes with an end-of-row bit), its upper half of
+    lanes (L / 2 and up) belongs to the next row instead: that row's first entries of those
+    lanes."""
+    eor = np.asarray(eor, dtype=np.int64)
+    n = len(eor)
+    before = np.concatenate([[0], np.cumsum(eor)[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    row = np.repeat(before[:, None], lanes, axis=1)
+    if share is not None and n:
+        row[:, lanes // 2:] += np.asarray(share, dtype=np.int64)[:, None]
+    start = np.ones((n, lanes), dtype=bool)
+    if n:
+        start[1:] = row[1:] != row[:-1]
+    return row, start
 
 
 

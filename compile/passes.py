@@ -148,7 +148,11 @@ class _LaneEntries:
         return np.maximum(1, self.entries.max(axis=1)) if len(self.entries) else np.zeros(0, dtype=np.int64)
 
 
-def _lane_entries(csr: _CSR, rows: np.ndarray, L: int, maxd: int, copies: bool = False) -> _LaneEntries:
+def _lane_entries(csr: _CSR, rows: np.ndarray, L: int, maxd: int, copies: bool = False,
+                  share: np.ndarray | None = None) -> _LaneEntries:
+    """:class:`_LaneEntries` of ``rows``. With lane copies, a row that starts in its predecessor's
+    last word (``share``) deals its first L / 2 nonzeros to the upper half of lanes (that word's
+    free half), the rest round robin from lane 0; banked lanes do not depend on it."""
     n = len(rows)
     real = rows >= 0
     safe = np.where(real, rows, 0)
@@ -161,7 +165,12 @@ def _lane_entries(csr: _CSR, rows: np.ndarray, L: int, maxd: int, copies: bool =
     idx = csr.indptr[safe][seg] + (np.arange(total) - first[seg])
     addr, weight = csr.addr[idx], csr.weight[idx]
     if copies:                                   # round robin over the row's nonzeros, by address
-        lane, q = (np.arange(total) - first[seg]) % L, addr
+        j = np.arange(total) - first[seg]
+        lane, q = j % L, addr
+        if share is not None and total:
+            h = L // 2
+            sh = np.asarray(share, dtype=bool)[seg]
+            lane = np.where(sh, np.where(j < h, h + j, (j - h) % L), lane)
     else:
         lane, q = addr % L, addr // L
     order = np.lexsort((q, lane, seg))
@@ -175,6 +184,76 @@ def _lane_entries(csr: _CSR, rows: np.ndarray, L: int, maxd: int, copies: bool =
     fill = _fillers(delta, maxd)
     entries = np.bincount(key, weights=1 + fill, minlength=n * L).astype(np.int64).reshape(n, L)
     return _LaneEntries(seg, lane, delta, fill, weight, entries)
+
+
+@dataclass
+class _Packed:
+    """A PE's listed rows as its weight stream holds them: their lane entries, which rows start
+    in their predecessor's last word (``share``: that word's upper half of lanes), and each row's
+    own words (from its first word of its own to its last; the shared word is its
+    predecessor's)."""
+    entries: _LaneEntries
+    share: np.ndarray                # bool per listed row
+    own: np.ndarray                  # words per listed row
+
+
+def _pack_rows(csr: _CSR, rows, cfg: ArchConfig) -> _Packed:
+    """The rows of one PE's stream (row indices, -1 a padding row), packed where rows share words
+    (:attr:`ArchConfig.packs`): a row starts in its predecessor's last word when that word's
+    upper half of lanes is free and the row has entries there, and that does not make it end
+    later (greedy, in order: starting early never delays a row, nor fills the upper half of its
+    last word). A row still ends in a word of its own (one row end a word). Without packing,
+    every row's words are its longest lane, at least one."""
+    rows = np.asarray(rows, dtype=np.int64)
+    le = csr.lanes(cfg, rows)
+    n = len(rows)
+    share = np.zeros(n, dtype=bool)
+    own = le.words
+    if not cfg.packs or n < 2:
+        return _Packed(le, share, own)
+    plain = le.entries.tolist()
+    dealt = (_lane_entries(csr, rows, cfg.lanes, cfg.max_delta, True, np.ones(n, dtype=bool)).entries.tolist()
+             if cfg.lane_copies else plain)
+    sh, words = _pack_counts(plain, dealt, cfg.lanes)
+    share, own = np.array(sh, dtype=bool), np.array(words, dtype=np.int64)
+    if cfg.lane_copies and share.any():
+        le = _lane_entries(csr, rows, cfg.lanes, cfg.max_delta, True, share)
+    return _Packed(le, share, own)
+
+
+def _pack_counts(plain: list, dealt: list, lanes: int) -> tuple[list[bool], list[int]]:
+    """:func:`_pack_rows`'s choice over the rows' lane entries (``plain``: each row's entries per
+    lane; ``dealt``: as the row deals them when it shares a word, the same banked): whether
+    each row shares its predecessor's last word, and its own words."""
+    h = lanes // 2
+    share, own = [], []
+    end, free = -1, False
+    for e, es in zip(plain, dealt):
+        s = end + 1
+        fin = s + max(1, max(e)) - 1
+        sh = False
+        if free:
+            up = max(es[h:])
+            if up:
+                f2 = max(s, s + max(es[:h]) - 1, s + up - 2)
+                if f2 <= fin:
+                    sh, e, fin = True, es, f2
+        # the upper half of this row's last word is free: no upper lane has an entry there
+        free = all(c == 0 or s + c - 1 - sh < fin for c in e[h:])
+        share.append(sh)
+        own.append(fin - s + 1)
+        end = fin
+    return share, own
+
+
+def _row_words(csr: _CSR, rows, cfg: ArchConfig, costs: np.ndarray | None = None) -> np.ndarray:
+    """Own words of each listed row of one PE's stream (:func:`_pack_rows`); ``costs``: the rows'
+    unpacked words, when the caller has them (used where rows do not share words)."""
+    if not cfg.packs:
+        r = np.asarray(rows, dtype=np.int64)
+        c = _row_costs(csr, cfg) if costs is None else np.asarray(costs, dtype=np.int64)
+        return np.where(r >= 0, c[np.maximum(r, 0)], 1) if len(r) else np.zeros(0, dtype=np.int64)
+    return _pack_rows(csr, rows, cfg).own
 
 
 def _csr(layer: QuantLayer, col_address: np.ndarray, keep: np.ndarray | None = None, origin: int = 0) -> _CSR:
@@ -218,10 +297,13 @@ def _encode_rows(csr: _CSR, rows: list[int], cfg: ArchConfig) -> tuple[list[int]
     layout is :func:`mamfpga.compile.arch.weight_word_fields`'s.
     """
     L, maxd = cfg.lanes, cfg.max_delta
-    le = csr.lanes(cfg, rows)
-    words = le.words
+    packed = _pack_rows(csr, rows, cfg)
+    le, words = packed.entries, packed.own
     n_words = int(words.sum())
     row_base = np.cumsum(words) - words
+    # where each row's lanes start: its first own word; a shared row's upper lanes a word earlier
+    lane_base = np.repeat(row_base[:, None], L, axis=1)
+    lane_base[:, L // 2:] -= packed.share[:, None]
     per_nz = 1 + le.fill
     key = le.seg * L + le.lane
     cum = np.cumsum(per_nz) - per_nz                        # entries before each nonzero, overall
@@ -230,7 +312,7 @@ def _encode_rows(csr: _CSR, rows: list[int], cfg: ArchConfig) -> tuple[list[int]
         start = cum - np.maximum.accumulate(np.where(group_first, cum, 0))
     else:
         start = cum
-    word = row_base[le.seg] + start                         # the word of each nonzero's first entry
+    word = lane_base[le.seg, le.lane] + start               # the word of each nonzero's first entry
     ent_delta = np.zeros((n_words, L), dtype=np.int64)
     ent_weight = np.zeros((n_words, L), dtype=np.int64)
     n_fill = int(le.fill.sum())
@@ -243,6 +325,10 @@ def _encode_rows(csr: _CSR, rows: list[int], cfg: ArchConfig) -> tuple[list[int]
     eor = np.zeros(n_words, dtype=np.int64)
     eor[np.cumsum(words) - 1] = 1
     values = {"eor": eor}
+    if cfg.packs:
+        share = np.zeros(n_words, dtype=np.int64)
+        share[row_base[packed.share] - 1] = 1              # the predecessor's last word
+        values["share"] = share
     for k in range(L):
         values[f"delta{k}"], values[f"weight{k}"] = ent_delta[:, k], ent_weight[:, k]
     return pack(weight_word_fields(cfg), values), words.tolist()
@@ -320,11 +406,15 @@ class LayerShape:
     def pe_words(self, cfg: ArchConfig) -> list[int]:
         """Weight words each PE reads for this layer (per position) at ``cfg``'s delta width; a
         conv layer's PEs all read as many (the shorter ones padded), so that none runs ahead."""
-        if self.split:
-            return [int(_row_costs(c, cfg).sum()) for c in self.csrs]
-        costs = _row_costs(self.csrs[0], cfg)
-        words = [int(sum(costs[r] if r >= 0 else 1 for r in rows)) for rows in self.rows]
+        words = [int(w.sum()) for w in self.row_words(cfg)]
         return [max(words)] * len(words) if self.geom is not None else words
+
+    def row_words(self, cfg: ArchConfig) -> list[np.ndarray]:
+        """Each PE's own words of each of its rows, in order (:func:`_pack_rows`)."""
+        if self.split:
+            return [_row_words(c, np.arange(c.rows), cfg) for c in self.csrs]
+        costs = None if cfg.packs else _row_costs(self.csrs[0], cfg)
+        return [_row_words(self.csrs[0], rows, cfg, costs) for rows in self.rows]
 
     def cycles(self, cfg: ArchConfig) -> int:
         return (self.positions * max(self.pe_words(cfg)) + layer_overhead(cfg)
@@ -338,28 +428,47 @@ LANE_BALANCE_TRIES, LANE_BALANCE_WORK, EXACT_CONSUMER_ROWS = 3000, 20_000_000, 6
 
 
 def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, consumer: tuple | None,
-                  cfg: ArchConfig, tries: int | None = None) -> list[list[int]]:
-    """Which slot each output of a row-parallel layer takes, for its consumer's lanes. Output
-    row ``rows[p][r]`` goes to slot r P + p, and a consumer's nonzero reading it sits in lane
-    (slot + rest) mod L: its rows cost their longest lane. Starting from the balanced
-    assignment, swaps of two slots (sampled, seeded) are kept when they lower the cycles:
-    positions x the layer's busiest PE + the consumer's positions x its busiest PE (its rows
-    balanced by :func:`assign_rows`; beyond :data:`EXACT_CONSUMER_ROWS` rows, its words / P),
-    ties broken by the consumer's words, then the spread of the loads (gap fillers left out).
-    At most ``tries`` swaps, fewer for a large consumer (:data:`LANE_BALANCE_WORK` nonzeros
-    scored in all). ``consumer``: (positions, consumer row of each nonzero, producer row it
-    reads, rest of its address), or None (the last layer: nothing to balance)."""
+                  cfg: ArchConfig, tries: int | None = None, csr: "_CSR | None" = None) -> list[list[int]]:
+    """Which slot each output of a row-parallel layer takes, for its consumer's lanes and, where
+    rows share words, for its own packing. Output row ``rows[p][r]`` goes to slot r P + p, and a
+    consumer's nonzero reading it sits in lane (slot + rest) mod L: its rows cost their longest
+    lane. Starting from the balanced assignment, swaps of two slots (sampled, seeded) are kept
+    when they lower the cycles: positions x the layer's busiest PE + the consumer's positions x
+    its busiest PE (its rows balanced by :func:`assign_rows`; beyond
+    :data:`EXACT_CONSUMER_ROWS` rows, its words / P), ties broken by the consumer's words, then
+    the spread of the loads (gap fillers left out). With ``csr`` (the layer's rows) and rows
+    that share words (:attr:`ArchConfig.packs`), a PE's load is its packed words
+    (:func:`_pack_counts`: which rows follow which matters), for up to
+    :data:`EXACT_CONSUMER_ROWS` rows a PE. At most ``tries`` swaps, fewer for a large consumer
+    (:data:`LANE_BALANCE_WORK` nonzeros scored in all). ``consumer``: (positions, consumer row
+    of each nonzero, producer row it reads, rest of its address), or None (the last layer)."""
     L, P = cfg.lanes, cfg.pes
     tries = LANE_BALANCE_TRIES if tries is None else tries
-    if consumer is None or L == 1 or cfg.lane_copies or len(consumer[1]) == 0:
-        return rows
-    c_pos, nz_row, nz_ch, nz_rest = consumer
-    tries = min(tries, LANE_BALANCE_WORK // len(nz_row))
-    n_cons = int(nz_row.max()) + 1
     grid = np.array(rows, dtype=np.int64)                  # [P, R]
     R = grid.shape[1]
-    n_out = max(int(grid.max()) + 1, int(nz_ch.max()) + 1)
+    lanes_matter = consumer is not None and L > 1 and not cfg.lane_copies and len(consumer[1]) > 0
+    packed = cfg.packs and csr is not None and R <= EXACT_CONSUMER_ROWS and R > 1
+    if not lanes_matter and not packed:
+        return rows
     cost = np.concatenate([np.asarray(costs, dtype=np.int64), [1]])   # index -1: a padding row
+    if packed:
+        n_rows = len(costs)
+        plain = csr.lanes(cfg).entries.tolist() + [[0] * L]             # index -1: a padding row
+        dealt = (_lane_entries(csr, np.arange(n_rows), L, cfg.max_delta, True,
+                               np.ones(n_rows, dtype=bool)).entries.tolist() + [[0] * L]
+                 if cfg.lane_copies else plain)
+
+        def load_of(p):
+            return sum(_pack_counts([plain[r] for r in grid[p]], [dealt[r] for r in grid[p]], L)[1])
+    else:
+        def load_of(p):
+            return int(cost[grid[p]].sum())
+    loads = np.array([load_of(p) for p in range(P)], dtype=np.int64)
+    if lanes_matter:
+        c_pos, nz_row, nz_ch, nz_rest = consumer
+        tries = min(tries, LANE_BALANCE_WORK // len(nz_row))
+        n_cons = int(nz_row.max()) + 1
+        n_out = max(int(grid.max()) + 1, int(nz_ch.max()) + 1)
 
     def slots(g):
         s = np.zeros(n_out, dtype=np.int64)
@@ -368,9 +477,10 @@ def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, cons
         return s
 
     def score(g):
+        if not lanes_matter:
+            return (positions * int(loads.max()), 0, int((loads ** 2).sum()))
         lane = (slots(g)[nz_ch] + nz_rest) % L
         words = np.bincount(nz_row * L + lane, minlength=n_cons * L).reshape(n_cons, L).max(axis=1)
-        loads = cost[g].sum(axis=1)
         words = np.maximum(1, words)
         total = int(words.sum())
         if n_cons <= EXACT_CONSUMER_ROWS:        # the consumer's busiest PE, as plan_layers balances it
@@ -389,12 +499,16 @@ def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, cons
         (pa, ra), (pb, rb) = divmod(int(a), R), divmod(int(b), R)
         if grid[pa, ra] == grid[pb, rb]:
             continue
+        old = loads[pa], loads[pb]
         grid[pa, ra], grid[pb, rb] = grid[pb, rb], grid[pa, ra]
+        loads[pa] = load_of(pa)
+        loads[pb] = load_of(pb)
         now = score(grid)
         if now < best:
             best = now
         else:
             grid[pa, ra], grid[pb, rb] = grid[pb, rb], grid[pa, ra]
+            loads[pa], loads[pb] = old
     return grid.tolist()
 
 
@@ -404,12 +518,11 @@ def _written_when(shape: LayerShape, cfg: ArchConfig) -> tuple[np.ndarray, np.nd
     for a conv layer."""
     if shape.geom is not None:
         return None
+    per_pe = np.stack([np.cumsum(w) for w in shape.row_words(cfg)])
+    fin = np.max(per_pe, axis=0)                                            # step t's results all done
     if shape.split:
-        fin = np.max(np.stack([np.cumsum(_row_costs(c, cfg)) for c in shape.csrs]), axis=0)
         return np.asarray(shape.out_address, dtype=np.int64), fin
-    costs = np.concatenate([_row_costs(shape.csrs[0], cfg), [1]])          # index -1: a padding row
     grid = np.asarray(shape.rows, dtype=np.int64)
-    fin = np.max(np.cumsum(costs[grid], axis=1), axis=0)                    # step t's results all done
     pp, tt = np.nonzero(grid >= 0)
     when = np.zeros(len(shape.out_address), dtype=np.int64)
     when[grid[pp, tt]] = fin[tt]
@@ -597,7 +710,7 @@ def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> tupl
             in_map = src
             shape, src = _conv_shape(layer, pool, in_map, base, pad, cfg)
             rows = balance_lanes(shape.rows, _row_costs(shape.csrs[0], cfg), shape.positions,
-                                 _consumer_of(net, groups, g, src), cfg)
+                                 _consumer_of(net, groups, g, src), cfg, csr=shape.csrs[0])
             if rows != shape.rows:
                 shape, src = _conv_shape(layer, pool, in_map, base, pad, cfg, rows)
         else:
@@ -606,7 +719,7 @@ def plan_layers(net: QuantNetwork, cfg: ArchConfig, split: str = "auto") -> tupl
                 else None
             if shape is not None:
                 rows = balance_lanes(shape.rows, _row_costs(shape.csrs[0], cfg), 1,
-                                     _consumer_of(net, groups, g, None), cfg)
+                                     _consumer_of(net, groups, g, None), cfg, csr=shape.csrs[0])
                 if rows != shape.rows:
                     shape = _row_parallel_shape(layer, col_address, cfg, base, rows)
             if may_split:

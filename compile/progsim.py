@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mamfpga.compile.arch import bias_word_fields, lane_column, unpack, weight_word_fields
+from mamfpga.compile.arch import bias_word_fields, decode_stream, lane_column, unpack
 from mamfpga.compile.ir import Program
 from mamfpga.sw import golden
 from mamfpga.sw.golden import requantize_values
@@ -20,37 +20,42 @@ from mamfpga.sw.golden import requantize_values
 __all__ = ["run_program", "run_program_layers", "golden_layers", "first_differing_layer", "first_difference"]
 
 
-def _decode(word: int, cfg) -> tuple[list[tuple[int, int]], bool]:
-    f = unpack(weight_word_fields(cfg), word)
-    return [(f[f"delta{k}"], f[f"weight{k}"]) for k in range(cfg.lanes)], bool(f["eor"])
+class _Stream:
+    """One PE's words and bias entries of one layer, decoded once (its rows run at every
+    position): each lane entry's row (:func:`mamfpga.compile.arch.lane_rows`: a shared word's
+    upper half is the next row's), lane, q and weight, the zero-weight ones (fillers, padding)
+    left out, and each row's bias fields."""
 
+    def __init__(self, words: list[int], biases: list[int], cfg, scales: bool):
+        row, q, w = decode_stream(words, cfg)
+        nz = w != 0
+        self.lane = np.broadcast_to(np.arange(cfg.lanes), w.shape)[nz]
+        self.row, self.q, self.w = row[nz], q[nz], w[nz]
+        self.fields = [unpack(bias_word_fields(cfg, scales), e) for e in biases]
+        assert len(self.row) == 0 or int(self.row.max()) < len(self.fields), "more rows than bias entries"
+        self.cfg = cfg
 
-def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, cfg, origin: int = 0,
-              scales: bool = False):
-    """Yield (bias word fields, partial) per row of one PE: partial = sum, or (max, min) / None if
-    no candidate."""
-    pos = 0
-    for entry in biases:
-        f = unpack(bias_word_fields(cfg, scales), entry)
-        zc = bool(f["zero_candidate"])
-        q = [0] * cfg.lanes                 # each lane's column: lane_column(origin, k, q[k], L)
-        total, hi, lo = 0, None, None
-        if zc and mode == "mam":
-            hi = lo = 0
-        while True:
-            entries, eor = _decode(words[pos], cfg)
-            pos += 1
-            for k, (delta, w) in enumerate(entries):
-                q[k] += delta
-                p = w * int(acts[lane_column(origin, k, q[k], cfg.lanes, cfg.lane_copies)]) if w != 0 else 0
-                if mode == "mac":
-                    total += p
-                elif w != 0:              # MAM ignores zero-weight lanes (fillers, padding)
-                    hi = p if hi is None else max(hi, p)
-                    lo = p if lo is None else min(lo, p)
-            if eor:
-                break
-        yield f, (total if mode == "mac" else (hi, lo))
+    def run(self, acts: np.ndarray, mode: str, origin: int = 0) -> list:
+        """(bias word fields, partial) per row: partial = the sum, or (max, min) with None where
+        nothing is a candidate."""
+        cfg, n = self.cfg, len(self.fields)
+        prod = self.w * acts[lane_column(origin, self.lane, self.q, cfg.lanes, cfg.lane_copies)].astype(np.int64)
+        if mode == "mac":
+            sums = np.bincount(self.row, weights=prod, minlength=n).astype(np.int64) if len(prod) \
+                else np.zeros(n, dtype=np.int64)
+            return [(f, int(v)) for f, v in zip(self.fields, sums)]
+        big = 1 << 40
+        hi, lo = np.full(n, -big, dtype=np.int64), np.full(n, big, dtype=np.int64)
+        np.maximum.at(hi, self.row, prod)
+        np.minimum.at(lo, self.row, prod)
+        out = []
+        for f, h, l in zip(self.fields, hi.tolist(), lo.tolist()):
+            h, l = (None, None) if h == -big else (h, l)
+            if f["zero_candidate"]:
+                h = 0 if h is None else max(h, 0)
+                l = 0 if l is None else min(l, 0)
+            out.append((f, (h, l)))
+        return out
 
 
 def run_program(program: Program, x_int8: np.ndarray) -> np.ndarray:
@@ -58,7 +63,13 @@ def run_program(program: Program, x_int8: np.ndarray) -> np.ndarray:
     return run_program_layers(program, x_int8)[-1]
 
 
-def _row_parallel(program: Program, plan, acts: np.ndarray, dst: np.ndarray) -> None:
+def _run_rows(words: list[int], biases: list[int], acts: np.ndarray, mode: str, cfg, origin: int = 0,
+              scales: bool = False) -> list:
+    """(bias word fields, partial) per row of one PE's stream: :meth:`_Stream.run`."""
+    return _Stream(words, biases, cfg, scales).run(acts, mode, origin)
+
+
+def _row_parallel(program: Program, plan, acts: np.ndarray, dst: np.ndarray, streams: list) -> None:
     """One row-parallel layer (a conv layer at each of its positions, its pool fused): each PE
     runs its rows from the position's origin, the results requantized (the row's own mult and
     shift with per-row scales), pooled over the window, written at the addresses of ``plan.out``."""
@@ -68,9 +79,9 @@ def _row_parallel(program: Program, plan, acts: np.ndarray, dst: np.ndarray) -> 
     words = plan.out.words()
     for p in range(P):
         y = np.zeros((len(origins), R), dtype=np.int64)
+        stream = streams[p]
         for i, origin in enumerate(origins):
-            for r, (f, part) in enumerate(_run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg, int(origin),
-                                                     program.scales)):
+            for r, (f, part) in enumerate(stream.run(acts, plan.mode, int(origin))):
                 acc = f["bias"] + (part if plan.mode == "mac" else part[0] + part[1])
                 mult, shift = (f["mult"], f["shift"]) if program.scales else (plan.mult, plan.shift)
                 y[i, r] = requantize_values(acc, mult, shift, plan.relu, plan.act_max, plan.rounding)
@@ -87,13 +98,14 @@ def run_program_layers(program: Program, x_int8: np.ndarray) -> list[np.ndarray]
     x_int8 = np.asarray(x_int8).reshape(len(x_int8), -1)
     per_layer: list[list[np.ndarray]] = [[] for _ in program.layers]
     sides = [np.zeros(program.side_bytes, dtype=np.int64) for _ in range(2)]
+    streams = [[_Stream(plan.words[p], plan.bias[p], cfg, program.scales) for p in range(cfg.pes)]
+               for plan in program.layers]
     for sample in x_int8:
         sides[0][program.input_address] = sample.astype(np.int64)
         for k, plan in enumerate(program.layers):
             acts, nxt = sides[k % 2], sides[(k + 1) % 2]
             if plan.split:
-                rows = [list(_run_rows(plan.words[p], plan.bias[p], acts, plan.mode, cfg, plan.col_ranges[p],
-                                       program.scales)) for p in range(cfg.pes)]
+                rows = [streams[k][p].run(acts, plan.mode, plan.col_ranges[p]) for p in range(cfg.pes)]
                 for r in range(plan.rows):
                     b = sum(rows[p][r][0]["bias"] for p in range(cfg.pes))
                     parts = [rows[p][r][1] for p in range(cfg.pes)]
@@ -104,7 +116,7 @@ def run_program_layers(program: Program, x_int8: np.ndarray) -> list[np.ndarray]
                     nxt[plan.out_address[r]] = requantize_values(acc, plan.mult, plan.shift, plan.relu,
                                                                   plan.act_max, plan.rounding)
             else:
-                _row_parallel(program, plan, acts, nxt)
+                _row_parallel(program, plan, acts, nxt, streams[k])
             per_layer[k].append(nxt[plan.out_address].copy())
     # as bytes read as int8 (an act_max-255 layer's unsigned 200 is -56), as golden.run_layers gives them
     return [np.array(o, dtype=np.int64).astype(np.uint8).view(np.int8).reshape(len(x_int8), len(plan.out_address))

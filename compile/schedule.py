@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mamfpga.compile.arch import layer_overhead, split_overhead, unpack_words, weight_word_fields
+from mamfpga.compile.arch import decode_stream, layer_overhead, split_overhead
 
 __all__ = ["alone_cycles", "write_times", "read_addresses", "start_distance", "output_start", "schedule",
            "FETCH_TO_READ"]
@@ -100,18 +100,12 @@ def read_addresses(plan, p: int, cfg) -> tuple[np.ndarray, np.ndarray]:
     n = len(words)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    f = unpack_words(weight_word_fields(cfg), words)
-    eor = f["eor"].astype(bool)
-    row = np.concatenate([[0], np.cumsum(eor[:-1])])              # the row each word belongs to
-    first = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
+    _, q, w = decode_stream(words, cfg)
     idx, rel = [], []
     for k in range(L):
-        total = np.cumsum(f[f"delta{k}"])
-        before = np.concatenate([[0], total])[first]               # the lane's sum before each row
-        q = total - before[row]
-        keep = np.flatnonzero(f[f"weight{k}"] != 0)
+        keep = np.flatnonzero(w[:, k] != 0)
         idx.append(keep)
-        rel.append(q[keep] if copies else k + L * q[keep])
+        rel.append(q[keep, k] if copies else k + L * q[keep, k])
     idx, rel = np.concatenate(idx), np.concatenate(rel)
     if plan.geom is not None:
         origins = plan.geom.origins().astype(np.int64)

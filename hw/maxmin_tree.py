@@ -31,7 +31,23 @@ from amaranth.lib.wiring import In
 
 from mamfpga.hw.tree import LaneReduction, pipelined_tree
 
-__all__ = ["MaxMinTree"]
+__all__ = ["MaxMinTree", "maxmin_decide", "maxmin_select"]
+
+
+def maxmin_decide(depth, a, b):
+    """The comparisons of a level-``depth`` node of (max, min, valid) operands: at depth 0 (two
+    lanes, max = min) one comparator serves both."""
+    gt = a[0] > b[0]
+    return gt, (~gt if depth == 0 else a[1] < b[1])
+
+
+def maxmin_select(depth, a, b, d):
+    """The node from its operands and :func:`maxmin_decide`'s comparisons: the selects prefer
+    the valid operand."""
+    gt, lt = d
+    take_max = a[2] & (~b[2] | gt)                      # a valid, and b not or a larger
+    take_min = a[2] & (~b[2] | lt)
+    return Mux(take_max, a[0], b[0]), Mux(take_min, a[1], b[1]), a[2] | b[2]
 
 
 class MaxMinTree(LaneReduction):
@@ -81,16 +97,7 @@ class MaxMinTree(LaneReduction):
 
         # Nodes are (max, min, valid); a leaf's max and min are its lane. The first level shares
         # one comparator per pair, later levels compare maxes and mins apart.
-        def decide(depth, a, b):
-            gt = a[0] > b[0]
-            return gt, (~gt if depth == 0 else a[1] < b[1])
-
-        def select(depth, a, b, d):
-            gt, lt = d
-            take_max = a[2] & (~b[2] | gt)                      # a valid, and b not or a larger
-            take_min = a[2] & (~b[2] | lt)
-            return Mux(take_max, a[0], b[0]), Mux(take_min, a[1], b[1]), a[2] | b[2]
-
+        decide, select = maxmin_decide, maxmin_select
         leaves = [(self.i.payload[k], self.i.payload[k], self.lane_valid[k]) for k in range(lanes)]
         shapes = [signed(width), signed(width), unsigned(1)]
         if self.registered_compare:

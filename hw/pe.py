@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -59,7 +59,8 @@ from mamfpga.compile.arch import (PE_LATENCY, lane_tree_latency, PRODUCT_BITS, S
 from mamfpga.compile.device import memory_style
 from mamfpga.hw.adder_tree import AdderTree
 from mamfpga.hw.dsp import ecp5_mult, sext18
-from mamfpga.hw.maxmin_tree import MaxMinTree
+from mamfpga.hw.maxmin_tree import MaxMinTree, maxmin_decide, maxmin_select
+from mamfpga.hw.tree import tree_latency
 
 __all__ = ["PE", "PELayer", "LATENCY", "pe_from_program", "act_depth_of", "act_addr_bits_of", "act_write_layout"]
 
@@ -120,6 +121,65 @@ class PE(wiring.Component):
     @property
     def latency(self) -> int:
         return LATENCY + self.tree_latency
+
+    def _half_trees(self, m, prods, nz, valid, share, word_sum, wmax, wmin, v_out, any_out):
+        """The lane trees where rows share words: a tree over each half of the lanes, and their
+        root level here, as many stages as the whole trees' (the latency is the same). A word's
+        upper half joins its row unless the word shares it (``share``): then the root passes it
+        on, registered, as the next word's carry (returned: sum, max, min, any), which the
+        caller adds to that word (the next row's first). Drives the word's ``word_sum`` (MAC),
+        ``wmax``, ``wmin`` and ``any_out`` (MAM) and ``v_out``."""
+        cfg = self.cfg
+        L, h, stages = cfg.lanes, cfg.lanes // 2, cfg.tree_stages
+        below = tree_latency(h, stages)                       # the half trees' levels
+        sh = _delay(m, (share,), below, "share_t")[0]           # the share bit at the root
+        v_root = Signal()
+        c_sum = Signal(signed(PRODUCT_BITS + clog2(L)))
+        c_max, c_min, c_any = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS)), Signal()
+        if "mac" in self.modes:
+            halves = []
+            for i, part in enumerate((prods[:h], prods[h:])):
+                t = AdderTree(width=PRODUCT_BITS, lanes=h, stages_per_level=stages)
+                m.submodules[f"add_{'lo' if i == 0 else 'hi'}"] = t
+                m.d.comb += [t.i.valid.eq(valid), t.o.ready.eq(1)]
+                for k, pr in enumerate(part):
+                    m.d.comb += t.i.payload[k].eq(pr)
+                halves.append(t)
+            lo, hi = halves[0].o.payload, halves[1].o.payload
+            full = _delay(m, (lo + Mux(sh, 0, hi), Mux(sh, hi, 0)), stages, "add_root")
+            m.d.comb += [word_sum.eq(full[0]), c_sum.eq(full[1])]
+            m.d.comb += v_root.eq(halves[0].o.valid)
+        if "mam" in self.modes:
+            halves = []
+            for i, (part, ok) in enumerate(((prods[:h], nz[:h]), (prods[h:], nz[h:]))):
+                t = MaxMinTree(width=PRODUCT_BITS, lanes=h, registered_compare=stages == 2)
+                m.submodules[f"mm_{'lo' if i == 0 else 'hi'}"] = t
+                m.d.comb += [t.i.valid.eq(valid), t.o.ready.eq(1), t.lane_valid.eq(Cat(*ok))]
+                for k, pr in enumerate(part):
+                    m.d.comb += t.i.payload[k].eq(pr)
+                halves.append(t)
+            lo, hi = halves[0].o.payload, halves[1].o.payload
+            depth = clog2(L) - 1                               # the root's level in a whole tree
+            a = (lo.max, lo.min, lo.any)
+            b = (hi.max, hi.min, hi.any & ~sh)
+            if stages == 2:                                    # comparisons registered, then selects
+                d = _delay(m, maxmin_decide(depth, a, b), 1, "mm_root_c")
+                a2, b2 = _delay(m, a, 1, "mm_root_a"), _delay(m, b, 1, "mm_root_b")
+                node = _delay(m, maxmin_select(depth, a2, b2, d), 1, "mm_root")
+            else:
+                node = _delay(m, maxmin_select(depth, a, b, maxmin_decide(depth, a, b)), 1, "mm_root")
+            carried = _delay(m, (hi.max, hi.min, hi.any & sh), stages, "mm_carry")
+            m.d.comb += [wmax.eq(node[0]), wmin.eq(node[1]), any_out.eq(node[2]),
+                         c_max.eq(carried[0]), c_min.eq(carried[1]), c_any.eq(carried[2])]
+            m.d.comb += v_root.eq(halves[0].o.valid)
+        m.d.comb += v_out.eq(_delay(m, (v_root,), stages, "v_root")[0])
+        # the carry for the next word: the root's upper half of a shared word, held while the
+        # pipeline is empty (a shared word's next row follows it at once)
+        regs = (Signal.like(c_sum, name="carry_sum"), Signal.like(c_max, name="carry_max"),
+                Signal.like(c_min, name="carry_min"), Signal(name="carry_any"))
+        with m.If(v_out):
+            m.d.sync += [r.eq(v) for r, v in zip(regs, (c_sum, c_max, c_min, c_any))]
+        return regs
 
     def _load_at_start(self, m, loads):
         """At ``start``, each register takes its value for the layer: from a register that holds
@@ -285,6 +345,9 @@ class PE(wiring.Component):
         deltas = [fields[f"delta{k}"] for k in range(L)]
         wts = [fields[f"weight{k}"] for k in range(L)]
         eor = fields.eor
+        # rows sharing words (cfg.packs): the word's upper half of lanes starts the next row
+        packs = cfg.packs
+        share = fields.share if packs else None
         # each lane's column, in units of L (its bank row times B plus its byte): the row's
         # origin + k, shifted, at a row's start, then the lane's own running sum (lane_column)
         row_start = Signal(init=1)                 # the next word starts a row
@@ -294,24 +357,31 @@ class PE(wiring.Component):
         m.d.sync += [o.eq((org_a + (0 if copies else k)) >> log2l) for k, o in enumerate(ob)]
         m.d.sync += rot_b.eq(org_a[:log2l] if log2l else 0)
         lane_q = [Signal(qw, name=f"q{k}") for k in range(L)]
+        # where a lane starts a row (mamfpga.compile.arch.lane_rows): the lower half at a row's
+        # start; with shared words the upper half where the word shares, or at a row's start that
+        # the word before did not share (the upper half started the row a word earlier)
+        shared_last = Signal()                     # the word before shared its upper half
+        upper_start = (share | (row_start & ~shared_last)) if packs else row_start
         cols = []
         for k in range(L):
             c = Signal(qw, name=f"col{k}")
-            m.d.comb += c.eq(Mux(row_start, ob[k], lane_q[k]) + deltas[k])
+            m.d.comb += c.eq(Mux(upper_start if k >= L // 2 else row_start, ob[k], lane_q[k]) + deltas[k])
             cols.append(c)
         with m.If(v1):
             m.d.sync += [q.eq(c) for q, c in zip(lane_q, cols)]
             m.d.sync += row_start.eq(eor)
+            if packs:
+                m.d.sync += shared_last.eq(share)
 
         # ---------------------------------------------------------------- S1b: register the decode
         # (the column adders and the activation memories' address setup in separate cycles): bank
         # b's row from lane (b - origin) mod L, each lane's byte within its bank row
-        v1b, eor1b = Signal(), Signal()
+        v1b, eor1b, sh1b = Signal(), Signal(), Signal()
         w1b = [Signal(signed(8), name=f"w1b_{k}") for k in range(L)]
         rows_b = [Signal(qw - log2b if qw > log2b else 1, name=f"bank_row_b{b}") for b in range(L)]
         sel_b = [Signal(max(1, log2b), name=f"sel_b{k}") for k in range(L)]
         rot1b = Signal.like(rot_b)
-        m.d.sync += [v1b.eq(v1), eor1b.eq(eor), rot1b.eq(rot_b)]
+        m.d.sync += [v1b.eq(v1), eor1b.eq(eor), rot1b.eq(rot_b), sh1b.eq(share if packs else 0)]
         cols_arr = Array(cols)
         for k in range(L):
             m.d.sync += [w1b[k].eq(wts[k]), sel_b[k].eq(cols[k][:log2b] if log2b else 0)]
@@ -331,11 +401,11 @@ class PE(wiring.Component):
             return sig
 
         side_s1b, uns_s2b = delayed(side, 3, "side"), delayed(uns, 5, "uns")
-        v2, eor2 = Signal(), Signal()
+        v2, eor2, sh2 = Signal(), Signal(), Signal()
         w2 = [Signal(signed(8), name=f"w2_{k}") for k in range(L)]
         sel2 = [Signal.like(sel_b[k], name=f"sel2_{k}") for k in range(L)]
         rot2 = Signal.like(rot_b)
-        m.d.sync += [v2.eq(v1b), eor2.eq(eor1b), rot2.eq(rot1b)]
+        m.d.sync += [v2.eq(v1b), eor2.eq(eor1b), rot2.eq(rot1b), sh2.eq(sh1b)]
         for k in range(L):
             m.d.sync += [w2[k].eq(w1b[k]), sel2[k].eq(sel_b[k])]
         for b in range(L):
@@ -345,8 +415,8 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- S2b, S2c: the read word
         # registered as it leaves the block RAM, then the lane's byte selected and registered, so
         # that neither the RAM's clock-to-out nor the byte select shares a cycle with the multiply
-        v2b, eor2b, v2c, eor2c = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [v2b.eq(v2), eor2b.eq(eor2), v2c.eq(v2b), eor2c.eq(eor2b)]
+        v2b, eor2b, v2c, eor2c, sh2b, sh2c = Signal(), Signal(), Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [v2b.eq(v2), eor2b.eq(eor2), v2c.eq(v2b), eor2c.eq(eor2b), sh2b.eq(sh2), sh2c.eq(sh2b)]
         a2b = [Signal(8 * B, name=f"a2b_{b}") for b in range(L)]
         rot2b = Signal.like(rot_b)
         m.d.sync += [a.eq(act_rd[b].data) for b, a in enumerate(a2b)]
@@ -370,8 +440,8 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- S3: multiply
         prods = [Signal(signed(PRODUCT_BITS), name=f"p3_{k}") for k in range(L)]
         nz4 = [Signal(name=f"nz3_{k}") for k in range(L)]
-        v4, eor4 = Signal(), Signal()
-        m.d.sync += [v4.eq(v2c), eor4.eq(eor2c)]
+        v4, eor4, sh4 = Signal(), Signal(), Signal()
+        m.d.sync += [v4.eq(v2c), eor4.eq(eor2c), sh4.eq(sh2c)]
         for k in range(L):
             m.d.sync += nz4[k].eq(w2c[k] != 0)
             if platform is not None and self.family == "ecp5":
@@ -388,28 +458,32 @@ class PE(wiring.Component):
         word_sum = Signal(signed(PRODUCT_BITS + clog2(L)))
         wmax, wmin = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
         v5 = Signal()
-        if "mac" in self.modes:
-            m.submodules.add = add = AdderTree(width=PRODUCT_BITS, lanes=L, stages_per_level=cfg.tree_stages)
-            m.d.comb += [add.i.valid.eq(v4), add.o.ready.eq(1), word_sum.eq(add.o.payload), v5.eq(add.o.valid)]
-            for k in range(L):
-                m.d.comb += add.i.payload[k].eq(prods[k])
+        # whether any lane of the word is valid (a MAM word with none leaves the row untouched):
+        # the comparator tree's own ``any`` (only MAM reads it)
+        wv5 = Signal()
+        if not packs:
+            if "mac" in self.modes:
+                m.submodules.add = add = AdderTree(width=PRODUCT_BITS, lanes=L, stages_per_level=cfg.tree_stages)
+                m.d.comb += [add.i.valid.eq(v4), add.o.ready.eq(1), word_sum.eq(add.o.payload), v5.eq(add.o.valid)]
+                for k in range(L):
+                    m.d.comb += add.i.payload[k].eq(prods[k])
+            if "mam" in self.modes:
+                # a zero-weight lane takes no part in the comparisons (the tree prefers valid lanes)
+                m.submodules.mm = mm = MaxMinTree(width=PRODUCT_BITS, lanes=L,
+                                                  registered_compare=cfg.tree_stages == 2)
+                m.d.comb += [mm.i.valid.eq(v4), mm.o.ready.eq(1), wmax.eq(mm.o.payload.max),
+                             wmin.eq(mm.o.payload.min), v5.eq(mm.o.valid), wv5.eq(mm.o.payload.any),
+                             mm.lane_valid.eq(Cat(*nz4))]
+                for k in range(L):
+                    m.d.comb += mm.i.payload[k].eq(prods[k])
+        else:
+            carry = self._half_trees(m, prods, nz4, v4, sh4, word_sum, wmax, wmin, v5, wv5)
         # the end of row travels alongside the trees
         eor5 = eor4
         for d in range(self.tree_latency):
             e = Signal(name=f"eor_t{d}")
             m.d.sync += e.eq(eor5)
             eor5 = e
-        # whether any lane of the word is valid (a MAM word with none leaves the row untouched):
-        # the comparator tree's own ``any`` (only MAM reads it)
-        wv5 = Signal()
-        if "mam" in self.modes:
-            # a zero-weight lane takes no part in the comparisons (the tree prefers valid lanes)
-            m.submodules.mm = mm = MaxMinTree(width=PRODUCT_BITS, lanes=L, registered_compare=cfg.tree_stages == 2)
-            m.d.comb += [mm.i.valid.eq(v4), mm.o.ready.eq(1), wmax.eq(mm.o.payload.max),
-                         wmin.eq(mm.o.payload.min), v5.eq(mm.o.valid), wv5.eq(mm.o.payload.any),
-                         mm.lane_valid.eq(Cat(*nz4))]
-            for k in range(L):
-                m.d.comb += mm.i.payload[k].eq(prods[k])
 
         # ---------------------------------------------------------------- S4b: register the word's
         # sum / max / min, so the running accumulators' loops start and end at flip-flops
@@ -424,6 +498,14 @@ class PE(wiring.Component):
         # after it
         flip = 1 << (PRODUCT_BITS - 1)
         r_wmax, r_wmin = Signal(PRODUCT_BITS), Signal(PRODUCT_BITS)
+        if packs:
+            # the upper half a shared word carried for this row (zero / no candidate otherwise)
+            # joins the word: its row's first word after the shared one
+            c_sum, c_max, c_min, c_any = carry
+            take_max = c_any & (~wv5 | (c_max > wmax))
+            take_min = c_any & (~wv5 | (c_min < wmin))
+            word_sum, wmax, wmin, wv5 = (word_sum + c_sum)[:len(word_sum)].as_signed(), \
+                Mux(take_max, c_max, wmax), Mux(take_min, c_min, wmin), wv5 | c_any
         m.d.sync += [r_ws.eq(word_sum), r_wmax.eq(Mux(wv5, wmax, hi_sent) ^ flip),
                      r_wmin.eq(Mux(wv5, wmin, lo_sent) ^ flip), r_v5.eq(v5), r_eor5.eq(eor5), r_wv5.eq(wv5)]
         word_sum, wmax, wmin, v5, eor5, wv5 = r_ws, r_wmax, r_wmin, r_v5, r_eor5, r_wv5
@@ -548,6 +630,15 @@ class PE(wiring.Component):
                          self.res.payload.mult.eq(c_mult), self.res.payload.shift.eq(c_shift)]
         m.d.comb += self.busy.eq(fetching | (rows_left != 0))
         return m
+
+
+def _delay(m, values, n: int, tag: str):
+    """``values`` (a tuple of signals) registered ``n`` times."""
+    for d in range(n):
+        regs = tuple(Signal(Value.cast(v).shape(), name=f"{tag}{i}_d{d}") for i, v in enumerate(values))
+        m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
+        values = regs
+    return values
 
 
 def word_layout(fields) -> data.StructLayout:

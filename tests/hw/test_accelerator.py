@@ -12,11 +12,12 @@ from tests.sw.test_golden import random_qnet
 
 @pytest.mark.parametrize("seed", range(16))
 def test_random_networks_equal_golden(seed):
-    """Odd seeds with the lane trees' compares registered (two stages a level, as for the ECP5)."""
+    """Odd seeds with the lane trees' compares registered (two stages a level, as for the ECP5);
+    seeds 4k + 2, 4k + 3 with rows sharing words."""
     rng = np.random.default_rng(500 + seed)
     net = random_qnet(rng, max_size=20)
     cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 4])), lane_copies=seed % 3 == 1,
-                     tree_stages=1 + seed % 2)
+                     tree_stages=1 + seed % 2, pack_rows=seed % 4 >= 2)
     program = compiler.compile_network(net, cfg, split=str(rng.choice(["auto", "never", "always"])))
     x = rng.integers(-128, 128, size=(3, net.input_size)).astype(np.int8)
     x[0] = 0

@@ -67,8 +67,10 @@ def test_pe_matches_its_memory_images(seed):
     rng = np.random.default_rng(100 + seed)
     net = random_qnet(rng, max_size=24)
     net = QuantNetwork(net.layers[:1])
+    # a third with a copy of the activations per lane; half with rows sharing words, a quarter of
+    # all with the trees' compares registered
     cfg = ArchConfig(pes=int(rng.choice([1, 2, 4])), lanes=int(rng.choice([1, 2, 4, 8])),
-                     lane_copies=seed % 3 == 0)      # a third with a copy of the activations per lane
+                     lane_copies=seed % 3 == 0, pack_rows=seed % 2 == 1, tree_stages=1 + (seed // 2) % 2)
     program = compiler.compile_network(net, cfg, split=str(rng.choice(["auto", "never", "always"])))
     x = rng.integers(-128, 128, size=net.input_size).astype(np.int8)
     x[: len(x) // 3] = 0

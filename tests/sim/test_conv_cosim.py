@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mamfpga.compile as compiler
-from mamfpga.compile.arch import ArchConfig
+from mamfpga.compile.arch import ArchConfig, unpack_words, weight_word_fields
 from mamfpga.hw.emit import emit
 from mamfpga.sim.cosim import cosimulate
 from tests.support import conv_inputs, random_requant, random_conv_network, random_network, spread_scales
@@ -27,10 +27,10 @@ CASES = [
 ]
 
 
-def _check(seed, P, L, simulator, gap, stall, tmp_path, copies=False):
+def _check(seed, P, L, simulator, gap, stall, tmp_path, copies=False, pack=False):
     rng = np.random.default_rng(seed)
     net = random_conv_network(rng)
-    program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L, lane_copies=copies))
+    program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L, lane_copies=copies, pack_rows=pack))
     build = emit(program, tmp_path / "build")
     x = conv_inputs(rng, net.input_shape, 5)
     res = cosimulate(program, build, x, simulator=simulator, gap_prob=gap, stall_prob=stall, seed=seed)
@@ -102,3 +102,15 @@ def test_output_clamps_and_unsigned_bytes_bit_exact(seed, P, L, tmp_path):
     res = cosimulate(program, emit(program, tmp_path / "build"), x)
     assert res.mismatches == 0, res.first_mismatch
     assert set(res.cycles) == {program.cycles_model}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("seed, P, L, copies", [(4, 1, 2, False), (29, 2, 4, True)])
+def test_rows_sharing_words_bit_exact(seed, P, L, copies, tmp_path):
+    """Filters packed into shared words (ArchConfig.pack_rows): a MAC and a MAM conv layer each
+    have words that carry the end of one filter and the start of the next."""
+    program = _check(seed, P, L, "verilator", 0.0, 0.0, tmp_path, copies=copies, pack=True)
+    fields = weight_word_fields(program.config)
+    shared = {plan.mode for plan in program.layers if plan.geom is not None
+              and any(unpack_words(fields, w)["share"].any() for w in plan.words if w)}
+    assert shared == {"mac", "mam"}

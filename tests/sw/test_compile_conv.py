@@ -19,7 +19,8 @@ def test_program_equals_golden_on_150_random_conv_networks():
     for n in range(150):
         net = random_conv_network(rng)
         P, L = int(rng.choice([1, 2, 4, 8])), int(rng.choice([1, 2, 4]))
-        program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L, lane_copies=n % 4 == 3))
+        program = compiler.compile_network(net, ArchConfig(pes=P, lanes=L, lane_copies=n % 4 == 3,
+                                                           pack_rows=n % 2 == 1))
         x = conv_inputs(rng, net.input_shape, 4).reshape(4, -1)[:, program.columns]
         got, want = run_program_layers(program, x), golden_layers(program, x)
         for k, (g, w) in enumerate(zip(got, want)):

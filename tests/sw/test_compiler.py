@@ -27,7 +27,7 @@ def test_program_computes_golden(seed):
     rng = np.random.default_rng(seed)
     net = random_qnet(rng)
     cfg = ArchConfig(pes=int(rng.choice([1, 2, 4, 8, 16])), lanes=int(rng.choice([1, 2, 4, 8])),
-                     lane_copies=seed % 4 == 1)
+                     lane_copies=seed % 4 == 1, pack_rows=seed % 3 == 2)
     x = rng.integers(-128, 128, size=(12, net.input_size)).astype(np.int8)
     x[0] = 0
     split = str(rng.choice(["auto", "never", "always"]))
