@@ -216,11 +216,12 @@ class Candidate:
     verdict: str = ""                  # "fits", or why not
     needs: dict | None = None
     copies: bool = False               # each lane its own copy of the activations (ArchConfig.lane_copies)
+    pack: bool = False                 # rows share words (ArchConfig.pack_rows)
 
     @property
     def label(self) -> str:
         return (f"P={self.pes} L={self.lanes}" + (" no split" if self.split == "never" else "")
-                + (" lane copies" if self.copies else ""))
+                + (" lane copies" if self.copies else "") + (" shared words" if self.pack else ""))
 
 
 @dataclass
@@ -265,9 +266,11 @@ class Choice:
 
 
 def candidates(pes: list[int] | None = None, lanes: list[int] | None = None,
-               splits: list[str] | None = None, copies: list[bool] | None = None) -> list[tuple[int, int, str, bool]]:
-    """Every (P, L, split, lane copies) worth trying: P and L powers of two, P up to 16, L up to
-    8, P x L <= 32; with two or more lanes, the activations banked across them or copied per lane."""
+               splits: list[str] | None = None, copies: list[bool] | None = None,
+               packs: list[bool] | None = None) -> list[tuple[int, int, str, bool, bool]]:
+    """Every (P, L, split, lane copies, rows sharing words) worth trying: P and L powers of two,
+    P up to 16, L up to 8, P x L <= 32; with two or more lanes, the activations banked across
+    them or copied per lane, and rows in words of their own or sharing them."""
     ps = pes or [1, 2, 4, 8, 16]
     ls = lanes or [1, 2, 4, 8]
     out = []
@@ -277,22 +280,24 @@ def candidates(pes: list[int] | None = None, lanes: list[int] | None = None,
                 continue
             for split in (splits or (("auto", "never") if p > 1 else ("never",))):
                 for c in (copies or (False, True)):
-                    if not (c and l == 1):
-                        out.append((p, l, split, c))
+                    for k in (packs or (False, True)):
+                        if not ((c or k) and l == 1):
+                            out.append((p, l, split, c, k))
     return out
 
 
 def _dominates(a: Candidate, b: Candidate) -> bool:
-    """a needs at least what b needs: as many PEs and lanes, split layers if b has them, and
-    lane copies if b has them (banked activations need less memory than copied ones)."""
+    """a needs at least what b needs: as many PEs and lanes, split layers if b has them, lane
+    copies if b has them (banked activations need less memory than copied ones), and shared
+    words if b has them (their split trees and carry)."""
     return (a.pes >= b.pes and a.lanes >= b.lanes and (a.split == b.split or b.split == "never")
-            and (a.copies or not b.copies))
+            and (a.copies or not b.copies) and (a.pack or not b.pack))
 
 
 def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None = None,
            splits: list[str] | None = None, acc_bits: int | None = None, delta_bits: int | None = None,
            exclude: set[str] = frozenset(), log=print, baud: int | None = None,
-           copies: list[bool] | None = None) -> Choice:
+           copies: list[bool] | None = None, packs: list[bool] | None = None) -> Choice:
     """The fastest configuration of ``net`` that fits ``board`` (a Board) by every resource.
 
     Each candidate is compiled (fast) and ordered by its cycle model; its block
@@ -311,11 +316,11 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
     if problem:
         raise NoFitError(problem)
     compiled = []
-    for p, l, split, cp in candidates(pes, lanes, splits, copies):
-        c = Candidate(p, l, split, copies=cp)
+    for p, l, split, cp, pk in candidates(pes, lanes, splits, copies, packs):
+        c = Candidate(p, l, split, copies=cp, pack=pk)
         if c.label in exclude:
             continue
-        cfg = ArchConfig(pes=p, lanes=l, lane_copies=cp)
+        cfg = ArchConfig(pes=p, lanes=l, lane_copies=cp, pack_rows=pk)
         try:
             # with the board: the delta width that needs the fewest block RAMs, and their count
             prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, device=device,
@@ -329,10 +334,13 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
             raise NoFitError(str(exc)) from None
         if split == "auto" and not any(x.split for x in prog.layers) and (not splits or "never" in splits):
             continue                       # the same program as split="never"
+        if pk and not prog.shares_words and (not packs or False in packs):
+            continue                       # no row shares a word: the program without, at more cost
         c.cycles = prog.cycles_model
         compiled.append((c, prog))
     # fastest first; on a tie the smaller design (fewer PEs x lanes, no split, banked)
-    compiled.sort(key=lambda cp: (cp[0].cycles, cp[0].pes * cp[0].lanes, cp[0].split != "never", cp[0].copies))
+    compiled.sort(key=lambda cp: (cp[0].cycles, cp[0].pes * cp[0].lanes, cp[0].split != "never", cp[0].copies,
+                                  cp[0].pack))
     tried: list[Candidate] = []
     too_big: list[Candidate] = []
     for c, prog in compiled:

@@ -52,7 +52,7 @@ def write_build(program: Program, build: str | Path, *, board: str | None = None
         "top": top,
         "config": {"pes": cfg.pes, "lanes": cfg.lanes, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
                    "acc_bits": cfg.acc_bits, "mult_bits": cfg.mult_bits, "low_bits": cfg.low_bits, "delta_bits": cfg.delta_bits,
-                   "lane_copies": cfg.lane_copies, "tree_stages": cfg.tree_stages,
+                   "lane_copies": cfg.lane_copies, "tree_stages": cfg.tree_stages, "pack_rows": cfg.pack_rows,
                    "split": program.split,
                    "device": program.device.name if program.device else None},
         "choice": choice,
@@ -113,7 +113,8 @@ def load_build(build: str | Path) -> Program:
     c = manifest["config"]
     try:
         cfg = ArchConfig(pes=c["pes"], lanes=c["lanes"], acc_bits=c["acc_bits"], delta_bits=c["delta_bits"],
-                         lane_copies=c.get("lane_copies", False), tree_stages=c.get("tree_stages", 1))
+                         lane_copies=c.get("lane_copies", False), tree_stages=c.get("tree_stages", 1),
+                         pack_rows=c.get("pack_rows", False))
     except ValueError as exc:
         raise CompileError(f"{manifest_path}: config: {exc}") from None
     kinds = [l.get("kind") == "column-split" for l in manifest["layers"]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mamfpga.compile.arch import OUTPUT_CYCLES, ArchConfig, split_weight_words
+from mamfpga.compile.arch import OUTPUT_CYCLES, ArchConfig, split_weight_words, unpack_words, weight_word_fields
 from mamfpga.compile.device import Device
 from mamfpga.compile.maps import ConvGeometry, OutGen
 from mamfpga.errors import MamfpgaError
@@ -134,6 +134,14 @@ class Program:
             if self.wide(self.layers[i]):
                 hi += b
         return lo, hi, base
+
+    @property
+    def shares_words(self) -> bool:
+        """Some weight word ends one row and starts the next (ArchConfig.pack_rows)."""
+        if not self.config.packs:
+            return False
+        fields = weight_word_fields(self.config)
+        return any(unpack_words(fields, w)["share"].any() for plan in self.layers for w in plan.words if w)
 
     @property
     def widest(self) -> int:

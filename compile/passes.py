@@ -1050,8 +1050,17 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, device:
     """``net`` compiled for the architecture ``cfg`` (P, L; the widths are the compiler's unless
     given): the :data:`PASSES` in order. With a ``device``, the delta width is the one needing
     the fewest block RAMs (among those within a slack of the fewest cycles, or of all if that one
-    does not fit), and the program must fit (:class:`MemoryFitError`)."""
+    does not fit), and the program must fit (:class:`MemoryFitError`). With ``pack_rows`` and no
+    row that shares a word, the program is compiled without it (the PE would build its split
+    trees for nothing)."""
     cfg = config_for_family(cfg or ArchConfig(), device.family if device is not None else None)
+    program = _compile(net, cfg, device, delta_bits, acc_bits, split)
+    if cfg.packs and not program.shares_words:
+        program = _compile(net, replace(cfg, pack_rows=False), device, delta_bits, acc_bits, split)
+    return program
+
+
+def _compile(net, cfg, device, delta_bits, acc_bits, split) -> Program:
     c = Compilation(net, cfg, device, split, delta_bits, acc_bits)
     for run in PASSES[:-1]:
         run(c)

@@ -333,7 +333,8 @@ def cmd_compile(args) -> int:
               f"{stages.LOGIC_MARGIN:.0%} of the device, every other resource to its count) ...", flush=True)
     c = stages.compile_for(net, pes=args.pes, lanes=args.lanes, board=args.board, acc_bits=args.acc_bits,
                            delta_bits=args.delta_bits, split=args.split, log=_say(args.quiet),
-                           lane_copies=None if args.act_memory is None else args.act_memory == "copies")
+                           lane_copies=None if args.act_memory is None else args.act_memory == "copies",
+                           pack_rows=None if args.rows is None else args.rows == "shared")
     if c.choice:
         print(c.choice.explain())
     build = stages.emit(c, args.output, board=args.board)
@@ -612,6 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the activations: one copy per PE banked across its lanes, or a copy per lane "
                         "(faster on short rows, L times the memory); default banked, with --board whichever "
                         "is faster and fits")
+    d.add_argument("--rows", choices=["own", "shared"],
+                   help="each row in words of its own, or a row's last word lending its free upper half of "
+                        "lanes to the next row (fewer words on short rows, split lane trees); default own, "
+                        "with --board whichever is faster and fits")
     d.add_argument("-o", "--output", type=Path, required=True)
 
     d = verb("sim", cmd_sim, "co-simulate the generated accelerator against the golden model")

@@ -112,6 +112,7 @@ class CompileFigures:
     sizes_after: list[int]
     choice: dict | None = None        # how the configuration was chosen (mamfpga.boards.fit.Choice.record)
     lane_copies: bool = False         # each lane its own copy of the activations (else banked)
+    pack_rows: bool = False           # rows share words (ArchConfig.pack_rows)
 
     @classmethod
     def of(cls, program, choice: dict | None = None) -> "CompileFigures":
@@ -121,7 +122,8 @@ class CompileFigures:
                                  l.cycles_model, l.cycles_bound, l.overlap) for l in program.layers],
                    sum(l.nnz for l in program.layers), program.cycles_model, program.cycles_bound,
                    mem.get("bram"), mem.get("weight_bits_per_nnz"), balance(program)["nnz"],
-                   list(e.get("sizes_before", [])), list(e.get("sizes_after", [])), choice, cfg.lane_copies)
+                   list(e.get("sizes_before", [])), list(e.get("sizes_after", [])), choice, cfg.lane_copies,
+                   cfg.packs)
 
     @classmethod
     def from_json(cls, d: dict | None):
@@ -271,7 +273,8 @@ def _slash(values) -> str:
 
 
 def render_compile(c: CompileFigures, sim: SimFigures | None = None, board: str | None = None) -> list[str]:
-    out = [f"P={c.pes} PEs x L={c.lanes} lanes (activations {'copied per lane' if c.lane_copies else 'banked'}), "
+    out = [f"P={c.pes} PEs x L={c.lanes} lanes (activations {'copied per lane' if c.lane_copies else 'banked'}"
+           f"{', rows sharing words' if c.pack_rows else ''}), "
            f"{c.acc_bits}-bit accumulators, {c.delta_bits}-bit column deltas, "
            f"split {c.split}" + (f", board {board}" if board else "")]
     if c.choice:

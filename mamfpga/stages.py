@@ -580,12 +580,13 @@ class Compiled:
 
 def compile_for(qnet: QuantNetwork, *, pes: int | None = None, lanes: int | None = None, board: str | None = None,
                 acc_bits: int | None = None, delta_bits: int | None = None, split: str | None = None,
-                log=None, lane_copies: bool | None = None) -> Compiled:
+                log=None, lane_copies: bool | None = None, pack_rows: bool | None = None) -> Compiled:
     """The network compiled: for a board without ``pes`` and ``lanes``, the fastest
     configuration that fits it (:func:`mamfpga.boards.fit.choose`); otherwise the one given
     (P=4, L=2 by default), its block RAMs checked against the board's device if there is one.
     ``lane_copies``: the activations copied per lane (True) or banked across the lanes (False);
-    None: the board flow tries both, banked without a board."""
+    None: the board flow tries both, banked without a board. ``pack_rows``: rows share words
+    (True) or not; None: the board flow tries both, not without a board."""
     for name, v in (("pes", pes), ("lanes", lanes)):
         if v is not None and not_powers_of_two([v]):
             raise UsageError(f"--{name} must be a power of two for the generated accelerator, not {v}")
@@ -599,9 +600,11 @@ def compile_for(qnet: QuantNetwork, *, pes: int | None = None, lanes: int | None
             choice = fit.choose(qnet, brd, pes=[pes] if pes else None, lanes=[lanes] if lanes else None,
                                 splits=[split] if split else None, acc_bits=acc_bits, delta_bits=delta_bits,
                                 log=log or (lambda _m: None),
-                                copies=None if lane_copies is None else [lane_copies])
+                                copies=None if lane_copies is None else [lane_copies],
+                                packs=None if pack_rows is None else [pack_rows])
             return Compiled(choice.program, choice)
-    cfg = ArchConfig(pes=pes or 4, lanes=lanes or 2, acc_bits=acc_bits or 32, lane_copies=bool(lane_copies))
+    cfg = ArchConfig(pes=pes or 4, lanes=lanes or 2, acc_bits=acc_bits or 32, lane_copies=bool(lane_copies),
+                     pack_rows=bool(pack_rows))
     device = DEVICES[brd.device] if brd is not None else None
     try:
         return Compiled(compile_network(qnet, cfg, device=device, delta_bits=delta_bits, acc_bits=acc_bits,

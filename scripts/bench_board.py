@@ -67,7 +67,7 @@ def placed_simulation(demo: Path) -> dict:
             program, _ = stages.load(build)
         else:
             c = stages.compile_for(net, pes=cfg.pes, lanes=cfg.lanes, board=board, split=cfg.split,
-                                   lane_copies=cfg.lane_copies)
+                                   lane_copies=cfg.lane_copies, pack_rows=cfg.pack_rows)
             build = OUT / f"placed-{board}"
             if build.exists():
                 shutil.rmtree(build)
@@ -105,12 +105,12 @@ def main():
     net = stages.load_qnet(demo / "net.npz")
     # the configuration the demo chose to fit the iCEBreaker (mamfpga.boards.fit), on both boards
     cfg = stages.Report.load(demo).compile
-    P, L, split, copies = cfg.pes, cfg.lanes, cfg.split, cfg.lane_copies
+    P, L, split, copies, packs = cfg.pes, cfg.lanes, cfg.split, cfg.lane_copies, cfg.pack_rows
     head = f"{'board':<12}{'device':<11}{'P':>3}{'L':>3}{'target':>8}{'Fmax':>8}{'LUT':>7}{'FF':>7}{'BRAM':>6}{'DSP':>5}  critical path"
     print(head)
     print("-" * len(head))
     for name, target in (("icebreaker", 48e6), ("ulx3s-85f", 150e6)):
-        c = stages.compile_for(net, pes=P, lanes=L, board=name, split=split, lane_copies=copies)
+        c = stages.compile_for(net, pes=P, lanes=L, board=name, split=split, lane_copies=copies, pack_rows=packs)
         program = c.program
         folder = OUT / f"board-{name}"
         if folder.exists():
