@@ -6,8 +6,9 @@ Networks: the digits network of scripts/bench_compile.py (build/bench/net.npz, 0
 pruned to 1 % kept, fine-tuned; trained here once, then read from build/bench/sci_net.npz);
 uniformly random sparse networks (MAM hidden layers, a MAC classifier, seeded): 784-1024-1024-10
 at 1 %, 64-160-160-10 at 5 % and 2 %. Each point is the compiler's cycle model (the RTL takes
-exactly these cycles: the co-simulation tests hold it) at the faster of banked and copied
-activations, as the board flow chooses where both fit (``c``: copied). Usage:
+exactly these cycles: the co-simulation tests hold it) at the fastest of banked and copied
+activations, each with rows in words of their own or sharing words, as the board flow chooses
+where all fit (``c``: copied; ``s``: rows sharing words). Usage:
 .venv/bin/python scripts/bench_scale.py
 """
 
@@ -72,7 +73,7 @@ def main():
     nets["random 64-160-160-10, 5 %"] = random_network((64, 160, 160, 10), 0.05)
     nets["random 64-160-160-10, 2 %"] = random_network((64, 160, 160, 10), 0.02)
 
-    head = f"{'network':<30}{'nnz':>7}" + "".join(f"{f'{p},{l}':>8}" for p, l in GRID) + f"{'<=1.10':>8}"
+    head = f"{'network':<30}{'nnz':>7}" + "".join(f"{f'{p},{l}':>9}" for p, l in GRID) + f"{'<=1.10':>8}"
     print(head)
     print("-" * len(head))
     figures = {}
@@ -80,16 +81,17 @@ def main():
         row, ratios, nnz = [], {}, 0
         for p, l in GRID:
             best = None
-            for copies in ((False, True) if l > 1 else (False,)):
-                prog = stages.compile_for(net, pes=p, lanes=l, lane_copies=copies).program
+            for copies, packs in (((False, False), (False, True), (True, False), (True, True)) if l > 1
+                                  else ((False, False),)):
+                prog = stages.compile_for(net, pes=p, lanes=l, lane_copies=copies, pack_rows=packs).program
                 r = prog.cycles_model / prog.cycles_bound
                 nnz = sum(x.nnz for x in prog.layers)
                 if best is None or r < best[0]:
-                    best = (r, copies)
-            ratios[f"{p},{l}"] = {"ratio": round(best[0], 4), "copies": best[1]}
-            row.append(f"{best[0]:.3f}{'c' if best[1] else ' '}")
+                    best = (r, copies, prog.config.packs)
+            ratios[f"{p},{l}"] = {"ratio": round(best[0], 4), "copies": best[1], "pack_rows": best[2]}
+            row.append(f"{best[0]:.3f}{'c' if best[1] else ''}{'s' if best[2] else ''}")
         within = sum(v["ratio"] <= 1.10 for v in ratios.values())
-        print(f"{name:<30}{nnz:>7}" + "".join(f"{c:>8}" for c in row) + f"{f'{within}/{len(GRID)}':>8}",
+        print(f"{name:<30}{nnz:>7}" + "".join(f"{c:>9}" for c in row) + f"{f'{within}/{len(GRID)}':>8}",
               flush=True)
         figures[name] = {"nnz": nnz, "points": ratios, "within": within}
     (OUT / "scale.json").write_text(json.dumps(figures, indent=1))
