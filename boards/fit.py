@@ -343,6 +343,16 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
                                   cp[0].pack))
     tried: list[Candidate] = []
     too_big: list[Candidate] = []
+    measured: dict[str, tuple] = {}        # label -> (needs, problems), synthesized ahead of its turn
+
+    def measure(c, prog):
+        if c.label not in measured:
+            log(f"synthesizing {c.label} ({c.cycles} cycles per inference) with its board top to count "
+                "its resources ...")
+            needs = flow.estimate(prog, board, baud=baud)
+            measured[c.label] = (needs, fit_problems(needs, device))
+        return measured[c.label]
+
     for c, prog in compiled:
         tried.append(c)
         if c.verdict:                      # block RAM, counted by the compiler
@@ -354,11 +364,19 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
         if not board.open_flow:
             c.verdict = "fits by block RAM (no open synthesis flow for this device: logic not counted)"
             return Choice(prog, c, device, tried)
-        log(f"synthesizing {c.label} ({c.cycles} cycles per inference) with its board top to count its "
-            "resources ...")
-        needs = flow.estimate(prog, board, baud=baud)
+        if c.pack:
+            # its twin without shared words needs less logic: where that one does not fit, this
+            # one does not either (one synthesis, not two, for the many that fit neither way)
+            twin = next(((t, tp) for t, tp in compiled if not t.verdict and not t.pack and
+                         (t.pes, t.lanes, t.split, t.copies) == (c.pes, c.lanes, c.split, c.copies)), None)
+            if twin is not None and measure(*twin)[1]:
+                t = twin[0]
+                t.needs, t.verdict = measure(*twin)[0].as_dict(), "needs " + "; ".join(measure(*twin)[1])
+                too_big.append(t)
+                c.verdict = f"skipped: needs more than {t.label}, which does not fit"
+                continue
+        needs, problems = measure(c, prog)
         c.needs = needs.as_dict()
-        problems = fit_problems(needs, device)
         if problems:
             c.verdict = "needs " + "; ".join(problems)
             too_big.append(c)

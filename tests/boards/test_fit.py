@@ -109,12 +109,16 @@ def test_lower_bound_is_a_bound():
 
 def test_candidates_order_and_limits():
     c = fit.candidates()
-    assert (1, 1, "never", False) in c and (1, 1, "auto", False) not in c
-    assert (1, 1, "never", True) not in c                      # one lane: nothing to copy
-    assert all(p * l <= 32 for p, l, _, _ in c) and (16, 2, "auto", False) in c and (16, 2, "auto", True) in c
-    assert fit.candidates([2], [4]) == [(2, 4, "auto", False), (2, 4, "auto", True), (2, 4, "never", False),
-                                        (2, 4, "never", True)]
-    assert fit.candidates([2], None, ["never"], [False]) == [(2, l, "never", False) for l in (1, 2, 4, 8)]
+    assert (1, 1, "never", False, False) in c and (1, 1, "auto", False, False) not in c
+    # one lane: nothing to copy, no half of the lanes to share
+    assert (1, 1, "never", True, False) not in c and (1, 1, "never", False, True) not in c
+    assert all(p * l <= 32 for p, l, _, _, _ in c) and (16, 2, "auto", False, False) in c \
+        and (16, 2, "auto", True, True) in c
+    assert fit.candidates([2], [4], None, None, [False]) == [
+        (2, 4, "auto", False, False), (2, 4, "auto", True, False), (2, 4, "never", False, False),
+        (2, 4, "never", True, False)]
+    assert fit.candidates([2], None, ["never"], [False], [False]) == [(2, l, "never", False, False)
+                                                                      for l in (1, 2, 4, 8)]
 
 
 def test_banked_is_not_skipped_for_a_copied_candidate_that_overflowed():
@@ -124,6 +128,9 @@ def test_banked_is_not_skipped_for_a_copied_candidate_that_overflowed():
     assert not fit._dominates(banked, copies)
     assert fit._dominates(copies, banked) and fit._dominates(fit.Candidate(4, 2, "never"), banked)
     assert copies.label == "P=2 L=2 no split lane copies"
+    shared = fit.Candidate(2, 2, "never", pack=True)
+    assert fit._dominates(shared, banked) and not fit._dominates(banked, shared)
+    assert shared.label == "P=2 L=2 no split shared words"
 
 
 def test_split_option_is_recorded_and_reproduced(tmp_path):
