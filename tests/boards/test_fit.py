@@ -113,7 +113,10 @@ def test_candidates_order_and_limits():
     # one lane: nothing to copy, no half of the lanes to share
     assert (1, 1, "never", True, False) not in c and (1, 1, "never", False, True) not in c
     assert all(p * l <= 32 for p, l, _, _, _ in c) and (16, 2, "auto", False, False) in c \
-        and (16, 2, "auto", True, True) in c
+        and (16, 2, "auto", True, False) in c
+    assert not any(k for *_, k in c)                           # shared words only when asked for
+    assert (16, 2, "auto", True, True) in fit.candidates(packs=[False, True])
+    assert (1, 1, "never", False, False) in fit.candidates(packs=[True])     # one lane: nothing to share
     assert fit.candidates([2], [4], None, None, [False]) == [
         (2, 4, "auto", False, False), (2, 4, "auto", True, False), (2, 4, "never", False, False),
         (2, 4, "never", True, False)]
