@@ -212,13 +212,18 @@ def _pack_rows(csr: _CSR, rows, cfg: ArchConfig) -> _Packed:
     if not cfg.packs or n < 2:
         return _Packed(le, share, own)
     plain = le.entries.tolist()
-    dealt = (_lane_entries(csr, rows, cfg.lanes, cfg.max_delta, True, np.ones(n, dtype=bool)).entries.tolist()
-             if cfg.lane_copies else plain)
+    dealt = _shared_entries(csr, rows, cfg) if cfg.lane_copies else plain
     sh, words = _pack_counts(plain, dealt, cfg.lanes)
     share, own = np.array(sh, dtype=bool), np.array(words, dtype=np.int64)
     if cfg.lane_copies and share.any():
         le = _lane_entries(csr, rows, cfg.lanes, cfg.max_delta, True, share)
     return _Packed(le, share, own)
+
+
+def _shared_entries(csr: _CSR, rows: np.ndarray, cfg: ArchConfig) -> list:
+    """Each listed row's entries per lane as it deals them when it shares its predecessor's word
+    (lane copies; banked lanes do not change)."""
+    return _lane_entries(csr, rows, cfg.lanes, cfg.max_delta, True, np.ones(len(rows), dtype=bool)).entries.tolist()
 
 
 def _pack_counts(plain: list, dealt: list, lanes: int) -> tuple[list[bool], list[int]]:
@@ -454,9 +459,7 @@ def balance_lanes(rows: list[list[int]], costs: np.ndarray, positions: int, cons
     if packed:
         n_rows = len(costs)
         plain = csr.lanes(cfg).entries.tolist() + [[0] * L]             # index -1: a padding row
-        dealt = (_lane_entries(csr, np.arange(n_rows), L, cfg.max_delta, True,
-                               np.ones(n_rows, dtype=bool)).entries.tolist() + [[0] * L]
-                 if cfg.lane_copies else plain)
+        dealt = _shared_entries(csr, np.arange(n_rows), cfg) + [[0] * L] if cfg.lane_copies else plain
 
         def load_of(p):
             return sum(_pack_counts([plain[r] for r in grid[p]], [dealt[r] for r in grid[p]], L)[1])
