@@ -26,6 +26,7 @@ from pathlib import Path
 from mamfpga import progress, toolchain
 from mamfpga.boards import fit, hostlink
 from mamfpga.boards.clocking import pll_plan
+from mamfpga.boards.netlist import absorb_output_registers
 from mamfpga.boards.resources import count_cells
 from mamfpga.boards.targets import Board
 from mamfpga.boards.top import BOARD_TOP_NAME, BoardTop
@@ -302,7 +303,14 @@ def _synthesize(prep: _Prepared, family: str, logfile: Path, log=None) -> "fit.N
         cache.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cache / "netlist.json.gz", gzip.compress(netlist.read_bytes(), compresslevel=3))
         atomic_write_bytes(cache / "stat.json", stat.read_bytes())
-    return fit.needs_from_netlist(json.loads(netlist.read_text()), name, family)
+    doc = json.loads(netlist.read_text())
+    if family == "ecp5":
+        # the block RAMs' reads registered in the blocks (boards/netlist.py): nextpnr reads this file
+        absorbed = absorb_output_registers(doc["modules"][name])
+        atomic_write_bytes(netlist, json.dumps(doc).encode())
+        if log and absorbed:
+            log(f"{absorbed} flip-flops after block RAM reads moved into the blocks as their output registers")
+    return fit.needs_from_netlist(doc, name, family)
 
 
 def estimate(program, board: Board, *, baud: int | None = None, clock_hz: float | None = None) -> "fit.Needs":

@@ -29,7 +29,7 @@ word on ``DIA``/``DIB`` and ``DOA``/``DOB``) and nextpnr's ECP5 packer (an
 unrouted clock, enable, write-enable, reset or chip-select pin reads 1 and its
 ``xxMUX=INV`` setting inverts it; an address or data pin tied off is set by
 ``xxMUX=0/1``). The modes mamfpga's designs use (widths 9, 18 and the 36-bit
-pseudo-dual port, no output register, any write mode) are modelled; any other
+pseudo-dual port, with or without the output register, any write mode) are modelled; any other
 setting is refused by name. yosys's ``TRELLIS_COMB`` model leaves its carry
 output ``FCO`` undriven (a ``wire FCO`` declared inside the carry mode's block
 shadows the port); :func:`two_state_models` mends it.
@@ -71,6 +71,9 @@ _KNOWN = {
 _DP16KD_CTRL = [f"{s}{p}" for p in "AB" for s in ("CLK", "CE", "OCE", "WE", "RST")] \
     + [f"CS{p}{i}" for p in "AB" for i in range(3)]
 _WRITEMODE = {"NORMAL": 0, "WRITETHROUGH": 1, "READBEFOREWRITE": 2}
+#: a port's output: straight from the block's read (NOREG) or through its output register (OUTREG,
+#: mamfpga.boards.netlist), clocked with the port and enabled by its OCE
+_REGMODE = {"NOREG": 0, "OUTREG": 1}
 _PLL = {"ice40": "ICESTORM_PLL", "ecp5": "EHXPLLL"}
 #: inputs the silicon (and yosys's models, through ``=== 1'bz`` tests) pull up when unrouted;
 #: every other unrouted input reads 0
@@ -277,8 +280,10 @@ def _fit_dp16kd(name: str, c: dict, counter, added: dict) -> None:
         raise PlacedError(f"block RAM {name}: data widths {widths['A']} and {widths['B']}; the model has 9, 18 "
                           "and the 36-bit pseudo-dual port")
     for port in "AB":
-        if setting(f"REGMODE_{port}", "NOREG") != "NOREG":
-            raise PlacedError(f"block RAM {name}: REGMODE_{port} (an output register); the model has none")
+        mode = setting(f"REGMODE_{port}", "NOREG")
+        if mode not in _REGMODE:
+            raise PlacedError(f"block RAM {name}: REGMODE_{port}={mode!r}")
+        p[f"REGMODE_{port}"] = _REGMODE[mode]
     pins = {}
     for pin in _DP16KD_CTRL:
         bit = _one_bit(cn, pin)
@@ -324,7 +329,7 @@ def _fit_dp16kd(name: str, c: dict, counter, added: dict) -> None:
         p[f"DATA_WIDTH_{port}"] = widths[port]
     for key in ("GSR", "RESETMODE", "ASYNC_RESET_RELEASE", "WID"):
         p.pop(key, None)                               # the reset is unused (checked above)
-    unknown = sorted(k for k in p if not k.startswith(("INITVAL_", "WRITEMODE_", "DATA_WIDTH_")))
+    unknown = sorted(k for k in p if not k.startswith(("INITVAL_", "WRITEMODE_", "DATA_WIDTH_", "REGMODE_")))
     if unknown:
         raise PlacedError(f"block RAM {name}: settings the model does not follow: {', '.join(unknown)}")
     for i in range(64):
@@ -500,9 +505,17 @@ def _dp16kd_model() -> list[str]:
              "  reg [17:0] mem [0:1023];",
              "  integer i;",
              "  initial for (i = 0; i < 1024; i = i + 1) mem[i] = INIT[i * 20 +: 18];",
-             "  reg [17:0] doa = 18'd0, dob = 18'd0;",
-             f"  assign {bus(ports['A'][2])} = doa;",
-             f"  assign {bus(ports['B'][2])} = dob;",
+             "  parameter integer REGMODE_A = 0, REGMODE_B = 0;   // NOREG, OUTREG",
+             "  reg [17:0] doa = 18'd0, dob = 18'd0, doa_r = 18'd0, dob_r = 18'd0;",
+             f"  assign {bus(ports['A'][2])} = REGMODE_A ? doa_r : doa;",
+             f"  assign {bus(ports['B'][2])} = REGMODE_B ? dob_r : dob;",
+             # the output registers: each port's on its clock and OCE; the 36-bit read port's
+             # word, both halves, on port B's
+             "  always @(posedge CLKA) if (OCEA && DATA_WIDTH_B != 36) doa_r <= doa;",
+             "  always @(posedge CLKB) if (OCEB) begin",
+             "    dob_r <= dob;",
+             "    if (DATA_WIDTH_B == 36) doa_r <= doa;",
+             "  end",
              f"  wire [17:0] dia = {bus(ports['A'][1])}, dib = {bus(ports['B'][1])};"]
     for q, other in (("A", "B"), ("B", "A")):
         ad, d, o = f"ad{q.lower()}", f"di{q.lower()}", f"do{q.lower()}"

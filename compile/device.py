@@ -97,10 +97,22 @@ def memory_blocks(width: int, depth: int, family: str, *, rom: bool, write_enabl
     return cells if cost < logic else 0
 
 
-def memory_style(width: int, depth: int, family: str | None, *, rom: bool, write_enables: int = 1) -> dict:
+def memory_style(width: int, depth: int, family: str | None, *, rom: bool, write_enables: int = 1,
+                 collisions_unused: bool = False) -> dict:
     """The attributes the RTL puts on a memory for ``family`` (``ram_style`` block or logic, as
-    :func:`memory_blocks` decides); none without a family (synthesis then decides)."""
+    :func:`memory_blocks` decides); none without a family (synthesis then decides).
+
+    ``collisions_unused``: the design never uses what its read port reads in a cycle in which
+    its write port writes the same address (the schedule reads a value a cycle after its write
+    at the earliest; a FIFO reads no entry it is writing). The memory is marked ``no_rw_check``
+    then: neither family's block RAM defines a read that meets the other port's write, and
+    without the mark yosys builds the old value's return around the block (the write data
+    registered, an address compare, a multiplexer on every read bit: a LUT between the block
+    and the register after it, logic cells and flip-flops on every such memory)."""
     if family is None or family not in _BRAM_CELLS:
         return {}
     blocks = memory_blocks(width, depth, family, rom=rom, write_enables=write_enables)
-    return {"ram_style": "block" if blocks else "logic"}
+    style = {"ram_style": "block" if blocks else "logic"}
+    if collisions_unused and not rom:
+        style["no_rw_check"] = 1
+    return style

@@ -165,7 +165,8 @@ class Accelerator(wiring.Component):
         depths = fifo_depths(prog)
         fifos = []
         for p, pe in enumerate(pes):
-            style = memory_style(rec_bits, depths[p], self.family, rom=False)
+            # the head is read only while the FIFO is not empty, and a full one takes no write
+            style = memory_style(rec_bits, depths[p], self.family, rom=False, collisions_unused=True)
             if style and not results_may_use_block_ram(kinds):
                 style = {"ram_style": "logic"}
             f = _ResultFIFO(width=rec_bits, depth=depths[p], attrs=style)

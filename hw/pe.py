@@ -237,8 +237,10 @@ class PE(wiring.Component):
         act_rd = []
         aw_bytes = [self.aw.data.word_select(j, 8) for j in range(P)]
         for b in range(L):
+            # a value is read a cycle after its write at the earliest (mamfpga.compile.schedule)
             mem = Memory(shape=unsigned(8 * B), depth=bank_depth, init=[],
-                         attrs=memory_style(8 * B, bank_depth, fam, rom=False, write_enables=B))
+                         attrs=memory_style(8 * B, bank_depth, fam, rom=False, write_enables=B,
+                                            collisions_unused=True))
             m.submodules[f"act{b}"] = mem
             wr = mem.write_port(granularity=8)
             if copies:                             # the whole word, into every lane's copy
@@ -252,7 +254,11 @@ class PE(wiring.Component):
                 j = b % P
                 m.d.comb += [wr.addr.eq(self.aw.addr >> g), wr.data.eq(aw_bytes[j]),
                              wr.en.eq(self.aw.en & self.aw.mask[j] & (self.aw.addr[:g] == b // P))]
-            act_rd.append(mem.read_port())
+            # read as a combinational port and registered below (the register without a reset):
+            # yosys folds the register into the port, as the block RAM's read, and takes
+            # ``no_rw_check`` there, so it builds no old-value logic around the block (a read
+            # port that is already synchronous keeps that logic, whatever the mark says)
+            act_rd.append(mem.read_port(domain="comb"))
 
         # ---------------------------------------------------------------- layer registers
         lays = self.layers
@@ -326,7 +332,10 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- S1: decode
         # the weight word is registered as it leaves the block RAM (its clock-to-out is long)
         v1a, v1 = Signal(), Signal()
-        word = Signal(word_bits(cfg))
+        # the registers a block RAM's read enters have no reset on the ECP5: the block's output
+        # register takes them there (mamfpga.boards.netlist), and it has none of theirs
+        ecp5 = self.family == "ecp5"
+        word = Signal(word_bits(cfg), reset_less=ecp5)
         if self.high is None:
             m.d.sync += [v1a.eq(fetching & ~self.start), v1.eq(v1a), word.eq(w_rd.data)]
         else:
@@ -417,9 +426,11 @@ class PE(wiring.Component):
         # that neither the RAM's clock-to-out nor the byte select shares a cycle with the multiply
         v2b, eor2b, v2c, eor2c, sh2b, sh2c = Signal(), Signal(), Signal(), Signal(), Signal(), Signal()
         m.d.sync += [v2b.eq(v2), eor2b.eq(eor2), v2c.eq(v2b), eor2c.eq(eor2b), sh2b.eq(sh2), sh2c.eq(sh2b)]
-        a2b = [Signal(8 * B, name=f"a2b_{b}") for b in range(L)]
+        a2b = [Signal(8 * B, name=f"a2b_{b}", reset_less=ecp5) for b in range(L)]
         rot2b = Signal.like(rot_b)
-        m.d.sync += [a.eq(act_rd[b].data) for b, a in enumerate(a2b)]
+        act_q = [Signal(8 * B, name=f"act_q{b}", reset_less=True) for b in range(L)]     # the block RAM's read
+        m.d.sync += [q.eq(act_rd[b].data) for b, q in enumerate(act_q)]
+        m.d.sync += [a.eq(q) for q, a in zip(act_q, a2b)]
         m.d.sync += rot2b.eq(rot2)
         a2b_arr = Array(a2b)
         w2c = []
@@ -593,7 +604,7 @@ class PE(wiring.Component):
         m.d.sync += [mam5.eq(mam_b), r_mam.eq(mam5), z_mam.eq(r_mam)]
         r_sum, r_seen, v6 = Signal(signed(cfg.acc_bits)), Signal(), Signal()
         r_hi, r_lo = Signal(signed(PRODUCT_BITS)), Signal(signed(PRODUCT_BITS))
-        bias_word = Signal.like(b_rd.data)
+        bias_word = Signal.like(b_rd.data, reset_less=ecp5)
         m.d.sync += [r_sum.eq(acc_sum), r_seen.eq(seen), v6.eq(row_done), bias_word.eq(b_rd.data),
                      r_hi.eq((hi ^ flip).as_signed()), r_lo.eq((lo ^ flip).as_signed())]
 

@@ -58,9 +58,12 @@ class Requant(wiring.Component):
         m = Module()
         i = self.i.payload
         pw = self._acc_bits + self._mult_bits + 1
-        # stage 0: the operands registered (they come from FIFOs and per-layer case tables)
-        acc0, mult0 = Signal(signed(self._acc_bits)), Signal(self._mult_bits)
-        shift0, relu0, tag0, v0 = Signal(6), Signal(), Signal.like(i.tag), Signal()
+        # stage 0: the operands registered (they come from FIFOs and per-layer case tables); on the
+        # ECP5 without a reset, so that a FIFO's block RAM takes them as its output register
+        # (mamfpga.boards.netlist): its unregistered read was the critical path
+        plain = self._family == "ecp5"
+        acc0, mult0 = Signal(signed(self._acc_bits), reset_less=plain), Signal(self._mult_bits, reset_less=plain)
+        shift0, relu0, tag0, v0 = Signal(6, reset_less=plain), Signal(), Signal.like(i.tag), Signal()
         n0, n1a, n1, n2 = Signal(4), Signal(4), Signal(4), Signal(4)
         e0, e1a, e1, e2, e3, e4 = (Signal(name=f"even{k}") for k in ("0", "1a", "1", "2", "3", "4"))
         m.d.sync += [e0.eq(i.even), e1a.eq(e0), e1.eq(e1a), e2.eq(e1), e3.eq(e2), e4.eq(e3)]

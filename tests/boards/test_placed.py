@@ -199,7 +199,7 @@ def test_ecp5_block_ram_chip_select_decides_the_port():
 
 
 @pytest.mark.parametrize("params, conns, message", [
-    ({"REGMODE_B": "OUTREG"}, {}, "REGMODE_B"),
+    ({"REGMODE_B": "PIPELINED"}, {}, "REGMODE_B='PIPELINED'"),
     ({"DATA_WIDTH_A": "00000000000000000000000000000100"}, {}, "data widths 4 and 18"),
     ({"DATA_WIDTH_A": "00000000000000000000000000100100"}, {}, "data widths 36 and 18"),
     ({"RSTAMUX": "RSTA"}, {}, "port A output reset"),
@@ -360,14 +360,20 @@ def test_a_damaged_routed_netlist_is_refused_in_one_line(tmp_path):
             placed_model(tmp_path, "ice40", clock_port="clk12_0__io", work=tmp_path / "w")
 
 
-def _dp16kd_reference(init, width, modes, steps):
+def _dp16kd_reference(init, width, modes, steps, regs=(0, 0)):
     """What the ECP5 block RAM does, as documented in yosys's brams_map_16kd.v (the layout) and
-    Lattice's write modes, one clock edge per step: the model's outputs after each edge."""
+    Lattice's write modes, one clock edge per step: the model's outputs after each edge. With
+    an output register (``regs``: port A's, port B's), a port shows the read of the edge
+    before, taken at each edge its OCE (a step's fifth item) is high; the 36-bit read port's
+    word, both halves, under port B's."""
     mem, out, outs = list(init), {"A": 0, "B": 0}, []
+    reg = {"A": 0, "B": 0}
     for step in steps:
+        oce = {q: step["B" if width == 36 else q][4] for q in "AB"}
+        reg = {q: out[q] if oce[q] else reg[q] for q in "AB"}
         old = list(mem)
         for q in "AB":
-            ad, di, ce, we = step[q]
+            ad, di, ce, we = step[q][:4]
             if not ce:
                 continue
             if width == 36:
@@ -397,17 +403,21 @@ def _dp16kd_reference(init, width, modes, steps):
                 out[q] = {0: out[q], 1: read_new, 2: read}[modes[q]]
             else:
                 out[q] = read
-        outs.append((out["A"], out["B"]))
+        outs.append(tuple(reg[q] if r else out[q] for q, r in zip("AB", regs)))
     return outs
 
 
 @pytest.mark.sim
 @pytest.mark.needs_tool("iverilog")
-@pytest.mark.parametrize("width, modes", [(18, {"A": 2, "B": 0}), (18, {"A": 1, "B": 2}), (9, {"A": 0, "B": 1}),
-                                          (36, {"A": 0, "B": 0})])
-def test_the_block_ram_model_follows_the_documented_modes(tmp_path, width, modes):
+@pytest.mark.parametrize("width, modes, regs", [
+    (18, {"A": 2, "B": 0}, (0, 0)), (18, {"A": 1, "B": 2}, (0, 0)), (9, {"A": 0, "B": 1}, (0, 0)),
+    (36, {"A": 0, "B": 0}, (0, 0)),
+    # the output registers mamfpga.boards.netlist turns on
+    (18, {"A": 2, "B": 0}, (1, 1)), (9, {"A": 0, "B": 1}, (0, 1)), (36, {"A": 0, "B": 0}, (1, 1))])
+def test_the_block_ram_model_follows_the_documented_modes(tmp_path, width, modes, regs):
     """The MAMFPGA_DP16KD Verilog against the reference above under random reads and writes on
-    both ports (iverilog): the INITVAL layout, the byte enables, each width and write mode."""
+    both ports (iverilog): the INITVAL layout, the byte enables, each width and write mode, with
+    and without the output registers."""
     import random
 
     rng = random.Random(width * 10 + modes["A"])
@@ -420,30 +430,31 @@ def test_the_block_ram_model_follows_the_documented_modes(tmp_path, width, modes
             word = rng.randrange(words)
             low = {36: rng.randrange(16), 18: rng.randrange(4), 9: rng.randrange(2) << 3 | rng.randrange(8)}[width]
             ad = (word << (5 if width == 36 else 4)) | low
-            step[q] = [ad, rng.randrange(1 << 18), int(rng.random() < 0.9), int(rng.random() < 0.5)]
+            step[q] = [ad, rng.randrange(1 << 18), int(rng.random() < 0.9), int(rng.random() < 0.5),
+                       int(rng.random() < 0.8)]
         if width != 36 and step["A"][0] >> 4 == step["B"][0] >> 4:
             step["B"][3] = 0                           # both ports writing one word: the silicon's is undefined
         steps.append(step)
-    want = _dp16kd_reference(init, width, modes, steps)
+    want = _dp16kd_reference(init, width, modes, steps, regs)
     initval = ",\n".join(f"    .INITVAL_{i:02X}(320'b" + "".join(f"00{init[16 * i + j]:018b}" for j in reversed(range(16)))
                          + ")" for i in range(64))
     pins = []
     for q in "AB":
         pins += [f".AD{q}{i}(ad{q}[{i}])" for i in range(14)] + [f".DI{q}{i}(di{q}[{i}])" for i in range(18)]
         pins += [f".DO{q}{i}(do{q}[{i}])" for i in range(18)]
-        pins += [f".CLK{q}(clk)", f".CE{q}(ce{q})", f".WE{q}(we{q})", f".OCE{q}(1'b1)", f".RST{q}(1'b0)"]
+        pins += [f".CLK{q}(clk)", f".CE{q}(ce{q})", f".WE{q}(we{q})", f".OCE{q}(oce{q})", f".RST{q}(1'b0)"]
         pins += [f".CS{q}{i}(1'b0)" for i in range(3)]
     body = []
     for step in steps:
         for q in "AB":
-            ad, di, ce, we = step[q]
-            body.append(f"    ad{q} = {ad}; di{q} = {di}; ce{q} = {ce}; we{q} = {we};")
+            ad, di, ce, we, oce = step[q]
+            body.append(f"    ad{q} = {ad}; di{q} = {di}; ce{q} = {ce}; we{q} = {we}; oce{q} = {oce};")
         body.append('    #5 clk = 1; #1 $display("%0d %0d", doA, doB); #4 clk = 0;')
     tb = "\n".join([
-        "module tb;", "  reg clk = 0; reg [13:0] adA, adB; reg [17:0] diA, diB; reg ceA, ceB, weA, weB;",
+        "module tb;", "  reg clk = 0; reg [13:0] adA, adB; reg [17:0] diA, diB; reg ceA, ceB, weA, weB, oceA, oceB;",
         "  wire [17:0] doA, doB;",
         f"  MAMFPGA_DP16KD #(.DATA_WIDTH_A({width}), .DATA_WIDTH_B({width}), .WRITEMODE_A({modes['A']}), "
-        f".WRITEMODE_B({modes['B']}),", initval, "  ) ram (" + ", ".join(pins) + ");",
+        f".WRITEMODE_B({modes['B']}), .REGMODE_A({regs[0]}), .REGMODE_B({regs[1]}),", initval, "  ) ram (" + ", ".join(pins) + ");",
         "  initial begin", *body, "    $finish;", "  end", "endmodule", ""])
     got = [tuple(map(int, line.split())) for line in _adapter_testbench(tmp_path, tb)]
     assert got == want
