@@ -27,7 +27,6 @@ from mamfpga import progress, toolchain
 from mamfpga.boards import fit, hostlink
 from mamfpga.boards.clocking import pll_plan
 from mamfpga.boards.netlist import absorb_output_registers
-from mamfpga.boards.resources import count_cells
 from mamfpga.boards.targets import Board
 from mamfpga.boards.top import BOARD_TOP_NAME, BoardTop
 from mamfpga.compile import CompileError, check_capacity, load_build
@@ -384,11 +383,10 @@ def _synth_once(build: Path, board: Board, *, bitstream: bool, target: float | N
             raise CapacityError(f"nextpnr could not place the design although its estimate fits "
                                 f"({needs.lc} logic cells of {device.lut}): {tail[-1] if tail else ''}")
         raise SynthError(f"the board build failed (exit {rc}); the end of {logfile}:\n" + text)
-    stat = count_cells(dict(json.loads((out / "stat.json").read_text())["design"]["num_cells_by_type"]),
-                       board.family)
     placed = parse_nextpnr_report(json.loads((out / "nextpnr.json").read_text()), board.family)
     cycles = program.cycles_model
-    result.resources = {"lut": placed.lut, "ff": stat.ff, "bram": placed.bram, "dsp": placed.dsp,
+    # flip-flops as the netlist nextpnr placed counts them (after the ECP5's block RAMs took theirs)
+    result.resources = {"lut": placed.lut, "ff": needs.ff, "bram": placed.bram, "dsp": placed.dsp,
                         "lut_avail": device.lut, "ff_avail": device.ff, "bram_avail": device.bram,
                         "dsp_avail": device.dsp}
     result.fmax_mhz = placed.fmax
