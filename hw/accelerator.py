@@ -35,6 +35,7 @@ from mamfpga.compile.arch import (PRODUCT_BITS, SHIFT_BITS, clog2, index_bits, r
 from mamfpga.compile.maps import OutGen
 from mamfpga.compile.device import memory_style
 from mamfpga.compile.passes import fifo_depths
+from mamfpga.hw.compare import greater, less
 from mamfpga.hw.pe import act_addr_bits_of, act_write_layout, pe_from_program
 from mamfpga.hw.requant import Requant
 from mamfpga.hw.tree import pipelined_tree, tree_latency
@@ -269,7 +270,7 @@ class Accelerator(wiring.Component):
             shapes = [signed(cfg.acc_bits), signed(PRODUCT_BITS), signed(PRODUCT_BITS), signed(cfg.acc_bits)]
 
             def combine(depth, a, b):
-                return (a[0] + b[0], Mux(a[1] > b[1], a[1], b[1]), Mux(a[2] < b[2], a[2], b[2]), a[3] + b[3])
+                return (a[0] + b[0], Mux(greater(a[1], b[1]), a[1], b[1]), Mux(less(a[2], b[2]), a[2], b[2]), a[3] + b[3])
 
             root, root_valid = pipelined_tree(m, leaves, shapes, combine, 1, popped & p_split,
                                               names=("csum", "chi", "clo", "cbias"))
@@ -345,7 +346,7 @@ class Accelerator(wiring.Component):
                 # bytes compared as the layer writes them: signed, or unsigned (act_max 255)
                 y, h = y_row.word_select(p, 8), bank[0].word_select(p, 8)
                 y, h = Mux(cur["out_uns"], y, y.as_signed()), Mux(cur["out_uns"], h, h.as_signed())
-                m.d.comb += best.word_select(p, 8).eq(Mux(j_first | (y > h), y, h))
+                m.d.comb += best.word_select(p, 8).eq(Mux(j_first | greater(y, h), y, h))
             with m.If(row_out):
                 for r in range(bank_rows):
                     nxt = bank[r + 1] if r + 1 < bank_rows else best
@@ -389,9 +390,14 @@ class Accelerator(wiring.Component):
             with m.Else():
                 m.d.sync += [cur["res_left"].eq(cur["res_left"] - 1), cur["res_last"].eq(cur["res_left"] == 1)]
         # the write stage, registered: no requantizer output, pool compare or address adder shares
-        # a cycle with the memories' write ports (one cycle a layer: LAYER_HANDOFF)
+        # a cycle with the memories' write ports (one cycle a layer: LAYER_HANDOFF). The inputs'
+        # writes enter it too (the sequencer's LOAD below), so the write ports of every PE's
+        # activation memories are driven by these flip-flops alone: no state decode in front of
+        # them (the sequencer's state into the write enables of the array was the ECP5 digits
+        # design's critical path, 5.4 ns of routing)
         w_en, w_addr, w_data, w_mask = Signal(), Signal(act_bits), Signal(8 * P), Signal(P)
-        w_layer, w_final = Signal.like(wlayer), Signal()     # its layer; the inference's last write
+        # its layer (K: an input); the inference's last write
+        w_layer, w_final = Signal(index_bits(K + 1)), Signal()
         # the output memory's byte enables, registered whole (the layer compare and the mask
         # behind its write decode were the iCE40's critical path of the CNN design)
         w_oaddr, w_omask = Signal(index_bits(out_words)), Signal(P)
@@ -436,9 +442,12 @@ class Accelerator(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += [self.i.ready.eq(1), self.phase.eq(0)]
                 with m.If(self.i.valid):
-                    m.d.comb += [aw_en.eq(1), aw_addr.eq(in_addr >> log2p),
-                                 aw_data.eq(Cat(*[self.i.payload] * P)),
-                                 aw_mask.eq(1 << (in_addr[:log2p] if log2p else 0))]
+                    # the input enters the write stage (no layer writes while inputs load: the
+                    # last inference's were drained), written a cycle later: the first layer
+                    # reads its activations four cycles after its start at the earliest
+                    m.d.sync += [w_en.eq(1), w_addr.eq(in_addr >> log2p),
+                                 w_data.eq(Cat(*[self.i.payload] * P)),
+                                 w_mask.eq(1 << (in_addr[:log2p] if log2p else 0)), w_layer.eq(K)]
                     m.d.sync += in_count.eq(in_count + 1)
                     with m.If(in_x != in_at["w"] - 1):
                         m.d.sync += [in_x.eq(in_x + 1), in_addr.eq(in_addr + 1)]
@@ -457,12 +466,10 @@ class Accelerator(wiring.Component):
                 gap = table(layer, len(gap_left), gaps, "gap")
                 m.d.sync += [nxt_layer.eq(layer + 1), gap_left.eq(gap), gap_zero.eq(gap == 0),
                              started_last.eq(layer == K - 1)]
-                m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.phase.eq(1)
                 m.d.sync += [gap_left.eq(gap_left - 1), gap_zero.eq(gap_left == 1)]
-                m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
                 with m.If(gap_zero):
                     with m.If(started_last):
                         m.d.sync += out_count.eq(0)
@@ -473,7 +480,6 @@ class Accelerator(wiring.Component):
             with m.State("OUT"):
                 # the last layer still writes: output r goes out after its value is written
                 m.d.comb += self.phase.eq(2)
-                m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
                 m.d.sync += nxt_layer.eq(0)
                 sel = rom[:log2p] if log2p else 0
                 m.d.comb += [self.o.valid.eq(1),
@@ -487,10 +493,10 @@ class Accelerator(wiring.Component):
                 # every output sent; the last layer's last write (a padding row's, say) may be
                 # still to come: the next inputs wait for it
                 m.d.comb += self.phase.eq(2)
-                m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
                 with m.If(drained | w_final):
                     m.d.sync += drained.eq(0)
                     m.next = "LOAD"
+        m.d.comb += [aw_en.eq(w_en), aw_addr.eq(w_addr), aw_data.eq(w_data), aw_mask.eq(w_mask)]
         m.d.comb += [self.busy.eq(~self.i.ready), self.layer.eq(layer), self.aw.en.eq(aw_en),
                      self.aw.addr.eq(aw_addr), self.aw.data.eq(aw_data), self.aw.mask.eq(aw_mask),
                      self.aw_layer.eq(w_layer)]

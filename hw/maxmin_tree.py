@@ -29,6 +29,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.wiring import In
 
+from mamfpga.hw.compare import greater, less
 from mamfpga.hw.tree import LaneReduction, pipelined_tree
 
 __all__ = ["MaxMinTree", "maxmin_decide", "maxmin_select"]
@@ -37,8 +38,8 @@ __all__ = ["MaxMinTree", "maxmin_decide", "maxmin_select"]
 def maxmin_decide(depth, a, b):
     """The comparisons of a level-``depth`` node of (max, min, valid) operands: at depth 0 (two
     lanes, max = min) one comparator serves both."""
-    gt = a[0] > b[0]
-    return gt, (~gt if depth == 0 else a[1] < b[1])
+    gt = greater(a[0], b[0])
+    return gt, (~gt if depth == 0 else less(a[1], b[1]))
 
 
 def maxmin_select(depth, a, b, d):

@@ -58,6 +58,7 @@ from mamfpga.compile.arch import (PE_LATENCY, lane_tree_latency, PRODUCT_BITS, S
                                    low_word_bits, high_word_bits)
 from mamfpga.compile.device import memory_style
 from mamfpga.hw.adder_tree import AdderTree
+from mamfpga.hw.compare import greater, less
 from mamfpga.hw.dsp import ecp5_mult, sext18
 from mamfpga.hw.maxmin_tree import MaxMinTree, maxmin_decide, maxmin_select
 from mamfpga.hw.tree import tree_latency
@@ -513,8 +514,8 @@ class PE(wiring.Component):
             # the upper half a shared word carried for this row (zero / no candidate otherwise)
             # joins the word: its row's first word after the shared one
             c_sum, c_max, c_min, c_any = carry
-            take_max = c_any & (~wv5 | (c_max > wmax))
-            take_min = c_any & (~wv5 | (c_min < wmin))
+            take_max = c_any & (~wv5 | greater(c_max, wmax))
+            take_min = c_any & (~wv5 | less(c_min, wmin))
             word_sum, wmax, wmin, wv5 = (word_sum + c_sum)[:len(word_sum)].as_signed(), \
                 Mux(take_max, c_max, wmax), Mux(take_min, c_min, wmin), wv5 | c_any
         m.d.sync += [r_ws.eq(word_sum), r_wmax.eq(Mux(wv5, wmax, hi_sent) ^ flip),
@@ -537,8 +538,8 @@ class PE(wiring.Component):
         m.d.comb += [
             new_sum.eq(Mux(row_first, 0, acc_sum) + word_sum),
             new_seen.eq((seen & ~row_first) | wv5),
-            take_hi.eq(row_first | (wmax > hi)),
-            take_lo.eq(row_first | (wmin < lo)),
+            take_hi.eq(row_first | greater(wmax, hi)),
+            take_lo.eq(row_first | less(wmin, lo)),
         ]
         with m.If(v5):
             m.d.sync += [acc_sum.eq(new_sum), seen.eq(new_seen), row_first.eq(eor5)]
