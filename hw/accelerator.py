@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -36,25 +35,12 @@ from mamfpga.compile.maps import OutGen
 from mamfpga.compile.device import memory_style
 from mamfpga.compile.passes import fifo_depths
 from mamfpga.hw.compare import greater, less
+from mamfpga.hw.fifo import MarkedFIFO
 from mamfpga.hw.pe import act_addr_bits_of, act_write_layout, pe_from_program
 from mamfpga.hw.requant import Requant
 from mamfpga.hw.tree import pipelined_tree, tree_latency
 
 __all__ = ["Accelerator"]
-
-
-class _ResultFIFO(SyncFIFO):
-    """A PE's result FIFO, its storage marked block RAM or logic as the compiler counted it."""
-
-    def __init__(self, *, width: int, depth: int, attrs: dict):
-        super().__init__(width=width, depth=depth)
-        self._storage_attrs = attrs
-
-    def elaborate(self, platform):
-        m = super().elaborate(platform)
-        if self.depth:
-            m.submodules["storage"].attrs.update(self._storage_attrs)
-        return m
 
 
 class Accelerator(wiring.Component):
@@ -170,7 +156,7 @@ class Accelerator(wiring.Component):
             style = memory_style(rec_bits, depths[p], self.family, rom=False, collisions_unused=True)
             if style and not results_may_use_block_ram(kinds):
                 style = {"ram_style": "logic"}
-            f = _ResultFIFO(width=rec_bits, depth=depths[p], attrs=style)
+            f = MarkedFIFO(width=rec_bits, depth=depths[p], attrs=style)
             m.submodules[f"fifo{p}"] = f
             r = pe.res.payload
             m.d.comb += [f.w_en.eq(pe.res.valid),
