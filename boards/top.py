@@ -3,7 +3,7 @@
 :class:`HostLinkTop` is the whole design but the clocking, with plain ports
 (``rx``, ``tx``, ``leds``), so that it can be simulated and co-simulated as is:
 
-    rx -> UARTRx -> command FSM -> input FIFO (a whole vector, its CRC checked) -> accelerator.i
+    rx -> UARTRx -> command FSM -> input buffer (a whole vector, its CRC checked) -> accelerator.i
     accelerator.o -> output FIFO (full rate) -> 'O' y.. cycles crc -> UARTTx -> tx
 
 A request whose CRC-16 is wrong is dropped and answered 'E' 1 crc; the CRC is computed a
@@ -23,17 +23,17 @@ from __future__ import annotations
 import functools
 import operator
 
-from amaranth import Array, Cat, ClockDomain, Const, Elaboratable, Module, Mux, Signal, signed
+from amaranth import Array, Cat, ClockDomain, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.build import ResourceError
 from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mamfpga.boards import hostlink
 from mamfpga.boards.clocking import ClockReset
 from mamfpga.boards.uart import UARTRx, UARTTx, baud_divisor
 from mamfpga.hw.accelerator import Accelerator
-from mamfpga.hw.fifo import MarkedFIFO
 
 __all__ = ["HostLinkTop", "BoardTop", "BOARD_TOP_NAME", "frame_timeout_cycles"]
 
@@ -83,10 +83,16 @@ class HostLinkTop(wiring.Component):
         m.submodules.urx = urx = UARTRx(self.divisor)
         m.submodules.utx = utx = UARTTx(self.divisor)
         m.submodules.accel = acc = Accelerator(prog, self.family)
-        # the input FIFO reads through a combinational port, its two registers after it (below)
-        # folded into the block RAM on the ECP5; no_rw_check: it reads no entry it is writing.
-        # Its storage is left to yosys (block RAM or logic), which the fit check counts.
-        m.submodules.ififo = ififo = MarkedFIFO(width=8, depth=n_in, attrs={"no_rw_check": 1})
+        # The input vector's buffer: written whole (RECV), then read whole into the accelerator
+        # (RUN), never both at once; no_rw_check (it reads no entry it is writing). Not a FIFO:
+        # a FIFO's ready flags are compares of its level, and on the iCE40 the level's loop
+        # through them was the MNIST CNN design's critical path (41.5-41.8 MHz). Its storage is
+        # left to yosys (block RAM or logic), which the fit check counts.
+        m.submodules.ibuf = ibuf = Memory(shape=unsigned(8), depth=n_in, init=[], attrs={"no_rw_check": 1})
+        ib_w, ib_r = ibuf.write_port(), ibuf.read_port(domain="comb")
+        ib_waddr, ib_raddr = Signal(range(n_in)), Signal(range(n_in))
+        # the bytes left to read and whether any is (a register, updated with the count)
+        ib_left, ib_more = Signal(range(n_in + 1)), Signal()
         # a buffered FIFO's last entry is its output register, which holds the first output until
         # the answer is sent: its other n_out - 1 entries must take the rest back to back, and with
         # only one (n_out = 2) the second write comes while it is still full; at least 3 deep
@@ -118,25 +124,28 @@ class HostLinkTop(wiring.Component):
         inferences = Signal(16)
         cycle_bytes = Array(run_cycles.word_select(3 - k, 8) for k in range(4))
 
-        # accelerator streams: input from the input FIFO, outputs into the output FIFO. The
+        # accelerator streams: input from the input buffer, outputs into the output FIFO. The
         # output beat is registered (off the accelerator's critical path): the FIFO holds a
         # whole output vector and is emptied before the next request, so it is never full.
-        # The input FIFO's head passes two registers before the accelerator takes it (a pipeline
-        # that advances whenever its last stage is empty or taken, so the accelerator still sees
-        # a byte a cycle). Their data have no reset and no other input: on the ECP5 yosys folds
-        # the first into the block RAM's read (where no_rw_check holds) and the second becomes
-        # its output register (boards/netlist.py). With one register after a buffered FIFO,
-        # yosys's old-value logic sat between the block and it, and the block's unregistered
-        # read (5.6 ns) limited the MNIST CNN design to 125.6-128.5 MHz. The accelerator's
-        # cycles count from its first input beat: unchanged.
+        # The input buffer's byte passes two registers before the accelerator takes it (a
+        # pipeline that advances whenever its last stage is empty or taken, so the accelerator
+        # still sees a byte a cycle). Their data have no reset and no other input: on the ECP5
+        # yosys folds the first into the block RAM's read (where no_rw_check holds) and the
+        # second becomes its output register (boards/netlist.py). With one register after
+        # Amaranth's buffered FIFO (a synchronous read port, which yosys wraps in its old-value
+        # logic whatever the mark says), a LUT sat between the block and the register, and the
+        # block's unregistered read (5.6 ns) limited the MNIST CNN design to 125.6-128.5 MHz.
+        # The accelerator's cycles count from its first input beat: unchanged.
         feed = Signal()
         in_va, in_a = Signal(), Signal(8, reset_less=True)
         in_v, in_d = Signal(), Signal(8, reset_less=True)
         take = Signal()
         m.d.comb += [take.eq(~in_v | acc.i.ready), acc.i.valid.eq(in_v), acc.i.payload.eq(in_d),
-                     ififo.r_en.eq(feed & take), acc.o.ready.eq(1)]
+                     ib_r.addr.eq(ib_raddr), acc.o.ready.eq(1)]
         with m.If(take):
-            m.d.sync += [in_a.eq(ififo.r_data), in_va.eq(feed & ififo.r_rdy), in_d.eq(in_a), in_v.eq(in_va)]
+            m.d.sync += [in_a.eq(ib_r.data), in_va.eq(feed & ib_more), in_d.eq(in_a), in_v.eq(in_va)]
+            with m.If(feed & ib_more):
+                m.d.sync += [ib_raddr.eq(ib_raddr + 1), ib_left.eq(ib_left - 1), ib_more.eq(ib_left != 1)]
         in_beat, out_beat, out_data = Signal(), Signal(), Signal(8)
         m.d.sync += [in_beat.eq(acc.i.valid & acc.i.ready), out_beat.eq(acc.o.valid),
                      out_data.eq(acc.o.payload)]
@@ -160,7 +169,7 @@ class HostLinkTop(wiring.Component):
         m.d.sync += [rx_v.eq(urx.o.valid), rx_b.eq(urx.o.payload),
                      rx_info.eq(urx.o.valid & (urx.o.payload == hostlink.CMD_INFO)),
                      rx_infer.eq(urx.o.valid & (urx.o.payload == hostlink.CMD_INFER))]
-        m.d.comb += ififo.w_data.eq(rx_b)
+        m.d.comb += [ib_w.addr.eq(ib_waddr), ib_w.data.eq(rx_b)]
         with m.If(urx.errors != 0):
             m.d.sync += framing_seen.eq(1)
 
@@ -204,7 +213,8 @@ class HostLinkTop(wiring.Component):
                 with m.If(rx_info):
                     go("INFO")
                 with m.Elif(rx_infer):
-                    m.d.sync += [timer.eq(self.frame_timeout), rx_crc.eq(hostlink.crc16(bytes([hostlink.CMD_INFER])))]
+                    m.d.sync += [timer.eq(self.frame_timeout), rx_crc.eq(hostlink.crc16(bytes([hostlink.CMD_INFER]))),
+                                 ib_waddr.eq(0)]
                     go("RECV")
             with m.State("INFO"):
                 m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_info)]
@@ -226,24 +236,25 @@ class HostLinkTop(wiring.Component):
                 with m.Else():
                     m.d.sync += timer.eq(timer - 1)
 
-            with m.State("RECV"):                      # the input vector, into the input FIFO
-                m.d.comb += ififo.w_en.eq(rx_v)
+            with m.State("RECV"):                      # the input vector, into its buffer
+                m.d.comb += ib_w.en.eq(rx_v)
+                with m.If(rx_v):
+                    m.d.sync += ib_waddr.eq(ib_waddr + 1)
                 receive("RCRC")
             with m.State("RCRC"):                      # the request's two CRC bytes
                 receive("CHECK")
             with m.State("CHECK"):                     # a whole frame: its CRC residue is 0
                 with m.If(rx_crc == 0):
+                    m.d.sync += [ib_raddr.eq(0), ib_left.eq(n_in), ib_more.eq(1)]
                     go("RUN")
                 with m.Else():
                     m.d.sync += bad_crc.eq(1)
                     go("DROP")
-            with m.State("DROP"):                      # empty the partial or refused input vector
-                m.d.comb += ififo.r_en.eq(1)
-                with m.If(~ififo.r_rdy):
-                    with m.If(bad_crc):
-                        go("ERROR")
-                    with m.Else():
-                        go("IDLE")
+            with m.State("DROP"):                      # the partial or refused vector is left
+                with m.If(bad_crc):                    # (the next request writes from address 0)
+                    go("ERROR")
+                with m.Else():
+                    go("IDLE")
             with m.State("ERROR"):                     # 'E' code crc: the request's CRC was wrong
                 m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_err)]
                 with m.If(tx_go):

@@ -1,4 +1,4 @@
-"""A synchronous FIFO whose storage carries memory attributes.
+"""A synchronous FIFO whose storage carries memory attributes (the PEs' result FIFOs).
 
 Amaranth's :class:`~amaranth.lib.fifo.SyncFIFO` reads its storage through a combinational port;
 the register a user puts after ``r_data`` is folded into the port by yosys (a block RAM's
