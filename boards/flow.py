@@ -125,7 +125,8 @@ def synth_board(build: Path, board: Board, *, bitstream: bool = False, clock_hz:
     The clock is ``clock_hz``, else the board's target. The design is
     synthesized first and its needs checked against the device (every
     resource, :mod:`mamfpga.boards.fit`) before nextpnr runs. When place and
-    route misses the clock by less than ``NEAR_MISS``, it is placed again at
+    route misses the clock and some placement of the design so far (at any
+    clock) came within ``NEAR_MISS`` of it, it is placed again at
     the same clock with the next placement seeds (``seed + 1`` ..., up to
     ``seeds`` placements a clock; synthesis comes from its cache): Fmax moves
     by several per cent from one seed to the next. When it still misses and
@@ -154,9 +155,13 @@ def synth_board(build: Path, board: Board, *, bitstream: bool = False, clock_hz:
         if result.timing_met or not result.fmax_mhz:
             return result
         clk = result.clock["mhz"]
-        best = max(a["fmax_mhz"] for a in attempts if a["clock_mhz"] == clk)
+        # the best any placement of this design reached, at whatever clock it was placed for: one
+        # seed far under it is that seed's bad luck, not the design's limit (three seeds reached
+        # 46.4-47.4 MHz at 48, a fourth at 45.75 reached 39.1, and lowering under that took the
+        # clock to 37.5 where the next placement reached 49.1)
+        best = max(a["fmax_mhz"] for a in attempts)
         seed += 1
-        if at_clock < seeds and result.fmax_mhz >= NEAR_MISS * clk:
+        if at_clock < seeds and best >= NEAR_MISS * clk:
             log(f"timing not met: Fmax {result.fmax_mhz:.1f} MHz < {clk:g} MHz, within "
                 f"{1 - NEAR_MISS:.0%}; placing again at {clk:g} MHz with placement seed {seed} "
                 f"({at_clock + 1} of {seeds} seeds)")
