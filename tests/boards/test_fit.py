@@ -323,10 +323,13 @@ def test_a_near_miss_is_placed_again_with_other_seeds_before_the_clock_is_lowere
                                 timing_met=fmax >= clk)
         return once
 
+    logged = []
+
     def tries(fmax_of, **kw):
         seen.clear()
+        logged.clear()
         monkeypatch.setattr(flow, "_synth_once", fake(fmax_of))
-        syn = flow.synth_board(Path("b"), board("icebreaker"), log=lambda _m: None, **kw)
+        syn = flow.synth_board(Path("b"), board("icebreaker"), log=logged.append, **kw)
         return [(a["clock_mhz"], a["seed"]) for a in syn.attempts], syn
 
     # seed 3 meets 48 MHz: found at the target, the clock never lowered
@@ -341,6 +344,8 @@ def test_a_near_miss_is_placed_again_with_other_seeds_before_the_clock_is_lowere
     # seeds too, and is lowered again under the best of all (not under the unlucky one)
     att, syn = tries(lambda clk, seed: {4: 39.1}.get(seed, 47.4 if seed <= 3 else 47.0))
     assert att[3] == (pytest.approx(47.4 * flow.RETRY_MARGIN), 4) and att[4] == (att[3][0], 5) and syn.timing_met
+    # ... and the log names both: this placement's Fmax and the best that made it a near miss
+    assert any("Fmax 39.1 MHz" in m and "best placement so far 47.4 MHz" in m for m in logged), logged
     # a wide miss (30 of 48 MHz) is no seed's luck: lowered at once
     att, syn = tries(lambda clk, seed: 30.0)
     assert att[0] == (48, 1) and att[1] == (pytest.approx(30.0 * flow.RETRY_MARGIN), 2) and syn.timing_met
