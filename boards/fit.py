@@ -265,21 +265,29 @@ class Choice:
         return "\n".join(lines)
 
 
-#: Rows sharing words are not among the board flow's candidates unless asked for (``compile
-#: --rows shared``): on the iCEBreaker the digits demo's shared-words design took 605 cycles
-#: against 645 but placed at 42.6 MHz at seed 1 (the design without: 46.6, 45.7, 48.8 at seeds
-#: 1-3), and synthesized again at the lowered clock it overflowed the logic by 3 cells. The flow orders by cycles,
-#: not by inferences a second (that would need every candidate placed).
-DEFAULT_PACKS = (False,)
+#: Rows sharing words among the board flow's candidates by device family, unless asked for
+#: (``compile --rows shared`` or ``own``). On the iCEBreaker the digits demo's shared-words design
+#: took 605 cycles against 645 but placed at 42.6 MHz at seed 1 (the design without: 46.6, 45.7,
+#: 48.8 at seeds 1-3), and synthesized again at the lowered clock it overflowed the logic by 3
+#: cells: there they are tried only when asked for. On the ECP5-85F the same shared-words design
+#: meets 150 MHz with room (166.4 / 168.8 MHz at seeds 1-2, 2,997 LUT4 against 2,710), so the
+#: flow tries both. The flow orders by cycles, not by inferences a second (that would need every
+#: candidate placed).
+DEFAULT_PACKS = {"ice40": (False,), "ecp5": (False, True)}
+
+
+def default_packs(family: str | None) -> tuple[bool, ...]:
+    """Whether rows share words, the values the board flow tries for ``family`` unasked."""
+    return DEFAULT_PACKS.get(family, (False,))
 
 
 def candidates(pes: list[int] | None = None, lanes: list[int] | None = None,
                splits: list[str] | None = None, copies: list[bool] | None = None,
-               packs: list[bool] | None = None) -> list[tuple[int, int, str, bool, bool]]:
+               packs: list[bool] | None = None, family: str | None = None) -> list[tuple[int, int, str, bool, bool]]:
     """Every (P, L, split, lane copies, rows sharing words) worth trying: P and L powers of two,
     P up to 16, L up to 8, P x L <= 32; with two or more lanes, the activations banked across
-    them or copied per lane; rows in words of their own unless ``packs`` asks for shared words
-    too (:data:`DEFAULT_PACKS`)."""
+    them or copied per lane; rows in words of their own or sharing words, as ``packs`` asks,
+    else as the device ``family``'s default (:data:`DEFAULT_PACKS`)."""
     ps = pes or [1, 2, 4, 8, 16]
     ls = lanes or [1, 2, 4, 8]
     out = []
@@ -290,7 +298,7 @@ def candidates(pes: list[int] | None = None, lanes: list[int] | None = None,
             for split in (splits or (("auto", "never") if p > 1 else ("never",))):
                 for c in (copies or (False, True)):
                     # one lane has no half to share: its program is the same either way
-                    for k in ((packs or DEFAULT_PACKS) if l > 1 else (False,)):
+                    for k in ((packs or default_packs(family)) if l > 1 else (False,)):
                         if not (c and l == 1):
                             out.append((p, l, split, c, k))
     return out
@@ -326,7 +334,7 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
     if problem:
         raise NoFitError(problem)
     compiled = []
-    for p, l, split, cp, pk in candidates(pes, lanes, splits, copies, packs):
+    for p, l, split, cp, pk in candidates(pes, lanes, splits, copies, packs, family=device.family):
         c = Candidate(p, l, split, copies=cp, pack=pk)
         if c.label in exclude:
             continue

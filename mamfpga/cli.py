@@ -614,9 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(faster on short rows, L times the memory); default banked, with --board whichever "
                         "is faster and fits")
     d.add_argument("--rows", choices=["own", "shared"],
-                   help="each row in words of its own (the default), or a row's last word lending its free "
-                        "upper half of lanes to the next row (fewer words on short rows; split lane trees and "
-                        "a carry that cost the iCE40 demo design clock)")
+                   help="each row in words of its own, or a row's last word lending its free upper half of "
+                        "lanes to the next row (fewer words on short rows; split lane trees and a carry). "
+                        "Default own; with an ECP5 --board whichever is faster and fits (on an iCE40 they cost "
+                        "the demo design clock: tried only when asked)")
     d.add_argument("-o", "--output", type=Path, required=True)
 
     d = verb("sim", cmd_sim, "co-simulate the generated accelerator against the golden model")

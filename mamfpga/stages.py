@@ -586,8 +586,9 @@ def compile_for(qnet: QuantNetwork, *, pes: int | None = None, lanes: int | None
     (P=4, L=2 by default), its block RAMs checked against the board's device if there is one.
     ``lane_copies``: the activations copied per lane (True) or banked across the lanes (False);
     None: the board flow tries both, banked without a board. ``pack_rows``: rows share words
-    (True) or not (None, False: the board flow's candidates have them only when asked for,
-    :data:`mamfpga.boards.fit.DEFAULT_PACKS`)."""
+    (True) or not (False); None: as the board flow's default for the board's device family
+    (:data:`mamfpga.boards.fit.DEFAULT_PACKS`: both on an ECP5, own words on an iCE40), own words
+    without a board."""
     for name, v in (("pes", pes), ("lanes", lanes)):
         if v is not None and not_powers_of_two([v]):
             raise UsageError(f"--{name} must be a power of two for the generated accelerator, not {v}")

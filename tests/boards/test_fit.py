@@ -115,6 +115,10 @@ def test_candidates_order_and_limits():
     assert all(p * l <= 32 for p, l, _, _, _ in c) and (16, 2, "auto", False, False) in c \
         and (16, 2, "auto", True, False) in c
     assert not any(k for *_, k in c)                           # shared words only when asked for
+    assert not any(k for *_, k in fit.candidates(family="ice40"))     # ... or on an ECP5, unasked
+    assert (2, 2, "never", True, True) in fit.candidates(family="ecp5") \
+        and (2, 2, "never", True, False) in fit.candidates(family="ecp5")
+    assert not any(k for *_, k in fit.candidates(packs=[False], family="ecp5"))
     assert (16, 2, "auto", True, True) in fit.candidates(packs=[False, True])
     assert (1, 1, "never", False, False) in fit.candidates(packs=[True])     # one lane: nothing to share
     assert fit.candidates([2], [4], None, None, [False]) == [
