@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 
 from mamfpga.boards.resources import count_cells
 from mamfpga.compile import ArchConfig, CompileError, MemoryFitError, compile_network
-from mamfpga.compile.arch import config_for_family
 from mamfpga.compile.device import DEVICES
 from mamfpga.errors import MamfpgaError
 
@@ -344,9 +343,8 @@ def choose(net, board, *, pes: list[int] | None = None, lanes: list[int] | None 
             prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, device=device,
                                    delta_bits=delta_bits)
         except MemoryFitError as exc:
-            # without the device (it does not fit), but built as for its family, for its cycles
-            prog = compile_network(net, config_for_family(cfg, device.family), acc_bits=acc_bits, split=split,
-                                   delta_bits=delta_bits)
+            # without the device (it does not fit), for its cycles
+            prog = compile_network(net, cfg, acc_bits=acc_bits, split=split, delta_bits=delta_bits)
             c.verdict = f"block RAM: {exc}".split(" (fewer PEs")[0]
         except CompileError as exc:
             raise NoFitError(str(exc)) from None

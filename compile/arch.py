@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ArchConfig", "pipeline_depth", "layer_overhead", "split_overhead", "entry_bits", "word_bits",
-           "LAYER_HANDOFF", "PE_LATENCY", "lane_tree_latency", "config_for_family", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
+           "LAYER_HANDOFF", "PE_LATENCY", "lane_tree_latency", "REQUANT_LATENCY", "OUTPUT_CYCLES", "bound_cycles", "clog2",
            "index_bits", "pow2_at_least", "not_powers_of_two", "act_side_words", "weight_word_fields", "bias_word_fields", "pack",
            "unpack", "unpack_words", "lane_column", "bank_bytes", "PRODUCT_BITS", "MULT_BITS", "MULT_BITS_MAX", "SHIFT_BITS", "bias_bits", "result_fields", "results_may_use_block_ram", "bias_bits_used", "rom_width",
            "weight_bits_of", "mult_bits_of", "low_word_fields", "high_word_fields", "split_weight_words",
@@ -142,9 +142,11 @@ class ArchConfig:
     #: the activation memory; the board flow takes it where it fits and is faster
     lane_copies: bool = False
     #: registered stages per level of the PE's lane trees: 1, or 2 (each level's comparisons
-    #: registered before its selects, the adder tree's sum delayed to match). The compiler sets 2
-    #: for an ECP5 device (:func:`config_for_family`), where the compare and its select's fan-out
-    #: were the critical path (+12 MHz); on the iCE40 the stage costs logic cells and gains nothing
+    #: registered before its selects, the adder tree's sum delayed to match: a cycle more a level
+    #: in every layer). 1 on both families: the compiler set 2 for an ECP5 device while yosys's
+    #: signed compare left three logic levels behind its carry chain (+12 MHz then); with the
+    #: compares one chain (mamfpga.hw.compare) one stage places as fast (the digits demo design
+    #: at 150 MHz, seeds 1-2: 175.5 / 174.6 MHz against 174.6 / 175.0, 110 fewer flip-flops)
     tree_stages: int = 1
     #: False (the default): every row starts a word of its own. True: where a row's last word has
     #: its upper half of lanes free, the next row's first entries of those lanes go there (the
@@ -461,15 +463,6 @@ def unpack_words(fields, words: list[int]) -> dict:
         v = ((raw[:, i] | (raw[:, i + 1] << 8) | (raw[:, i + 2] << 16) | (raw[:, i + 3] << 24)) >> sh) & ((1 << w) - 1)
         out[name] = v - ((v >> (w - 1)) << w) if is_signed else v
     return out
-
-
-def config_for_family(cfg: "ArchConfig", family: str | None) -> "ArchConfig":
-    """``cfg`` as the compiler builds it for a device family: an ECP5's lane trees register their
-    compares (``tree_stages`` 2: its compare and select fan-out were the critical path); others
-    keep the configuration's."""
-    from dataclasses import replace
-
-    return replace(cfg, tree_stages=2) if family == "ecp5" else cfg
 
 
 def lane_tree_latency(cfg: "ArchConfig") -> int:

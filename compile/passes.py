@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mamfpga.compile.arch import (ArchConfig, act_side_words, config_for_family, bank_bytes, bias_bits, bias_bits_used, bias_word_fields,
+from mamfpga.compile.arch import (ArchConfig, act_side_words, bank_bytes, bias_bits, bias_bits_used, bias_word_fields,
                                    bound_cycles, layer_overhead, pack, result_fields, results_may_use_block_ram,
                                    rom_width, split_overhead, weight_bits_of, mult_bits_of, weight_word_fields,
                                    low_word_bits, high_word_bits,
@@ -1056,7 +1056,7 @@ def compile_network(net: QuantNetwork, cfg: ArchConfig | None = None, *, device:
     does not fit), and the program must fit (:class:`MemoryFitError`). With ``pack_rows`` and no
     row that shares a word, the program is compiled without it (the PE would build its split
     trees for nothing)."""
-    cfg = config_for_family(cfg or ArchConfig(), device.family if device is not None else None)
+    cfg = cfg or ArchConfig()
     program = _compile(net, cfg, device, delta_bits, acc_bits, split)
     if cfg.packs and not program.shares_words:
         program = _compile(net, replace(cfg, pack_rows=False), device, delta_bits, acc_bits, split)

@@ -12,7 +12,7 @@ from tests.sw.test_golden import random_qnet
 
 @pytest.mark.parametrize("seed", range(16))
 def test_random_networks_equal_golden(seed):
-    """Odd seeds with the lane trees' compares registered (two stages a level, as for the ECP5);
+    """Odd seeds with the lane trees' compares registered (two stages a level, an option of the generator);
     seeds 4k + 2, 4k + 3 with rows sharing words."""
     rng = np.random.default_rng(500 + seed)
     net = random_qnet(rng, max_size=20)
@@ -62,16 +62,20 @@ def test_a_layer_started_a_cycle_early_reads_a_stale_activation(monkeypatch):
     assert not np.array_equal(got, golden.run(net, x))
 
 
-def test_an_ecp5_program_registers_its_tree_compares():
-    """Compiled for an ECP5 device, the lane trees take two stages a level (their compares
-    registered), which the cycle model counts: a stage more a tree level, in every layer alone."""
+def test_registered_tree_compares_cost_a_stage_a_level_and_no_device_sets_them():
+    """Lane trees of two stages a level (their compares registered) take a cycle more a tree
+    level in every layer alone, which the cycle model counts; a program compiled for a device of
+    either family keeps the configuration's one stage (the compares are one carry chain,
+    mamfpga.hw.compare, and the ECP5 places one stage as fast)."""
     from mamfpga.compile.device import DEVICES
     from mamfpga.compile.schedule import alone_cycles
 
     net = random_qnet(np.random.default_rng(3), max_size=20)
-    ecp5 = next(d for d in DEVICES.values() if d.family == "ecp5")
     plain = compiler.compile_network(net, ArchConfig(pes=2, lanes=4))
-    fast = compiler.compile_network(net, ArchConfig(pes=2, lanes=4), device=ecp5)
-    assert (plain.config.tree_stages, fast.config.tree_stages) == (1, 2)
-    assert [alone_cycles(b, fast.config) - alone_cycles(a, plain.config) for a, b in zip(plain.layers, fast.layers)] \
+    staged = compiler.compile_network(net, ArchConfig(pes=2, lanes=4, tree_stages=2))
+    assert [alone_cycles(b, staged.config) - alone_cycles(a, plain.config) for a, b in zip(plain.layers, staged.layers)] \
         == [2] * len(plain.layers)
+    for family in ("ice40", "ecp5"):
+        dev = next(d for d in DEVICES.values() if d.family == family)
+        prog = compiler.compile_network(net, ArchConfig(pes=2, lanes=4), device=dev)
+        assert prog.config.tree_stages == 1 and prog.cycles_model == plain.cycles_model
