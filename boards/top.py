@@ -204,8 +204,15 @@ class HostLinkTop(wiring.Component):
                      src_err.eq(err_rom[left[:err_bits]]),
                      src_cyc.eq(cycle_bytes[left[:2]]), src_crc.eq(crc_bytes[left[0]]),
                      src_out.eq(ofifo.r_data)]
-        tx_go = Signal()                                 # the transmitter takes a byte now, if offered
-        m.d.comb += tx_go.eq(utx.i.ready & ~tx_wait)
+        # The byte offered and whether it is offered are registers too (``tx_byte``, ``tx_offer``),
+        # chosen by the state from the lookups a cycle later: the transmitter's holding register
+        # sees flip-flops, not the state's decode (the FSM's state through four LUT levels into it
+        # was the iCE40 design's critical path). So a byte is offered two cycles after ``left``
+        # or the state changes (``tx_wait`` covers both), and never in the cycle after one was
+        # taken; at a UART's pace, where a byte lasts hundreds of cycles, this costs nothing.
+        tx_byte, tx_offer, tx_take = Signal(8), Signal(), Signal()
+        m.d.comb += [utx.i.valid.eq(tx_offer), utx.i.payload.eq(tx_byte),
+                     tx_take.eq(tx_offer & utx.i.ready)]     # the transmitter takes the byte now
 
         expired = timer[-1]                              # the timer went below zero
         with m.FSM() as fsm:
@@ -217,8 +224,7 @@ class HostLinkTop(wiring.Component):
                                  ib_waddr.eq(0)]
                     go("RECV")
             with m.State("INFO"):
-                m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_info)]
-                with m.If(tx_go):
+                with m.If(tx_take):
                     m.d.sync += step()
                     with m.If(last):
                         go("IDLE")
@@ -256,8 +262,7 @@ class HostLinkTop(wiring.Component):
                 with m.Else():
                     go("IDLE")
             with m.State("ERROR"):                     # 'E' code crc: the request's CRC was wrong
-                m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_err)]
-                with m.If(tx_go):
+                with m.If(tx_take):
                     m.d.sync += step()
                     with m.If(last):
                         go("IDLE")
@@ -266,29 +271,33 @@ class HostLinkTop(wiring.Component):
                 with m.If(last_out):
                     go("HEAD")
             with m.State("HEAD"):
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(hostlink.REPLY_OUT)]
-                with m.If(utx.i.ready):
+                with m.If(tx_take):
                     m.d.sync += tx_crc.eq(hostlink.crc16(bytes([hostlink.REPLY_OUT])))
                     go("OUT")
             with m.State("OUT"):
-                m.d.comb += [utx.i.valid.eq(ofifo.r_rdy & ~tx_wait), utx.i.payload.eq(src_out),
-                             ofifo.r_en.eq(tx_go)]
-                with m.If(tx_go & ofifo.r_rdy):
-                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, src_out))]
+                m.d.comb += ofifo.r_en.eq(tx_take)
+                with m.If(tx_take):
+                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, tx_byte))]
                     with m.If(last):
                         go("CYCLES")
             with m.State("CYCLES"):                    # little-endian: byte 3 - left
-                m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_cyc)]
-                with m.If(tx_go):
-                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, src_cyc))]
+                with m.If(tx_take):
+                    m.d.sync += step() + [tx_crc.eq(crc16_next(tx_crc, tx_byte))]
                     with m.If(last):
                         go("TCRC")
             with m.State("TCRC"):                      # the answer's CRC, high byte first
-                m.d.comb += [utx.i.valid.eq(~tx_wait), utx.i.payload.eq(src_crc)]
-                with m.If(tx_go):
+                with m.If(tx_take):
                     m.d.sync += step()
                     with m.If(last):
                         go("IDLE")
+        # what the next cycle offers: the sending state's byte, unless the lookups are stale
+        # (``tx_wait``) or a byte is taken now (its successor is looked up from the next ``left``)
+        sources = {"INFO": src_info, "ERROR": src_err, "HEAD": Const(hostlink.REPLY_OUT, 8), "OUT": src_out,
+                   "CYCLES": src_cyc, "TCRC": src_crc}
+        m.d.sync += [tx_byte.eq(functools.reduce(operator.or_, [Mux(fsm.ongoing(st), v, 0)
+                                                               for st, v in sources.items()])),
+                     tx_offer.eq(functools.reduce(operator.or_, [fsm.ongoing(st) for st in sources])
+                                 & ~(fsm.ongoing("OUT") & ~ofifo.r_rdy) & ~tx_wait & ~tx_take)]
         # a fresh state's count, ORed from the (one-hot) state bits: the count is its constant
         count, count_last = Signal.like(left), Signal()
         m.d.comb += [count.eq(functools.reduce(operator.or_, [Mux(fsm.ongoing(st), n - 1, 0)
