@@ -350,6 +350,10 @@ def test_a_near_miss_is_placed_again_with_other_seeds_before_the_clock_is_lowere
     assert att[3] == (pytest.approx(47.4 * flow.RETRY_MARGIN), 4) and att[4] == (att[3][0], 5) and syn.timing_met
     # ... and the log names both: this placement's Fmax and the best that made it a near miss
     assert any("Fmax 39.1 MHz" in m and "best placement so far 47.4 MHz" in m for m in logged), logged
+    # the first seed 12.5 % under (42.0 of 48) and the next meeting it, as a robustness network
+    # placed: the next seed is tried at 48, not the clock lowered to 40.5
+    att, syn = tries(lambda clk, seed: 42.0 if seed == 1 else 49.0)
+    assert att == [(48, 1), (48, 2)] and syn.timing_met and syn.clock["mhz"] == 48
     # a wide miss (30 of 48 MHz) is no seed's luck: lowered at once
     att, syn = tries(lambda clk, seed: 30.0)
     assert att[0] == (48, 1) and att[1] == (pytest.approx(30.0 * flow.RETRY_MARGIN), 2) and syn.timing_met
