@@ -195,9 +195,9 @@ class HostLinkTop(wiring.Component):
                   "TCRC": 2}
 
         # The bytes an answer sends, looked up from ``left`` (and the output FIFO's head) into
-        # registers a cycle ahead of the transmitter taking them: the lookups and the state's
-        # choice among them are in different cycles. ``tx_wait``: the state or ``left`` (or the
-        # FIFO's head) changed in the last cycle, so the registers are stale and nothing is sent.
+        # registers: the lookups and the state's choice among them (``tx_byte``, below) are in
+        # different cycles. ``tx_wait``: the state or ``left`` (or the FIFO's head) changed in the
+        # last cycle, so the lookups are stale and nothing is offered from them.
         src_info, src_err, src_cyc, src_crc, src_out = (Signal(8, name=f"tx_{n}")
                                                          for n in ("info", "err", "cycles", "crc", "out"))
         m.d.sync += [src_info.eq(info_rom[left[:info_bits]]),
