@@ -94,7 +94,7 @@ def main():
     print("-" * len(head))
     figures = {}
     for name, net in nets.items():
-        row, ratios, nnz = [], {}, 0
+        row, ratios, nnz, floor = [], {}, 0, None
         for p, l in GRID:
             best = None
             for copies, packs in (((False, False), (False, True), (True, False), (True, True)) if l > 1
@@ -114,15 +114,15 @@ def main():
             ratios[f"{p},{l}"] = {"ratio": round(best[0], 4), "copies": best[1], "pack_rows": best[2]}
             row.append(f"{best[0]:.3f}{'c' if best[1] else ''}{'s' if best[2] else ''}")
             if (p, l) == (16, 1):
-                prog = best[3]
-                floor = (prog.net.input_size + prog.net.output_size
-                         + sum(layer_overhead(prog.config) + (split_overhead(prog.config) if x.split else 0)
-                               for x in prog.layers))
+                fp = best[3]
+                floor = (fp.net.input_size + fp.net.output_size
+                         + sum(layer_overhead(fp.config) + (split_overhead(fp.config) if x.split else 0)
+                               for x in fp.layers)) / fp.cycles_bound
         within = sum(v["ratio"] <= 1.10 for v in ratios.values())
         print(f"{name:<30}{nnz:>7}" + "".join(f"{c:>9}" for c in row) + f"{f'{within}/{len(ratios)}':>8}"
-              + f"{floor / prog.cycles_bound:>7.2f}", flush=True)
+              + (f"{floor:>7.2f}" if floor is not None else f"{'-':>7}"), flush=True)
         figures[name] = {"nnz": nnz, "points": ratios, "within": within, "fitting": len(ratios),
-                         "floor_16_1": round(floor / prog.cycles_bound, 4)}
+                         "floor_16_1": None if floor is None else round(floor, 4)}
     (OUT / "scale.json").write_text(json.dumps(figures, indent=1))
 
 
